@@ -1,0 +1,150 @@
+//! The command line: clap definitions and the dispatch that turns library results into terminal
+//! output and exit codes. Only this module and `main.rs` print.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::scenario::{self, Override, ScenarioError};
+
+/// Everything passed: scenarios matched their golden snapshots and expectations.
+pub const EXIT_OK: u8 = 0;
+/// A run completed but failed its expectations or its golden snapshot.
+pub const EXIT_FAILED: u8 = 1;
+/// A scenario or the command line was invalid; nothing was run.
+pub const EXIT_INVALID: u8 = 2;
+/// A runtime failure: could not bind, upstream unreachable, I/O error.
+pub const EXIT_RUNTIME: u8 = 3;
+
+const EXIT_CODES: &str = "Exit codes:
+  0  pass: golden snapshots and expectations matched (or, for validate, every file is valid)
+  1  a run failed its expectations or its golden snapshot
+  2  invalid scenario or usage; nothing was run
+  3  runtime failure: could not bind, upstream unreachable, I/O error";
+
+/// Declarative HTTP chaos scenarios: an upstream, a fault-injecting proxy and a load generator in
+/// one process, played deterministically and checked against golden snapshots.
+#[derive(Debug, Parser)]
+#[command(name = "traceforge", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Play scenarios and check them against their golden snapshots and expectations.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Check scenario files without running them; every file is reported.
+    #[command(after_help = EXIT_CODES)]
+    Validate(ValidateArgs),
+    /// Print the JSON schema of the scenario format (draft-07), for editor autocomplete.
+    Schema,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario files to play, one after another.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Write every request's outcome to this file as the run goes.
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Format of the --output file.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// Accept the result as the new golden snapshot.
+    #[arg(long)]
+    pub accept: bool,
+    /// Override a scenario field, validated like the file: --set load.concurrency=64
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<Override>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Scenario files to check.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Override a scenario field before validating: --set load.concurrency=64
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<Override>,
+}
+
+/// Output formats for recorded outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One JSON array of outcomes.
+    Json,
+    /// JSON lines: one outcome per line.
+    Jsonl,
+    /// CSV with a header row, one row per request.
+    Csv,
+}
+
+/// Parses the process arguments and runs the command; returns the exit code.
+pub fn main() -> u8 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_INVALID } else { EXIT_OK };
+        }
+    };
+    match cli.command {
+        Command::Validate(args) => validate(&args),
+        Command::Schema => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(crate::schema::json().as_bytes()) {
+                Ok(()) => EXIT_OK,
+                // A closed pipe (`traceforge schema | head`) is not a failure.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_RUNTIME
+                }
+            }
+        }
+        Command::Run(args) => run(&args),
+    }
+}
+
+fn validate(args: &ValidateArgs) -> u8 {
+    let mut worst = EXIT_OK;
+    for file in &args.files {
+        match scenario::load(file, &args.overrides) {
+            Ok(s) => {
+                println!(
+                    "ok: {} ({}: {} fault rule{}, {} requests at concurrency {})",
+                    file.display(),
+                    s.name,
+                    s.faults.len(),
+                    if s.faults.len() == 1 { "" } else { "s" },
+                    s.load.requests,
+                    s.load.concurrency
+                );
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                worst = worst.max(match e {
+                    ScenarioError::Io { .. } => EXIT_INVALID,
+                    ScenarioError::Invalid(_) => EXIT_INVALID,
+                });
+            }
+        }
+    }
+    worst
+}
+
+fn run(args: &RunArgs) -> u8 {
+    for file in &args.files {
+        if let Err(e) = scenario::load(file, &args.overrides) {
+            eprintln!("{e}");
+            return EXIT_INVALID;
+        }
+    }
+    eprintln!("error: `traceforge run` is not built yet; the scenarios are valid (`traceforge validate` checks them)");
+    EXIT_RUNTIME
+}

@@ -1,0 +1,191 @@
+//! The compact fault grammar, accepted wherever a fault is (scenario files, `traceforge proxy --fault`):
+//!
+//! ```text
+//! delay:DURATION[-DURATION][:PROBABILITY][:PATH]    delay:100ms  delay:100ms-500ms  delay:200ms:/api
+//! error:STATUS[:PROBABILITY][:PATH]                 error:503    error:503:0.5      error:500:0.1:/api
+//! drop[:PROBABILITY][:PATH]                         drop:0.1     drop:1:/api
+//! ```
+//!
+//! PATH is a prefix: `/api` covers `/api` itself and everything under `/api/`. A token that starts
+//! with `/` is the path (it takes the rest of the string, colons included); a number is the probability.
+
+use crate::scenario::duration::DelaySpec;
+use crate::scenario::spec::{FaultKind, FaultSpec, MatchSpec};
+
+/// Parses one compact fault string into the same [`FaultSpec`] a `[[faults]]` table would give.
+/// Range checks (probability, status) happen in validation, like for tables.
+pub fn parse(text: &str) -> Result<FaultSpec, String> {
+    let text = text.trim();
+    let (kind_text, rest) = match text.split_once(':') {
+        Some((k, r)) => (k, Some(r)),
+        None => (text, None),
+    };
+    let kind = match kind_text {
+        "delay" => FaultKind::Delay,
+        "error" => FaultKind::Error,
+        "drop" => FaultKind::Drop,
+        other => {
+            let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
+            let hint = crate::scenario::error::did_you_mean(other, &names)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "unknown fault kind `{other}` in \"{text}\"{hint}; compact faults are `delay:100ms[-500ms][:P][:/path]`, `error:503[:P][:/path]` or `drop[:P][:/path]`"
+            ));
+        }
+    };
+    let mut spec = FaultSpec {
+        name: None,
+        kind,
+        delay: None,
+        status: None,
+        probability: None,
+        matcher: None,
+    };
+    let mut tokens = Tokens::new(rest.unwrap_or(""));
+    match kind {
+        FaultKind::Delay => {
+            let arg = tokens.next_arg().ok_or_else(|| {
+                format!("\"{text}\" needs a duration: `delay:100ms` or `delay:100ms-500ms`")
+            })?;
+            spec.delay = Some(DelaySpec::parse(arg).map_err(|e| format!("in \"{text}\": {e}"))?);
+        }
+        FaultKind::Error => {
+            let arg = tokens
+                .next_arg()
+                .ok_or_else(|| format!("\"{text}\" needs a status: `error:503`"))?;
+            let status = arg
+                .parse::<u16>()
+                .map_err(|_| format!("in \"{text}\": `{arg}` is not an HTTP status (100 to 599)"))?;
+            spec.status = Some(status);
+        }
+        FaultKind::Drop => {}
+    }
+    while let Some(token) = tokens.next() {
+        match token {
+            Token::Path(path) => {
+                let glob = if path.contains(['*', '?', '[', '{']) {
+                    path.to_string()
+                } else {
+                    let base = path.trim_end_matches('/');
+                    if base.is_empty() {
+                        "/**".to_string()
+                    } else {
+                        format!("{{{base},{base}/**}}")
+                    }
+                };
+                spec.matcher = Some(MatchSpec {
+                    path: Some(glob),
+                    method: None,
+                });
+            }
+            Token::Arg(arg) => {
+                if spec.probability.is_some() {
+                    return Err(format!(
+                        "in \"{text}\": unexpected `{arg}`; after the probability only a path starting with `/` may follow"
+                    ));
+                }
+                let p = arg.parse::<f64>().map_err(|_| {
+                    format!("in \"{text}\": `{arg}` is neither a probability (0 to 1) nor a path starting with `/`")
+                })?;
+                spec.probability = Some(p);
+            }
+        }
+    }
+    Ok(spec)
+}
+
+enum Token<'a> {
+    Arg(&'a str),
+    Path(&'a str),
+}
+
+struct Tokens<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(rest: &'a str) -> Self {
+        Tokens {
+            rest: (!rest.is_empty()).then_some(rest),
+        }
+    }
+
+    /// The next token, only if it is a plain argument (not a path).
+    fn next_arg(&mut self) -> Option<&'a str> {
+        match self.rest {
+            Some(r) if !r.starts_with('/') => match self.next() {
+                Some(Token::Arg(a)) => Some(a),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = Token<'a>;
+    fn next(&mut self) -> Option<Token<'a>> {
+        let rest = self.rest.take()?;
+        if rest.starts_with('/') {
+            return Some(Token::Path(rest));
+        }
+        match rest.split_once(':') {
+            Some((tok, more)) => {
+                self.rest = Some(more);
+                Some(Token::Arg(tok))
+            }
+            None => Some(Token::Arg(rest)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ok(text: &str) -> FaultSpec {
+        match parse(text) {
+            Ok(spec) => spec,
+            Err(e) => panic!("{text}: {e}"),
+        }
+    }
+
+    #[test]
+    fn every_documented_form_parses() {
+        let ms = Duration::from_millis;
+        let d = ok("delay:100ms");
+        assert_eq!((d.kind, d.delay), (FaultKind::Delay, Some(DelaySpec::Fixed(ms(100)))));
+        let d = ok("delay:100ms-500ms");
+        assert_eq!(d.delay, Some(DelaySpec::Range(ms(100), ms(500))));
+        let d = ok("delay:200ms:/api");
+        assert_eq!(d.matcher.and_then(|m| m.path).as_deref(), Some("{/api,/api/**}"));
+        let e = ok("error:503");
+        assert_eq!((e.kind, e.status, e.probability), (FaultKind::Error, Some(503), None));
+        let e = ok("error:503:0.5");
+        assert_eq!(e.probability, Some(0.5));
+        let e = ok("error:500:0.1:/api");
+        assert_eq!((e.status, e.probability), (Some(500), Some(0.1)));
+        assert!(e.matcher.is_some());
+        let d = ok("drop:0.1");
+        assert_eq!((d.kind, d.probability), (FaultKind::Drop, Some(0.1)));
+        let d = ok("drop");
+        assert_eq!(d.probability, None);
+        let d = ok("delay:1s:0.3:/api/*");
+        assert_eq!(d.probability, Some(0.3));
+        assert_eq!(d.matcher.and_then(|m| m.path).as_deref(), Some("/api/*"));
+    }
+
+    #[test]
+    fn malformed_strings_say_what_is_valid() {
+        assert!(parse("dealy:100ms").unwrap_err().contains("did you mean `delay`"));
+        assert!(parse("delay").unwrap_err().contains("needs a duration"));
+        assert!(parse("delay:/api").unwrap_err().contains("needs a duration"));
+        assert!(parse("error").unwrap_err().contains("needs a status"));
+        assert!(parse("error:abc").unwrap_err().contains("not an HTTP status"));
+        assert!(parse("error:503:x").unwrap_err().contains("neither a probability"));
+        assert!(parse("drop:0.1:0.2").unwrap_err().contains("unexpected `0.2`"));
+        assert!(parse("delay:100").unwrap_err().contains("no unit"));
+    }
+}

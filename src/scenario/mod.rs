@@ -1,0 +1,548 @@
+//! Scenario files: the `*Spec` types read from TOML (`spec`), located errors (`error`), and
+//! validation into a checked [`Scenario`] (`validate`). Callers use [`load`] or [`parse_str`].
+//!
+//! Parsing keeps every value's position, so both TOML syntax errors and later validation errors
+//! point at the exact line and column. `--set KEY=VALUE` overrides are applied to the parsed
+//! document and go through the same deserialization and validation as the file.
+
+pub mod duration;
+pub mod error;
+pub mod spec;
+mod validate;
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, StatusCode, Uri};
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+pub use error::{Diagnostic, ScenarioError};
+pub use spec::ScenarioSpec;
+
+use crate::fault::FaultRule;
+
+/// A validated scenario: every value checked, every default filled in.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    pub upstream: UpstreamConfig,
+    pub faults: Vec<FaultRule>,
+    pub proxy: ProxyConfig,
+    pub load: LoadConfig,
+    pub expect: Expectations,
+    /// The effective spec, after overrides; reports and summaries show it.
+    pub spec: ScenarioSpec,
+}
+
+/// The demo upstream's extra routes, or an external upstream.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamConfig {
+    /// `None`: the built-in demo upstream.
+    pub url: Option<Uri>,
+    pub routes: Vec<Route>,
+}
+
+/// An extra route on the demo upstream.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub path: String,
+    /// Empty: any method.
+    pub methods: Vec<Method>,
+    pub status: StatusCode,
+    pub body: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub latency: Duration,
+}
+
+/// How the proxy forwards.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub add_response_headers: Vec<(HeaderName, HeaderValue)>,
+    pub upstream_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            add_response_headers: Vec::new(),
+            upstream_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The load profile.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub requests: u64,
+    pub concurrency: u32,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub timeout: Duration,
+    pub client_trace: bool,
+    pub targets: Vec<Target>,
+}
+
+/// One entry of the request mix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub method: Method,
+    /// Path and query, starting with `/`.
+    pub path: String,
+    pub weight: u32,
+}
+
+/// Thresholds checked after the run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expectations {
+    pub success_rate: Option<f64>,
+}
+
+/// One `--set KEY=VALUE` override. The value is read as a TOML value (`64`, `true`, `"x"`,
+/// `[1, 2]`); anything that is not valid TOML is taken as a plain string (`run.clock=virtual`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for Override {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (key, value) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not KEY=VALUE (for example load.concurrency=64)"))?;
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            return Err(format!(
+                "`{key}` is not a key path; write it like load.concurrency or faults.0.probability"
+            ));
+        }
+        Ok(Override {
+            key: key.to_string(),
+            value: value.trim().to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// Reads and validates a scenario file.
+pub fn load(path: &Path, overrides: &[Override]) -> Result<Scenario, ScenarioError> {
+    let bytes = std::fs::read(path).map_err(|source| ScenarioError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let origin = path.display().to_string();
+    match String::from_utf8(bytes) {
+        Ok(text) => parse_str(&origin, &text, overrides),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let text: Arc<str> = String::from_utf8_lossy(e.as_bytes()).into();
+            Err(ScenarioError::Invalid(vec![Diagnostic {
+                origin,
+                span: Some(valid..valid + 1),
+                source: text,
+                message: "the file is not UTF-8 text".into(),
+                label: "invalid byte here".into(),
+                help: Some("scenario files are TOML, which must be UTF-8".into()),
+            }]))
+        }
+    }
+}
+
+/// How deep arrays and inline tables may nest. Real scenarios use three or four levels; the cap
+/// keeps hostile input from exhausting the stack.
+const MAX_NESTING: usize = 64;
+
+/// Parses and validates scenario text. `origin` names it in errors (usually the file path).
+pub fn parse_str(origin: &str, text: &str, overrides: &[Override]) -> Result<Scenario, ScenarioError> {
+    let source: Arc<str> = text.into();
+    let file_diag = |span: Option<Range<usize>>, message: String, label: &str, help: Option<String>| Diagnostic {
+        origin: origin.to_string(),
+        source: source.clone(),
+        span,
+        message,
+        label: label.to_string(),
+        help,
+    };
+    if let Some(at) = nesting_too_deep(text) {
+        return Err(ScenarioError::Invalid(vec![file_diag(
+            Some(at..at + 1),
+            format!("arrays or tables nest deeper than {MAX_NESTING} levels"),
+            "too deep",
+            Some("a scenario needs only a few levels of nesting".into()),
+        )]));
+    }
+    let root = DeTable::parse(text).map_err(|e| {
+        ScenarioError::Invalid(vec![file_diag(e.span(), first_line(e.message()), "here", None)])
+    })?;
+
+    // Overrides are parsed with their values placed past the end of the file text, so any span
+    // beyond `text.len()` belongs to an override and can be reported against it.
+    let padded: Vec<(Range<usize>, String)> = {
+        let mut base = text.len() + 1;
+        overrides
+            .iter()
+            .map(|o| {
+                let range = base..base + o.value.len().max(1);
+                base = range.end + 1;
+                (range, o.value.clone())
+            })
+            .collect()
+    };
+    let sources = Sources {
+        origin,
+        source: source.clone(),
+        overrides,
+        regions: padded.iter().map(|(r, _)| r.clone()).collect(),
+    };
+    let mut root = root;
+    for ((range, padded_value), o) in padded.iter().zip(overrides) {
+        let value = match DeValue::parse(padded_value) {
+            Ok(v) => shift(v, range.start),
+            // Not TOML: take the text as a string, so `--set run.clock=virtual` needs no quotes.
+            Err(_) => Spanned::new(range.clone(), DeValue::String(o.value.as_str().into())),
+        };
+        if let Err(message) = set_path(&mut root, &o.key, value, range.clone()) {
+            return Err(ScenarioError::Invalid(vec![sources.diagnostic(
+                Some(range.clone()),
+                message,
+                "cannot set this",
+                None,
+            )]));
+        }
+    }
+
+    let document = root.clone();
+    let spec = ScenarioSpec::deserialize(toml::de::Deserializer::from(root))
+        .map_err(|e| ScenarioError::Invalid(vec![sources.from_toml(&e, &document)]))?;
+    let problems = validate::check(&spec);
+    match problems {
+        Ok(scenario) => Ok(scenario),
+        Err(problems) => Err(ScenarioError::Invalid(
+            problems
+                .into_iter()
+                .map(|p| {
+                    let span = locate(&document, &p.path);
+                    let message = if p.path.is_empty() {
+                        p.message
+                    } else {
+                        format!("{}: {}", display_path(&p.path), p.message)
+                    };
+                    sources.diagnostic(span, message, &p.label, p.help)
+                })
+                .collect(),
+        )),
+    }
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or("invalid TOML").trim().to_string()
+}
+
+/// The texts spans can point into: the file, or one of the overrides.
+struct Sources<'a> {
+    origin: &'a str,
+    source: Arc<str>,
+    overrides: &'a [Override],
+    regions: Vec<Range<usize>>,
+}
+
+impl Sources<'_> {
+    fn diagnostic(
+        &self,
+        span: Option<Range<usize>>,
+        message: String,
+        label: &str,
+        help: Option<String>,
+    ) -> Diagnostic {
+        let region = span
+            .as_ref()
+            .and_then(|s| self.regions.iter().position(|r| s.start >= r.start && s.start <= r.end));
+        match (region, span) {
+            (Some(i), Some(span)) => {
+                let o = &self.overrides[i];
+                let text = o.to_string();
+                let offset = o.key.len() + 1;
+                let start = offset + (span.start - self.regions[i].start).min(o.value.len());
+                let end = (offset + (span.end.saturating_sub(self.regions[i].start))).clamp(start, text.len());
+                Diagnostic {
+                    origin: format!("--set {text}"),
+                    source: text.into(),
+                    span: Some(start..end.max(start)),
+                    message,
+                    label: label.to_string(),
+                    help,
+                }
+            }
+            (_, span) => Diagnostic {
+                origin: self.origin.to_string(),
+                source: self.source.clone(),
+                span,
+                message,
+                label: label.to_string(),
+                help,
+            },
+        }
+    }
+
+    /// Turns a deserialization error into a diagnostic, adding "did you mean" for unknown names.
+    fn from_toml(&self, e: &toml::de::Error, document: &Spanned<DeTable<'_>>) -> Diagnostic {
+        let message = first_line(e.message());
+        // Name where the problem is (`load`, `faults[1].kind`), found from the error's position.
+        let mut path = e.span().map(|s| path_at(document, s.start)).unwrap_or_default();
+        let prefix = |path: &[Seg]| {
+            if path.is_empty() { String::new() } else { format!("{}: ", display_path(path)) }
+        };
+        if let Some(unknown) = error::parse_unknown(&message) {
+            if unknown.what == "key" {
+                // The error points at the unknown key itself; the place is the table holding it.
+                path.pop();
+            }
+            let expected: Vec<&str> = unknown.expected.iter().map(String::as_str).collect();
+            let list = expected
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let help = match error::did_you_mean(&unknown.name, &expected) {
+                Some(best) => Some(format!("did you mean `{best}`? valid {}s here: {list}", unknown.what)),
+                None if expected.is_empty() => None,
+                None => Some(format!("valid {}s here: {list}", unknown.what)),
+            };
+            let label = if unknown.what == "key" { "unknown key" } else { "unknown value" };
+            return self.diagnostic(
+                e.span(),
+                format!("{}unknown {} `{}`", prefix(&path), unknown.what, unknown.name),
+                label,
+                help,
+            );
+        }
+        self.diagnostic(e.span(), format!("{}{message}", prefix(&path)), "here", None)
+    }
+}
+
+/// One step of a path into the document.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn display_path(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// The span of the value at `path`, or of the deepest part of it that exists in the document
+/// (a missing key is reported at its table).
+fn locate(root: &Spanned<DeTable<'_>>, path: &[Seg]) -> Option<Range<usize>> {
+    let mut span = root.span();
+    let mut current: Option<&DeValue<'_>> = None;
+    let mut table = Some(root.get_ref());
+    for seg in path {
+        let next = match (seg, table, current) {
+            (Seg::Key(k), Some(t), _) => t.get(k.as_str()),
+            (Seg::Index(i), _, Some(DeValue::Array(a))) => a.get(*i),
+            _ => None,
+        };
+        let Some(next) = next else { break };
+        span = next.span();
+        current = Some(next.get_ref());
+        table = match next.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => None,
+        };
+    }
+    // The root's span is the whole file; pointing at it says nothing.
+    (span != root.span()).then_some(span)
+}
+
+/// Moves every span in `value` by `by` bytes (override values are parsed on their own).
+fn shift<'i>(value: Spanned<DeValue<'i>>, by: usize) -> Spanned<DeValue<'i>> {
+    let span = value.span();
+    let inner = match value.into_inner() {
+        DeValue::Array(items) => {
+            let mut out = toml::de::DeArray::new();
+            for item in items.iter() {
+                out.push(shift(item.clone(), by));
+            }
+            DeValue::Array(out)
+        }
+        DeValue::Table(table) => {
+            let mut out = DeTable::new();
+            for (k, v) in table.iter() {
+                let ks = k.span();
+                out.insert(Spanned::new(ks.start + by..ks.end + by, k.get_ref().clone()), shift(v.clone(), by));
+            }
+            DeValue::Table(out)
+        }
+        other => other,
+    };
+    Spanned::new(span.start + by..span.end + by, inner)
+}
+
+/// The path of the key or list item whose text contains byte `offset`, searched depth-first
+/// (a `[table]`'s span covers only its header, so containment of parents cannot be relied on).
+fn path_at(root: &Spanned<DeTable<'_>>, offset: usize) -> Vec<Seg> {
+    fn in_value(value: &Spanned<DeValue<'_>>, offset: usize, path: &mut Vec<Seg>) -> bool {
+        match value.get_ref() {
+            DeValue::Table(t) => in_table(t, offset, path),
+            DeValue::Array(a) => a.iter().enumerate().any(|(i, v)| {
+                path.push(Seg::Index(i));
+                if in_value(v, offset, path) || v.span().contains(&offset) {
+                    return true;
+                }
+                path.pop();
+                false
+            }),
+            _ => false,
+        }
+    }
+    fn in_table(table: &DeTable<'_>, offset: usize, path: &mut Vec<Seg>) -> bool {
+        table.iter().any(|(k, v)| {
+            path.push(Seg::Key(k.get_ref().to_string()));
+            if k.span().contains(&offset) || in_value(v, offset, path) || v.span().contains(&offset) {
+                return true;
+            }
+            path.pop();
+            false
+        })
+    }
+    let mut path = Vec::new();
+    in_table(root.get_ref(), offset, &mut path);
+    path
+}
+
+/// Sets `key` (dotted; numeric parts index lists) in the document, creating tables as needed.
+fn set_path<'i>(
+    root: &mut Spanned<DeTable<'i>>,
+    key: &str,
+    value: Spanned<DeValue<'i>>,
+    region: Range<usize>,
+) -> Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = DeValue::Table(std::mem::take(root.get_mut()));
+    let result = set_in(&mut node, &parts, value, &region, key);
+    if let DeValue::Table(t) = node {
+        *root.get_mut() = t;
+    }
+    result
+}
+
+fn set_in<'i>(
+    node: &mut DeValue<'i>,
+    parts: &[&str],
+    value: Spanned<DeValue<'i>>,
+    region: &Range<usize>,
+    key: &str,
+) -> Result<(), String> {
+    let Some((part, rest)) = parts.split_first() else {
+        return Err("empty key".into());
+    };
+    match node {
+        DeValue::Table(table) => {
+            if rest.is_empty() {
+                table.remove(*part);
+                table.insert(Spanned::new(region.clone(), part.to_string().into()), value);
+                return Ok(());
+            }
+            if table.get(*part).is_none() {
+                table.insert(
+                    Spanned::new(region.clone(), part.to_string().into()),
+                    Spanned::new(region.clone(), DeValue::Table(DeTable::new())),
+                );
+            }
+            match table.get_mut(*part) {
+                Some(child) => set_in(child.get_mut(), rest, value, region, key),
+                None => Err(format!("`{key}` cannot be created")),
+            }
+        }
+        DeValue::Array(array) => {
+            let index: usize = part
+                .parse()
+                .map_err(|_| format!("in `{key}`, `{part}` should be an index into a list (0, 1, ...)"))?;
+            let len = array.len();
+            let child = array
+                .get_mut(index)
+                .ok_or_else(|| format!("in `{key}`, index {index} is past the end of a list of {len}"))?;
+            if rest.is_empty() {
+                *child = value;
+                Ok(())
+            } else {
+                set_in(child.get_mut(), rest, value, region, key)
+            }
+        }
+        _ => Err(format!(
+            "`{key}` goes inside a plain value; only tables and lists can hold `{part}`"
+        )),
+    }
+}
+
+/// Finds the first place where `[` or `{` nest deeper than [`MAX_NESTING`], outside strings and
+/// comments. A cheap scan that spares the parser hostile input.
+fn nesting_too_deep(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            quote @ (b'"' | b'\'') => {
+                let triple = bytes.get(i..i + 3) == Some(&[quote, quote, quote][..]);
+                i += if triple { 3 } else { 1 };
+                while i < bytes.len() {
+                    if quote == b'"' && bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if triple {
+                        if bytes.get(i..i + 3) == Some(&[quote, quote, quote][..]) {
+                            i += 2;
+                            break;
+                        }
+                    } else if bytes[i] == quote || bytes[i] == b'\n' {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}

@@ -1,0 +1,407 @@
+//! The scenario file as written: inert `*Spec` types that serde reads from TOML and schemars turns
+//! into `traceforge.schema.json`. Doc comments here are what an editor shows on hover.
+//! Validation (`validate.rs`) turns a [`ScenarioSpec`] into a checked [`super::Scenario`].
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::duration::{DelaySpec, DurationSpec};
+
+/// A TraceForge chaos scenario: an upstream, the faults the proxy injects in front of it, a seed, a
+/// load profile and what the run must show. `traceforge run FILE` plays it and checks it against
+/// `golden/<name>.snap`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "TraceForge scenario")]
+pub struct ScenarioSpec {
+    /// The scenario's name. It names the golden file (`golden/<name>.snap`), so it must be usable as a
+    /// file name: letters, digits, `-`, `_` and `.`, starting with a letter or digit.
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
+    pub name: String,
+
+    /// What this scenario shows, in a sentence. Printed in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+
+    /// The seed every random choice derives from (fault decisions, target choice, ids). The same seed
+    /// gives the same outcomes at any concurrency, run after run. Default 0.
+    #[serde(default)]
+    pub seed: u64,
+
+    /// The server behind the proxy: the built-in demo upstream (the default), or an external one via `url`.
+    #[serde(default)]
+    pub upstream: UpstreamSpec,
+
+    /// The faults the proxy injects, evaluated in order for every request: delays add up, the first
+    /// error or drop wins. Each entry is a table (`[[faults]]`) or a compact string such as
+    /// `"error:503:0.2:/api"`.
+    #[serde(default)]
+    pub faults: Vec<FaultEntry>,
+
+    /// How the proxy forwards requests.
+    #[serde(default)]
+    pub proxy: ProxySpec,
+
+    /// The load profile played through the proxy.
+    #[serde(default)]
+    pub load: LoadSpec,
+
+    /// What the run must show for `traceforge run` to pass (besides matching the golden snapshot).
+    #[serde(default)]
+    pub expect: ExpectSpec,
+}
+
+/// The upstream the proxy forwards to.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    /// URL of an external upstream (`http://host:port`). Leave it out to use the built-in demo
+    /// upstream, which serves `/`, `/static/...`, `/api/resource`, `/api/echo` and `routes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+
+    /// Extra routes served by the built-in demo upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// An extra route on the demo upstream.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The exact request path this route answers, such as `/api/slow`.
+    pub path: String,
+
+    /// The method(s) it answers; any method when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Methods>,
+
+    /// The HTTP status to answer with. Default 200.
+    #[serde(default = "default_status")]
+    #[schemars(range(min = 100, max = 599))]
+    pub status: u16,
+
+    /// The response body. Default empty.
+    #[serde(default)]
+    pub body: String,
+
+    /// Response headers, such as `{ "content-type" = "application/json" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+
+    /// How long the upstream waits before answering, such as `"300ms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<DurationSpec>,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+/// One fault rule: a table, or the compact string grammar.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum FaultEntry {
+    /// `"delay:100ms"`, `"delay:100ms-500ms:/api"`, `"error:503:0.5"`, `"error:500:0.1:/api"`, `"drop:0.1"`.
+    Compact(String),
+    /// A `[[faults]]` table.
+    Table(FaultSpec),
+}
+
+impl<'de> Deserialize<'de> for FaultEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FaultEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a fault table or a compact fault string such as \"error:503:0.2:/api\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                // Parse now so a malformed string is reported at its own position in the file.
+                crate::fault::compact::parse(v).map_err(E::custom)?;
+                Ok(FaultEntry::Compact(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                // Delegating keeps the TOML deserializer's positions for errors inside the table.
+                FaultSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(FaultEntry::Table)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for FaultEntry {
+    fn schema_name() -> Cow<'static, str> {
+        "FaultEntry".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let table = generator.subschema_for::<FaultSpec>();
+        json_schema!({
+            "description": "A fault rule: a table, or a compact string.",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "description": "Compact fault: `delay:DURATION[-DURATION][:PROBABILITY][:PATH]`, `error:STATUS[:PROBABILITY][:PATH]` or `drop[:PROBABILITY][:PATH]`. PATH is a prefix (`/api` covers `/api` and `/api/...`).",
+                    "pattern": "^(delay|error|drop)(:.*)?$",
+                    "examples": ["delay:100ms", "delay:100ms-500ms:/api", "error:503:0.5", "error:500:0.1:/api", "drop:0.1"]
+                },
+                table
+            ]
+        })
+    }
+}
+
+/// A fault rule as a table.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// The rule's name in reports, metrics labels, golden files and expectations. Default
+    /// `<kind>-<position>`, such as `error-2` for the second rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
+    pub name: Option<String>,
+
+    /// What the fault does.
+    pub kind: FaultKind,
+
+    /// For `delay`: how long to hold the request before forwarding it, `"100ms"` or a range `"100ms..500ms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DelaySpec>,
+
+    /// For `error`: the status of the synthetic response, 100 to 599.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
+    pub status: Option<u16>,
+
+    /// The chance, from 0 to 1, that a matching request gets this fault. Decided per request from the
+    /// seed, the rule and the request id, so arrival order cannot change it. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub probability: Option<f64>,
+
+    /// Which requests the rule applies to; every request when left out.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<MatchSpec>,
+}
+
+/// What a fault does to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// Hold the request for `delay`, then forward it. Example: `{ kind = "delay", delay = "100ms..500ms" }`.
+    Delay,
+    /// Answer with a synthetic `status` without forwarding. Example: `{ kind = "error", status = 503, probability = 0.2 }`.
+    Error,
+    /// Answer 503 without forwarding, as if the service were gone. Example: `{ kind = "drop", probability = 0.1 }`.
+    Drop,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 3] = [FaultKind::Delay, FaultKind::Error, FaultKind::Drop];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Delay => "delay",
+            FaultKind::Error => "error",
+            FaultKind::Drop => "drop",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Conditions a request must meet for a rule to apply; all given conditions must hold.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// A glob on the request path (query excluded): `*` matches within one segment, `**` across
+    /// segments, `{a,b}` either. Example: `"/api/*"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+
+    /// The method or methods, such as `"GET"` or `["GET", "POST"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Methods>,
+}
+
+/// One HTTP method or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Methods {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Methods {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Methods::One(m) => vec![m.clone()],
+            Methods::Many(ms) => ms.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Methods {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Methods;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a method such as \"GET\" or a list such as [\"GET\", \"POST\"]")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Methods::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(m) = seq.next_element::<String>()? {
+                    out.push(m);
+                }
+                Ok(Methods::Many(out))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for Methods {
+    fn schema_name() -> Cow<'static, str> {
+        "Methods".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An HTTP method (\"GET\") or a list of them ([\"GET\", \"POST\"]).",
+            "anyOf": [
+                { "type": "string", "examples": ["GET", "POST"] },
+                { "type": "array", "items": { "type": "string" }, "minItems": 1 }
+            ]
+        })
+    }
+}
+
+/// How the proxy forwards.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    /// Headers added to every response the proxy returns, such as `{ "x-chaos" = "on" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add_response_headers: BTreeMap<String, String>,
+
+    /// How long the proxy waits for the upstream before answering 504. Default `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout: Option<DurationSpec>,
+}
+
+/// The load profile: a closed loop of `requests`, at most `concurrency` in flight.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSpec {
+    /// How many logical requests to send in total (retries not counted). Default 100.
+    #[serde(default = "default_requests")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub requests: u64,
+
+    /// At most this many requests in flight at once. Default 10.
+    #[serde(default = "default_concurrency")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub concurrency: u32,
+
+    /// How many times a request is retried after a 5xx, a connection error or a timeout. Default 0.
+    #[serde(default)]
+    #[schemars(range(max = 20))]
+    pub retries: u32,
+
+    /// The wait before the first retry; it doubles for each further retry. Default `"100ms"`.
+    #[serde(default = "default_backoff")]
+    pub retry_backoff: DurationSpec,
+
+    /// How long one attempt may take before it counts as a timeout. Default `"10s"`.
+    #[serde(default = "default_timeout")]
+    pub timeout: DurationSpec,
+
+    /// Send a trace id from the client (derived from the seed and the request index, kept across
+    /// retries). Without it the proxy assigns one and that is recorded. Default false.
+    #[serde(default)]
+    pub client_trace: bool,
+
+    /// The request mix; each request picks a target by weight. Default: `GET /api/resource`.
+    #[serde(default = "default_targets")]
+    pub targets: Vec<TargetSpec>,
+}
+
+fn default_requests() -> u64 {
+    100
+}
+fn default_concurrency() -> u32 {
+    10
+}
+fn default_backoff() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_millis(100))
+}
+fn default_timeout() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_secs(10))
+}
+fn default_targets() -> Vec<TargetSpec> {
+    vec![TargetSpec {
+        path: "/api/resource".to_string(),
+        method: default_method(),
+        weight: 1,
+    }]
+}
+
+impl Default for LoadSpec {
+    fn default() -> Self {
+        LoadSpec {
+            requests: default_requests(),
+            concurrency: default_concurrency(),
+            retries: 0,
+            retry_backoff: default_backoff(),
+            timeout: default_timeout(),
+            client_trace: false,
+            targets: default_targets(),
+        }
+    }
+}
+
+/// One entry of the request mix.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// The path (and optional query) to request, such as `/api/resource?x=1`.
+    pub path: String,
+
+    /// The HTTP method. Default `"GET"`.
+    #[serde(default = "default_method")]
+    pub method: String,
+
+    /// The relative share of requests that go to this target. Default 1.
+    #[serde(default = "default_weight")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub weight: u32,
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// Thresholds the run must meet.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSpec {
+    /// The minimum share of requests, from 0 to 1, that must end in a 2xx or 3xx after retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub success_rate: Option<f64>,
+}
