@@ -24,6 +24,15 @@ pub fn json() -> String {
 /// TOML has no null: an optional key is simply left out, so `"type": ["string", "null"]` becomes
 /// `"type": "string"` and editors do not offer a value that cannot be written.
 fn no_null(schema: &mut Schema) {
+    if let Some(Value::Array(options)) = schema.get_mut("anyOf") {
+        options.retain(|o| o.get("type").and_then(Value::as_str) != Some("null"));
+        if options.len() == 1 {
+            // A lone `$ref` keeps its sibling description only inside `allOf` in draft-07.
+            if let Some(options) = schema.remove("anyOf") {
+                schema.insert("allOf".to_string(), options);
+            }
+        }
+    }
     let Some(Value::Array(types)) = schema.get_mut("type") else {
         return;
     };

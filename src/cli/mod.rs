@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::scenario::{self, Override, ScenarioError};
 
+pub mod serve;
+
 /// Everything passed: scenarios matched their golden snapshots and expectations.
 pub const EXIT_OK: u8 = 0;
 /// A run completed but failed its expectations or its golden snapshot.
@@ -42,6 +44,10 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the JSON schema of the scenario format (draft-07), for editor autocomplete.
     Schema,
+    /// Serve the demo upstream on its own.
+    Upstream(serve::UpstreamArgs),
+    /// Run the fault-injecting proxy on its own, in front of any upstream.
+    Proxy(serve::ProxyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +114,8 @@ pub fn main() -> u8 {
             }
         }
         Command::Run(args) => run(&args),
+        Command::Upstream(args) => serve::upstream(&args),
+        Command::Proxy(args) => serve::proxy(&args),
     }
 }
 
