@@ -8,7 +8,11 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod expect;
 pub mod fault;
+pub mod golden;
+pub mod load;
+pub mod record;
 pub mod scenario;
 pub mod schema;
 pub mod seed;

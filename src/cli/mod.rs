@@ -4,8 +4,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
+pub use crate::record::Format;
 use crate::scenario::{self, Override, ScenarioError};
 
 pub mod serve;
@@ -77,17 +78,6 @@ pub struct ValidateArgs {
     /// Override a scenario field before validating: --set load.concurrency=64
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<Override>,
-}
-
-/// Output formats for recorded outcomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// One JSON array of outcomes.
-    Json,
-    /// JSON lines: one outcome per line.
-    Jsonl,
-    /// CSV with a header row, one row per request.
-    Csv,
 }
 
 /// Parses the process arguments and runs the command; returns the exit code.

@@ -1,0 +1,228 @@
+//! Golden snapshots: the reviewable body of a run, stored as `golden/<scenario>.snap` in insta's
+//! file format (a YAML header between `---` lines, then the body), so `cargo insta review` and
+//! `cargo insta accept` work on what `traceforge run` writes. In real time the body holds no
+//! wall-clock values: counts, statuses, faults and ids only.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::record::{Outcome, Summary};
+use crate::scenario::Scenario;
+
+/// Renders one request as a golden line:
+/// `#0007 GET /api/resource  503 [api-503] -> 200 [slow-api]  => 200  trace 3f2a...`.
+pub fn request_line(o: &Outcome) -> String {
+    let attempts: Vec<String> = o
+        .attempts
+        .iter()
+        .map(|a| {
+            let result = match (a.status, a.error) {
+                (Some(s), _) => s.to_string(),
+                (None, Some(e)) => e.to_string(),
+                (None, None) => "none".to_string(),
+            };
+            if a.faults.is_empty() {
+                result
+            } else {
+                format!("{result} [{}]", a.faults.join(", "))
+            }
+        })
+        .collect();
+    format!(
+        "#{:04} {} {}  {}  => {}  trace {}",
+        o.index,
+        o.method,
+        o.path,
+        attempts.join(" -> "),
+        o.final_label(),
+        if o.trace_id.is_empty() { "-" } else { &o.trace_id }
+    )
+}
+
+/// Builds the golden body incrementally: request lines may arrive in any order.
+#[derive(Debug, Default)]
+pub struct BodyBuilder {
+    lines: Vec<(u64, String)>,
+}
+
+impl BodyBuilder {
+    pub fn push(&mut self, outcome: &Outcome) {
+        self.lines.push((outcome.index, request_line(outcome)));
+    }
+
+    /// The body: scenario, seed, counts, then one line per request in index order.
+    pub fn finish(mut self, scenario: &Scenario, summary: &Summary) -> String {
+        self.lines.sort_by_key(|(i, _)| *i);
+        let mut out = String::new();
+        let _ = writeln!(out, "scenario:     {}", scenario.name);
+        let _ = writeln!(out, "seed:         {}", scenario.seed);
+        for rule in &scenario.faults {
+            let _ = writeln!(out, "rule:         {rule}");
+        }
+        out.push_str(&summary.render_counts());
+        out.push('\n');
+        for (_, line) in &self.lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// The golden file of a scenario: `<dir>/<name>.snap`.
+pub fn snap_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.snap"))
+}
+
+/// Where a rejected result is written for review: `<dir>/<name>.snap.new`.
+pub fn new_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.snap.new"))
+}
+
+/// The file text: insta's header, then the body.
+pub fn to_file(scenario: &Scenario, body: &str) -> String {
+    let mut out = String::from("---\n");
+    out.push_str("source: traceforge run\n");
+    let _ = writeln!(out, "description: {}", yaml_string(&scenario.description));
+    let _ = writeln!(out, "expression: {}", yaml_string(&scenario.name));
+    out.push_str("---\n");
+    out.push_str(body.trim_end());
+    out.push('\n');
+    out
+}
+
+/// The body of a snapshot file: everything after the header. A file without a header is all body.
+pub fn body_of(file: &str) -> &str {
+    let Some(rest) = file.strip_prefix("---\n") else {
+        return file;
+    };
+    match rest.find("\n---\n") {
+        Some(i) => &rest[i + 5..],
+        None => file,
+    }
+}
+
+fn yaml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// The result of comparing a run with its golden file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The body matched the golden file.
+    Matched { path: PathBuf },
+    /// `--accept`: the golden file was (re)written.
+    Accepted { path: PathBuf },
+    /// There is no golden file yet.
+    Missing { path: PathBuf, new: Option<PathBuf> },
+    /// The body differs; `diff` is readable, `new` is where the result was written for review.
+    Mismatch { path: PathBuf, new: Option<PathBuf>, diff: String },
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        matches!(self, Verdict::Matched { .. } | Verdict::Accepted { .. })
+    }
+}
+
+/// What to do with a result that does not match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Write the result as the golden file.
+    pub accept: bool,
+    /// Write `<name>.snap.new` on a mismatch.
+    pub write_new: bool,
+}
+
+impl Policy {
+    /// Locally a mismatch always leaves a `.snap.new` for review; with `CI` set only when asked.
+    pub fn from_env(accept: bool, write_new: bool) -> Self {
+        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        Policy {
+            accept,
+            write_new: write_new || !ci,
+        }
+    }
+}
+
+/// Compares `body` with the golden file in `dir` and applies `policy`.
+pub fn check(dir: &Path, scenario: &Scenario, body: &str, policy: Policy) -> io::Result<Verdict> {
+    let path = snap_path(dir, &scenario.name);
+    let new = new_path(dir, &scenario.name);
+    if policy.accept {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(&path, to_file(scenario, body))?;
+        remove_if_present(&new)?;
+        return Ok(Verdict::Accepted { path });
+    }
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(text) = &existing {
+        if normalize(body_of(text)) == normalize(body) {
+            remove_if_present(&new)?;
+            return Ok(Verdict::Matched { path });
+        }
+    }
+    let written = if policy.write_new {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(&new, to_file(scenario, body))?;
+        Some(new)
+    } else {
+        None
+    };
+    Ok(match existing {
+        None => Verdict::Missing { path, new: written },
+        Some(text) => Verdict::Mismatch {
+            diff: diff(body_of(&text), body),
+            path,
+            new: written,
+        },
+    })
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Line endings and trailing whitespace are not differences (editors and insta may touch them).
+fn normalize(body: &str) -> String {
+    body.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim_end().to_string()
+}
+
+/// A unified diff of the golden body (`-`) against the new one (`+`), with three lines of context.
+pub fn diff(old: &str, new: &str) -> String {
+    let old = normalize(old) + "\n";
+    let new = normalize(new) + "\n";
+    similar::TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .context_radius(3)
+        .header("golden", "this run")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_survives_the_file_format() {
+        let file = "---\nsource: traceforge run\nexpression: \"x\"\n---\nline 1\nline 2\n";
+        assert_eq!(body_of(file), "line 1\nline 2\n");
+        assert_eq!(body_of("no header\n"), "no header\n");
+    }
+
+    #[test]
+    fn diffs_are_unified_and_readable() {
+        let d = diff("a\nb\nc\n", "a\nB\nc\n");
+        assert!(d.contains("-b\n"), "{d}");
+        assert!(d.contains("+B\n"), "{d}");
+        assert!(d.contains("--- golden"), "{d}");
+    }
+}

@@ -1,0 +1,140 @@
+//! The recorder: one [`Outcome`] per logical request, streaming writers for JSON, JSON lines and
+//! CSV ([`writer`]), and the run's [`Summary`] with fixed-size latency histograms ([`summary`]).
+
+pub mod summary;
+pub mod writer;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use summary::Summary;
+pub use writer::{Format, OutcomeWriter};
+
+/// Why an attempt got no HTTP response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The connection could not be opened.
+    Connect,
+    /// No complete response within the attempt's timeout.
+    Timeout,
+    /// The connection was closed or reset before a complete response.
+    Reset,
+    /// Anything else: a malformed response, a body error.
+    Protocol,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One try of a logical request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The `X-Request-Id` sent, derived from `(seed, index, attempt)`.
+    pub request_id: String,
+    /// The HTTP status, when a response arrived.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    /// Why there was no response.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<ErrorKind>,
+    /// Fault rules the proxy reported for this attempt (`x-traceforge-fault`), in firing order.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub faults: Vec<String>,
+    /// Response body bytes received.
+    pub bytes: u64,
+    /// From sending the request to the end of the response body.
+    #[serde(with = "micros", rename = "latency_us")]
+    pub latency: Duration,
+}
+
+impl Attempt {
+    /// Retried responses: 5xx statuses and every transport error.
+    pub fn is_retryable(&self) -> bool {
+        match self.status {
+            Some(status) => status >= 500,
+            None => true,
+        }
+    }
+}
+
+/// Everything recorded about one logical request, retries included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// 0-based position in the load profile.
+    pub index: u64,
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// The final status, when the last attempt got a response.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    /// The last attempt's error, when it got no response.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<ErrorKind>,
+    /// The trace id: the client's (with `client_trace`) or the one the proxy returned.
+    pub trace_id: String,
+    pub attempts: Vec<Attempt>,
+    /// When the first attempt started, from the start of the run.
+    #[serde(with = "micros", rename = "start_us")]
+    pub start: Duration,
+    /// From the first attempt's start to the last attempt's end, backoff included.
+    #[serde(with = "micros", rename = "latency_us")]
+    pub latency: Duration,
+}
+
+impl Outcome {
+    /// A 2xx or 3xx final status.
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| (200..400).contains(&s))
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.attempts.len().saturating_sub(1) as u64
+    }
+
+    pub fn request_ids(&self) -> impl Iterator<Item = &str> {
+        self.attempts.iter().map(|a| a.request_id.as_str())
+    }
+
+    /// The final result as people read it: `200`, `503`, `timeout`.
+    pub fn final_label(&self) -> String {
+        match (self.status, self.error) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(e)) => e.to_string(),
+            (None, None) => "none".to_string(),
+        }
+    }
+}
+
+/// Durations as whole microseconds in outputs: exact enough for HTTP latencies, and integers
+/// keep CSV and JSON easy to process.
+pub(crate) mod micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_micros)
+    }
+}

@@ -1,0 +1,233 @@
+//! The run's aggregate: counts in sorted maps (stable output) and HDR latency histograms of fixed
+//! size, so memory stays flat however many requests a run makes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::Outcome;
+use crate::scenario::duration::format_millis;
+
+/// Latencies are recorded in microseconds, up to an hour, with 3 significant digits.
+const HIGHEST_US: u64 = 3_600_000_000;
+
+/// A latency histogram of fixed size.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    histogram: Option<Histogram<u64>>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            histogram: Histogram::new_with_bounds(1, HIGHEST_US, 3).ok(),
+        }
+    }
+}
+
+impl Latency {
+    pub fn record(&mut self, d: Duration) {
+        if let Some(h) = self.histogram.as_mut() {
+            let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            h.saturating_record(us.clamp(1, HIGHEST_US));
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.histogram.as_ref().map_or(0, Histogram::len)
+    }
+
+    /// The latency at quantile `q` in `[0, 1]`; zero when nothing was recorded.
+    pub fn quantile(&self, q: f64) -> Duration {
+        match self.histogram.as_ref() {
+            Some(h) if !h.is_empty() => Duration::from_micros(h.value_at_quantile(q)),
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn max(&self) -> Duration {
+        match self.histogram.as_ref() {
+            Some(h) if !h.is_empty() => Duration::from_micros(h.max()),
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn min(&self) -> Duration {
+        match self.histogram.as_ref() {
+            Some(h) if !h.is_empty() => Duration::from_micros(h.min()),
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn mean(&self) -> Duration {
+        match self.histogram.as_ref() {
+            Some(h) if !h.is_empty() => Duration::from_micros(h.mean().round() as u64),
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn percentiles(&self) -> Percentiles {
+        Percentiles {
+            p50_ms: ms(self.quantile(0.50)),
+            p90_ms: ms(self.quantile(0.90)),
+            p99_ms: ms(self.quantile(0.99)),
+            max_ms: ms(self.max()),
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Latency percentiles in milliseconds, for machine-readable output.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Aggregates of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Logical requests recorded.
+    pub requests: u64,
+    /// Requests whose final status is 2xx or 3xx.
+    pub succeeded: u64,
+    /// Every attempt, retries included.
+    pub attempts: u64,
+    pub retries: u64,
+    /// Final statuses of requests.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Final errors of requests that got no response.
+    pub errors: BTreeMap<String, u64>,
+    /// Attempts on which each fault rule fired.
+    pub faults: BTreeMap<String, u64>,
+    /// Per logical request, backoff included.
+    pub latency: Latency,
+    /// Per attempt.
+    pub attempt_latency: Latency,
+    /// From the start of the run to the end of the last request.
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    pub fn push(&mut self, o: &Outcome) {
+        self.requests += 1;
+        if o.succeeded() {
+            self.succeeded += 1;
+        }
+        self.attempts += o.attempts.len() as u64;
+        self.retries += o.retries();
+        match (o.status, o.error) {
+            (Some(s), _) => *self.statuses.entry(s).or_default() += 1,
+            (None, Some(e)) => *self.errors.entry(e.to_string()).or_default() += 1,
+            (None, None) => {}
+        }
+        for a in &o.attempts {
+            for rule in &a.faults {
+                *self.faults.entry(rule.clone()).or_default() += 1;
+            }
+            self.attempt_latency.record(a.latency);
+        }
+        self.latency.record(o.latency);
+        self.elapsed = self.elapsed.max(o.start + o.latency);
+    }
+
+    /// Share of requests that succeeded, in `[0, 1]`; 1 when there were none.
+    pub fn success_rate(&self) -> f64 {
+        if self.requests == 0 {
+            1.0
+        } else {
+            self.succeeded as f64 / self.requests as f64
+        }
+    }
+
+    /// The counts, without any wall-clock value: what the golden snapshot records.
+    pub fn render_counts(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "requests:     {}", self.requests);
+        let _ = writeln!(
+            out,
+            "succeeded:    {} ({})",
+            self.succeeded,
+            percent(self.success_rate())
+        );
+        let _ = writeln!(out, "attempts:     {} ({} retries)", self.attempts, self.retries);
+        let _ = writeln!(out, "statuses:     {}", join_counts(self.statuses.iter().map(|(k, v)| (k.to_string(), *v))));
+        if !self.errors.is_empty() {
+            let _ = writeln!(out, "errors:       {}", join_counts(self.errors.iter().map(|(k, v)| (k.clone(), *v))));
+        }
+        let _ = writeln!(
+            out,
+            "faults:       {}",
+            if self.faults.is_empty() {
+                "none".to_string()
+            } else {
+                join_counts(self.faults.iter().map(|(k, v)| (k.clone(), *v)))
+            }
+        );
+        out
+    }
+
+    /// The readable table printed after every run: counts plus latencies.
+    pub fn render_table(&self) -> String {
+        let mut out = self.render_counts();
+        let l = &self.latency;
+        let _ = writeln!(
+            out,
+            "latency:      p50 {}  p90 {}  p99 {}  max {}",
+            format_millis(l.quantile(0.5)),
+            format_millis(l.quantile(0.9)),
+            format_millis(l.quantile(0.99)),
+            format_millis(l.max())
+        );
+        let rate = if self.elapsed.is_zero() {
+            0.0
+        } else {
+            self.attempts as f64 / self.elapsed.as_secs_f64()
+        };
+        let _ = writeln!(
+            out,
+            "elapsed:      {} ({rate:.0} attempts/s)",
+            format_millis(self.elapsed)
+        );
+        out
+    }
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+fn join_counts(items: impl Iterator<Item = (String, u64)>) -> String {
+    let parts: Vec<String> = items.map(|(k, v)| format!("{k}={v}")).collect();
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_histogram() {
+        let mut l = Latency::default();
+        for ms in 1..=100u64 {
+            l.record(Duration::from_millis(ms));
+        }
+        let p50 = l.quantile(0.5).as_millis();
+        assert!((49..=51).contains(&p50), "{p50}");
+        assert!(l.max() >= Duration::from_millis(100));
+        assert_eq!(l.count(), 100);
+        assert_eq!(Latency::default().quantile(0.99), Duration::ZERO);
+    }
+}
