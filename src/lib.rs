@@ -13,6 +13,7 @@ pub mod fault;
 pub mod golden;
 pub mod load;
 pub mod record;
+pub mod runner;
 pub mod scenario;
 pub mod schema;
 pub mod seed;

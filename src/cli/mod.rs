@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 pub use crate::record::Format;
 use crate::scenario::{self, Override, ScenarioError};
 
+pub mod load;
+pub mod run;
 pub mod serve;
 
 /// Everything passed: scenarios matched their golden snapshots and expectations.
@@ -39,35 +41,18 @@ pub struct Cli {
 pub enum Command {
     /// Play scenarios and check them against their golden snapshots and expectations.
     #[command(after_help = EXIT_CODES)]
-    Run(RunArgs),
+    Run(run::RunArgs),
     /// Check scenario files without running them; every file is reported.
     #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
     /// Print the JSON schema of the scenario format (draft-07), for editor autocomplete.
     Schema,
+    /// Send load to any URL on its own: concurrency, retries, client trace ids, JSON/CSV output.
+    Load(load::LoadArgs),
     /// Serve the demo upstream on its own.
     Upstream(serve::UpstreamArgs),
     /// Run the fault-injecting proxy on its own, in front of any upstream.
     Proxy(serve::ProxyArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Scenario files to play, one after another.
-    #[arg(required = true, value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-    /// Write every request's outcome to this file as the run goes.
-    #[arg(long, short, value_name = "PATH")]
-    pub output: Option<PathBuf>,
-    /// Format of the --output file.
-    #[arg(long, value_enum, default_value_t = Format::Json)]
-    pub format: Format,
-    /// Accept the result as the new golden snapshot.
-    #[arg(long)]
-    pub accept: bool,
-    /// Override a scenario field, validated like the file: --set load.concurrency=64
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<Override>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,7 +71,11 @@ pub fn main() -> u8 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { EXIT_INVALID } else { EXIT_OK };
+            return if e.use_stderr() {
+                EXIT_INVALID
+            } else {
+                EXIT_OK
+            };
         }
     };
     match cli.command {
@@ -103,7 +92,8 @@ pub fn main() -> u8 {
                 }
             }
         }
-        Command::Run(args) => run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Load(args) => load::load(&args),
         Command::Upstream(args) => serve::upstream(&args),
         Command::Proxy(args) => serve::proxy(&args),
     }
@@ -134,15 +124,4 @@ fn validate(args: &ValidateArgs) -> u8 {
         }
     }
     worst
-}
-
-fn run(args: &RunArgs) -> u8 {
-    for file in &args.files {
-        if let Err(e) = scenario::load(file, &args.overrides) {
-            eprintln!("{e}");
-            return EXIT_INVALID;
-        }
-    }
-    eprintln!("error: `traceforge run` is not built yet; the scenarios are valid (`traceforge validate` checks them)");
-    EXIT_RUNTIME
 }

@@ -42,10 +42,20 @@ mod tests {
         let mut s = Summary::default();
         s.requests = 200;
         s.succeeded = 190;
-        let at = check(&Expectations { success_rate: Some(0.95) }, &s);
+        let at = check(
+            &Expectations {
+                success_rate: Some(0.95),
+            },
+            &s,
+        );
         assert!(at[0].passed);
         s.succeeded = 189;
-        let below = check(&Expectations { success_rate: Some(0.95) }, &s);
+        let below = check(
+            &Expectations {
+                success_rate: Some(0.95),
+            },
+            &s,
+        );
         assert!(!below[0].passed);
         assert_eq!(below[0].measured, "94.5%");
     }

@@ -36,7 +36,11 @@ pub fn request_line(o: &Outcome) -> String {
         o.path,
         attempts.join(" -> "),
         o.final_label(),
-        if o.trace_id.is_empty() { "-" } else { &o.trace_id }
+        if o.trace_id.is_empty() {
+            "-"
+        } else {
+            &o.trace_id
+        }
     )
 }
 
@@ -117,7 +121,11 @@ pub enum Verdict {
     /// There is no golden file yet.
     Missing { path: PathBuf, new: Option<PathBuf> },
     /// The body differs; `diff` is readable, `new` is where the result was written for review.
-    Mismatch { path: PathBuf, new: Option<PathBuf>, diff: String },
+    Mismatch {
+        path: PathBuf,
+        new: Option<PathBuf>,
+        diff: String,
+    },
 }
 
 impl Verdict {
@@ -193,7 +201,12 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// Line endings and trailing whitespace are not differences (editors and insta may touch them).
 fn normalize(body: &str) -> String {
-    body.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim_end().to_string()
+    body.lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_string()
 }
 
 /// A unified diff of the golden body (`-`) against the new one (`+`), with three lines of context.

@@ -111,11 +111,18 @@ pub fn pick_target(seed: u64, index: u64, targets: &[Target]) -> Option<&Target>
 
 /// The wait before retry number `retry` (1-based): the backoff doubled for each earlier retry.
 pub fn backoff(base: Duration, retry: u32) -> Duration {
-    let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(retry.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     base.saturating_mul(factor)
 }
 
-async fn play<C>(client: &HttpClient<C>, options: &LoadOptions, index: u64, run_start: Instant) -> Outcome
+async fn play<C>(
+    client: &HttpClient<C>,
+    options: &LoadOptions,
+    index: u64,
+    run_start: Instant,
+) -> Outcome
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
@@ -125,7 +132,9 @@ where
         Some(t) => (t.method.clone(), t.path.clone()),
         None => (hyper::Method::GET, "/".to_string()),
     };
-    let client_trace = load.client_trace.then(|| seed::trace_id(options.seed, index));
+    let client_trace = load
+        .client_trace
+        .then(|| seed::trace_id(options.seed, index));
     let started = Instant::now();
     let mut attempts = Vec::new();
     let mut trace_id = client_trace.clone().unwrap_or_default();
@@ -134,8 +143,15 @@ where
             tokio::time::sleep(backoff(load.retry_backoff, attempt)).await;
         }
         let request_id = seed::request_id(options.seed, index, attempt);
-        let (result, returned_trace) =
-            send(client, options, &method, &path, &request_id, client_trace.as_deref()).await;
+        let (result, returned_trace) = send(
+            client,
+            options,
+            &method,
+            &path,
+            &request_id,
+            client_trace.as_deref(),
+        )
+        .await;
         if client_trace.is_none() {
             if let Some(t) = returned_trace {
                 trace_id = t;
@@ -200,7 +216,10 @@ where
     };
     let started = Instant::now();
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| classify_client(&e))?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| classify_client(&e))?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(|e| classify(&e))?;
         Ok::<_, ErrorKind>((parts, body.to_bytes().len() as u64))
@@ -318,14 +337,19 @@ mod tests {
     #[test]
     fn joins_paths_with_queries() {
         let base: Uri = "http://127.0.0.1:8080".parse().unwrap_or_default();
-        let uri = join(&base, "/api/resource?x=1").map(|u| u.to_string()).unwrap_or_default();
+        let uri = join(&base, "/api/resource?x=1")
+            .map(|u| u.to_string())
+            .unwrap_or_default();
         assert_eq!(uri, "http://127.0.0.1:8080/api/resource?x=1");
     }
 
     #[test]
     fn fault_header_lists_rules_in_order() {
         let mut h = hyper::HeaderMap::new();
-        h.insert(X_TRACEFORGE_FAULT, HeaderValue::from_static("slow-api, api-503"));
+        h.insert(
+            X_TRACEFORGE_FAULT,
+            HeaderValue::from_static("slow-api, api-503"),
+        );
         assert_eq!(fault_names(&h), vec!["slow-api", "api-503"]);
     }
 }

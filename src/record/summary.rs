@@ -158,10 +158,22 @@ impl Summary {
             self.succeeded,
             percent(self.success_rate())
         );
-        let _ = writeln!(out, "attempts:     {} ({} retries)", self.attempts, self.retries);
-        let _ = writeln!(out, "statuses:     {}", join_counts(self.statuses.iter().map(|(k, v)| (k.to_string(), *v))));
+        let _ = writeln!(
+            out,
+            "attempts:     {} ({} retries)",
+            self.attempts, self.retries
+        );
+        let _ = writeln!(
+            out,
+            "statuses:     {}",
+            join_counts(self.statuses.iter().map(|(k, v)| (k.to_string(), *v)))
+        );
         if !self.errors.is_empty() {
-            let _ = writeln!(out, "errors:       {}", join_counts(self.errors.iter().map(|(k, v)| (k.clone(), *v))));
+            let _ = writeln!(
+                out,
+                "errors:       {}",
+                join_counts(self.errors.iter().map(|(k, v)| (k.clone(), *v)))
+            );
         }
         let _ = writeln!(
             out,

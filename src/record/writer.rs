@@ -130,11 +130,7 @@ fn ms(d: std::time::Duration) -> String {
 }
 
 fn csv_row(o: &Outcome) -> Vec<String> {
-    let faults: Vec<String> = o
-        .attempts
-        .iter()
-        .map(|a| a.faults.join("+"))
-        .collect();
+    let faults: Vec<String> = o.attempts.iter().map(|a| a.faults.join("+")).collect();
     let faults = if faults.iter().all(String::is_empty) {
         String::new()
     } else {
@@ -152,7 +148,10 @@ fn csv_row(o: &Outcome) -> Vec<String> {
         ms(o.latency),
         ms(o.start),
         o.trace_id.clone(),
-        o.attempts.last().map(|a| a.request_id.clone()).unwrap_or_default(),
+        o.attempts
+            .last()
+            .map(|a| a.request_id.clone())
+            .unwrap_or_default(),
         o.request_ids().collect::<Vec<_>>().join(";"),
     ]
 }
@@ -210,7 +209,8 @@ mod tests {
     fn json_is_a_valid_array_even_when_empty() {
         for n in [0, 1, 3] {
             let text = write_all(Format::Json, n);
-            let back: Vec<Outcome> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            let back: Vec<Outcome> =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
             assert_eq!(back.len() as u64, n);
             if n > 0 {
                 assert_eq!(back[0], outcome(0));
@@ -232,7 +232,10 @@ mod tests {
     fn csv_has_a_header_and_one_row_per_request() {
         let text = write_all(Format::Csv, 2);
         let mut r = csv::Reader::from_reader(text.as_bytes());
-        let header: Vec<String> = r.headers().map(|h| h.iter().map(String::from).collect()).unwrap_or_default();
+        let header: Vec<String> = r
+            .headers()
+            .map(|h| h.iter().map(String::from).collect())
+            .unwrap_or_default();
         assert_eq!(header, CSV_HEADER);
         let rows: Vec<csv::StringRecord> = r.records().filter_map(Result::ok).collect();
         assert_eq!(rows.len(), 2);

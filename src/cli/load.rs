@@ -1,0 +1,165 @@
+//! `traceforge load`: the load generator on its own, against any HTTP URL, with the classic flags.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper::{Method, Uri};
+
+use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::golden;
+use crate::load::LoadOptions;
+use crate::record::Format;
+use crate::runner::{self, RunOptions};
+use crate::scenario::{LoadConfig, Target};
+
+/// Arguments of `traceforge load`.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// The URL to load, such as http://127.0.0.1:8080/api/resource
+    #[arg(long)]
+    pub url: String,
+    /// How many logical requests to send (retries not counted).
+    #[arg(long = "n", visible_alias = "requests", default_value_t = 100)]
+    pub n: u64,
+    /// At most this many requests in flight.
+    #[arg(long, short = 'c', default_value_t = 10)]
+    pub concurrency: u32,
+    /// Retries after a 5xx, a connection error or a timeout.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// Wait before the first retry, in milliseconds; doubles for each further retry.
+    #[arg(long, default_value_t = 100)]
+    pub retry_backoff_ms: u64,
+    /// Per-attempt timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Send X-Trace-Id from the client (derived from the seed and the request index).
+    #[arg(long)]
+    pub client_trace: bool,
+    /// The HTTP method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Stream every outcome to this file.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Format of the --output file.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// Seed for request and trace ids.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+/// Checks the flags and turns them into load options.
+pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
+    let uri: Uri = args
+        .url
+        .parse()
+        .map_err(|e| format!("--url {}: {e}", args.url))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!(
+            "--url {}: expected an http:// URL with a host",
+            args.url
+        ));
+    }
+    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("--method {}: not an HTTP method", args.method))?;
+    if args.n == 0 || args.concurrency == 0 {
+        return Err("--n and --concurrency must be at least 1".to_string());
+    }
+    if args.timeout_ms == 0 {
+        return Err("--timeout-ms must be at least 1".to_string());
+    }
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let base = Uri::builder()
+        .scheme("http")
+        .authority(uri.authority().map_or("", |a| a.as_str()))
+        .path_and_query("/")
+        .build()
+        .map_err(|e| format!("--url {}: {e}", args.url))?;
+    Ok(LoadOptions {
+        base,
+        seed: args.seed,
+        load: LoadConfig {
+            requests: args.n,
+            concurrency: args.concurrency,
+            retries: args.retries.min(20),
+            retry_backoff: Duration::from_millis(args.retry_backoff_ms),
+            timeout: Duration::from_millis(args.timeout_ms),
+            client_trace: args.client_trace,
+            targets: vec![Target {
+                method,
+                path,
+                weight: 1,
+            }],
+        },
+    })
+}
+
+pub fn load(args: &LoadArgs) -> u8 {
+    let load_options = match options(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return EXIT_RUNTIME;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let options = RunOptions {
+        output: args.output.clone(),
+        format: args.format,
+        golden_dir: PathBuf::new(),
+        golden: golden::Policy {
+            accept: false,
+            write_new: false,
+        },
+        static_dir: None,
+        progress: Arc::new(AtomicU64::new(0)),
+        stop: stop.clone(),
+    };
+    let requests = load_options.load.requests;
+    match runtime.block_on(runner::play(load_options, &options, |_| {})) {
+        Ok((summary, output)) => {
+            print!("{}", summary.render_table());
+            if let Some((path, n)) = output {
+                println!("outcomes:     {n} written to {}", path.display());
+            }
+            if stop.load(Ordering::Relaxed) && summary.requests < requests {
+                eprintln!(
+                    "interrupted after {} of {requests} requests",
+                    summary.requests
+                );
+                return EXIT_RUNTIME;
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_RUNTIME
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Every shipped scenario, played in-process, matches its committed golden file, checked by insta
+//! itself: this proves the files `traceforge run` writes are the files `cargo insta` reads.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use traceforge::golden::Policy;
+use traceforge::record::Format;
+use traceforge::runner::{self, RunOptions};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Plays a scenario and returns its golden body; nothing is written to the real golden folder.
+fn play(file: &Path, scratch: &Path) -> (String, String) {
+    let scenario = traceforge::scenario::load(file, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let options = RunOptions {
+        output: None,
+        format: Format::Json,
+        golden_dir: scratch.to_path_buf(),
+        golden: Policy {
+            accept: true,
+            write_new: false,
+        },
+        static_dir: Some(root().join("static")),
+        progress: Arc::new(AtomicU64::new(0)),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let report = runtime
+        .block_on(runner::run(&scenario, &options))
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    (scenario.name, report.body.unwrap_or_default())
+}
+
+#[test]
+fn shipped_scenarios_match_their_golden_files() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("scenarios"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 3,
+        "expected the shipped scenarios, found {files:?}"
+    );
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for file in files {
+        let (name, body) = play(&file, scratch.path());
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(root().join("golden"));
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.bind(|| insta::assert_snapshot!(name.as_str(), body));
+    }
+}

@@ -1,0 +1,467 @@
+//! `traceforge run` end to end: determinism across concurrency and runs, golden verdicts and exit
+//! codes, streamed output files, and the standalone load generator.
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use traceforge::golden::Policy;
+use traceforge::record::{Format, Outcome};
+use traceforge::runner::{self, RunOptions, RunReport};
+use traceforge::scenario::Override;
+
+use crate::support::{bin, root};
+
+fn overrides(pairs: &[&str]) -> Vec<Override> {
+    pairs
+        .iter()
+        .map(|p| p.parse().unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+/// Plays a scenario in-process with overrides; golden files go to a scratch folder.
+fn play(file: &str, set: &[&str]) -> RunReport {
+    let scenario = traceforge::scenario::load(&root().join(file), &overrides(set))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let options = RunOptions {
+        output: None,
+        format: Format::Json,
+        golden_dir: scratch.path().to_path_buf(),
+        golden: Policy {
+            accept: true,
+            write_new: false,
+        },
+        static_dir: Some(root().join("static")),
+        progress: Arc::new(AtomicU64::new(0)),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    runtime
+        .block_on(runner::run(&scenario, &options))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn shipped() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("scenarios"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .map(|e| format!("scenarios/{}", e.file_name().to_string_lossy()))
+        .filter(|p| p.ends_with(".toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_scenario_is_identical_at_concurrency_1_and_64_and_run_after_run() {
+    for file in shipped() {
+        // Fewer requests keep concurrency 1 quick; the property is the same at any size.
+        let one = play(&file, &["load.requests=40", "load.concurrency=1"]).body;
+        let many = play(&file, &["load.requests=40", "load.concurrency=64"]).body;
+        let again = play(&file, &["load.requests=40", "load.concurrency=7"]).body;
+        assert!(
+            one.as_deref().is_some_and(|b| b.contains("#0039 ")),
+            "{file}: {one:?}"
+        );
+        assert_eq!(one, many, "{file}: concurrency 1 and 64 differ");
+        assert_eq!(one, again, "{file}: a second run differs");
+    }
+}
+
+#[test]
+fn flaky_api_shows_faults_retries_and_recoveries() {
+    let report = play("scenarios/flaky-api.toml", &[]);
+    let s = &report.summary;
+    assert_eq!(s.requests, 200);
+    assert!(s.retries > 0, "no retries in {s:?}");
+    assert!(s.faults.get("api-503").is_some_and(|n| *n > 0), "{s:?}");
+    assert!(s.faults.get("slow-api").is_some_and(|n| *n > 0), "{s:?}");
+    assert!(
+        report.expectations.iter().all(|v| v.passed),
+        "{:?}",
+        report.expectations
+    );
+    let body = report.body.unwrap_or_default();
+    assert!(
+        body.contains("503 [api-503] -> 200"),
+        "a retried 503 that recovered:\n{body}"
+    );
+}
+
+fn run_cli(args: &[&str], ci: bool) -> Output {
+    let mut cmd = bin();
+    cmd.current_dir(root()).args(["run"]).args(args);
+    if ci {
+        cmd.env("CI", "true");
+    } else {
+        cmd.env_remove("CI");
+    }
+    cmd.output().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn copy_golden(name: &str, dir: &Path) {
+    std::fs::copy(
+        root().join("golden").join(format!("{name}.snap")),
+        dir.join(format!("{name}.snap")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn the_shipped_scenario_passes_and_a_changed_seed_fails_with_a_diff_and_a_snap_new() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let golden = dir.path().to_string_lossy().into_owned();
+    copy_golden("total-outage", dir.path());
+
+    let pass = run_cli(
+        &["scenarios/total-outage.toml", "--golden-dir", &golden],
+        false,
+    );
+    assert_eq!(
+        pass.status.code(),
+        Some(0),
+        "{}{}",
+        text(&pass.stdout),
+        text(&pass.stderr)
+    );
+    assert!(text(&pass.stdout).contains("PASS total-outage"));
+
+    let fail = run_cli(
+        &[
+            "scenarios/total-outage.toml",
+            "--golden-dir",
+            &golden,
+            "--set",
+            "seed=7",
+        ],
+        false,
+    );
+    let out = text(&fail.stdout);
+    assert_eq!(fail.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("--- golden") && out.contains("+++ this run"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-seed:         1") && out.contains("+seed:         7"),
+        "{out}"
+    );
+    let new = dir.path().join("total-outage.snap.new");
+    let written =
+        std::fs::read_to_string(&new).unwrap_or_else(|e| panic!("{}: {e}", new.display()));
+    assert!(
+        written.starts_with("---\nsource: traceforge run\n"),
+        "{written}"
+    );
+    assert!(written.contains("\nseed:         7\n"), "{written}");
+
+    // Passing again removes the stale .snap.new.
+    let pass = run_cli(
+        &["scenarios/total-outage.toml", "--golden-dir", &golden],
+        false,
+    );
+    assert_eq!(pass.status.code(), Some(0));
+    assert!(!new.exists());
+
+    // Under CI nothing is written unless asked.
+    let ci = run_cli(
+        &[
+            "scenarios/total-outage.toml",
+            "--golden-dir",
+            &golden,
+            "--set",
+            "seed=7",
+        ],
+        true,
+    );
+    assert_eq!(ci.status.code(), Some(1));
+    assert!(!new.exists());
+    let ci = run_cli(
+        &[
+            "scenarios/total-outage.toml",
+            "--golden-dir",
+            &golden,
+            "--set",
+            "seed=7",
+            "--write-new",
+        ],
+        true,
+    );
+    assert_eq!(ci.status.code(), Some(1));
+    assert!(new.exists());
+}
+
+#[test]
+fn a_missing_golden_fails_until_accepted() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let golden = dir.path().to_string_lossy().into_owned();
+    let first = run_cli(
+        &["scenarios/total-outage.toml", "--golden-dir", &golden],
+        false,
+    );
+    assert_eq!(first.status.code(), Some(1));
+    assert!(text(&first.stdout).contains("does not exist yet"));
+    assert!(text(&first.stdout).contains("--accept"));
+    let accept = run_cli(
+        &[
+            "scenarios/total-outage.toml",
+            "--golden-dir",
+            &golden,
+            "--accept",
+        ],
+        false,
+    );
+    assert_eq!(accept.status.code(), Some(0), "{}", text(&accept.stdout));
+    assert!(dir.path().join("total-outage.snap").exists());
+    let again = run_cli(
+        &["scenarios/total-outage.toml", "--golden-dir", &golden],
+        false,
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
+    assert!(text(&again.stdout).contains("golden: matches"));
+}
+
+#[test]
+fn a_failed_expectation_fails_the_run_even_when_the_golden_matches() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let golden = dir.path().to_string_lossy().into_owned();
+    copy_golden("total-outage", dir.path());
+    let out = run_cli(
+        &[
+            "scenarios/total-outage.toml",
+            "--golden-dir",
+            &golden,
+            "--set",
+            "expect.success_rate=0.9",
+        ],
+        false,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("golden: matches"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL total-outage: success_rate >= 90.0%"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn invalid_scenarios_run_nothing_and_exit_2() {
+    let out = run_cli(
+        &["scenarios/total-outage.toml", "--set", "load.concurrency=0"],
+        false,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("load.concurrency"));
+    assert!(!text(&out.stdout).contains("==>"));
+}
+
+fn outputs(format: &str, path: &Path) -> Output {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    copy_golden("total-outage", dir.path());
+    run_cli(
+        &[
+            "scenarios/total-outage.toml",
+            "--golden-dir",
+            &dir.path().to_string_lossy(),
+            "--output",
+            &path.to_string_lossy(),
+            "--format",
+            format,
+        ],
+        false,
+    )
+}
+
+#[test]
+fn outcomes_are_written_as_json_jsonl_and_csv() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let json = dir.path().join("out.json");
+    assert_eq!(outputs("json", &json).status.code(), Some(0));
+    let all: Vec<Outcome> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(all.len(), 40);
+    let mut indexes: Vec<u64> = all.iter().map(|o| o.index).collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, (0..40).collect::<Vec<_>>());
+    let api: Vec<&Outcome> = all.iter().filter(|o| o.path == "/api/resource").collect();
+    assert!(!api.is_empty());
+    for o in api {
+        assert_eq!(o.status, Some(503));
+        assert_eq!(o.attempts.len(), 2, "retries = 1");
+        assert!(
+            o.attempts
+                .iter()
+                .all(|a| a.faults == vec!["drop-1".to_string()])
+        );
+        assert_ne!(o.attempts[0].request_id, o.attempts[1].request_id);
+        assert_eq!(o.trace_id.len(), 32);
+    }
+
+    let jsonl = dir.path().join("out.jsonl");
+    assert_eq!(outputs("jsonl", &jsonl).status.code(), Some(0));
+    let lines = std::fs::read_to_string(&jsonl).unwrap_or_default();
+    assert_eq!(lines.lines().count(), 40);
+    for line in lines.lines() {
+        serde_json::from_str::<Outcome>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+
+    let csv_path = dir.path().join("out.csv");
+    assert_eq!(outputs("csv", &csv_path).status.code(), Some(0));
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap_or_else(|e| panic!("{e}"));
+    let headers = reader.headers().unwrap_or_else(|e| panic!("{e}")).clone();
+    assert_eq!(&headers[0], "index");
+    let rows: Vec<csv::StringRecord> = reader
+        .records()
+        .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert_eq!(rows.len(), 40);
+}
+
+#[test]
+fn several_scenarios_need_a_name_placeholder_in_the_output_path() {
+    let out = run_cli(
+        &[
+            "scenarios/total-outage.toml",
+            "scenarios/slow-upstream.toml",
+            "--output",
+            "x.json",
+        ],
+        false,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("{name}"));
+}
+
+#[test]
+fn folders_run_every_scenario_with_a_final_table() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let scenarios = dir.path().join("scenarios");
+    std::fs::create_dir(&scenarios).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        root().join("scenarios/total-outage.toml"),
+        scenarios.join("a.toml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    copy_golden("total-outage", dir.path());
+    let out = run_cli(
+        &[
+            &scenarios.to_string_lossy(),
+            "--golden-dir",
+            &dir.path().to_string_lossy(),
+        ],
+        false,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("PASS total-outage"));
+}
+
+/// Spawns the demo upstream in a runtime of its own and returns it with its address.
+fn demo_upstream() -> (tokio::runtime::Runtime, traceforge::server::Listening) {
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let listening = runtime
+        .block_on(traceforge::upstream::spawn(
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            traceforge::upstream::UpstreamOptions {
+                routes: vec![],
+                static_dir: None,
+                seed: 3,
+            },
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (runtime, listening)
+}
+
+#[test]
+fn the_standalone_load_generator_writes_json_and_csv_with_the_classic_flags() {
+    let (_runtime, upstream) = demo_upstream();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("http://{}/api/resource", upstream.addr);
+    for format in ["json", "csv"] {
+        let out_path = dir.path().join(format!("results.{format}"));
+        let out = bin()
+            .args([
+                "load",
+                "--url",
+                &url,
+                "--n",
+                "25",
+                "--concurrency",
+                "5",
+                "--retries",
+                "1",
+            ])
+            .args([
+                "--retry-backoff-ms",
+                "10",
+                "--client-trace",
+                "--seed",
+                "9",
+                "--format",
+                format,
+            ])
+            .args(["--output", &out_path.to_string_lossy()])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("requests:     25"),
+            "{}",
+            text(&out.stdout)
+        );
+        if format == "json" {
+            let all: Vec<Outcome> =
+                serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap_or_default())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(all.len(), 25);
+            for o in &all {
+                assert_eq!(o.status, Some(200));
+                assert_eq!(o.trace_id, traceforge::seed::trace_id(9, o.index));
+                assert_eq!(
+                    o.attempts[0].request_id,
+                    traceforge::seed::request_id(9, o.index, 0)
+                );
+            }
+        } else {
+            let mut reader = csv::Reader::from_path(&out_path).unwrap_or_else(|e| panic!("{e}"));
+            let headers: Vec<String> = reader
+                .headers()
+                .map(|h| h.iter().map(String::from).collect())
+                .unwrap_or_default();
+            for column in [
+                "index",
+                "status",
+                "attempts",
+                "latency_ms",
+                "trace_id",
+                "request_id",
+            ] {
+                assert!(
+                    headers.iter().any(|h| h == column),
+                    "{column} missing from {headers:?}"
+                );
+            }
+            let rows: Vec<csv::StringRecord> = reader.records().filter_map(Result::ok).collect();
+            assert_eq!(rows.len(), 25);
+            let status = headers.iter().position(|h| h == "status").unwrap_or(0);
+            assert!(rows.iter().all(|r| &r[status] == "200"));
+        }
+    }
+}
+
+#[test]
+fn the_standalone_load_generator_rejects_bad_flags() {
+    let out = bin()
+        .args(["load", "--url", "ftp://x"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("http://"));
+}
