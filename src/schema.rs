@@ -15,8 +15,8 @@ pub fn json() -> String {
         .with_transform(RecursiveTransform(no_null))
         .into_generator()
         .into_root_schema_for::<ScenarioSpec>();
-    let mut text = serde_json::to_string_pretty(&schema)
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut text =
+        serde_json::to_string_pretty(&schema).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     text.push('\n');
     text
 }

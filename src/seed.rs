@@ -5,8 +5,8 @@
 //! `Pcg64::seed_from_u64(mix64(seed ^ mix64(fnv1a(key))))`. Keys are documented where they are built
 //! (`fault/<rule>/<request-id>`, `load/target/<index>`, `id/request/<index>/<attempt>`, ...).
 
-use rand::SeedableRng;
 use rand::RngCore;
+use rand::SeedableRng;
 use rand_pcg::Pcg64;
 use uuid::Uuid;
 
@@ -46,7 +46,9 @@ pub fn request_id(seed: u64, index: u64, attempt: u32) -> String {
 /// The trace id the load generator sends for request `index` with `client_trace` on; kept across attempts.
 /// Trace ids are 32 lowercase hex digits, the W3C trace-context form.
 pub fn trace_id(seed: u64, index: u64) -> String {
-    uuid(seed, &format!("id/trace/{index}")).simple().to_string()
+    uuid(seed, &format!("id/trace/{index}"))
+        .simple()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -78,9 +80,16 @@ mod tests {
         let id = request_id(42, 7, 0);
         assert_eq!(id, request_id(42, 7, 0));
         assert_ne!(id, request_id(42, 7, 1));
-        assert_eq!(Uuid::parse_str(&id).map(|u| u.get_version_num()).ok(), Some(4));
+        assert_eq!(
+            Uuid::parse_str(&id).map(|u| u.get_version_num()).ok(),
+            Some(4)
+        );
         let trace = trace_id(42, 7);
         assert_eq!(trace.len(), 32);
-        assert!(trace.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            trace
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 }

@@ -96,7 +96,11 @@ pub fn main() -> u8 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { EXIT_INVALID } else { EXIT_OK };
+            return if e.use_stderr() {
+                EXIT_INVALID
+            } else {
+                EXIT_OK
+            };
         }
     };
     match cli.command {
@@ -153,6 +157,8 @@ fn run(args: &RunArgs) -> u8 {
             return EXIT_INVALID;
         }
     }
-    eprintln!("error: `traceforge run` is not built yet; the scenarios are valid (`traceforge validate` checks them)");
+    eprintln!(
+        "error: `traceforge run` is not built yet; the scenarios are valid (`traceforge validate` checks them)"
+    );
     EXIT_RUNTIME
 }

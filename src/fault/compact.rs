@@ -54,9 +54,9 @@ pub fn parse(text: &str) -> Result<FaultSpec, String> {
             let arg = tokens
                 .next_arg()
                 .ok_or_else(|| format!("\"{text}\" needs a status: `error:503`"))?;
-            let status = arg
-                .parse::<u16>()
-                .map_err(|_| format!("in \"{text}\": `{arg}` is not an HTTP status (100 to 599)"))?;
+            let status = arg.parse::<u16>().map_err(|_| {
+                format!("in \"{text}\": `{arg}` is not an HTTP status (100 to 599)")
+            })?;
             spec.status = Some(status);
         }
         FaultKind::Drop => {}
@@ -156,13 +156,22 @@ mod tests {
     fn every_documented_form_parses() {
         let ms = Duration::from_millis;
         let d = ok("delay:100ms");
-        assert_eq!((d.kind, d.delay), (FaultKind::Delay, Some(DelaySpec::Fixed(ms(100)))));
+        assert_eq!(
+            (d.kind, d.delay),
+            (FaultKind::Delay, Some(DelaySpec::Fixed(ms(100))))
+        );
         let d = ok("delay:100ms-500ms");
         assert_eq!(d.delay, Some(DelaySpec::Range(ms(100), ms(500))));
         let d = ok("delay:200ms:/api");
-        assert_eq!(d.matcher.and_then(|m| m.path).as_deref(), Some("{/api,/api/**}"));
+        assert_eq!(
+            d.matcher.and_then(|m| m.path).as_deref(),
+            Some("{/api,/api/**}")
+        );
         let e = ok("error:503");
-        assert_eq!((e.kind, e.status, e.probability), (FaultKind::Error, Some(503), None));
+        assert_eq!(
+            (e.kind, e.status, e.probability),
+            (FaultKind::Error, Some(503), None)
+        );
         let e = ok("error:503:0.5");
         assert_eq!(e.probability, Some(0.5));
         let e = ok("error:500:0.1:/api");
@@ -179,13 +188,33 @@ mod tests {
 
     #[test]
     fn malformed_strings_say_what_is_valid() {
-        assert!(parse("dealy:100ms").unwrap_err().contains("did you mean `delay`"));
+        assert!(
+            parse("dealy:100ms")
+                .unwrap_err()
+                .contains("did you mean `delay`")
+        );
         assert!(parse("delay").unwrap_err().contains("needs a duration"));
-        assert!(parse("delay:/api").unwrap_err().contains("needs a duration"));
+        assert!(
+            parse("delay:/api")
+                .unwrap_err()
+                .contains("needs a duration")
+        );
         assert!(parse("error").unwrap_err().contains("needs a status"));
-        assert!(parse("error:abc").unwrap_err().contains("not an HTTP status"));
-        assert!(parse("error:503:x").unwrap_err().contains("neither a probability"));
-        assert!(parse("drop:0.1:0.2").unwrap_err().contains("unexpected `0.2`"));
+        assert!(
+            parse("error:abc")
+                .unwrap_err()
+                .contains("not an HTTP status")
+        );
+        assert!(
+            parse("error:503:x")
+                .unwrap_err()
+                .contains("neither a probability")
+        );
+        assert!(
+            parse("drop:0.1:0.2")
+                .unwrap_err()
+                .contains("unexpected `0.2`")
+        );
         assert!(parse("delay:100").unwrap_err().contains("no unit"));
     }
 }

@@ -215,7 +215,10 @@ impl FaultPlan {
                 FaultAction::Error { status } => Effect::Error(*status),
                 FaultAction::Drop => Effect::Drop,
             };
-            decision.steps.push(Step { rule: index, effect });
+            decision.steps.push(Step {
+                rule: index,
+                effect,
+            });
             if rule.action.is_terminal() {
                 break;
             }
@@ -247,7 +250,10 @@ mod tests {
             vec![rule("e", FaultAction::Error { status: 503 }, 0.5, None)],
         );
         let ids: Vec<String> = (0..200).map(|i| seed::request_id(1, i, 0)).collect();
-        let forward: Vec<Decision> = ids.iter().map(|id| plan.decide(&Method::GET, "/", id)).collect();
+        let forward: Vec<Decision> = ids
+            .iter()
+            .map(|id| plan.decide(&Method::GET, "/", id))
+            .collect();
         let backward: Vec<Decision> = ids
             .iter()
             .rev()
@@ -265,7 +271,12 @@ mod tests {
         let plan = FaultPlan::new(
             1,
             vec![
-                rule("d1", FaultAction::Delay(DelaySpec::Fixed(ms(10))), 1.0, None),
+                rule(
+                    "d1",
+                    FaultAction::Delay(DelaySpec::Fixed(ms(10))),
+                    1.0,
+                    None,
+                ),
                 rule("d2", FaultAction::Delay(DelaySpec::Fixed(ms(5))), 1.0, None),
                 rule("drop", FaultAction::Drop, 1.0, Some("/api/*")),
                 rule("err", FaultAction::Error { status: 500 }, 1.0, None),
@@ -273,7 +284,10 @@ mod tests {
         );
         let d = plan.decide(&Method::GET, "/api/x", "id");
         assert_eq!(d.total_delay(), ms(15));
-        assert_eq!(d.terminal().map(|s| (s.rule, s.effect)), Some((2, Effect::Drop)));
+        assert_eq!(
+            d.terminal().map(|s| (s.rule, s.effect)),
+            Some((2, Effect::Drop))
+        );
         let d = plan.decide(&Method::GET, "/other", "id");
         assert_eq!(d.terminal().map(|s| s.effect), Some(Effect::Error(500)));
     }
@@ -284,7 +298,12 @@ mod tests {
         let plan = FaultPlan::new(
             9,
             vec![
-                rule("r", FaultAction::Delay(DelaySpec::Range(ms(100), ms(200))), 1.0, None),
+                rule(
+                    "r",
+                    FaultAction::Delay(DelaySpec::Range(ms(100), ms(200))),
+                    1.0,
+                    None,
+                ),
                 rule("never", FaultAction::Drop, 0.0, None),
             ],
         );

@@ -22,7 +22,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{t}` has no unit; write it like \"250ms\" or \"1.5s\" (units: {UNITS})"))?;
+        .ok_or_else(|| {
+            format!("`{t}` has no unit; write it like \"250ms\" or \"1.5s\" (units: {UNITS})")
+        })?;
     let (number, unit) = t.split_at(split);
     if number.is_empty() {
         return Err(format!(
@@ -39,7 +41,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown unit `{other}` in `{t}`; valid units: {UNITS}")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{t}`; valid units: {UNITS}"
+            ));
+        }
     };
     let duration = Duration::try_from_secs_f64(value * seconds_per_unit)
         .map_err(|_| format!("`{t}` is out of range"))?;
@@ -254,9 +260,21 @@ mod tests {
     fn rejects_what_is_not_a_duration() {
         assert!(parse_duration("250").unwrap_err().contains("no unit"));
         assert!(parse_duration("ms").unwrap_err().contains("not a duration"));
-        assert!(parse_duration("3 fortnights").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("1.2.3s").unwrap_err().contains("not a number"));
-        assert!(parse_duration("99999999999999999999h").unwrap_err().contains("maximum"));
+        assert!(
+            parse_duration("3 fortnights")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_duration("1.2.3s")
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            parse_duration("99999999999999999999h")
+                .unwrap_err()
+                .contains("maximum")
+        );
         assert!(parse_duration("1e400s").is_err());
     }
 
@@ -275,8 +293,14 @@ mod tests {
     fn parses_delays() {
         let ms = Duration::from_millis;
         assert_eq!(DelaySpec::parse("100ms"), Ok(DelaySpec::Fixed(ms(100))));
-        assert_eq!(DelaySpec::parse("100ms..500ms"), Ok(DelaySpec::Range(ms(100), ms(500))));
-        assert_eq!(DelaySpec::parse("100ms-500ms"), Ok(DelaySpec::Range(ms(100), ms(500))));
+        assert_eq!(
+            DelaySpec::parse("100ms..500ms"),
+            Ok(DelaySpec::Range(ms(100), ms(500)))
+        );
+        assert_eq!(
+            DelaySpec::parse("100ms-500ms"),
+            Ok(DelaySpec::Range(ms(100), ms(500)))
+        );
         assert!(DelaySpec::parse("100ms..").is_err());
     }
 }

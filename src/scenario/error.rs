@@ -105,7 +105,10 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug)]
 pub enum ScenarioError {
     /// The file could not be read.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file was read but is not a valid scenario; every problem found is listed.
     Invalid(Vec<Diagnostic>),
 }
@@ -136,7 +139,12 @@ pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> 
     let input_lower = input.to_ascii_lowercase();
     candidates
         .iter()
-        .map(|c| (strsim::damerau_levenshtein(&input_lower, &c.to_ascii_lowercase()), *c))
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(&input_lower, &c.to_ascii_lowercase()),
+                *c,
+            )
+        })
         .filter(|(distance, c)| *distance <= (c.len().max(input.len()) / 3).max(1))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
@@ -160,7 +168,9 @@ pub(crate) fn parse_unknown(message: &str) -> Option<Unknown> {
     };
     let (name, rest) = rest.split_once('`')?;
     let expected = if let Some(list) = rest.strip_prefix(", expected one of ") {
-        list.split(", ").map(|s| s.trim_matches('`').to_string()).collect()
+        list.split(", ")
+            .map(|s| s.trim_matches('`').to_string())
+            .collect()
     } else if let Some(one) = rest.strip_prefix(", expected ") {
         vec![one.trim_matches('`').to_string()]
     } else {

@@ -166,9 +166,16 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Scenario, ScenarioErr
 const MAX_NESTING: usize = 64;
 
 /// Parses and validates scenario text. `origin` names it in errors (usually the file path).
-pub fn parse_str(origin: &str, text: &str, overrides: &[Override]) -> Result<Scenario, ScenarioError> {
+pub fn parse_str(
+    origin: &str,
+    text: &str,
+    overrides: &[Override],
+) -> Result<Scenario, ScenarioError> {
     let source: Arc<str> = text.into();
-    let file_diag = |span: Option<Range<usize>>, message: String, label: &str, help: Option<String>| Diagnostic {
+    let file_diag = |span: Option<Range<usize>>,
+                     message: String,
+                     label: &str,
+                     help: Option<String>| Diagnostic {
         origin: origin.to_string(),
         source: source.clone(),
         span,
@@ -185,7 +192,12 @@ pub fn parse_str(origin: &str, text: &str, overrides: &[Override]) -> Result<Sce
         )]));
     }
     let root = DeTable::parse(text).map_err(|e| {
-        ScenarioError::Invalid(vec![file_diag(e.span(), first_line(e.message()), "here", None)])
+        ScenarioError::Invalid(vec![file_diag(
+            e.span(),
+            first_line(e.message()),
+            "here",
+            None,
+        )])
     })?;
 
     // Overrides are parsed with their values placed past the end of the file text, so any span
@@ -248,7 +260,12 @@ pub fn parse_str(origin: &str, text: &str, overrides: &[Override]) -> Result<Sce
 }
 
 fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or("invalid TOML").trim().to_string()
+    message
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .trim()
+        .to_string()
 }
 
 /// The texts spans can point into: the file, or one of the overrides.
@@ -267,16 +284,19 @@ impl Sources<'_> {
         label: &str,
         help: Option<String>,
     ) -> Diagnostic {
-        let region = span
-            .as_ref()
-            .and_then(|s| self.regions.iter().position(|r| s.start >= r.start && s.start <= r.end));
+        let region = span.as_ref().and_then(|s| {
+            self.regions
+                .iter()
+                .position(|r| s.start >= r.start && s.start <= r.end)
+        });
         match (region, span) {
             (Some(i), Some(span)) => {
                 let o = &self.overrides[i];
                 let text = o.to_string();
                 let offset = o.key.len() + 1;
                 let start = offset + (span.start - self.regions[i].start).min(o.value.len());
-                let end = (offset + (span.end.saturating_sub(self.regions[i].start))).clamp(start, text.len());
+                let end = (offset + (span.end.saturating_sub(self.regions[i].start)))
+                    .clamp(start, text.len());
                 Diagnostic {
                     origin: format!("--set {text}"),
                     source: text.into(),
@@ -301,9 +321,16 @@ impl Sources<'_> {
     fn from_toml(&self, e: &toml::de::Error, document: &Spanned<DeTable<'_>>) -> Diagnostic {
         let message = first_line(e.message());
         // Name where the problem is (`load`, `faults[1].kind`), found from the error's position.
-        let mut path = e.span().map(|s| path_at(document, s.start)).unwrap_or_default();
+        let mut path = e
+            .span()
+            .map(|s| path_at(document, s.start))
+            .unwrap_or_default();
         let prefix = |path: &[Seg]| {
-            if path.is_empty() { String::new() } else { format!("{}: ", display_path(path)) }
+            if path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", display_path(path))
+            }
         };
         if let Some(unknown) = error::parse_unknown(&message) {
             if unknown.what == "key" {
@@ -317,19 +344,36 @@ impl Sources<'_> {
                 .collect::<Vec<_>>()
                 .join(", ");
             let help = match error::did_you_mean(&unknown.name, &expected) {
-                Some(best) => Some(format!("did you mean `{best}`? valid {}s here: {list}", unknown.what)),
+                Some(best) => Some(format!(
+                    "did you mean `{best}`? valid {}s here: {list}",
+                    unknown.what
+                )),
                 None if expected.is_empty() => None,
                 None => Some(format!("valid {}s here: {list}", unknown.what)),
             };
-            let label = if unknown.what == "key" { "unknown key" } else { "unknown value" };
+            let label = if unknown.what == "key" {
+                "unknown key"
+            } else {
+                "unknown value"
+            };
             return self.diagnostic(
                 e.span(),
-                format!("{}unknown {} `{}`", prefix(&path), unknown.what, unknown.name),
+                format!(
+                    "{}unknown {} `{}`",
+                    prefix(&path),
+                    unknown.what,
+                    unknown.name
+                ),
                 label,
                 help,
             );
         }
-        self.diagnostic(e.span(), format!("{}{message}", prefix(&path)), "here", None)
+        self.diagnostic(
+            e.span(),
+            format!("{}{message}", prefix(&path)),
+            "here",
+            None,
+        )
     }
 }
 
@@ -395,7 +439,10 @@ fn shift<'i>(value: Spanned<DeValue<'i>>, by: usize) -> Spanned<DeValue<'i>> {
             let mut out = DeTable::new();
             for (k, v) in table.iter() {
                 let ks = k.span();
-                out.insert(Spanned::new(ks.start + by..ks.end + by, k.get_ref().clone()), shift(v.clone(), by));
+                out.insert(
+                    Spanned::new(ks.start + by..ks.end + by, k.get_ref().clone()),
+                    shift(v.clone(), by),
+                );
             }
             DeValue::Table(out)
         }
@@ -424,7 +471,8 @@ fn path_at(root: &Spanned<DeTable<'_>>, offset: usize) -> Vec<Seg> {
     fn in_table(table: &DeTable<'_>, offset: usize, path: &mut Vec<Seg>) -> bool {
         table.iter().any(|(k, v)| {
             path.push(Seg::Key(k.get_ref().to_string()));
-            if k.span().contains(&offset) || in_value(v, offset, path) || v.span().contains(&offset) {
+            if k.span().contains(&offset) || in_value(v, offset, path) || v.span().contains(&offset)
+            {
                 return true;
             }
             path.pop();
@@ -481,13 +529,13 @@ fn set_in<'i>(
             }
         }
         DeValue::Array(array) => {
-            let index: usize = part
-                .parse()
-                .map_err(|_| format!("in `{key}`, `{part}` should be an index into a list (0, 1, ...)"))?;
+            let index: usize = part.parse().map_err(|_| {
+                format!("in `{key}`, `{part}` should be an index into a list (0, 1, ...)")
+            })?;
             let len = array.len();
-            let child = array
-                .get_mut(index)
-                .ok_or_else(|| format!("in `{key}`, index {index} is past the end of a list of {len}"))?;
+            let child = array.get_mut(index).ok_or_else(|| {
+                format!("in `{key}`, index {index} is past the end of a list of {len}")
+            })?;
             if rest.is_empty() {
                 *child = value;
                 Ok(())

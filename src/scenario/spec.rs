@@ -20,7 +20,10 @@ use super::duration::{DelaySpec, DurationSpec};
 pub struct ScenarioSpec {
     /// The scenario's name. It names the golden file (`golden/<name>.snap`), so it must be usable as a
     /// file name: letters, digits, `-`, `_` and `.`, starting with a letter or digit.
-    #[schemars(length(min = 1, max = 100), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
+    #[schemars(
+        length(min = 1, max = 100),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    )]
     pub name: String,
 
     /// What this scenario shows, in a sentence. Printed in reports.
@@ -118,14 +121,19 @@ impl<'de> Deserialize<'de> for FaultEntry {
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = FaultEntry;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a fault table or a compact fault string such as \"error:503:0.2:/api\"")
+                f.write_str(
+                    "a fault table or a compact fault string such as \"error:503:0.2:/api\"",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 // Parse now so a malformed string is reported at its own position in the file.
                 crate::fault::compact::parse(v).map_err(E::custom)?;
                 Ok(FaultEntry::Compact(v.to_string()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
                 // Delegating keeps the TOML deserializer's positions for errors inside the table.
                 FaultSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(FaultEntry::Table)
@@ -163,7 +171,10 @@ pub struct FaultSpec {
     /// The rule's name in reports, metrics labels, golden files and expectations. Default
     /// `<kind>-<position>`, such as `error-2` for the second rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    )]
     pub name: Option<String>,
 
     /// What the fault does.
@@ -261,7 +272,10 @@ impl<'de> Deserialize<'de> for Methods {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(Methods::One(v.to_string()))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
                 while let Some(m) = seq.next_element::<String>()? {
                     out.push(m);

@@ -10,9 +10,7 @@ use hyper::{Method, StatusCode, Uri};
 use super::duration::{DelaySpec, format_duration};
 use super::error::did_you_mean;
 use super::spec::{FaultEntry, FaultKind, FaultSpec, Methods, ScenarioSpec};
-use super::{
-    Expectations, LoadConfig, ProxyConfig, Route, Scenario, Seg, Target, UpstreamConfig,
-};
+use super::{Expectations, LoadConfig, ProxyConfig, Route, Scenario, Seg, Target, UpstreamConfig};
 use crate::fault::{FaultAction, FaultRule, Matcher, PathGlob, compact};
 
 /// One validation problem, at a path into the document.
@@ -30,7 +28,13 @@ struct Checker {
 }
 
 impl Checker {
-    fn report(&mut self, path: Vec<Seg>, message: impl Into<String>, label: &str, help: Option<String>) {
+    fn report(
+        &mut self,
+        path: Vec<Seg>,
+        message: impl Into<String>,
+        label: &str,
+        help: Option<String>,
+    ) {
         self.problems.push(Problem {
             path,
             message: message.into(),
@@ -39,7 +43,13 @@ impl Checker {
         });
     }
 
-    fn range<T: PartialOrd + std::fmt::Display + Copy>(&mut self, path: Vec<Seg>, value: T, min: T, max: T) {
+    fn range<T: PartialOrd + std::fmt::Display + Copy>(
+        &mut self,
+        path: Vec<Seg>,
+        value: T,
+        min: T,
+        max: T,
+    ) {
         if !(min..=max).contains(&value) {
             self.report(
                 path,
@@ -73,35 +83,63 @@ impl Checker {
             Some(m) => format!("did you mean `{m}`? valid methods: {}", STANDARD.join(", ")),
             None => format!("valid methods: {}", STANDARD.join(", ")),
         };
-        self.report(path, format!("`{text}` is not an HTTP method"), "unknown method", Some(help));
+        self.report(
+            path,
+            format!("`{text}` is not an HTTP method"),
+            "unknown method",
+            Some(help),
+        );
         None
     }
 
     fn methods(&mut self, path: Vec<Seg>, methods: &Methods) -> Vec<Method> {
         let list = methods.to_vec();
         if list.is_empty() {
-            self.report(path.clone(), "the method list is empty", "empty", Some("leave `method` out to match every method".into()));
+            self.report(
+                path.clone(),
+                "the method list is empty",
+                "empty",
+                Some("leave `method` out to match every method".into()),
+            );
         }
         let many = matches!(methods, Methods::Many(_));
         list.iter()
             .enumerate()
             .filter_map(|(i, m)| {
-                let p = if many { with(&path, Seg::Index(i)) } else { path.clone() };
+                let p = if many {
+                    with(&path, Seg::Index(i))
+                } else {
+                    path.clone()
+                };
                 self.method(p, m)
             })
             .collect()
     }
 
-    fn headers(&mut self, path: Vec<Seg>, headers: &BTreeMap<String, String>) -> Vec<(HeaderName, HeaderValue)> {
+    fn headers(
+        &mut self,
+        path: Vec<Seg>,
+        headers: &BTreeMap<String, String>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
         let mut out = Vec::new();
         for (name, value) in headers {
             let p = with(&path, Seg::Key(name.clone()));
             let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
-                self.report(p, format!("`{name}` is not a valid header name"), "invalid header name", Some("header names are letters, digits and `-`".into()));
+                self.report(
+                    p,
+                    format!("`{name}` is not a valid header name"),
+                    "invalid header name",
+                    Some("header names are letters, digits and `-`".into()),
+                );
                 continue;
             };
             let Ok(v) = HeaderValue::from_str(value) else {
-                self.report(p, format!("the value of `{name}` is not a valid header value"), "invalid header value", Some("header values are visible ASCII without line breaks".into()));
+                self.report(
+                    p,
+                    format!("the value of `{name}` is not a valid header value"),
+                    "invalid header value",
+                    Some("header values are visible ASCII without line breaks".into()),
+                );
                 continue;
             };
             out.push((n, v));
@@ -111,7 +149,12 @@ impl Checker {
 
     fn positive(&mut self, path: Vec<Seg>, d: Duration, what: &str) {
         if d.is_zero() {
-            self.report(path, format!("{what} must be longer than zero"), "zero", None);
+            self.report(
+                path,
+                format!("{what} must be longer than zero"),
+                "zero",
+                None,
+            );
         }
     }
 }
@@ -135,7 +178,9 @@ pub(crate) fn is_file_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() <= 100
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.contains("..")
         && !name.ends_with('.')
 }
@@ -155,10 +200,20 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
     let upstream = check_upstream(&mut c, spec);
     let faults = check_faults(&mut c, spec);
     let proxy = ProxyConfig {
-        add_response_headers: c.headers(keys(&["proxy", "add_response_headers"]), &spec.proxy.add_response_headers),
-        upstream_timeout: spec.proxy.upstream_timeout.map_or(Duration::from_secs(30), |d| d.get()),
+        add_response_headers: c.headers(
+            keys(&["proxy", "add_response_headers"]),
+            &spec.proxy.add_response_headers,
+        ),
+        upstream_timeout: spec
+            .proxy
+            .upstream_timeout
+            .map_or(Duration::from_secs(30), |d| d.get()),
     };
-    c.positive(keys(&["proxy", "upstream_timeout"]), proxy.upstream_timeout, "the upstream timeout");
+    c.positive(
+        keys(&["proxy", "upstream_timeout"]),
+        proxy.upstream_timeout,
+        "the upstream timeout",
+    );
     let load = check_load(&mut c, spec);
     if let Some(rate) = spec.expect.success_rate {
         c.probability(keys(&["expect", "success_rate"]), rate);
@@ -194,7 +249,10 @@ fn check_upstream(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
                 path,
                 "https upstreams are not supported",
                 "https",
-                Some("point TraceForge at a plain-HTTP address of the service (http://host:port)".into()),
+                Some(
+                    "point TraceForge at a plain-HTTP address of the service (http://host:port)"
+                        .into(),
+                ),
             ),
             _ => c.report(
                 path,
@@ -258,47 +316,94 @@ fn check_faults(c: &mut Checker, spec: &ScenarioSpec) -> Vec<FaultRule> {
             },
         };
         // Compact faults have no fields of their own to point at: point at the string.
-        let field = |name: &str| if compact_form { at.clone() } else { with(&at, Seg::Key(name.into())) };
-        let name = fault.name.clone().unwrap_or_else(|| format!("{}-{}", fault.kind, i + 1));
+        let field = |name: &str| {
+            if compact_form {
+                at.clone()
+            } else {
+                with(&at, Seg::Key(name.into()))
+            }
+        };
+        let name = fault
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", fault.kind, i + 1));
         if !is_file_name(&name) || name.len() > 64 {
             c.report(field("name"), format!("`{name}` is not a usable rule name"), "invalid name",
                 Some("use letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 64 characters".into()));
         }
         if !names.insert(name.clone()) {
-            c.report(field("name"), format!("two rules are named `{name}`"), "duplicate name",
-                Some("rule names must be unique: they label metrics, outcomes and expectations".into()));
+            c.report(
+                field("name"),
+                format!("two rules are named `{name}`"),
+                "duplicate name",
+                Some(
+                    "rule names must be unique: they label metrics, outcomes and expectations"
+                        .into(),
+                ),
+            );
         }
         let probability = fault.probability.unwrap_or(1.0);
         c.probability(field("probability"), probability);
         let action = check_action(c, &fault, &field);
         let matcher = check_matcher(c, &fault, &at, compact_form);
         if let Some(action) = action {
-            rules.push(FaultRule { name, action, probability, matcher });
+            rules.push(FaultRule {
+                name,
+                action,
+                probability,
+                matcher,
+            });
         }
     }
     rules
 }
 
-fn check_action(c: &mut Checker, fault: &FaultSpec, field: &dyn Fn(&str) -> Vec<Seg>) -> Option<FaultAction> {
+fn check_action(
+    c: &mut Checker,
+    fault: &FaultSpec,
+    field: &dyn Fn(&str) -> Vec<Seg>,
+) -> Option<FaultAction> {
     let kind = fault.kind;
     let not_for = |c: &mut Checker, present: bool, name: &str, for_kind: &str| {
         if present {
-            c.report(field(name), format!("`{name}` does not apply to a `{kind}` fault"), "not used by this kind",
-                Some(format!("`{name}` belongs to `{for_kind}` faults; remove it or change `kind`")));
+            c.report(
+                field(name),
+                format!("`{name}` does not apply to a `{kind}` fault"),
+                "not used by this kind",
+                Some(format!(
+                    "`{name}` belongs to `{for_kind}` faults; remove it or change `kind`"
+                )),
+            );
         }
     };
     match kind {
         FaultKind::Delay => {
             not_for(c, fault.status.is_some(), "status", "error");
             let Some(delay) = fault.delay else {
-                c.report(field("kind"), "a `delay` fault needs `delay`", "missing `delay`",
-                    Some("add `delay = \"100ms\"` or a range `delay = \"100ms..500ms\"`".into()));
+                c.report(
+                    field("kind"),
+                    "a `delay` fault needs `delay`",
+                    "missing `delay`",
+                    Some("add `delay = \"100ms\"` or a range `delay = \"100ms..500ms\"`".into()),
+                );
                 return None;
             };
             if let DelaySpec::Range(lo, hi) = delay {
                 if lo > hi {
-                    c.report(field("delay"), format!("the range {}..{} runs backwards", format_duration(lo), format_duration(hi)),
-                        "lower bound above upper bound", Some(format!("write \"{}..{}\"", format_duration(hi), format_duration(lo))));
+                    c.report(
+                        field("delay"),
+                        format!(
+                            "the range {}..{} runs backwards",
+                            format_duration(lo),
+                            format_duration(hi)
+                        ),
+                        "lower bound above upper bound",
+                        Some(format!(
+                            "write \"{}..{}\"",
+                            format_duration(hi),
+                            format_duration(lo)
+                        )),
+                    );
                 }
             }
             Some(FaultAction::Delay(delay))
@@ -306,13 +411,21 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, field: &dyn Fn(&str) -> Vec<
         FaultKind::Error => {
             not_for(c, fault.delay.is_some(), "delay", "delay");
             let Some(status) = fault.status else {
-                c.report(field("kind"), "an `error` fault needs `status`", "missing `status`",
-                    Some("add `status = 503` (any status from 100 to 599)".into()));
+                c.report(
+                    field("kind"),
+                    "an `error` fault needs `status`",
+                    "missing `status`",
+                    Some("add `status = 503` (any status from 100 to 599)".into()),
+                );
                 return None;
             };
             if !(100..=599).contains(&status) {
-                c.report(field("status"), format!("{status} is not an HTTP status"), "not a status",
-                    Some("statuses run from 100 to 599".into()));
+                c.report(
+                    field("status"),
+                    format!("{status} is not an HTTP status"),
+                    "not a status",
+                    Some("statuses run from 100 to 599".into()),
+                );
             }
             Some(FaultAction::Error { status })
         }
@@ -326,18 +439,36 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, field: &dyn Fn(&str) -> Vec<
 
 fn check_matcher(c: &mut Checker, fault: &FaultSpec, at: &[Seg], compact_form: bool) -> Matcher {
     let mut matcher = Matcher::default();
-    let Some(spec) = &fault.matcher else { return matcher };
-    let at_match = if compact_form { at.to_vec() } else { with(at, Seg::Key("match".into())) };
+    let Some(spec) = &fault.matcher else {
+        return matcher;
+    };
+    let at_match = if compact_form {
+        at.to_vec()
+    } else {
+        with(at, Seg::Key("match".into()))
+    };
     if let Some(path) = &spec.path {
-        let p = if compact_form { at_match.clone() } else { with(&at_match, Seg::Key("path".into())) };
+        let p = if compact_form {
+            at_match.clone()
+        } else {
+            with(&at_match, Seg::Key("path".into()))
+        };
         if !path.starts_with(['/', '*', '{', '?', '[']) {
-            c.report(p.clone(), format!("the path glob `{path}` can never match: request paths start with `/`"),
-                "does not start with `/`", Some(format!("write \"/{path}\"")));
+            c.report(
+                p.clone(),
+                format!("the path glob `{path}` can never match: request paths start with `/`"),
+                "does not start with `/`",
+                Some(format!("write \"/{path}\"")),
+            );
         }
         match PathGlob::new(path) {
             Ok(glob) => matcher.path = Some(glob),
-            Err(e) => c.report(p, format!("`{path}` is not a valid glob: {e}"), "invalid glob",
-                Some("use `*` within a segment, `**` across segments, `{a,b}` for either".into())),
+            Err(e) => c.report(
+                p,
+                format!("`{path}` is not a valid glob: {e}"),
+                "invalid glob",
+                Some("use `*` within a segment, `**` across segments, `{a,b}` for either".into()),
+            ),
         }
     }
     if let Some(methods) = &spec.method {
@@ -355,8 +486,12 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
     c.range(f("retries"), l.retries, 0, 20);
     c.positive(f("timeout"), l.timeout.get(), "the request timeout");
     if l.targets.is_empty() {
-        c.report(f("targets"), "at least one target is needed", "empty",
-            Some("for example targets = [{ path = \"/api/resource\" }]".into()));
+        c.report(
+            f("targets"),
+            "at least one target is needed",
+            "empty",
+            Some("for example targets = [{ path = \"/api/resource\" }]".into()),
+        );
     }
     let mut targets = Vec::new();
     for (i, t) in l.targets.iter().enumerate() {
@@ -371,7 +506,11 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
         }
         c.range(field("weight"), t.weight, 1, 1_000_000);
         if let Some(method) = c.method(field("method"), &t.method) {
-            targets.push(Target { method, path: t.path.clone(), weight: t.weight });
+            targets.push(Target {
+                method,
+                path: t.path.clone(),
+                weight: t.weight,
+            });
         }
     }
     LoadConfig {
