@@ -151,7 +151,8 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Scenario, ScenarioErr
             let text: Arc<str> = String::from_utf8_lossy(e.as_bytes()).into();
             Err(ScenarioError::Invalid(vec![Diagnostic {
                 origin,
-                span: Some(valid..valid + 1),
+                // The invalid byte shows as U+FFFD in the lossy text the caret points into.
+                span: Some(valid..valid + char::REPLACEMENT_CHARACTER.len_utf8()),
                 source: text,
                 message: "the file is not UTF-8 text".into(),
                 label: "invalid byte here".into(),
