@@ -193,12 +193,18 @@ pub fn parse_str(
         )]));
     }
     let root = DeTable::parse(text).map_err(|e| {
-        ScenarioError::Invalid(vec![file_diag(
-            e.span(),
-            first_line(e.message()),
-            "here",
-            None,
-        )])
+        let diagnostic = if e.message().starts_with("recursion limit") {
+            // The parser's own guard (dotted keys such as `a.b.c...` are not counted by the scan above).
+            file_diag(
+                e.span(),
+                "keys, tables or arrays nest too deeply".into(),
+                "too deep",
+                Some("a scenario needs only a few levels of nesting".into()),
+            )
+        } else {
+            file_diag(e.span(), first_line(e.message()), "here", None)
+        };
+        ScenarioError::Invalid(vec![diagnostic])
     })?;
 
     // Overrides are parsed with their values placed past the end of the file text, so any span
