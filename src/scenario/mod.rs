@@ -375,6 +375,20 @@ impl Sources<'_> {
                 help,
             );
         }
+        if let Some(field) = missing_field(&message) {
+            let help = required_field_help(field);
+            // The root table's span is the whole file: a caret at its first character would
+            // blame whatever happens to be written there, so name the file instead.
+            if e.span().is_none_or(|s| s == document.span()) {
+                return self.diagnostic(None, message, "missing", help);
+            }
+            return self.diagnostic(
+                e.span(),
+                format!("{}{message}", prefix(&path)),
+                "missing a field",
+                help,
+            );
+        }
         self.diagnostic(
             e.span(),
             format!("{}{message}", prefix(&path)),
@@ -382,6 +396,25 @@ impl Sources<'_> {
             None,
         )
     }
+}
+
+/// The field name in serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")?
+        .split_once('`')
+        .map(|(name, _)| name)
+}
+
+/// What to write for a required field, so the fix can be copied.
+fn required_field_help(field: &str) -> Option<String> {
+    let example = match field {
+        "name" => "add a line like `name = \"flaky-api\"`; the name also names the golden file",
+        "kind" => "add `kind = \"delay\"`, `kind = \"error\"` or `kind = \"drop\"`",
+        "path" => "add a path such as `path = \"/api/resource\"`",
+        _ => return None,
+    };
+    Some(example.to_string())
 }
 
 /// One step of a path into the document.
