@@ -207,16 +207,17 @@ pub fn parse_str(
         ScenarioError::Invalid(vec![diagnostic])
     })?;
 
-    // Overrides are parsed with their values placed past the end of the file text, so any span
-    // beyond `text.len()` belongs to an override and can be reported against it.
-    let padded: Vec<(Range<usize>, String)> = {
+    // Each override gets a region past the end of the file text laid out exactly like its
+    // `KEY=VALUE` text, so any span beyond `text.len()` belongs to one override and maps back to
+    // the key part or the value it came from.
+    let regions: Vec<Range<usize>> = {
         let mut base = text.len() + 1;
         overrides
             .iter()
             .map(|o| {
-                let range = base..base + o.value.len().max(1);
+                let range = base..base + o.to_string().len();
                 base = range.end + 1;
-                (range, o.value.clone())
+                range
             })
             .collect()
     };
@@ -224,18 +225,22 @@ pub fn parse_str(
         origin,
         source: source.clone(),
         overrides,
-        regions: padded.iter().map(|(r, _)| r.clone()).collect(),
+        regions: regions.clone(),
     };
     let mut root = root;
-    for ((range, padded_value), o) in padded.iter().zip(overrides) {
-        let value = match DeValue::parse(padded_value) {
-            Ok(v) => shift(v, range.start),
+    for (region, o) in regions.iter().zip(overrides) {
+        let value_start = region.start + o.key.len() + 1;
+        let value = match DeValue::parse(&o.value) {
+            Ok(v) => shift(v, value_start),
             // Not TOML: take the text as a string, so `--set run.clock=virtual` needs no quotes.
-            Err(_) => Spanned::new(range.clone(), DeValue::String(o.value.as_str().into())),
+            Err(_) => Spanned::new(
+                value_start..region.end,
+                DeValue::String(o.value.as_str().into()),
+            ),
         };
-        if let Err(message) = set_path(&mut root, &o.key, value, range.clone()) {
+        if let Err((message, span)) = set_path(&mut root, &o.key, value, region.start) {
             return Err(ScenarioError::Invalid(vec![sources.diagnostic(
-                Some(range.clone()),
+                Some(span),
                 message,
                 "cannot set this",
                 None,
@@ -298,16 +303,14 @@ impl Sources<'_> {
         });
         match (region, span) {
             (Some(i), Some(span)) => {
-                let o = &self.overrides[i];
-                let text = o.to_string();
-                let offset = o.key.len() + 1;
-                let start = offset + (span.start - self.regions[i].start).min(o.value.len());
-                let end = (offset + (span.end.saturating_sub(self.regions[i].start)))
-                    .clamp(start, text.len());
+                let text = self.overrides[i].to_string();
+                let base = self.regions[i].start;
+                let start = (span.start - base).min(text.len());
+                let end = span.end.saturating_sub(base).clamp(start, text.len());
                 Diagnostic {
                     origin: format!("--set {text}"),
                     source: text.into(),
-                    span: Some(start..end.max(start)),
+                    span: Some(start..end),
                     message,
                     label: label.to_string(),
                     help,
@@ -525,15 +528,22 @@ fn path_at(root: &Spanned<DeTable<'_>>, offset: usize) -> Vec<Seg> {
 }
 
 /// Sets `key` (dotted; numeric parts index lists) in the document, creating tables as needed.
+/// `base` is where the override's `KEY=VALUE` region starts: keys it creates are placed at their
+/// part of the key, and an error comes with the span of the part that could not be set.
 fn set_path<'i>(
     root: &mut Spanned<DeTable<'i>>,
     key: &str,
     value: Spanned<DeValue<'i>>,
-    region: Range<usize>,
-) -> Result<(), String> {
-    let parts: Vec<&str> = key.split('.').collect();
+    base: usize,
+) -> Result<(), (String, Range<usize>)> {
+    let mut parts = Vec::new();
+    let mut at = base;
+    for part in key.split('.') {
+        parts.push((part, at..at + part.len()));
+        at += part.len() + 1;
+    }
     let mut node = DeValue::Table(std::mem::take(root.get_mut()));
-    let result = set_in(&mut node, &parts, value, &region, key);
+    let result = set_in(&mut node, &parts, value, key);
     if let DeValue::Table(t) = node {
         *root.get_mut() = t;
     }
@@ -542,48 +552,52 @@ fn set_path<'i>(
 
 fn set_in<'i>(
     node: &mut DeValue<'i>,
-    parts: &[&str],
+    parts: &[(&str, Range<usize>)],
     value: Spanned<DeValue<'i>>,
-    region: &Range<usize>,
     key: &str,
-) -> Result<(), String> {
-    let Some((part, rest)) = parts.split_first() else {
-        return Err("empty key".into());
+) -> Result<(), (String, Range<usize>)> {
+    let Some(((part, span), rest)) = parts.split_first() else {
+        return Err(("empty key".into(), value.span()));
     };
+    let fail = |message: String| Err((message, span.clone()));
     match node {
         DeValue::Table(table) => {
             if rest.is_empty() {
                 table.remove(*part);
-                table.insert(Spanned::new(region.clone(), part.to_string().into()), value);
+                table.insert(Spanned::new(span.clone(), part.to_string().into()), value);
                 return Ok(());
             }
             if table.get(*part).is_none() {
                 table.insert(
-                    Spanned::new(region.clone(), part.to_string().into()),
-                    Spanned::new(region.clone(), DeValue::Table(DeTable::new())),
+                    Spanned::new(span.clone(), part.to_string().into()),
+                    Spanned::new(span.clone(), DeValue::Table(DeTable::new())),
                 );
             }
             match table.get_mut(*part) {
-                Some(child) => set_in(child.get_mut(), rest, value, region, key),
-                None => Err(format!("`{key}` cannot be created")),
+                Some(child) => set_in(child.get_mut(), rest, value, key),
+                None => fail(format!("`{key}` cannot be created")),
             }
         }
         DeValue::Array(array) => {
-            let index: usize = part.parse().map_err(|_| {
-                format!("in `{key}`, `{part}` should be an index into a list (0, 1, ...)")
-            })?;
+            let Ok(index) = part.parse::<usize>() else {
+                return fail(format!(
+                    "in `{key}`, `{part}` should be an index into a list (0, 1, ...)"
+                ));
+            };
             let len = array.len();
-            let child = array.get_mut(index).ok_or_else(|| {
-                format!("in `{key}`, index {index} is past the end of a list of {len}")
-            })?;
+            let Some(child) = array.get_mut(index) else {
+                return fail(format!(
+                    "in `{key}`, index {index} is past the end of a list of {len}"
+                ));
+            };
             if rest.is_empty() {
                 *child = value;
                 Ok(())
             } else {
-                set_in(child.get_mut(), rest, value, region, key)
+                set_in(child.get_mut(), rest, value, key)
             }
         }
-        _ => Err(format!(
+        _ => fail(format!(
             "`{key}` goes inside a plain value; only tables and lists can hold `{part}`"
         )),
     }
