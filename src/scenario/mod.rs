@@ -250,7 +250,7 @@ pub fn parse_str(
 
     let document = root.clone();
     let spec = ScenarioSpec::deserialize(toml::de::Deserializer::from(root))
-        .map_err(|e| ScenarioError::Invalid(vec![sources.from_toml(&e, &document)]))?;
+        .map_err(|e| ScenarioError::Invalid(vec![sources.toml_error(&e, &document)]))?;
     let problems = validate::check(&spec);
     match problems {
         Ok(scenario) => Ok(scenario),
@@ -328,7 +328,7 @@ impl Sources<'_> {
     }
 
     /// Turns a deserialization error into a diagnostic, adding "did you mean" for unknown names.
-    fn from_toml(&self, e: &toml::de::Error, document: &Spanned<DeTable<'_>>) -> Diagnostic {
+    fn toml_error(&self, e: &toml::de::Error, document: &Spanned<DeTable<'_>>) -> Diagnostic {
         let message = first_line(e.message());
         // Name where the problem is (`load`, `faults[1].kind`), found from the error's position.
         let mut path = e
