@@ -1,5 +1,10 @@
 //! The integration tests: one binary, one module per area. Every test drives real code through
 //! its public entry points; servers bind 127.0.0.1 on port 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod run;
-mod support; // shared helpers: paths, the built binary, small servers // traceforge run end to end, golden verdicts, outputs, standalone load
+mod support; // shared helpers: paths, the built binary, small servers
+
+mod cli_validate; // the binary: `validate`, `schema`, `run` on invalid input, exit codes in --help
+mod run; // `traceforge run` end to end, golden verdicts, outputs, the standalone load generator
+mod scenario_file; // rendered scenario errors, overrides, no panic on any input
+mod schema; // the committed JSON schema and the shipped scenarios against it

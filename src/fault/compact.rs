@@ -61,7 +61,7 @@ pub fn parse(text: &str) -> Result<FaultSpec, String> {
         }
         FaultKind::Drop => {}
     }
-    while let Some(token) = tokens.next() {
+    for token in tokens {
         match token {
             Token::Path(path) => {
                 let glob = if path.contains(['*', '?', '[', '{']) {

@@ -76,6 +76,11 @@ impl Diagnostic {
         }
         let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
         let mut end = span.end.clamp(start, line_end);
+        // A span ending inside a character (a replaced invalid byte, say) would make the
+        // renderer slice through it: take the whole character.
+        while !src.is_char_boundary(end) {
+            end += 1;
+        }
         if end == start {
             // Point at one character; at the end of a line or the file, point at the last one.
             if start < line_end {

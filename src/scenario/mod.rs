@@ -151,7 +151,8 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Scenario, ScenarioErr
             let text: Arc<str> = String::from_utf8_lossy(e.as_bytes()).into();
             Err(ScenarioError::Invalid(vec![Diagnostic {
                 origin,
-                span: Some(valid..valid + 1),
+                // The invalid byte shows as U+FFFD in the lossy text the caret points into.
+                span: Some(valid..valid + char::REPLACEMENT_CHARACTER.len_utf8()),
                 source: text,
                 message: "the file is not UTF-8 text".into(),
                 label: "invalid byte here".into(),
@@ -192,24 +193,31 @@ pub fn parse_str(
         )]));
     }
     let root = DeTable::parse(text).map_err(|e| {
-        ScenarioError::Invalid(vec![file_diag(
-            e.span(),
-            first_line(e.message()),
-            "here",
-            None,
-        )])
+        let diagnostic = if e.message().starts_with("recursion limit") {
+            // The parser's own guard (dotted keys such as `a.b.c...` are not counted by the scan above).
+            file_diag(
+                e.span(),
+                "keys, tables or arrays nest too deeply".into(),
+                "too deep",
+                Some("a scenario needs only a few levels of nesting".into()),
+            )
+        } else {
+            file_diag(e.span(), first_line(e.message()), "here", None)
+        };
+        ScenarioError::Invalid(vec![diagnostic])
     })?;
 
-    // Overrides are parsed with their values placed past the end of the file text, so any span
-    // beyond `text.len()` belongs to an override and can be reported against it.
-    let padded: Vec<(Range<usize>, String)> = {
+    // Each override gets a region past the end of the file text laid out exactly like its
+    // `KEY=VALUE` text, so any span beyond `text.len()` belongs to one override and maps back to
+    // the key part or the value it came from.
+    let regions: Vec<Range<usize>> = {
         let mut base = text.len() + 1;
         overrides
             .iter()
             .map(|o| {
-                let range = base..base + o.value.len().max(1);
+                let range = base..base + o.to_string().len();
                 base = range.end + 1;
-                (range, o.value.clone())
+                range
             })
             .collect()
     };
@@ -217,18 +225,22 @@ pub fn parse_str(
         origin,
         source: source.clone(),
         overrides,
-        regions: padded.iter().map(|(r, _)| r.clone()).collect(),
+        regions: regions.clone(),
     };
     let mut root = root;
-    for ((range, padded_value), o) in padded.iter().zip(overrides) {
-        let value = match DeValue::parse(padded_value) {
-            Ok(v) => shift(v, range.start),
+    for (region, o) in regions.iter().zip(overrides) {
+        let value_start = region.start + o.key.len() + 1;
+        let value = match DeValue::parse(&o.value) {
+            Ok(v) => shift(v, value_start),
             // Not TOML: take the text as a string, so `--set run.clock=virtual` needs no quotes.
-            Err(_) => Spanned::new(range.clone(), DeValue::String(o.value.as_str().into())),
+            Err(_) => Spanned::new(
+                value_start..region.end,
+                DeValue::String(o.value.as_str().into()),
+            ),
         };
-        if let Err(message) = set_path(&mut root, &o.key, value, range.clone()) {
+        if let Err((message, span)) = set_path(&mut root, &o.key, value, region.start) {
             return Err(ScenarioError::Invalid(vec![sources.diagnostic(
-                Some(range.clone()),
+                Some(span),
                 message,
                 "cannot set this",
                 None,
@@ -238,7 +250,7 @@ pub fn parse_str(
 
     let document = root.clone();
     let spec = ScenarioSpec::deserialize(toml::de::Deserializer::from(root))
-        .map_err(|e| ScenarioError::Invalid(vec![sources.from_toml(&e, &document)]))?;
+        .map_err(|e| ScenarioError::Invalid(vec![sources.toml_error(&e, &document)]))?;
     let problems = validate::check(&spec);
     match problems {
         Ok(scenario) => Ok(scenario),
@@ -291,16 +303,14 @@ impl Sources<'_> {
         });
         match (region, span) {
             (Some(i), Some(span)) => {
-                let o = &self.overrides[i];
-                let text = o.to_string();
-                let offset = o.key.len() + 1;
-                let start = offset + (span.start - self.regions[i].start).min(o.value.len());
-                let end = (offset + (span.end.saturating_sub(self.regions[i].start)))
-                    .clamp(start, text.len());
+                let text = self.overrides[i].to_string();
+                let base = self.regions[i].start;
+                let start = (span.start - base).min(text.len());
+                let end = span.end.saturating_sub(base).clamp(start, text.len());
                 Diagnostic {
                     origin: format!("--set {text}"),
                     source: text.into(),
-                    span: Some(start..end.max(start)),
+                    span: Some(start..end),
                     message,
                     label: label.to_string(),
                     help,
@@ -318,7 +328,7 @@ impl Sources<'_> {
     }
 
     /// Turns a deserialization error into a diagnostic, adding "did you mean" for unknown names.
-    fn from_toml(&self, e: &toml::de::Error, document: &Spanned<DeTable<'_>>) -> Diagnostic {
+    fn toml_error(&self, e: &toml::de::Error, document: &Spanned<DeTable<'_>>) -> Diagnostic {
         let message = first_line(e.message());
         // Name where the problem is (`load`, `faults[1].kind`), found from the error's position.
         let mut path = e
@@ -368,6 +378,20 @@ impl Sources<'_> {
                 help,
             );
         }
+        if let Some(field) = missing_field(&message) {
+            let help = required_field_help(field);
+            // The root table's span is the whole file: a caret at its first character would
+            // blame whatever happens to be written there, so name the file instead.
+            if e.span().is_none_or(|s| s == document.span()) {
+                return self.diagnostic(None, message, "missing", help);
+            }
+            return self.diagnostic(
+                e.span(),
+                format!("{}{message}", prefix(&path)),
+                "missing a field",
+                help,
+            );
+        }
         self.diagnostic(
             e.span(),
             format!("{}{message}", prefix(&path)),
@@ -375,6 +399,25 @@ impl Sources<'_> {
             None,
         )
     }
+}
+
+/// The field name in serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")?
+        .split_once('`')
+        .map(|(name, _)| name)
+}
+
+/// What to write for a required field, so the fix can be copied.
+fn required_field_help(field: &str) -> Option<String> {
+    let example = match field {
+        "name" => "add a line like `name = \"flaky-api\"`; the name also names the golden file",
+        "kind" => "add `kind = \"delay\"`, `kind = \"error\"` or `kind = \"drop\"`",
+        "path" => "add a path such as `path = \"/api/resource\"`",
+        _ => return None,
+    };
+    Some(example.to_string())
 }
 
 /// One step of a path into the document.
@@ -485,15 +528,22 @@ fn path_at(root: &Spanned<DeTable<'_>>, offset: usize) -> Vec<Seg> {
 }
 
 /// Sets `key` (dotted; numeric parts index lists) in the document, creating tables as needed.
+/// `base` is where the override's `KEY=VALUE` region starts: keys it creates are placed at their
+/// part of the key, and an error comes with the span of the part that could not be set.
 fn set_path<'i>(
     root: &mut Spanned<DeTable<'i>>,
     key: &str,
     value: Spanned<DeValue<'i>>,
-    region: Range<usize>,
-) -> Result<(), String> {
-    let parts: Vec<&str> = key.split('.').collect();
+    base: usize,
+) -> Result<(), (String, Range<usize>)> {
+    let mut parts = Vec::new();
+    let mut at = base;
+    for part in key.split('.') {
+        parts.push((part, at..at + part.len()));
+        at += part.len() + 1;
+    }
     let mut node = DeValue::Table(std::mem::take(root.get_mut()));
-    let result = set_in(&mut node, &parts, value, &region, key);
+    let result = set_in(&mut node, &parts, value, key);
     if let DeValue::Table(t) = node {
         *root.get_mut() = t;
     }
@@ -502,48 +552,52 @@ fn set_path<'i>(
 
 fn set_in<'i>(
     node: &mut DeValue<'i>,
-    parts: &[&str],
+    parts: &[(&str, Range<usize>)],
     value: Spanned<DeValue<'i>>,
-    region: &Range<usize>,
     key: &str,
-) -> Result<(), String> {
-    let Some((part, rest)) = parts.split_first() else {
-        return Err("empty key".into());
+) -> Result<(), (String, Range<usize>)> {
+    let Some(((part, span), rest)) = parts.split_first() else {
+        return Err(("empty key".into(), value.span()));
     };
+    let fail = |message: String| Err((message, span.clone()));
     match node {
         DeValue::Table(table) => {
             if rest.is_empty() {
                 table.remove(*part);
-                table.insert(Spanned::new(region.clone(), part.to_string().into()), value);
+                table.insert(Spanned::new(span.clone(), part.to_string().into()), value);
                 return Ok(());
             }
             if table.get(*part).is_none() {
                 table.insert(
-                    Spanned::new(region.clone(), part.to_string().into()),
-                    Spanned::new(region.clone(), DeValue::Table(DeTable::new())),
+                    Spanned::new(span.clone(), part.to_string().into()),
+                    Spanned::new(span.clone(), DeValue::Table(DeTable::new())),
                 );
             }
             match table.get_mut(*part) {
-                Some(child) => set_in(child.get_mut(), rest, value, region, key),
-                None => Err(format!("`{key}` cannot be created")),
+                Some(child) => set_in(child.get_mut(), rest, value, key),
+                None => fail(format!("`{key}` cannot be created")),
             }
         }
         DeValue::Array(array) => {
-            let index: usize = part.parse().map_err(|_| {
-                format!("in `{key}`, `{part}` should be an index into a list (0, 1, ...)")
-            })?;
+            let Ok(index) = part.parse::<usize>() else {
+                return fail(format!(
+                    "in `{key}`, `{part}` should be an index into a list (0, 1, ...)"
+                ));
+            };
             let len = array.len();
-            let child = array.get_mut(index).ok_or_else(|| {
-                format!("in `{key}`, index {index} is past the end of a list of {len}")
-            })?;
+            let Some(child) = array.get_mut(index) else {
+                return fail(format!(
+                    "in `{key}`, index {index} is past the end of a list of {len}"
+                ));
+            };
             if rest.is_empty() {
                 *child = value;
                 Ok(())
             } else {
-                set_in(child.get_mut(), rest, value, region, key)
+                set_in(child.get_mut(), rest, value, key)
             }
         }
-        _ => Err(format!(
+        _ => fail(format!(
             "`{key}` goes inside a plain value; only tables and lists can hold `{part}`"
         )),
     }

@@ -1,0 +1,218 @@
+//! The `traceforge` binary as CI and people call it: `validate` reports every file and exits 2 on
+//! any invalid one, `schema` prints the committed schema, `--help` documents the exit codes.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::support;
+
+fn traceforge(args: &[&str]) -> Output {
+    support::bin()
+        .args(args)
+        .current_dir(support::root())
+        .output()
+        .expect("the traceforge binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write scenario");
+    path.display().to_string()
+}
+
+const MISSPELLED: &str = "name = \"typo\"\n\n[load]\nrequests = 5\nconcurency = 2\n";
+
+#[test]
+fn shipped_scenarios_validate() {
+    let files: Vec<String> = support::scenario_files()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(String::as_str));
+    let out = traceforge(&args);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr(&out));
+    let shown = stdout(&out);
+    for file in &files {
+        assert!(
+            shown.contains(&format!("ok: {file} (")),
+            "{file} not reported:\n{shown}"
+        );
+    }
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn misspelled_key_exits_2_with_a_located_suggestion() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(dir.path(), "typo.toml", MISSPELLED);
+    let out = traceforge(&["validate", &file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "\
+error: load: unknown key `concurency`
+ --> {file}:5:1
+  |
+5 | concurency = 2
+  | ^^^^^^^^^^ unknown key
+  |
+  = help: did you mean `concurrency`? valid keys here: `requests`, `concurrency`, `retries`, `retry_backoff`, `timeout`, `client_trace`, `targets`
+"
+        )
+    );
+}
+
+#[test]
+fn every_file_is_reported_not_just_the_first_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = write(dir.path(), "bad.toml", MISSPELLED);
+    let good = write(dir.path(), "good.toml", "name = \"good\"\n");
+    let also_bad = write(dir.path(), "also-bad.toml", "name = \"bad one\"\n");
+    let out = traceforge(&["validate", &bad, &good, &also_bad]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stdout(&out),
+        format!("ok: {good} (good: 0 fault rules, 100 requests at concurrency 10)\n")
+    );
+    let err = stderr(&out);
+    assert!(err.contains(&format!(" --> {bad}:5:1\n")), "{err}");
+    assert!(err.contains(&format!(" --> {also_bad}:1:8\n")), "{err}");
+    assert!(
+        err.find(&bad) < err.find(&also_bad),
+        "files are reported in order:\n{err}"
+    );
+}
+
+#[test]
+fn missing_file_exits_2_and_names_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("nope.toml").display().to_string();
+    let out = traceforge(&["validate", &missing, "scenarios/flaky-api.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with(&format!("error: cannot read {missing}: ")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).starts_with("ok: scenarios/flaky-api.toml"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn overrides_on_the_command_line_are_validated() {
+    let out = traceforge(&[
+        "validate",
+        "scenarios/flaky-api.toml",
+        "--set",
+        "load.concurrency=64",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("at concurrency 64)"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = traceforge(&[
+        "validate",
+        "scenarios/flaky-api.toml",
+        "--set",
+        "load.concurrency=0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(" --> --set load.concurrency=0:1:18\n"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = traceforge(&[
+        "validate",
+        "scenarios/flaky-api.toml",
+        "--set",
+        "load.concurrency",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed --set is a usage error"
+    );
+    assert!(stderr(&out).contains("KEY=VALUE"), "{}", stderr(&out));
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let out = traceforge(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let committed = std::fs::read_to_string(support::root().join("traceforge.schema.json"))
+        .expect("read the committed schema");
+    assert!(
+        stdout(&out) == committed,
+        "`traceforge schema` differs from traceforge.schema.json; run `cargo run -- schema > traceforge.schema.json`"
+    );
+}
+
+#[test]
+fn run_with_an_invalid_scenario_exits_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(dir.path(), "typo.toml", MISSPELLED);
+    let out = traceforge(&["run", &file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!(" --> {file}:5:1\n")),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = traceforge(&[
+        "run",
+        "scenarios/flaky-api.toml",
+        "--set",
+        "faults.0.probability=2",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["validate"][..],
+        &["frobnicate"],
+        &["run", "x.toml", "--format", "xml"],
+    ] {
+        let out = traceforge(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    for args in [&["--help"][..], &["validate", "--help"], &["run", "--help"]] {
+        let out = traceforge(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let help = stdout(&out);
+        for line in [
+            "Exit codes:",
+            "  0  pass",
+            "  1  a run failed its expectations or its golden snapshot",
+            "  2  invalid scenario or usage; nothing was run",
+            "  3  runtime failure",
+        ] {
+            assert!(help.contains(line), "{args:?} lacks {line:?}:\n{help}");
+        }
+    }
+}

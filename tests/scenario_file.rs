@@ -1,0 +1,660 @@
+//! The scenario file as users meet it: the exact text of every kind of error (file:line:col, the
+//! line, a caret, what would be valid), overrides going through the same validation, and no panic
+//! on any input.
+
+use traceforge::scenario::{self, Override, Scenario, ScenarioError};
+
+use crate::support;
+
+/// A small valid scenario the error cases below start from.
+const BASE: &str = r#"name = "demo"
+
+[[faults]]
+kind = "error"
+status = 503
+probability = 0.2
+
+[load]
+requests = 10
+concurrency = 2
+"#;
+
+fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+    scenario::parse_str("scenario.toml", text, &[])
+}
+
+fn overrides(list: &[&str]) -> Vec<Override> {
+    list.iter()
+        .map(|s| s.parse().expect("a valid KEY=VALUE"))
+        .collect()
+}
+
+/// The full rendered error for `text` (with overrides), which must be invalid.
+fn error_with(text: &str, sets: &[&str]) -> String {
+    match scenario::parse_str("scenario.toml", text, &overrides(sets)) {
+        Ok(s) => panic!("expected an error, got a valid scenario {:?}", s.name),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn error(text: &str) -> String {
+    error_with(text, &[])
+}
+
+fn diagnostics(result: Result<Scenario, ScenarioError>) -> Vec<scenario::Diagnostic> {
+    match result {
+        Err(ScenarioError::Invalid(d)) => d,
+        Err(e) => panic!("expected Invalid, got {e}"),
+        Ok(s) => panic!("expected an error, got a valid scenario {:?}", s.name),
+    }
+}
+
+#[test]
+fn the_base_scenario_is_valid() {
+    let s = parse(BASE).expect("BASE is valid");
+    assert_eq!(
+        (s.name.as_str(), s.load.concurrency, s.faults.len()),
+        ("demo", 2, 1)
+    );
+}
+
+#[test]
+fn unknown_key_suggests_the_closest_one() {
+    let text = BASE.replace("concurrency = 2", "concurency = 2");
+    assert_eq!(
+        error(&text),
+        "\
+error: load: unknown key `concurency`
+  --> scenario.toml:10:1
+   |
+10 | concurency = 2
+   | ^^^^^^^^^^ unknown key
+   |
+   = help: did you mean `concurrency`? valid keys here: `requests`, `concurrency`, `retries`, `retry_backoff`, `timeout`, `client_trace`, `targets`"
+    );
+}
+
+#[test]
+fn unknown_top_level_key_suggests_the_closest_one() {
+    assert_eq!(
+        error("name = \"x\"\nlaod = 1\n"),
+        "\
+error: unknown key `laod`
+ --> scenario.toml:2:1
+  |
+2 | laod = 1
+  | ^^^^ unknown key
+  |
+  = help: did you mean `load`? valid keys here: `name`, `description`, `seed`, `upstream`, `faults`, `proxy`, `load`, `expect`"
+    );
+}
+
+#[test]
+fn unknown_fault_kind_in_a_table_suggests_the_closest_one() {
+    let text = "name = \"x\"\n\n[[faults]]\nkind = \"dealy\"\ndelay = \"1s\"\n";
+    assert_eq!(
+        error(text),
+        "\
+error: faults[0].kind: unknown value `dealy`
+ --> scenario.toml:4:8
+  |
+4 | kind = \"dealy\"
+  |        ^^^^^^^ unknown value
+  |
+  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`"
+    );
+}
+
+#[test]
+fn malformed_compact_fault_points_at_the_string() {
+    assert_eq!(
+        error("name = \"x\"\nfaults = [\"drop\", \"error:5x3\"]\n"),
+        "\
+error: faults[1]: in \"error:5x3\": `5x3` is not an HTTP status (100 to 599)
+ --> scenario.toml:2:19
+  |
+2 | faults = [\"drop\", \"error:5x3\"]
+  |                   ^^^^^^^^^^^ here
+  |"
+    );
+}
+
+#[test]
+fn unknown_compact_fault_kind_suggests_and_shows_the_grammar() {
+    assert_eq!(
+        error("name = \"x\"\nfaults = [\"dealy:100ms\"]\n"),
+        "\
+error: faults[0]: unknown fault kind `dealy` in \"dealy:100ms\" (did you mean `delay`?); compact faults are `delay:100ms[-500ms][:P][:/path]`, `error:503[:P][:/path]` or `drop[:P][:/path]`
+ --> scenario.toml:2:11
+  |
+2 | faults = [\"dealy:100ms\"]
+  |           ^^^^^^^^^^^^^ here
+  |"
+    );
+}
+
+#[test]
+fn probability_above_one() {
+    let text = BASE.replace("probability = 0.2", "probability = 1.5");
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[0].probability: a probability must be between 0 and 1, found 1.5
+ --> scenario.toml:6:15
+  |
+6 | probability = 1.5
+  |               ^^^ not a probability
+  |
+  = help: write 0.25 for 25%"
+    );
+}
+
+#[test]
+fn probability_in_a_compact_fault_is_checked_too() {
+    assert_eq!(
+        error("name = \"x\"\nfaults = [\"drop:2\"]\n"),
+        "\
+error: faults[0]: a probability must be between 0 and 1, found 2
+ --> scenario.toml:2:11
+  |
+2 | faults = [\"drop:2\"]
+  |           ^^^^^^^^ not a probability
+  |
+  = help: write 0.25 for 25%"
+    );
+}
+
+#[test]
+fn error_fault_without_status() {
+    let text = BASE.replace("status = 503\n", "");
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[0].kind: an `error` fault needs `status`
+ --> scenario.toml:4:8
+  |
+4 | kind = \"error\"
+  |        ^^^^^^^ missing `status`
+  |
+  = help: add `status = 503` (any status from 100 to 599)"
+    );
+}
+
+#[test]
+fn backwards_delay_range() {
+    let text = "name = \"x\"\n\n[[faults]]\nkind = \"delay\"\ndelay = \"500ms..100ms\"\n";
+    assert_eq!(
+        error(text),
+        "\
+error: faults[0].delay: the range 500ms..100ms runs backwards
+ --> scenario.toml:5:9
+  |
+5 | delay = \"500ms..100ms\"
+  |         ^^^^^^^^^^^^^^ lower bound above upper bound
+  |
+  = help: write \"100ms..500ms\""
+    );
+}
+
+#[test]
+fn name_that_is_not_a_file_name() {
+    let text = BASE.replace("name = \"demo\"", "name = \"bad one\"");
+    assert_eq!(
+        error(&text),
+        "\
+error: name: `bad one` cannot be used as a file name
+ --> scenario.toml:1:8
+  |
+1 | name = \"bad one\"
+  |        ^^^^^^^^^ not a usable name
+  |
+  = help: use letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 100 characters (for example \"flaky-api\")"
+    );
+}
+
+#[test]
+fn misspelled_http_method() {
+    let text = format!("{BASE}targets = [{{ path = \"/a\", method = \"GTE\" }}]\n");
+    assert_eq!(
+        error(&text),
+        "\
+error: load.targets[0].method: `GTE` is not an HTTP method
+  --> scenario.toml:11:36
+   |
+11 | targets = [{ path = \"/a\", method = \"GTE\" }]
+   |                                    ^^^^^ unknown method
+   |
+   = help: did you mean `GET`? valid methods: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT"
+    );
+}
+
+#[test]
+fn toml_syntax_error() {
+    let text = BASE.replace("[load]", "[load");
+    assert_eq!(
+        error(&text),
+        "\
+error: unclosed table, expected `]`
+ --> scenario.toml:8:5
+  |
+8 | [load
+  |     ^ here
+  |"
+    );
+}
+
+#[test]
+fn duration_without_unit() {
+    let text = format!("{BASE}timeout = 100\n");
+    assert_eq!(
+        error(&text),
+        "\
+error: load.timeout: durations need a unit: write \"100ms\" or \"100s\", not 100
+  --> scenario.toml:11:11
+   |
+11 | timeout = 100
+   |           ^^^ here
+   |"
+    );
+    let text = format!("{BASE}timeout = \"100\"\n");
+    assert_eq!(
+        error(&text),
+        "\
+error: load.timeout: `100` has no unit; write it like \"250ms\" or \"1.5s\" (units: ns, us, ms, s, m, h)
+  --> scenario.toml:11:11
+   |
+11 | timeout = \"100\"
+   |           ^^^^^ here
+   |"
+    );
+}
+
+#[test]
+fn missing_name_names_the_file_and_what_to_add() {
+    let expected = "\
+error: scenario.toml: missing field `name`
+ = help: add a line like `name = \"flaky-api\"`; the name also names the golden file";
+    for text in [
+        "",
+        "\n\n",
+        "# only a comment\n",
+        "seed = 1\n[load]\nrequests = 5\n",
+    ] {
+        assert_eq!(error(text), expected, "for {text:?}");
+    }
+}
+
+#[test]
+fn missing_field_in_a_nested_table_points_at_it() {
+    assert_eq!(
+        error("name = \"x\"\n\n[[faults]]\nprobability = 0.5\n"),
+        "\
+error: faults[0]: missing field `kind`
+ --> scenario.toml:3:1
+  |
+3 | [[faults]]
+  | ^^^^^^^^^^ missing a field
+  |
+  = help: add `kind = \"delay\"`, `kind = \"error\"` or `kind = \"drop\"`"
+    );
+}
+
+#[test]
+fn every_validation_problem_of_a_file_is_reported_together() {
+    let text = BASE
+        .replace("name = \"demo\"", "name = \"bad one\"")
+        .replace("probability = 0.2", "probability = 1.5")
+        .replace("concurrency = 2", "concurrency = 0");
+    let found = diagnostics(parse(&text));
+    let lines: Vec<_> = found
+        .iter()
+        .map(|d| (d.message.as_str(), d.line_col()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                "name: `bad one` cannot be used as a file name",
+                Some((1, 8))
+            ),
+            (
+                "faults[0].probability: a probability must be between 0 and 1, found 1.5",
+                Some((6, 15))
+            ),
+            (
+                "load.concurrency: must be between 1 and 10000, found 0",
+                Some((10, 15))
+            ),
+        ]
+    );
+    // Display lists them all, one rendered block after another.
+    let shown = error(&text);
+    assert_eq!(shown.matches("error: ").count(), 3, "{shown}");
+    assert!(shown.contains(" --> scenario.toml:10:15\n"), "{shown}");
+}
+
+#[test]
+fn override_error_is_shown_against_the_override() {
+    assert_eq!(
+        error_with(BASE, &["load.concurrency=0"]),
+        "\
+error: load.concurrency: must be between 1 and 10000, found 0
+ --> --set load.concurrency=0:1:18
+  |
+1 | load.concurrency=0
+  |                  ^ out of range
+  |"
+    );
+}
+
+#[test]
+fn override_with_unknown_key_points_at_the_key() {
+    assert_eq!(
+        error_with(BASE, &["load.concurency=5"]),
+        "\
+error: load: unknown key `concurency`
+ --> --set load.concurency=5:1:6
+  |
+1 | load.concurency=5
+  |      ^^^^^^^^^^ unknown key
+  |
+  = help: did you mean `concurrency`? valid keys here: `requests`, `concurrency`, `retries`, `retry_backoff`, `timeout`, `client_trace`, `targets`"
+    );
+}
+
+#[test]
+fn override_past_the_end_of_a_list_points_at_the_index() {
+    assert_eq!(
+        error_with(BASE, &["faults.3.probability=1"]),
+        "\
+error: in `faults.3.probability`, index 3 is past the end of a list of 1
+ --> --set faults.3.probability=1:1:8
+  |
+1 | faults.3.probability=1
+  |        ^ cannot set this
+  |"
+    );
+}
+
+#[test]
+fn overrides_are_applied_and_validated_like_the_file() {
+    let s = scenario::parse_str("scenario.toml", BASE, &overrides(&["load.concurrency=64"]))
+        .expect("64 is a valid concurrency");
+    assert_eq!(s.load.concurrency, 64);
+    assert_eq!(
+        s.spec.load.concurrency, 64,
+        "the effective spec shows the override"
+    );
+    assert_eq!(s.load.requests, 10, "other values stay as in the file");
+
+    assert_eq!(
+        error_with(BASE, &["faults.0.probability=2"]),
+        "\
+error: faults[0].probability: a probability must be between 0 and 1, found 2
+ --> --set faults.0.probability=2:1:22
+  |
+1 | faults.0.probability=2
+  |                      ^ not a probability
+  |
+  = help: write 0.25 for 25%"
+    );
+
+    // Problems in the file and in overrides are reported together.
+    let text = BASE.replace("name = \"demo\"", "name = \"bad one\"");
+    let found = diagnostics(scenario::parse_str(
+        "scenario.toml",
+        &text,
+        &overrides(&["load.concurrency=0"]),
+    ));
+    let origins: Vec<_> = found.iter().map(|d| d.origin.as_str()).collect();
+    assert_eq!(origins, ["scenario.toml", "--set load.concurrency=0"]);
+}
+
+#[test]
+fn an_override_value_that_is_not_toml_is_a_string() {
+    let s = scenario::parse_str(
+        "scenario.toml",
+        BASE,
+        &overrides(&["description=hello world", "name=renamed"]),
+    )
+    .expect("bare words are strings");
+    assert_eq!(s.description, "hello world");
+    assert_eq!(s.name, "renamed");
+    // A TOML value keeps its type: a bare word where a number belongs is an error, not a 0.
+    assert_eq!(
+        error_with(BASE, &["load.concurrency=lots"]),
+        "\
+error: load.concurrency: invalid type: string \"lots\", expected u32
+ --> --set load.concurrency=lots:1:18
+  |
+1 | load.concurrency=lots
+  |                  ^^^^ here
+  |"
+    );
+}
+
+#[test]
+fn override_syntax_errors_say_what_is_expected() {
+    let err = "load.concurrency".parse::<Override>().expect_err("no `=`");
+    assert!(err.contains("KEY=VALUE"), "{err}");
+    let err = "load..concurrency=1"
+        .parse::<Override>()
+        .expect_err("empty part");
+    assert!(err.contains("load.concurrency"), "{err}");
+}
+
+// ---- no panic on any input ----
+
+/// The input must be rejected with at least one located or file-level diagnostic, rendered
+/// without panicking.
+fn rejected(origin: &str, result: Result<Scenario, ScenarioError>) -> String {
+    let shown = match result {
+        Ok(s) => panic!("{origin}: expected an error, got scenario {:?}", s.name),
+        Err(e) => e.to_string(),
+    };
+    assert!(shown.starts_with("error: "), "{shown}");
+    shown
+}
+
+#[test]
+fn huge_and_negative_numbers_are_errors() {
+    for (line, expected) in [
+        ("requests = 99999999999999999999", "load.requests: "),
+        ("concurrency = 1e400", "load.concurrency: "),
+        ("concurrency = 5000000000", "expected u32"),
+        ("retries = -1", "expected u32"),
+        (
+            "timeout = \"99999999999999999999h\"",
+            "longer than the maximum of 7 days",
+        ),
+        ("timeout = \"1e400s\"", "unknown unit"),
+    ] {
+        let text = format!("name = \"x\"\n[load]\n{line}\n");
+        let shown = rejected(line, parse(&text));
+        assert!(shown.contains(expected), "{line}: {shown}");
+        assert!(shown.contains(" --> scenario.toml:3:"), "{line}: {shown}");
+    }
+    let shown = rejected("seed", parse("name = \"x\"\nseed = -1\n"));
+    assert!(
+        shown.starts_with(
+            "error: seed: invalid value: integer `-1`, expected u64\n --> scenario.toml:2:8"
+        ),
+        "{shown}"
+    );
+    let shown = rejected("nan", parse(&BASE.replace("0.2", "nan")));
+    assert!(shown.contains("found NaN"), "{shown}");
+    let shown = rejected("status", parse(&BASE.replace("503", "70000")));
+    assert!(shown.contains("faults[0].status: "), "{shown}");
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let deep = 100_000;
+    let cases = [
+        format!("name = \"x\"\nx = {}", "[".repeat(deep)),
+        format!("name = \"x\"\nx = {}", "{a = ".repeat(deep)),
+        format!(
+            "name = \"x\"\nx = {}1{}\n",
+            "[".repeat(deep),
+            "]".repeat(deep)
+        ),
+        format!("name = \"x\"\n{}b = 1\n", "a.".repeat(deep)),
+        format!("name = \"x\"\n[{}b]\n", "a.".repeat(deep)),
+    ];
+    for text in &cases {
+        let shown = rejected("deep", parse(text));
+        assert!(shown.contains("nest"), "{}", &shown[..shown.len().min(300)]);
+    }
+    // Through an override too: too deep for TOML, so it becomes a string, then an unknown key.
+    let value = format!("x={}", "[".repeat(deep));
+    rejected(
+        "deep override",
+        scenario::parse_str("s.toml", BASE, &overrides(&[&value])),
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_reported_at_the_byte() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("junk.toml");
+    std::fs::write(&path, b"name = \"x\"\n\xff\xfe junk\n").expect("write");
+    let shown = rejected("junk", scenario::load(&path, &[]));
+    assert_eq!(
+        shown,
+        format!(
+            "\
+error: the file is not UTF-8 text
+ --> {}:2:1
+  |
+2 | \u{fffd}\u{fffd} junk
+  | ^ invalid byte here
+  |
+  = help: scenario files are TOML, which must be UTF-8",
+            path.display()
+        )
+    );
+
+    // Random binary junk, NUL bytes and a lone continuation byte mid-line.
+    let mut rng = Rng(7);
+    let junk: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+    for bytes in [
+        junk.as_slice(),
+        b"\0\0\0",
+        b"name = \"caf\xc3\"\n",
+        b"\xef\xbb\xbfname = 1",
+    ] {
+        std::fs::write(&path, bytes).expect("write");
+        rejected("binary", scenario::load(&path, &[]));
+    }
+}
+
+#[test]
+fn a_missing_file_names_the_path() {
+    let path = support::root().join("scenarios/does-not-exist.toml");
+    let shown = rejected("missing", scenario::load(&path, &[]));
+    assert!(
+        shown.starts_with(&format!("error: cannot read {}: ", path.display())),
+        "{shown}"
+    );
+}
+
+/// splitmix64: a tiny deterministic generator, so the mutation test is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    const INSERTS: &[&[u8]] = &[
+        b"[",
+        b"]",
+        b"\"",
+        b"=",
+        b"{",
+        b"}",
+        b".",
+        b",",
+        b"\n",
+        b"'''",
+        b"\"\"\"",
+        b"\\",
+        b"#",
+        b"[[faults]]\n",
+        b"1e400",
+        b"-",
+        b"\xc3\xa9",
+        b"\xff",
+        b"..",
+        b":",
+    ];
+    let at = rng.below(bytes.len() + 1);
+    match rng.below(5) {
+        0 if !bytes.is_empty() => {
+            let i = at.min(bytes.len() - 1);
+            bytes[i] ^= 1 << rng.below(8);
+        }
+        1 => bytes.truncate(at),
+        2 => {
+            // Duplicate the line around `at`.
+            let start = bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let end = bytes[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |i| at + i + 1);
+            let line = bytes[start..end].to_vec();
+            bytes.splice(end..end, line);
+        }
+        3 if !bytes.is_empty() => {
+            bytes.remove(at.min(bytes.len() - 1));
+        }
+        _ => {
+            let insert = INSERTS[rng.below(INSERTS.len())];
+            bytes.splice(at..at, insert.iter().copied());
+        }
+    }
+}
+
+#[test]
+fn thousands_of_mutated_scenarios_never_panic() {
+    let mut rng = Rng(0x7261_6365_666f_7267);
+    let mut outcomes = [0usize; 2];
+    for file in support::scenario_files() {
+        let original = std::fs::read(&file).expect("read scenario");
+        for _ in 0..1500 {
+            let mut bytes = original.clone();
+            for _ in 0..=rng.below(4) {
+                mutate(&mut rng, &mut bytes);
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let result = scenario::parse_str("mutant.toml", &text, &[]);
+            // Rendering is part of "no panic": carets land on whatever the mutation left.
+            match result {
+                Ok(_) => outcomes[0] += 1,
+                Err(e) => {
+                    let shown = e.to_string();
+                    assert!(shown.starts_with("error: "), "{shown}");
+                    outcomes[1] += 1;
+                }
+            }
+        }
+    }
+    // The loop must exercise both sides, or it is not testing much.
+    assert!(
+        outcomes[0] > 100 && outcomes[1] > 1000,
+        "valid, invalid: {outcomes:?}"
+    );
+}
