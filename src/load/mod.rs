@@ -27,6 +27,11 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 /// Set by the proxy: the fault rules that fired for this request, in order, comma-separated.
 pub const X_TRACEFORGE_FAULT: HeaderName = HeaderName::from_static("x-traceforge-fault");
+/// Sent by the load generator: the logical request's 0-based index, so the proxy's counting
+/// rules (`first`, `every`, request windows) do not depend on arrival order.
+pub const X_TRACEFORGE_INDEX: HeaderName = HeaderName::from_static("x-traceforge-index");
+/// Sent by the load generator: the 0-based attempt of the logical request.
+pub const X_TRACEFORGE_ATTEMPT: HeaderName = HeaderName::from_static("x-traceforge-attempt");
 
 /// What to play and where.
 #[derive(Debug, Clone)]
@@ -143,15 +148,13 @@ where
             tokio::time::sleep(backoff(load.retry_backoff, attempt)).await;
         }
         let request_id = seed::request_id(options.seed, index, attempt);
-        let (result, returned_trace) = send(
-            client,
-            options,
-            &method,
-            &path,
-            &request_id,
-            client_trace.as_deref(),
-        )
-        .await;
+        let ids = Ids {
+            request_id: &request_id,
+            trace_id: client_trace.as_deref(),
+            index,
+            attempt,
+        };
+        let (result, returned_trace) = send(client, options, &method, &path, &ids).await;
         if client_trace.is_none() {
             if let Some(t) = returned_trace {
                 trace_id = t;
@@ -177,19 +180,26 @@ where
     }
 }
 
+/// What identifies one attempt on the wire.
+struct Ids<'a> {
+    request_id: &'a str,
+    trace_id: Option<&'a str>,
+    index: u64,
+    attempt: u32,
+}
+
 async fn send<C>(
     client: &HttpClient<C>,
     options: &LoadOptions,
     method: &hyper::Method,
     path: &str,
-    request_id: &str,
-    trace_id: Option<&str>,
+    ids: &Ids<'_>,
 ) -> (Attempt, Option<String>)
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
     let mut attempt = Attempt {
-        request_id: request_id.to_string(),
+        request_id: ids.request_id.to_string(),
         status: None,
         error: None,
         faults: Vec::new(),
@@ -203,11 +213,15 @@ where
             return (attempt, None);
         }
     };
-    let mut builder = Request::builder().method(method.clone()).uri(uri);
-    if let Ok(v) = HeaderValue::from_str(request_id) {
+    let mut builder = Request::builder()
+        .method(method.clone())
+        .uri(uri)
+        .header(X_TRACEFORGE_INDEX, ids.index)
+        .header(X_TRACEFORGE_ATTEMPT, ids.attempt);
+    if let Ok(v) = HeaderValue::from_str(ids.request_id) {
         builder = builder.header(X_REQUEST_ID, v);
     }
-    if let Some(Ok(v)) = trace_id.map(HeaderValue::from_str) {
+    if let Some(Ok(v)) = ids.trace_id.map(HeaderValue::from_str) {
         builder = builder.header(X_TRACE_ID, v);
     }
     let Ok(request) = builder.body(Full::new(Bytes::new())) else {
