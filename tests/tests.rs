@@ -2,3 +2,4 @@
 //! its public entry points; servers bind 127.0.0.1 on port 0.
 
 mod support; // shared helpers: paths, the built binary, small servers
+mod upstream; // the demo upstream: routes, ids, static containment, malformed bytes, shutdown
