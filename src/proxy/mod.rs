@@ -175,7 +175,8 @@ where
 
         // 5. Count last, when the outcome is known.
         let status = response.status().as_u16();
-        tracing::info!(
+        // Debug, not info: the proxy sits on the hot path of load tests.
+        tracing::debug!(
             trace_id = %ids.trace_id,
             request_id = %ids.request_id,
             faults = %fired.join(", "),
