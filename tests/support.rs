@@ -26,3 +26,282 @@ pub fn scenario_files() -> Vec<PathBuf> {
     assert!(!files.is_empty(), "no scenarios in {}", dir.display());
     files
 }
+
+// ---- HTTP helpers for the server tests (upstream, proxy) ----
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every test bounds its waits with this: a hung server fails the test instead of hanging it.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// `127.0.0.1:0`: the OS picks a free port.
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A pooled HTTP/1.1 client, like the ones real users point at the servers.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A finished response: status, headers and the whole body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends one request and reads the whole response, within [`PATIENCE`].
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .unwrap_or_else(|e| panic!("request to {url} failed: {e}"));
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("reading the body from {url}: {e}"))
+            .to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    };
+    bounded(exchange).await
+}
+
+/// `GET url` with extra headers.
+pub async fn get(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    send(client, Method::GET, url, headers, "").await
+}
+
+/// Runs `future` or panics after [`PATIENCE`].
+pub async fn bounded<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("gave up after {PATIENCE:?}"))
+}
+
+/// Writes raw bytes on a fresh connection and reads until the server closes it (or PATIENCE).
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    bounded(async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream
+            .write_all(bytes)
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut out = Vec::new();
+        // A reset after the answer is fine: what was read is the answer.
+        let _ = stream.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+}
+
+/// Polls `condition` until it holds; panics after [`PATIENCE`]. For states with no event to await.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        if tokio::time::Instant::now() > deadline {
+            panic!("gave up waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A bare upstream that answers 200 `ok` to everything and counts the requests it sees.
+pub async fn counting_upstream() -> (traceforge::server::Listening, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let counter = hits.clone();
+    let listening = traceforge::server::spawn_tcp(listener, move |stream, shutdown| {
+        let counter = counter.clone();
+        let service = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                    Bytes::from_static(b"ok"),
+                )))
+            }
+        });
+        traceforge::server::serve_connection(stream, service, shutdown)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    (listening, hits)
+}
+
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Parses the text exposition format line by line, panicking on any line that is not a comment, a
+/// blank, or `name{label="value",...} number`. Checks that every sample's family has `# TYPE`.
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut typed: Vec<String> = Vec::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap_or_default();
+            let kind = parts.next().unwrap_or_default();
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "bad TYPE line: {line}"
+            );
+            typed.push(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment: {line}");
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in: {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), Vec::new()),
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                (name.to_string(), parse_labels(body, line))
+            }
+        };
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "bad metric name in: {line}"
+        );
+        let family_typed = typed.iter().any(|t| {
+            name == *t
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(t.as_str()))
+        });
+        assert!(family_typed, "sample before its # TYPE line: {line}");
+        samples.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+fn parse_labels(body: &str, line: &str) -> Vec<(String, String)> {
+    let mut labels = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (name, after) = rest
+            .split_once("=\"")
+            .unwrap_or_else(|| panic!("bad label in: {line}"));
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => panic!("dangling escape in: {line}"),
+                },
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        let end = end.unwrap_or_else(|| panic!("unterminated label value in: {line}"));
+        labels.push((name.to_string(), value));
+        rest = after[end + 1..]
+            .strip_prefix(',')
+            .unwrap_or(&after[end + 1..]);
+    }
+    labels
+}
+
+/// The value of the sample `name` whose labels include every pair in `labels` (summed if several match).
+pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|s| s.value)
+        .sum()
+}

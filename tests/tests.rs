@@ -5,6 +5,9 @@
 mod support; // shared helpers: paths, the built binary, small servers
 
 mod cli_validate; // the binary: `validate`, `schema`, `run` on invalid input, exit codes in --help
+mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
 mod run; // `traceforge run` end to end, golden verdicts, outputs, the standalone load generator
 mod scenario_file; // rendered scenario errors, overrides, no panic on any input
 mod schema; // the committed JSON schema and the shipped scenarios against it
+mod serve_cli; // `traceforge upstream|proxy` as processes: printed address, SIGTERM, env and .env
+mod upstream; // the demo upstream: routes, ids, static containment, malformed bytes, shutdown

@@ -307,7 +307,8 @@ fn render_results(results: &[(String, &'static str, String)]) -> String {
         .max(8);
     let mut out = format!("{:<width$}  result   details\n", "scenario");
     for (name, label, why) in results {
-        let _ = writeln!(out, "{name:<width$}  {label:<7}  {why}");
+        let row = format!("{name:<width$}  {label:<7}  {why}");
+        let _ = writeln!(out, "{}", row.trim_end());
     }
     let passed = results.iter().filter(|(_, l, _)| *l == "PASS").count();
     let _ = write!(out, "{passed} passed, {} failed", results.len() - passed);

@@ -1,19 +1,460 @@
-//! `traceforge upstream` and `traceforge proxy`: the two servers on their own.
+//! `traceforge upstream` and `traceforge proxy`: the two servers on their own, for hands-on work
+//! with curl, browsers and real services. Each builds its runtime, prints the bound address on
+//! stdout (so `--listen 127.0.0.1:0` works from scripts), and stops cleanly on Ctrl-C or SIGTERM.
+//!
+//! The proxy also reads the classic environment (and a `.env` file in the working directory):
+//! flags win, then the `--scenario` file, then the environment, then the defaults.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Uri;
+use hyper::header::{HeaderName, HeaderValue};
+
+use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use crate::fault::{FaultPlan, FaultRule};
+use crate::proxy::{self, ProxyOptions};
+use crate::scenario::{self, ProxyConfig, Scenario};
+use crate::server::Listening;
+use crate::upstream::{self, UpstreamOptions};
+
+const PROXY_ENV_HELP: &str = "Environment (also read from ./.env; flags and --scenario win):
+  UPSTREAM_BASE_URL   the upstream, like --upstream (http://host:port)
+  PROXY_DELAY_MS      delay every request by this many milliseconds (a `delay:<N>ms` rule)
+  PROXY_DROP_RATE     drop this share of requests, 0 to 1 (a `drop:<P>` rule)
+  PROXY_MOD_HEADER    a header added to every response, \"Name: value\"
+  RNG_SEED            the seed, like --seed
+  RUST_LOG            log filter (default info); logs go to stderr
+
+Exit codes:
+  0  stopped by Ctrl-C or SIGTERM
+  2  invalid flag, environment variable or scenario
+  3  could not start (for example the address is in use)";
+
+const UPSTREAM_HELP: &str =
+    "Routes: GET / and /static/... (files from --static-dir, or the built-in page),
+GET /api/resource, GET|POST /api/echo, plus the routes of --scenario's [upstream] table.
+
+Exit codes:
+  0  stopped by Ctrl-C or SIGTERM
+  2  invalid flag or scenario
+  3  could not start (for example the address is in use)";
 
 /// Arguments of `traceforge upstream`.
 #[derive(Debug, clap::Args)]
-pub struct UpstreamArgs {}
+#[command(after_help = UPSTREAM_HELP)]
+pub struct UpstreamArgs {
+    /// Address to listen on; port 0 picks a free port (the chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Directory served under /static/; when it does not exist, only the built-in page is served.
+    #[arg(long, default_value = "static", value_name = "DIR")]
+    pub static_dir: PathBuf,
+    /// Serve the extra routes (and use the seed) of this scenario file.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Seed for the ids of requests that arrive without them.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+}
 
 /// Arguments of `traceforge proxy`.
 #[derive(Debug, clap::Args)]
-pub struct ProxyArgs {}
-
-pub fn upstream(_args: &UpstreamArgs) -> u8 {
-    eprintln!("error: `traceforge upstream` is not built yet");
-    super::EXIT_RUNTIME
+#[command(after_help = PROXY_ENV_HELP)]
+pub struct ProxyArgs {
+    /// Address to listen on; port 0 picks a free port (the chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// The upstream to forward to [default: http://127.0.0.1:8081].
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// A fault rule in the compact grammar; repeat for several, applied in order:
+    /// delay:100ms[-500ms][:P][:/path], error:503[:P][:/path], drop[:P][:/path].
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+    /// The seed fault decisions and generated ids derive from [default: 0].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Take faults, seed, upstream URL and [proxy] settings from this scenario file.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// How long to wait for the upstream's response before answering 504, like "5s" [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_timeout: Option<String>,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
 }
 
-pub fn proxy(_args: &ProxyArgs) -> u8 {
-    eprintln!("error: `traceforge proxy` is not built yet");
-    super::EXIT_RUNTIME
+pub fn upstream(args: &UpstreamArgs) -> u8 {
+    init_logging();
+    let scenario = match args.scenario.as_deref().map(load_scenario).transpose() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let options = UpstreamOptions {
+        routes: scenario
+            .as_ref()
+            .map(|s| s.upstream.routes.clone())
+            .unwrap_or_default(),
+        static_dir: Some(args.static_dir.clone()),
+        seed: args.seed.or(scenario.as_ref().map(|s| s.seed)).unwrap_or(0),
+    };
+    if !args.static_dir.is_dir() {
+        eprintln!(
+            "note: {} is not a directory; serving the built-in page only",
+            args.static_dir.display()
+        );
+    }
+    serve(args.workers, "upstream", move || {
+        upstream::spawn(args.listen, options)
+    })
+}
+
+pub fn proxy(args: &ProxyArgs) -> u8 {
+    init_logging();
+    let env = match Env::read(Path::new(".env")) {
+        Ok(env) => env,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_INVALID;
+        }
+    };
+    let options = match proxy_options(args, &env) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_INVALID;
+        }
+    };
+    eprintln!("forwarding to {}", options.upstream);
+    for rule in options.plan.rules() {
+        eprintln!("fault rule: {rule}");
+    }
+    serve(args.workers, "proxy", move || {
+        proxy::spawn(args.listen, options)
+    })
+}
+
+/// Builds the runtime, starts the server, prints its address, and waits for Ctrl-C or SIGTERM.
+fn serve<F, Fut>(workers: Option<u16>, what: &str, start: F) -> u8
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = std::io::Result<Listening>>,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = workers {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return EXIT_RUNTIME;
+        }
+    };
+    runtime.block_on(async {
+        let listening = match start().await {
+            Ok(listening) => listening,
+            Err(e) => {
+                eprintln!("error: could not start the {what}: {e}");
+                return EXIT_RUNTIME;
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        // Scripts read this line to find the port; a closed stdout must not stop the server.
+        let _ = writeln!(out, "listening on {}", listening.url()).and_then(|()| out.flush());
+        drop(out);
+        shutdown_signal().await;
+        eprintln!("shutting down the {what}");
+        listening.shutdown().await;
+        EXIT_OK
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                biased;
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    // Without SIGTERM support, Ctrl-C alone; if even that fails, run until killed.
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries only the address line. Colours only for a terminal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+fn load_scenario(path: &Path) -> Result<Scenario, u8> {
+    scenario::load(path, &[]).map_err(|e| {
+        eprintln!("{e}");
+        EXIT_INVALID
+    })
+}
+
+/// The proxy's environment, validated: every value that is set is well-formed.
+#[derive(Debug, Default)]
+struct Env {
+    upstream: Option<Uri>,
+    delay_ms: Option<u64>,
+    drop_rate: Option<f64>,
+    header: Option<(HeaderName, HeaderValue)>,
+    seed: Option<u64>,
+}
+
+impl Env {
+    /// Reads the process environment, falling back to `dotenv` (when it exists) for unset names.
+    fn read(dotenv: &Path) -> Result<Env, String> {
+        let file: Vec<(String, String)> = if dotenv.is_file() {
+            dotenvy::from_path_iter(dotenv)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", dotenv.display()))?
+        } else {
+            Vec::new()
+        };
+        Env::parse(|name| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => {
+                Ok(file.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+        })
+    }
+
+    fn parse(lookup: impl Fn(&str) -> Result<Option<String>, String>) -> Result<Env, String> {
+        let get = |name: &str| -> Result<Option<String>, String> {
+            Ok(lookup(name)?
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()))
+        };
+        let mut env = Env::default();
+        if let Some(v) = get("UPSTREAM_BASE_URL")? {
+            env.upstream = Some(parse_upstream(&v).map_err(|e| format!("UPSTREAM_BASE_URL: {e}"))?);
+        }
+        if let Some(v) = get("PROXY_DELAY_MS")? {
+            env.delay_ms = Some(v.parse().map_err(|_| {
+                format!(
+                    "PROXY_DELAY_MS: `{v}` is not a whole number of milliseconds (for example 250)"
+                )
+            })?);
+        }
+        if let Some(v) = get("PROXY_DROP_RATE")? {
+            let rate: f64 = v.parse().map_err(|_| {
+                format!("PROXY_DROP_RATE: `{v}` is not a number between 0 and 1 (for example 0.1)")
+            })?;
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!(
+                    "PROXY_DROP_RATE: {v} is outside 0 to 1 (it is the share of requests to drop)"
+                ));
+            }
+            env.drop_rate = Some(rate);
+        }
+        if let Some(v) = get("PROXY_MOD_HEADER")? {
+            env.header = Some(parse_header(&v).map_err(|e| format!("PROXY_MOD_HEADER: {e}"))?);
+        }
+        if let Some(v) = get("RNG_SEED")? {
+            env.seed = Some(v.parse().map_err(|_| {
+                format!("RNG_SEED: `{v}` is not a whole number from 0 to 18446744073709551615")
+            })?);
+        }
+        Ok(env)
+    }
+
+    /// The classic variables as compact fault rules: delay first, then drop.
+    fn faults(&self) -> Vec<String> {
+        let mut faults = Vec::new();
+        if let Some(ms) = self.delay_ms.filter(|ms| *ms > 0) {
+            faults.push(format!("delay:{ms}ms"));
+        }
+        if let Some(rate) = self.drop_rate.filter(|r| *r > 0.0) {
+            faults.push(format!("drop:{rate}"));
+        }
+        faults
+    }
+}
+
+/// Flags, then the scenario file, then the environment, then defaults.
+fn proxy_options(args: &ProxyArgs, env: &Env) -> Result<ProxyOptions, String> {
+    let scenario = match &args.scenario {
+        Some(path) => Some(scenario::load(path, &[]).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let seed = args
+        .seed
+        .or(scenario.as_ref().map(|s| s.seed))
+        .or(env.seed)
+        .unwrap_or(0);
+    let upstream = match &args.upstream {
+        Some(url) => parse_upstream(url).map_err(|e| format!("--upstream: {e}"))?,
+        None => scenario
+            .as_ref()
+            .and_then(|s| s.upstream.url.clone())
+            .or_else(|| env.upstream.clone())
+            .unwrap_or_else(|| Uri::from_static("http://127.0.0.1:8081")),
+    };
+    let rules = if !args.faults.is_empty() {
+        compile_faults("--fault", &args.faults)?
+    } else if let Some(s) = &scenario {
+        s.faults.clone()
+    } else {
+        compile_faults("the environment", &env.faults())?
+    };
+    let mut config = scenario
+        .map(|s| s.proxy)
+        .unwrap_or_else(ProxyConfig::default);
+    if let Some((name, value)) = &env.header {
+        if !config.add_response_headers.iter().any(|(n, _)| n == name) {
+            config
+                .add_response_headers
+                .push((name.clone(), value.clone()));
+        }
+    }
+    if let Some(text) = &args.upstream_timeout {
+        config.upstream_timeout = parse_timeout(text)?;
+    }
+    Ok(ProxyOptions {
+        upstream,
+        plan: Arc::new(FaultPlan::new(seed, rules)),
+        config,
+        seed,
+    })
+}
+
+/// Validates compact fault strings exactly as a scenario's `faults = [...]` would be.
+fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, String> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    for spec in specs {
+        crate::fault::compact::parse(spec).map_err(|e| format!("{origin} `{spec}`: {e}"))?;
+    }
+    // JSON string literals are valid TOML basic strings.
+    let list: Vec<String> = specs
+        .iter()
+        .map(|s| serde_json::Value::String(s.clone()).to_string())
+        .collect();
+    let text = format!("name = \"proxy\"\nfaults = [{}]\n", list.join(", "));
+    scenario::parse_str(origin, &text, &[])
+        .map(|s| s.faults)
+        .map_err(|e| format!("invalid fault in {origin}:\n{e}"))
+}
+
+fn parse_upstream(text: &str) -> Result<Uri, String> {
+    match text.parse::<Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Ok(uri),
+        Ok(uri) if uri.scheme_str() == Some("https") => Err(format!(
+            "`{text}`: https upstreams are not supported; use the service's plain-HTTP address"
+        )),
+        _ => Err(format!(
+            "`{text}` is not an http:// URL with a host (write it like http://127.0.0.1:8081)"
+        )),
+    }
+}
+
+fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not \"Name: value\" (for example \"X-Chaos: on\")"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("`{}` is not a valid header name", name.trim()))?;
+    let value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("`{}` is not a valid header value", value.trim()))?;
+    Ok((name, value))
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d =
+        scenario::duration::parse_duration(text).map_err(|e| format!("--upstream-timeout: {e}"))?;
+    if d.is_zero() {
+        return Err("--upstream-timeout must be longer than 0".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<Env, String> {
+        Env::parse(|name| {
+            Ok(pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string()))
+        })
+    }
+
+    #[test]
+    fn malformed_variables_are_named_in_the_error() {
+        for (name, value) in [
+            ("UPSTREAM_BASE_URL", "localhost:8081"),
+            ("PROXY_DELAY_MS", "100ms"),
+            ("PROXY_DROP_RATE", "lots"),
+            ("PROXY_DROP_RATE", "1.5"),
+            ("PROXY_MOD_HEADER", "no colon"),
+            ("PROXY_MOD_HEADER", "bad name: x"),
+            ("RNG_SEED", "-1"),
+        ] {
+            let error = env(&[(name, value)]).err().unwrap_or_default();
+            assert!(error.starts_with(name), "{name}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_classic_variables_become_rules_and_headers() {
+        let parsed = env(&[
+            ("PROXY_DELAY_MS", "250"),
+            ("PROXY_DROP_RATE", "0.1"),
+            ("PROXY_MOD_HEADER", "X-Chaos: on"),
+            ("RNG_SEED", "42"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.faults(), ["delay:250ms", "drop:0.1"]);
+        assert_eq!(parsed.seed, Some(42));
+        let rules = compile_faults("env", &parsed.faults()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rules.len(), 2);
+        let (name, value) = parsed.header.unwrap_or_else(|| panic!("no header"));
+        assert_eq!(
+            (name.as_str(), value.to_str().ok()),
+            ("x-chaos", Some("on"))
+        );
+    }
+
+    #[test]
+    fn fault_flags_are_validated_like_scenario_faults() {
+        assert!(compile_faults("--fault", &["error:503:0.5".into()]).is_ok());
+        let error = compile_faults("--fault", &["error:503:1.5".into()])
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("probability"), "{error}");
+        let error = compile_faults("--fault", &["dealy:1s".into()])
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("did you mean `delay`"), "{error}");
+    }
 }

@@ -39,9 +39,11 @@ mod tests {
 
     #[test]
     fn success_rate_passes_at_and_above_the_threshold() {
-        let mut s = Summary::default();
-        s.requests = 200;
-        s.succeeded = 190;
+        let mut s = Summary {
+            requests: 200,
+            succeeded: 190,
+            ..Summary::default()
+        };
         let at = check(
             &Expectations {
                 success_rate: Some(0.95),

@@ -10,54 +10,74 @@ use std::path::{Path, PathBuf};
 use crate::record::{Outcome, Summary};
 use crate::scenario::Scenario;
 
-/// Renders one request as a golden line:
-/// `#0007 GET /api/resource  503 [api-503] -> 200 [slow-api]  => 200  trace 3f2a...`.
-pub fn request_line(o: &Outcome) -> String {
-    let attempts: Vec<String> = o
-        .attempts
-        .iter()
-        .map(|a| {
-            let result = match (a.status, a.error) {
-                (Some(s), _) => s.to_string(),
-                (None, Some(e)) => e.to_string(),
-                (None, None) => "none".to_string(),
-            };
-            if a.faults.is_empty() {
-                result
+/// One request's golden line, in columns: target, final result, trace id, then every attempt with
+/// its result and the faults that fired:
+/// `#0007 GET /api/resource  200  trace 3f2a...  attempts: 503 [api-503] -> 200`
+#[derive(Debug, Clone)]
+struct Line {
+    index: u64,
+    target: String,
+    attempts: String,
+    result: String,
+    trace: String,
+}
+
+impl Line {
+    fn of(o: &Outcome) -> Line {
+        let attempts: Vec<String> = o
+            .attempts
+            .iter()
+            .map(|a| {
+                let result = match (a.status, a.error) {
+                    (Some(s), _) => s.to_string(),
+                    (None, Some(e)) => e.to_string(),
+                    (None, None) => "none".to_string(),
+                };
+                if a.faults.is_empty() {
+                    result
+                } else {
+                    format!("{result} [{}]", a.faults.join(", "))
+                }
+            })
+            .collect();
+        Line {
+            index: o.index,
+            target: format!("{} {}", o.method, o.path),
+            attempts: attempts.join(" -> "),
+            result: o.final_label(),
+            trace: if o.trace_id.is_empty() {
+                "-".to_string()
             } else {
-                format!("{result} [{}]", a.faults.join(", "))
-            }
-        })
-        .collect();
-    format!(
-        "#{:04} {} {}  {}  => {}  trace {}",
-        o.index,
-        o.method,
-        o.path,
-        attempts.join(" -> "),
-        o.final_label(),
-        if o.trace_id.is_empty() {
-            "-"
-        } else {
-            &o.trace_id
+                o.trace_id.clone()
+            },
         }
+    }
+}
+
+/// Renders one request as a golden line, without column padding.
+pub fn request_line(o: &Outcome) -> String {
+    let l = Line::of(o);
+    format!(
+        "#{:04} {}  {}  trace {}  attempts: {}",
+        l.index, l.target, l.result, l.trace, l.attempts
     )
 }
 
-/// Builds the golden body incrementally: request lines may arrive in any order.
+/// Builds the golden body incrementally: requests may finish in any order.
 #[derive(Debug, Default)]
 pub struct BodyBuilder {
-    lines: Vec<(u64, String)>,
+    lines: Vec<Line>,
 }
 
 impl BodyBuilder {
     pub fn push(&mut self, outcome: &Outcome) {
-        self.lines.push((outcome.index, request_line(outcome)));
+        self.lines.push(Line::of(outcome));
     }
 
-    /// The body: scenario, seed, counts, then one line per request in index order.
+    /// The body: scenario, seed, rules, counts, then one line per request in index order, in
+    /// aligned columns.
     pub fn finish(mut self, scenario: &Scenario, summary: &Summary) -> String {
-        self.lines.sort_by_key(|(i, _)| *i);
+        self.lines.sort_by_key(|l| l.index);
         let mut out = String::new();
         let _ = writeln!(out, "scenario:     {}", scenario.name);
         let _ = writeln!(out, "seed:         {}", scenario.seed);
@@ -66,9 +86,14 @@ impl BodyBuilder {
         }
         out.push_str(&summary.render_counts());
         out.push('\n');
-        for (_, line) in &self.lines {
-            out.push_str(line);
-            out.push('\n');
+        let target = self.lines.iter().map(|l| l.target.len()).max().unwrap_or(0);
+        let result = self.lines.iter().map(|l| l.result.len()).max().unwrap_or(0);
+        for l in &self.lines {
+            let _ = writeln!(
+                out,
+                "#{:04} {:<target$}  {:<result$}  trace {}  attempts: {}",
+                l.index, l.target, l.result, l.trace, l.attempts
+            );
         }
         out
     }

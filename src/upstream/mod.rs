@@ -1,0 +1,353 @@
+//! The demo upstream: the page in `static/`, `/api/resource`, `/api/echo`, the scenario's extra
+//! routes, and a 404 for the rest. Every response carries `X-Trace-Id` and `X-Request-Id`.
+//!
+//! [`spawn`] serves it over TCP; [`serve_connection`] serves one connection of any transport, so a
+//! virtual-time mode can run it over in-memory pipes.
+
+mod static_files;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+use crate::ids::{IdSource, Ids};
+use crate::scenario::Route;
+use crate::server::{self, Listening, Shutdown};
+
+/// The page served at `/` when no static directory is given, or it has no `index.html`.
+pub const BUILTIN_INDEX: &str = include_str!("../../static/index.html");
+
+/// What the demo upstream serves.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamOptions {
+    /// Extra routes from the scenario; they take precedence over the built-in ones.
+    pub routes: Vec<Route>,
+    /// Where `/static/...` files come from. `None` or a missing directory: only the built-in page.
+    pub static_dir: Option<PathBuf>,
+    /// Seeds the ids of requests that arrive without them.
+    pub seed: u64,
+}
+
+/// The upstream's shared state, one per server.
+#[derive(Debug)]
+pub struct Upstream {
+    routes: Vec<Route>,
+    /// Canonical, so containment checks compare like with like.
+    static_root: Option<PathBuf>,
+    ids: IdSource,
+}
+
+impl Upstream {
+    pub fn new(options: UpstreamOptions) -> Self {
+        let static_root = options
+            .static_dir
+            .and_then(|dir| std::fs::canonicalize(dir).ok())
+            .filter(|dir| dir.is_dir());
+        Upstream {
+            routes: options.routes,
+            static_root,
+            ids: IdSource::new(options.seed, "upstream"),
+        }
+    }
+
+    /// Answers one request. Never fails: every problem is an HTTP response.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        // The id middleware: whatever the route, the response carries the request's ids.
+        let ids = self.ids.assign(req.headers());
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let mut response = self.route(req, &ids).await;
+        ids.insert_into(response.headers_mut());
+        tracing::info!(
+            trace_id = %ids.trace_id,
+            request_id = %ids.request_id,
+            %method,
+            %path,
+            status = response.status().as_u16(),
+            "upstream request"
+        );
+        response
+    }
+
+    async fn route(&self, req: Request<Incoming>, ids: &Ids) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        // Scenario routes first, so a scenario can reshape even the built-in paths.
+        if let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| r.path == path && (r.methods.is_empty() || r.methods.contains(req.method())))
+        {
+            return scenario_route(route).await;
+        }
+        let read_only = [Method::GET, Method::HEAD];
+        // Any method on the echo route: tests and users use it to see exactly what arrived.
+        if path == "/api/echo" {
+            return echo(req).await;
+        }
+        let known = matches!(path, "/" | "/static/index.html" | "/api/resource")
+            || path.starts_with("/static/");
+        if !known {
+            return not_found(path);
+        }
+        if let Some(refusal) = refuse_method(&req, &read_only) {
+            return refusal;
+        }
+        match path {
+            "/" | "/static/index.html" => self.page(ids).await,
+            "/api/resource" => json_response(
+                StatusCode::OK,
+                &json!({
+                    "message": "hello from the TraceForge demo upstream",
+                    "timestamp": rfc3339_now(),
+                    "trace_id": ids.trace_id,
+                    "request_id": ids.request_id,
+                }),
+            ),
+            _ => self.static_file(path).await,
+        }
+    }
+
+    async fn page(&self, ids: &Ids) -> Response<Full<Bytes>> {
+        let from_disk = match &self.static_root {
+            Some(root) => tokio::fs::read_to_string(root.join("index.html"))
+                .await
+                .ok(),
+            None => None,
+        };
+        let template = from_disk.as_deref().unwrap_or(BUILTIN_INDEX);
+        // Ids can come from client headers: escape them before they go into HTML.
+        let html = template
+            .replace("{{trace_id}}", &escape_html(&ids.trace_id))
+            .replace("{{request_id}}", &escape_html(&ids.request_id));
+        let mut response = Response::new(Full::new(Bytes::from(html)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        response
+    }
+
+    async fn static_file(&self, path: &str) -> Response<Full<Bytes>> {
+        let Some(root) = &self.static_root else {
+            return not_found(path);
+        };
+        let rest = path.strip_prefix("/static/").unwrap_or_default();
+        let Some(file) = static_files::resolve(root, rest).await else {
+            return not_found(path);
+        };
+        match tokio::fs::read(&file).await {
+            Ok(bytes) => {
+                let mut response = Response::new(Full::new(Bytes::from(bytes)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(static_files::content_type(&file)),
+                );
+                response
+            }
+            Err(_) => not_found(path),
+        }
+    }
+}
+
+/// Serves the upstream on one connection of any transport until it closes.
+pub async fn serve_connection<IO>(io: IO, upstream: Arc<Upstream>, shutdown: Shutdown)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let upstream = upstream.clone();
+        async move { Ok::<_, Infallible>(upstream.handle(req).await) }
+    });
+    server::serve_connection(io, service, shutdown).await;
+}
+
+/// Binds `listen` and serves the demo upstream until the returned handle is shut down or dropped.
+pub async fn spawn(listen: SocketAddr, options: UpstreamOptions) -> std::io::Result<Listening> {
+    let listener = TcpListener::bind(listen).await?;
+    let upstream = Arc::new(Upstream::new(options));
+    server::spawn_tcp(listener, move |stream, shutdown| {
+        serve_connection(stream, upstream.clone(), shutdown)
+    })
+}
+
+async fn scenario_route(route: &Route) -> Response<Full<Bytes>> {
+    if !route.latency.is_zero() {
+        tokio::time::sleep(route.latency).await;
+    }
+    let mut response = Response::new(Full::new(Bytes::from(route.body.clone())));
+    *response.status_mut() = route.status;
+    let headers = response.headers_mut();
+    if !route.body.is_empty() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    // `insert` for the first value of a name (replacing the default), `append` for repeats.
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in &route.headers {
+        if seen.insert(name.clone()) {
+            headers.insert(name.clone(), value.clone());
+        } else {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    response
+}
+
+async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, mut body) = req.into_parts();
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        headers
+            .entry(name.as_str().to_string())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    // Count the body as it streams by instead of buffering it.
+    let mut body_length: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    body_length += data.len() as u64;
+                }
+            }
+            Err(e) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "could not read the request body", "detail": e.to_string()}),
+                );
+            }
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": headers,
+            "body_length": body_length,
+        }),
+    )
+}
+
+/// The 405 to send when the request's method is not one of `methods`.
+fn refuse_method(req: &Request<Incoming>, methods: &[Method]) -> Option<Response<Full<Bytes>>> {
+    if methods.contains(req.method()) {
+        return None;
+    }
+    let list: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    let mut response = json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({"error": "method not allowed", "allow": list}),
+    );
+    if let Ok(value) = HeaderValue::from_str(&list.join(", ")) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    Some(response)
+}
+
+fn not_found(path: &str) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({"error": "not found", "path": path}),
+    )
+}
+
+pub(crate) fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The current UTC time as RFC 3339 with milliseconds, such as `2025-01-31T12:00:00.123Z`.
+fn rfc3339_now() -> String {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_match_known_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+    }
+
+    #[test]
+    fn html_escaping_covers_markup_and_quotes() {
+        assert_eq!(
+            escape_html("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}

@@ -1,0 +1,695 @@
+//! The fault-injecting proxy over real sockets, in front of the demo upstream or a counting one:
+//! ids, each fault kind, seeded decisions at two concurrencies, hop-by-hop headers, metrics,
+//! malformed bytes, disconnects mid-delay, 502 and 504.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, StatusCode, Uri};
+use tokio::io::AsyncWriteExt;
+use traceforge::fault::FaultPlan;
+use traceforge::proxy::{self, ProxyOptions};
+use traceforge::scenario::{ProxyConfig, Route};
+use traceforge::server::Listening;
+use traceforge::upstream::{self, UpstreamOptions};
+
+use crate::support::{
+    self, bounded, client, counting_upstream, eventually, get, loopback, metric, parse_exposition,
+    raw_exchange, send,
+};
+
+/// The fault rules of a scenario snippet (`[[faults]]` tables or compact strings), validated.
+fn plan(seed: u64, faults_toml: &str) -> FaultPlan {
+    let text = format!("name = \"proxy-test\"\nseed = {seed}\n{faults_toml}\n");
+    let scenario = traceforge::parse_str("test", &text, &[])
+        .unwrap_or_else(|e| panic!("invalid test scenario: {e}"));
+    FaultPlan::new(seed, scenario.faults)
+}
+
+async fn start_proxy(upstream: &str, plan: FaultPlan, config: ProxyConfig, seed: u64) -> Listening {
+    let upstream: Uri = upstream.parse().unwrap_or_else(|e| panic!("{e}"));
+    proxy::spawn(
+        loopback(),
+        ProxyOptions {
+            upstream,
+            plan: Arc::new(plan),
+            config,
+            seed,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("spawn proxy: {e}"))
+}
+
+async fn demo_upstream(routes: Vec<Route>) -> Listening {
+    upstream::spawn(
+        loopback(),
+        UpstreamOptions {
+            routes,
+            ..UpstreamOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("spawn upstream: {e}"))
+}
+
+async fn scrape(proxy: &Listening) -> Vec<support::Sample> {
+    let reply = get(&client(), &format!("{}/metrics", proxy.url()), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    parse_exposition(&reply.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_generated_when_absent_kept_when_present_and_the_same_upstream_and_downstream() {
+    let up = demo_upstream(vec![]).await;
+    let seed = 11;
+    let proxy = start_proxy(
+        &up.url(),
+        FaultPlan::default(),
+        ProxyConfig::default(),
+        seed,
+    )
+    .await;
+    let echo = format!("{}/api/echo", proxy.url());
+    let c = client();
+
+    // Absent: generated, returned, and exactly what the upstream saw.
+    let reply = get(&c, &echo, &[]).await;
+    let trace = reply.header("x-trace-id").unwrap_or_default().to_string();
+    let request = reply.header("x-request-id").unwrap_or_default().to_string();
+    assert_eq!(trace.len(), 32, "{trace}");
+    assert!(uuid::Uuid::parse_str(&request).is_ok(), "{request}");
+    let seen = reply.json();
+    assert_eq!(seen["headers"]["x-trace-id"], trace.as_str());
+    assert_eq!(seen["headers"]["x-request-id"], request.as_str());
+    // The trace id of a request with no trace context is derived from its request id.
+    let derived = traceforge::seed::uuid(seed, &format!("proxy/trace/{request}"))
+        .simple()
+        .to_string();
+    assert_eq!(trace, derived);
+
+    // Present: kept untouched on both sides.
+    let reply = get(
+        &c,
+        &echo,
+        &[("x-trace-id", "t-42"), ("x-request-id", "r-42")],
+    )
+    .await;
+    assert_eq!(
+        (reply.header("x-trace-id"), reply.header("x-request-id")),
+        (Some("t-42"), Some("r-42"))
+    );
+    let seen = reply.json();
+    assert_eq!(
+        (
+            &seen["headers"]["x-trace-id"],
+            &seen["headers"]["x-request-id"]
+        ),
+        (&"t-42".into(), &"r-42".into())
+    );
+
+    // Only a request id: the trace id is derived from it, the same in any order or run.
+    let reply = get(&c, &echo, &[("x-request-id", "r-7")]).await;
+    let expected = traceforge::seed::uuid(seed, "proxy/trace/r-7")
+        .simple()
+        .to_string();
+    assert_eq!(reply.header("x-trace-id"), Some(expected.as_str()));
+    assert_eq!(reply.json()["headers"]["x-trace-id"], expected.as_str());
+
+    // A W3C traceparent is forwarded and supplies the trace id.
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let reply = get(&c, &echo, &[("traceparent", tp)]).await;
+    assert_eq!(
+        reply.header("x-trace-id"),
+        Some("0af7651916cd43dd8448eb211c80319c")
+    );
+    let seen = reply.json();
+    assert_eq!(seen["headers"]["traceparent"], tp);
+    assert_eq!(
+        seen["headers"]["x-trace-id"],
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    // No fault fired, so no fault header.
+    assert_eq!(reply.header("x-traceforge-fault"), None);
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_rule_holds_every_matched_response_for_at_least_its_delay() {
+    let up = demo_upstream(vec![]).await;
+    let delay = Duration::from_millis(150);
+    let proxy = start_proxy(
+        &up.url(),
+        plan(1, r#"faults = ["delay:150ms:/api"]"#),
+        ProxyConfig::default(),
+        1,
+    )
+    .await;
+    let c = client();
+    for _ in 0..4 {
+        let started = tokio::time::Instant::now();
+        let reply = get(&c, &format!("{}/api/resource", proxy.url()), &[]).await;
+        let took = started.elapsed();
+        assert!(took >= delay, "a delayed response took only {took:?}");
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header("x-traceforge-fault"), Some("delay-1"));
+        assert_eq!(
+            reply.header("x-fault-injected"),
+            None,
+            "a delay is not a synthetic response"
+        );
+    }
+    let unmatched = get(&c, &format!("{}/", proxy.url()), &[]).await;
+    assert_eq!(unmatched.header("x-traceforge-fault"), None);
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_rule_of_one_answers_503_and_the_upstream_sees_nothing() {
+    let (up, hits) = counting_upstream().await;
+    let proxy = start_proxy(
+        &up.url(),
+        plan(3, r#"faults = ["drop:1.0"]"#),
+        ProxyConfig::default(),
+        3,
+    )
+    .await;
+    let c = client();
+    for path in ["/", "/api/resource", "/anything?x=1"] {
+        let reply = send(
+            &c,
+            Method::POST,
+            &format!("{}{path}", proxy.url()),
+            &[],
+            "body",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.header("x-fault-injected"), Some("traceforge"));
+        assert_eq!(reply.header("x-traceforge-fault"), Some("drop-1"));
+        assert!(reply.header("x-request-id").is_some());
+        let body = reply.json();
+        assert_eq!(body["error"], "fault injected");
+        assert_eq!(
+            (&body["rule"], &body["kind"], &body["status"]),
+            (&"drop-1".into(), &"drop".into(), &503.into())
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a dropped request reached the upstream"
+    );
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fired_rules_are_listed_in_firing_order_and_the_error_body_names_its_rule() {
+    let (up, hits) = counting_upstream().await;
+    let faults = r#"
+[[faults]]
+name = "slow-api"
+kind = "delay"
+delay = "20ms"
+match = { path = "/api/*" }
+
+[[faults]]
+name = "api-503"
+kind = "error"
+status = 503
+match = { path = "/api/*" }
+"#;
+    let config = ProxyConfig {
+        add_response_headers: vec![(
+            HeaderName::from_static("x-chaos"),
+            HeaderValue::from_static("on"),
+        )],
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy(&up.url(), plan(5, faults), config, 5).await;
+    let reply = get(&client(), &format!("{}/api/resource", proxy.url()), &[]).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        reply.header("x-traceforge-fault"),
+        Some("slow-api, api-503")
+    );
+    assert_eq!(reply.header("x-fault-injected"), Some("traceforge"));
+    assert_eq!(
+        reply.header("x-chaos"),
+        Some("on"),
+        "configured headers go on synthetic responses too"
+    );
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"error": "fault injected", "rule": "api-503", "kind": "error", "status": 503})
+    );
+    let passed = get(&client(), &format!("{}/other", proxy.url()), &[]).await;
+    assert_eq!(
+        (passed.status, passed.header("x-chaos")),
+        (StatusCode::OK, Some("on"))
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+/// Sends the 1000 seeded request ids through `proxy`, `concurrency` at a time; returns id -> status.
+async fn statuses(proxy: &Listening, ids: &[String], concurrency: usize) -> BTreeMap<String, u16> {
+    let c = client();
+    let url = format!("{}/api/resource", proxy.url());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ids = Arc::new(ids.to_vec());
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (c, url, next, ids) = (c.clone(), url.clone(), next.clone(), ids.clone());
+        workers.spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(id) = ids.get(i) else { break };
+                let reply = get(&c, &url, &[("x-request-id", id)]).await;
+                assert_eq!(reply.header("x-request-id"), Some(id.as_str()));
+                seen.push((id.clone(), reply.status.as_u16()));
+            }
+            seen
+        });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(joined) = bounded(workers.join_next()).await {
+        out.extend(joined.unwrap_or_else(|e| panic!("worker failed: {e}")));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_half_the_time_is_about_half_and_the_same_ids_get_the_same_decisions_at_any_concurrency()
+ {
+    let seed = 2024;
+    let faults = r#"faults = ["error:503:0.5"]"#;
+    let ids: Vec<String> = (0..1000)
+        .map(|i| traceforge::seed::request_id(seed, i, 0))
+        .collect();
+
+    let (up, hits) = counting_upstream().await;
+    let proxy = start_proxy(&up.url(), plan(seed, faults), ProxyConfig::default(), seed).await;
+    let first = statuses(&proxy, &ids, 32).await;
+    proxy.shutdown().await;
+    assert_eq!(first.len(), 1000);
+    let errors = first.values().filter(|s| **s == 503).count();
+    // Binomial(1000, 0.5): sd ~= 15.8, so +-4 sd is 437..=563.
+    assert!((437..=563).contains(&errors), "{errors} of 1000 were 503");
+    assert!(first.values().all(|s| *s == 503 || *s == 200));
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1000 - errors,
+        "only passed requests reach the upstream"
+    );
+
+    // A fresh proxy, another concurrency: the same ids get the same answers.
+    let proxy = start_proxy(&up.url(), plan(seed, faults), ProxyConfig::default(), seed).await;
+    let second = statuses(&proxy, &ids, 3).await;
+    assert_eq!(first, second, "decisions changed with concurrency");
+    // And they are exactly what the pure decision function says.
+    let reference = plan(seed, faults);
+    for (id, status) in &first {
+        let decided = reference.decide(&Method::GET, "/api/resource", id);
+        assert_eq!(decided.terminal().is_some(), *status == 503, "{id}");
+    }
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_reach_neither_the_upstream_nor_the_client() {
+    let hop_route = Route {
+        path: "/hop".into(),
+        methods: vec![],
+        status: StatusCode::OK,
+        body: "hop".into(),
+        headers: [
+            ("connection", "x-resp-secret"),
+            ("x-resp-secret", "upstream-only"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authenticate", "Basic realm=\"up\""),
+            ("trailer", "x-checksum"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+            ("x-end-to-end", "kept"),
+        ]
+        .into_iter()
+        .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
+        .collect(),
+        latency: Duration::ZERO,
+    };
+    let up = demo_upstream(vec![hop_route]).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default(), 0).await;
+
+    // Client -> upstream, over raw bytes so nothing between the test and the proxy rewrites them.
+    let request = "GET /api/echo HTTP/1.1\r\n\
+        Host: proxy.test\r\n\
+        Connection: close, X-Req-Secret\r\n\
+        X-Req-Secret: client-only\r\n\
+        Keep-Alive: timeout=5\r\n\
+        Proxy-Connection: keep-alive\r\n\
+        Proxy-Authorization: Basic Zm9vOmJhcg==\r\n\
+        TE: trailers\r\n\
+        Trailer: x-checksum\r\n\
+        Upgrade: h2c\r\n\
+        X-End-To-End: kept\r\n\r\n";
+    let response = raw_exchange(proxy.addr, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let seen: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+    let headers = seen["headers"].as_object().cloned().unwrap_or_default();
+    for hop in [
+        "connection",
+        "x-req-secret",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+        "transfer-encoding",
+    ] {
+        assert!(
+            !headers.contains_key(hop),
+            "`{hop}` reached the upstream: {headers:?}"
+        );
+    }
+    assert_eq!(
+        headers.get("x-end-to-end").and_then(|v| v.as_str()),
+        Some("kept")
+    );
+    let upstream_authority = up.addr.to_string();
+    assert_eq!(
+        headers.get("host").and_then(|v| v.as_str()),
+        Some(upstream_authority.as_str())
+    );
+
+    // Upstream -> client.
+    let reply = get(&client(), &format!("{}/hop", proxy.url()), &[]).await;
+    assert_eq!(reply.text(), "hop");
+    for hop in [
+        "connection",
+        "x-resp-secret",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "trailer",
+        "upgrade",
+        "te",
+        "transfer-encoding",
+    ] {
+        assert!(
+            reply.headers.get(hop).is_none(),
+            "`{hop}` reached the client: {:?}",
+            reply.headers
+        );
+    }
+    assert_eq!(reply.header("x-end-to-end"), Some("kept"));
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_what_was_sent_and_parse_as_prometheus_text() {
+    let (up, hits) = counting_upstream().await;
+    let faults = r#"
+[[faults]]
+name = "slow"
+kind = "delay"
+delay = "5ms"
+match = { path = "/api/slow" }
+
+[[faults]]
+name = "boom"
+kind = "error"
+status = 500
+match = { path = "/api/err" }
+
+[[faults]]
+name = "gone"
+kind = "drop"
+match = { path = "/api/drop" }
+"#;
+    let proxy = start_proxy(&up.url(), plan(9, faults), ProxyConfig::default(), 9).await;
+    let c = client();
+    for (path, times) in [
+        ("/api/slow", 3),
+        ("/api/err", 2),
+        ("/api/drop", 4),
+        ("/ok", 5),
+    ] {
+        for _ in 0..times {
+            get(&c, &format!("{}{path}", proxy.url()), &[]).await;
+        }
+    }
+    let reply = get(&c, &format!("{}/metrics", proxy.url()), &[]).await;
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert_eq!(
+        reply.header("x-request-id"),
+        None,
+        "/metrics is not traffic"
+    );
+    let m = parse_exposition(&reply.text());
+    let v = |name: &str, labels: &[(&str, &str)]| metric(&m, name, labels);
+    assert_eq!(v("traceforge_proxy_requests_total", &[]), 14.0);
+    assert_eq!(v("traceforge_proxy_forwarded_total", &[]), 8.0);
+    assert_eq!(
+        v("traceforge_proxy_delayed_total", &[("rule", "slow")]),
+        3.0
+    );
+    assert_eq!(
+        v(
+            "traceforge_proxy_injected_errors_total",
+            &[("rule", "boom"), ("status", "500")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        v("traceforge_proxy_dropped_total", &[("rule", "gone")]),
+        4.0
+    );
+    assert_eq!(v("traceforge_proxy_upstream_errors_total", &[]), 0.0);
+    assert_eq!(v("traceforge_proxy_cancelled_total", &[]), 0.0);
+    assert_eq!(v("traceforge_proxy_in_flight", &[]), 0.0);
+    assert_eq!(
+        v("traceforge_proxy_responses_total", &[("status", "200")]),
+        8.0
+    );
+    assert_eq!(
+        v("traceforge_proxy_responses_total", &[("status", "503")]),
+        4.0
+    );
+    assert_eq!(
+        v("traceforge_proxy_request_duration_seconds_count", &[]),
+        14.0
+    );
+    assert_eq!(
+        v(
+            "traceforge_proxy_request_duration_seconds_bucket",
+            &[("outcome", "dropped"), ("le", "+Inf")]
+        ),
+        4.0
+    );
+    // Every rule has a series, and the upstream saw exactly the forwarded requests (not /metrics).
+    assert_eq!(hits.load(Ordering::SeqCst), 8);
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bytes_get_a_400_and_the_proxy_keeps_serving() {
+    let (up, hits) = counting_upstream().await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default(), 0).await;
+    let response = raw_exchange(
+        proxy.addr,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response:?}");
+    let response = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response:?}");
+    let reply = get(&client(), &format!("{}/", proxy.url()), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_delay_is_counted_as_cancelled_and_never_forwarded() {
+    let (up, hits) = counting_upstream().await;
+    let proxy = start_proxy(
+        &up.url(),
+        plan(4, r#"faults = ["delay:30s:/slow"]"#),
+        ProxyConfig::default(),
+        4,
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = &proxy;
+    eventually("the request to be in flight", || async move {
+        metric(&scrape(p).await, "traceforge_proxy_in_flight", &[]) == 1.0
+    })
+    .await;
+    drop(stream);
+    eventually("the abandoned request to be counted", || async move {
+        let m = scrape(p).await;
+        metric(&m, "traceforge_proxy_in_flight", &[]) == 0.0
+            && metric(&m, "traceforge_proxy_cancelled_total", &[]) == 1.0
+    })
+    .await;
+    let m = scrape(&proxy).await;
+    assert_eq!(metric(&m, "traceforge_proxy_requests_total", &[]), 1.0);
+    assert_eq!(
+        metric(&m, "traceforge_proxy_delayed_total", &[("rule", "delay-1")]),
+        1.0
+    );
+    assert_eq!(metric(&m, "traceforge_proxy_forwarded_total", &[]), 0.0);
+    assert_eq!(
+        metric(&m, "traceforge_proxy_request_duration_seconds_count", &[]),
+        0.0
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    // Shutdown finishes promptly: no task is left waiting out the 30s delay.
+    bounded(proxy.shutdown()).await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_a_502_with_a_json_body() {
+    // A port that was just free: bind, note it, release it.
+    let dead = {
+        let listener = tokio::net::TcpListener::bind(loopback())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    };
+    let proxy = start_proxy(
+        &format!("http://{dead}"),
+        FaultPlan::default(),
+        ProxyConfig::default(),
+        0,
+    )
+    .await;
+    let reply = get(
+        &client(),
+        &format!("{}/api/resource", proxy.url()),
+        &[("x-request-id", "r-502")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.header("x-request-id"), Some("r-502"));
+    assert_eq!(reply.json()["error"], "upstream unreachable");
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        metric(
+            &m,
+            "traceforge_proxy_upstream_errors_total",
+            &[("kind", "unreachable")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "traceforge_proxy_responses_total", &[("status", "502")]),
+        1.0
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_is_a_504_after_the_configured_timeout() {
+    let slow = Route {
+        path: "/slow".into(),
+        methods: vec![],
+        status: StatusCode::OK,
+        body: "late".into(),
+        headers: vec![],
+        latency: Duration::from_secs(10),
+    };
+    let up = demo_upstream(vec![slow]).await;
+    let timeout = Duration::from_millis(100);
+    let config = ProxyConfig {
+        upstream_timeout: timeout,
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), config, 0).await;
+    let started = tokio::time::Instant::now();
+    let reply = get(&client(), &format!("{}/slow", proxy.url()), &[]).await;
+    assert!(started.elapsed() >= timeout);
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(reply.json()["error"], "upstream timeout");
+    assert_eq!(reply.json()["timeout_ms"], 100);
+    // Fast routes still pass.
+    let fast = get(&client(), &format!("{}/api/resource", proxy.url()), &[]).await;
+    assert_eq!(fast.status, StatusCode::OK);
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        metric(
+            &m,
+            "traceforge_proxy_upstream_errors_total",
+            &[("kind", "timeout")]
+        ),
+        1.0
+    );
+    proxy.shutdown().await;
+    bounded(up.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_through_and_metrics_are_not_forwarded() {
+    let (up_counting, hits) = counting_upstream().await;
+    let proxy = start_proxy(
+        &up_counting.url(),
+        FaultPlan::default(),
+        ProxyConfig::default(),
+        0,
+    )
+    .await;
+    scrape(&proxy).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "GET /metrics was forwarded");
+    proxy.shutdown().await;
+
+    let up = demo_upstream(vec![]).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default(), 0).await;
+    let body = "x".repeat(256 * 1024);
+    let reply = send(
+        &client(),
+        Method::PUT,
+        &format!("{}/api/echo?q=1", proxy.url()),
+        &[],
+        &body,
+    )
+    .await;
+    let seen = reply.json();
+    assert_eq!(
+        (&seen["method"], &seen["query"], &seen["body_length"]),
+        (&"PUT".into(), &"q=1".into(), &(256 * 1024).into())
+    );
+    proxy.shutdown().await;
+    up.shutdown().await;
+    up_counting.shutdown().await;
+}

@@ -1,0 +1,256 @@
+//! `traceforge upstream` and `traceforge proxy` as processes: the printed address, real requests,
+//! SIGTERM, and the environment / `.env` configuration with its startup errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use traceforge::upstream::{self, UpstreamOptions};
+
+use crate::support::{self, PATIENCE, client, get, loopback};
+
+const PROXY_VARS: [&str; 6] = [
+    "UPSTREAM_BASE_URL",
+    "PROXY_DELAY_MS",
+    "PROXY_DROP_RATE",
+    "PROXY_MOD_HEADER",
+    "RNG_SEED",
+    "RUST_LOG",
+];
+
+/// The binary, run in `dir` with none of the proxy's variables inherited from the test process.
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = support::bin();
+    cmd.current_dir(dir).args(args);
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A running server process; killed on drop so a failing test leaves nothing behind.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    /// Starts the command and reads the `listening on http://...` line it prints.
+    fn start(mut cmd: Command) -> Server {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(PATIENCE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server printed no address within {PATIENCE:?}");
+            }
+        };
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Server { child, url }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    #[cfg(unix)]
+    fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "could not signal {pid}");
+        wait_bounded(&mut self.child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for the child to exit, killing it (and failing) after PATIENCE.
+fn wait_bounded(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                panic!("the process did not exit within {PATIENCE:?}");
+            }
+        }
+    }
+}
+
+/// Runs a command that should fail at startup; returns its exit code and stderr.
+fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let status = wait_bounded(&mut child);
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (status.code(), stderr)
+}
+
+async fn demo_upstream() -> traceforge::server::Listening {
+    upstream::spawn(loopback(), UpstreamOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_prints_its_address_injects_faults_and_stops_on_sigterm() {
+    let up = demo_upstream().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let upstream_url = up.url();
+    let server = Server::start(command(
+        dir.path(),
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream_url,
+            "--fault",
+            "error:418:1:/teapot",
+            "--seed",
+            "5",
+        ],
+    ));
+    let c = client();
+    let ok = get(
+        &c,
+        &format!("{}/api/resource", server.url),
+        &[("x-request-id", "cli-1")],
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.json()["request_id"], "cli-1");
+    let teapot = get(&c, &format!("{}/teapot", server.url), &[]).await;
+    assert_eq!(teapot.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(teapot.header("x-traceforge-fault"), Some("error-1"));
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(0), "a SIGTERM is a clean stop");
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_prints_its_address_and_serves_the_page() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(command(
+        dir.path(),
+        &[
+            "upstream",
+            "--listen",
+            "127.0.0.1:0",
+            "--static-dir",
+            "no-such-dir",
+        ],
+    ));
+    let page = get(&client(), &format!("{}/", server.url), &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text().contains("TraceForge"));
+    #[cfg(unix)]
+    {
+        let status = tokio::task::spawn_blocking(move || server.terminate())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status.code(), Some(0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_reads_the_classic_variables_from_a_dotenv_file() {
+    let up = demo_upstream().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dotenv = format!(
+        "UPSTREAM_BASE_URL={}\nPROXY_DROP_RATE=1.0\nPROXY_MOD_HEADER=\"X-Chaos: on\"\nRNG_SEED=9\n",
+        up.url()
+    );
+    std::fs::write(dir.path().join(".env"), dotenv).unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(command(dir.path(), &["proxy", "--listen", "127.0.0.1:0"]));
+    let reply = get(&client(), &format!("{}/api/resource", server.url), &[]).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.header("x-traceforge-fault"), Some("drop-1"));
+    assert_eq!(reply.header("x-chaos"), Some("on"));
+    drop(server);
+
+    // A flag wins over the file: with no drop rule from --fault, requests pass.
+    let server = Server::start(command(
+        dir.path(),
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--fault",
+            "delay:1ms:0:/never",
+        ],
+    ));
+    let reply = get(&client(), &format!("{}/api/resource", server.url), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    drop(server);
+    up.shutdown().await;
+}
+
+#[test]
+fn malformed_proxy_variables_stop_startup_with_exit_2_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = command(dir.path(), &["proxy", "--listen", "127.0.0.1:0"]);
+    cmd.env("PROXY_DROP_RATE", "often");
+    let (code, stderr) = run_to_exit(cmd);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("PROXY_DROP_RATE"), "{stderr}");
+
+    // The same from .env, for another variable.
+    std::fs::write(dir.path().join(".env"), "PROXY_DELAY_MS=soon\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (code, stderr) = run_to_exit(command(dir.path(), &["proxy", "--listen", "127.0.0.1:0"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("PROXY_DELAY_MS"), "{stderr}");
+
+    // And a bad --fault is a usage error too.
+    std::fs::remove_file(dir.path().join(".env")).unwrap_or_else(|e| panic!("{e}"));
+    let (code, stderr) = run_to_exit(command(
+        dir.path(),
+        &["proxy", "--listen", "127.0.0.1:0", "--fault", "dealy:1s"],
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("did you mean `delay`"), "{stderr}");
+}
+
+#[test]
+fn a_taken_port_is_a_runtime_failure() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = taken
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (code, stderr) = run_to_exit(command(dir.path(), &["upstream", "--listen", &addr]));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("could not start"), "{stderr}");
+}
