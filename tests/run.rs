@@ -465,3 +465,115 @@ fn the_standalone_load_generator_rejects_bad_flags() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("http://"));
 }
+
+#[test]
+fn recorded_attempts_agree_with_the_proxy_metrics() {
+    use crate::support::{client, get, metric, parse_exposition};
+    use traceforge::fault::FaultPlan;
+    use traceforge::load::LoadOptions;
+    use traceforge::proxy::{self, ProxyOptions};
+
+    // A 30% drop rule and two retries: every attempt the recorder saw, the proxy counted.
+    let text = r#"
+        name = "drops"
+        seed = 11
+        faults = ["drop:0.3"]
+        [load]
+        requests = 300
+        concurrency = 16
+        retries = 2
+        retry_backoff = "1ms"
+        client_trace = true
+    "#;
+    let scenario =
+        traceforge::scenario::parse_str("drops.toml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    runtime.block_on(async {
+        let upstream = traceforge::upstream::spawn(crate::support::loopback(), Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let proxy = proxy::spawn(
+            crate::support::loopback(),
+            ProxyOptions {
+                upstream: upstream.url().parse().unwrap_or_else(|e| panic!("{e}")),
+                plan: Arc::new(FaultPlan::new(scenario.seed, scenario.faults.clone())),
+                config: scenario.proxy.clone(),
+                seed: scenario.seed,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut outcomes = Vec::new();
+        let options = RunOptions {
+            output: None,
+            format: Format::Json,
+            golden_dir: std::path::PathBuf::new(),
+            golden: Policy {
+                accept: false,
+                write_new: false,
+            },
+            static_dir: None,
+            progress: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let load = LoadOptions {
+            base: proxy.url().parse().unwrap_or_else(|e| panic!("{e}")),
+            seed: scenario.seed,
+            load: scenario.load.clone(),
+        };
+        let (summary, _) = runner::play(load, &options, |o| outcomes.push(o.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let samples = parse_exposition(
+            &get(&client(), &format!("{}/metrics", proxy.url()), &[])
+                .await
+                .text(),
+        );
+
+        let attempts: Vec<_> = outcomes.iter().flat_map(|o| &o.attempts).collect();
+        let dropped = attempts.iter().filter(|a| a.faults == ["drop-1"]).count() as f64;
+        assert_eq!(summary.attempts as usize, attempts.len());
+        assert_eq!(
+            metric(&samples, "traceforge_proxy_requests_total", &[]),
+            attempts.len() as f64
+        );
+        assert_eq!(
+            metric(
+                &samples,
+                "traceforge_proxy_dropped_total",
+                &[("rule", "drop-1")]
+            ),
+            dropped
+        );
+        assert_eq!(
+            metric(&samples, "traceforge_proxy_forwarded_total", &[]),
+            attempts.len() as f64 - dropped
+        );
+        // Every dropped attempt was a 503 and was retried unless it was the last one allowed.
+        assert!(
+            attempts
+                .iter()
+                .filter(|a| a.faults == ["drop-1"])
+                .all(|a| a.status == Some(503))
+        );
+        for o in &outcomes {
+            let last = o.attempts.last().unwrap_or_else(|| panic!("no attempts"));
+            assert_eq!(o.status, last.status);
+            let drops = o.attempts.iter().filter(|a| a.status == Some(503)).count();
+            assert!(
+                o.attempts.len() == drops + 1 || (o.attempts.len() == 3 && drops == 3),
+                "{o:?}"
+            );
+        }
+        let final_503 = outcomes.iter().filter(|o| o.status == Some(503)).count();
+        assert_eq!(
+            summary.statuses.get(&503).copied().unwrap_or(0) as usize,
+            final_503
+        );
+        // About 0.3^3 of 300 requests fail every attempt; allow wide bounds, the exact value is seeded.
+        assert!(final_503 < 30, "{final_503}");
+        assert!(dropped > 60.0 && dropped < 160.0, "{dropped}");
+        proxy.shutdown().await;
+        upstream.shutdown().await;
+    });
+}
