@@ -415,6 +415,11 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 16
     ]
 }
 
+/// "a" or "an", for "an `error` fault".
+fn article(kind: FaultKind) -> &'static str {
+    if kind == FaultKind::Error { "an" } else { "a" }
+}
+
 /// "`a`", "`a` and `b`", "`a`, `b` and `c`".
 fn kind_list(kinds: &[FaultKind]) -> String {
     let names: Vec<String> = kinds.iter().map(|k| format!("`{k}`")).collect();
@@ -446,7 +451,10 @@ fn check_action(
         };
         c.report(
             field(name),
-            format!("`{name}` does not apply to a `{kind}` fault"),
+            format!(
+                "`{name}` does not apply to {} `{kind}` fault",
+                article(kind)
+            ),
             "not used by this kind",
             Some(help),
         );
@@ -677,23 +685,24 @@ fn check_header_fault(
             ),
         }
     }
-    let framing = |c: &mut Checker, name: &HeaderName, path: Vec<Seg>| {
-        if FRAMING_HEADERS.contains(&name.as_str()) {
+    let framing = |c: &mut Checker, name: &str, path: Vec<Seg>| {
+        let lower = name.to_ascii_lowercase();
+        if FRAMING_HEADERS.contains(&lower.as_str()) {
             c.report(
                 path,
-                format!("`{name}` is managed by the proxy and cannot be changed"),
+                format!("`{lower}` is managed by the proxy and cannot be changed"),
                 "framing header",
                 Some("to cut a body short use `kind = \"truncate\"`".into()),
             );
         }
     };
-    for (list, key) in [(&set, "set"), (&add, "add")] {
-        for (n, _) in list.iter() {
-            framing(c, n, with(&field(key), Seg::Key(n.to_string())));
+    for (map, key) in [(&fault.set, "set"), (&fault.add, "add")] {
+        for name in map.iter().flat_map(BTreeMap::keys) {
+            framing(c, name, with(&field(key), Seg::Key(name.clone())));
         }
     }
     for (n, p) in &remove {
-        framing(c, n, p.clone());
+        framing(c, n.as_str(), p.clone());
     }
     if set.is_empty()
         && add.is_empty()
