@@ -122,7 +122,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         LOOPBACK,
         ProxyOptions {
             upstream: upstream_uri,
-            plan: Arc::new(FaultPlan::new(scenario.seed, scenario.faults.clone())),
+            plan: Arc::new(FaultPlan::from_scenario(scenario)),
             config: scenario.proxy.clone(),
             seed: scenario.seed,
         },

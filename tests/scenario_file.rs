@@ -101,7 +101,7 @@ error: faults[0].kind: unknown value `dealy`
 4 | kind = \"dealy\"
   |        ^^^^^^^ unknown value
   |
-  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`"
+  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `headers`, `status`"
     );
 }
 
@@ -441,6 +441,313 @@ fn override_syntax_errors_say_what_is_expected() {
         .parse::<Override>()
         .expect_err("empty part");
     assert!(err.contains("load.concurrency"), "{err}");
+}
+
+// ---- the full fault table ----
+
+#[test]
+fn a_scenario_with_every_fault_kind_validates() {
+    use traceforge::fault::{DelayModel, FaultAction};
+    let s = parse(support::EVERY_FAULT_KIND).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<&str> = s.faults.iter().map(|r| r.action.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "delay", "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "headers",
+            "status"
+        ]
+    );
+    assert!(s.proxy.header_faults);
+    let slow = &s.faults[0];
+    assert_eq!(slow.matcher.headers.len(), 2);
+    assert_eq!(
+        slow.matcher.headers[0].0.as_str(),
+        "x-user",
+        "names are lowercased"
+    );
+    assert_eq!(slow.matcher.query.len(), 2);
+    assert!(matches!(
+        s.faults[1].action,
+        FaultAction::Delay {
+            model: DelayModel::LogNormal { .. },
+            jitter: None
+        }
+    ));
+    let FaultAction::Error(reply) = &s.faults[2].action else {
+        panic!("an error rule")
+    };
+    assert_eq!(
+        reply.retry_after_value().as_ref().map(|v| v.as_bytes()),
+        Some(&b"2"[..])
+    );
+    let schedule = &s.faults[2].schedule;
+    assert_eq!((schedule.first, schedule.attempts), (Some(5), Some(1)));
+    assert_eq!(
+        s.faults[3].name, "drop-4",
+        "default names count positions from 1"
+    );
+    assert_eq!(s.faults[5].schedule.max_active, Some(2));
+    // The plan `traceforge run` builds from it.
+    let plan = traceforge::fault::FaultPlan::from_scenario(&s);
+    assert_eq!(plan.rules().len(), 10);
+    assert!(plan.header_faults());
+}
+
+/// The every-kind scenario with one line replaced; the replacement must be there to replace.
+fn every_kind_with(from: &str, to: &str) -> String {
+    assert!(support::EVERY_FAULT_KIND.contains(from), "{from}");
+    support::EVERY_FAULT_KIND.replacen(from, to, 1)
+}
+
+#[test]
+fn a_delay_with_both_a_range_and_a_distribution() {
+    let text = every_kind_with("jitter = \"20ms\"", "distribution = \"normal\"");
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[0].distribution: a `delay` fault takes `delay` or `distribution`, not both
+  --> scenario.toml:11:16
+   |
+11 | distribution = \"normal\"
+   |                ^^^^^^^^ conflicts with `delay`
+   |
+   = help: keep `delay` for a fixed value or a range, or `distribution` with `mean` and `stddev`"
+    );
+}
+
+#[test]
+fn a_distribution_without_its_stddev() {
+    let text = every_kind_with("stddev = \"50ms\"\n", "");
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[1].distribution: a `lognormal` delay needs `mean` and `stddev`
+  --> scenario.toml:18:16
+   |
+18 | distribution = \"lognormal\"
+   |                ^^^^^^^^^^^ missing `stddev`
+   |
+   = help: add `mean = \"200ms\"` and `stddev = \"50ms\"`"
+    );
+}
+
+#[test]
+fn mean_without_a_distribution() {
+    let text = every_kind_with("jitter = \"20ms\"", "mean = \"100ms\"");
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[0].mean: `mean` needs `distribution`
+  --> scenario.toml:11:8
+   |
+11 | mean = \"100ms\"
+   |        ^^^^^^^ without `distribution`
+   |
+   = help: add `distribution = \"normal\"` or `\"lognormal\"` instead of `delay`, or remove `mean` and `stddev`"
+    );
+}
+
+#[test]
+fn a_field_of_another_kind() {
+    let text = every_kind_with("after_bytes = 1024\n", "after_bytes = 1024\nstatus = 200\n");
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[6].status: `status` does not apply to a `truncate` fault
+  --> scenario.toml:52:10
+   |
+52 | status = 200
+   |          ^^^ not used by this kind
+   |
+   = help: `status` belongs to `error` and `status` faults; remove it or change `kind`"
+    );
+    let text = every_kind_with("cap = \"30s\"\n", "cap = \"30s\"\nbody = \"x\"\n");
+    assert!(
+        error(&text)
+            .starts_with("error: faults[5].body: `body` does not apply to a `hang` fault\n"),
+        "{}",
+        error(&text)
+    );
+    let text = every_kind_with(
+        "retry_after = \"1.5s\"\n",
+        "retry_after = \"1.5s\"\njitter = \"1s\"\n",
+    );
+    assert!(
+        error(&text)
+            .starts_with("error: faults[2].jitter: `jitter` does not apply to an `error` fault\n"),
+        "{}",
+        error(&text)
+    );
+}
+
+#[test]
+fn an_empty_time_window() {
+    let text = every_kind_with("until = \"5s\"", "until = \"2s\"");
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[1].until: the time window from 2s until 2s is empty
+  --> scenario.toml:22:9
+   |
+22 | until = \"2s\"
+   |         ^^^^ not after `from`
+   |
+   = help: `until` is when the window ends: make it later than `from`"
+    );
+}
+
+#[test]
+fn an_empty_request_window() {
+    let text = every_kind_with("until_request = 60", "until_request = 50");
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[4].until_request: the request window from 50 until 50 is empty
+  --> scenario.toml:42:17
+   |
+42 | until_request = 50
+   |                 ^^ not after `from_request`
+   |
+   = help: `until_request` is the first index after the window: make it larger than `from_request`"
+    );
+}
+
+#[test]
+fn every_zero() {
+    let text = every_kind_with("every = 10", "every = 0");
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[3].every: `every` must be at least 1, found 0
+  --> scenario.toml:36:9
+   |
+36 | every = 0
+   |         ^ zero
+   |
+   = help: `every = N` fires for every Nth matching request; `every = 1` is every one"
+    );
+}
+
+#[test]
+fn a_headers_fault_with_nothing_to_do() {
+    let text = every_kind_with(
+        "add = { \"x-chaos\" = \"1\" }\nset = { \"cache-control\" = \"no-store\" }\nremove = [\"etag\"]\n",
+        "set = {}\n",
+    );
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[8].kind: this `headers` fault has nothing to add, set or remove
+  --> scenario.toml:58:8
+   |
+58 | kind = \"headers\"
+   |        ^^^^^^^^^ does nothing
+   |
+   = help: add `set = { \"x-chaos\" = \"1\" }`, `add = { ... }` or `remove = [\"etag\"]`"
+    );
+}
+
+#[test]
+fn a_misspelled_header_target_suggests_the_closest_one() {
+    let text = every_kind_with("target = \"response\"", "target = \"reponse\"");
+    assert_eq!(
+        error(&text),
+        "\
+error: faults[8].target: unknown value `reponse`
+  --> scenario.toml:59:10
+   |
+59 | target = \"reponse\"
+   |          ^^^^^^^^^ unknown value
+   |
+   = help: did you mean `response`? valid values here: `request`, `response`"
+    );
+}
+
+#[test]
+fn impossible_values_are_pointed_at() {
+    for (from, to, expected) in [
+        (
+            "status = 500",
+            "status = 700",
+            "faults[9].status: 700 is not an HTTP status",
+        ),
+        (
+            "bytes_per_second = 20480",
+            "bytes_per_second = 0",
+            "faults[7].bytes_per_second: a throttle of 0 bytes per second would never send the body",
+        ),
+        (
+            "mean = \"200ms\"",
+            "mean = \"0ms\"",
+            "faults[1].mean: a `lognormal` delay needs a mean above zero",
+        ),
+        (
+            "after_bytes = 1024",
+            "after_bytes = -1",
+            "faults[6].after_bytes: invalid value: integer `-1`, expected u64",
+        ),
+        (
+            "set = { \"cache-control\" = \"no-store\" }",
+            "set = { \"Content-Length\" = \"5\" }",
+            "faults[8].set.Content-Length: `content-length` is managed by the proxy",
+        ),
+        (
+            "max_active = 2",
+            "max_active = 0",
+            "faults[5].max_active: `max_active` must be at least 1, found 0",
+        ),
+        (
+            "first = 5",
+            "first = 0",
+            "faults[2].first: `first` must be at least 1, found 0",
+        ),
+        (
+            "cap = \"30s\"",
+            "cap = \"0s\"",
+            "faults[5].cap: the hang's cap must be longer than zero",
+        ),
+        (
+            "kind = \"truncate\"\nafter_bytes = 1024",
+            "kind = \"truncate\"",
+            "faults[6].kind: a `truncate` fault needs `after_bytes`",
+        ),
+        (
+            "target = \"response\"\n",
+            "",
+            "faults[8].kind: a `headers` fault needs `target`",
+        ),
+        (
+            "\"x-canary\" = \"*\"",
+            "\"x canary\" = \"*\"",
+            "faults[0].match.headers.x canary: `x canary` is not a valid header name",
+        ),
+        (
+            "delay = \"100ms..500ms\"\njitter = \"20ms\"",
+            "",
+            "faults[0].kind: a `delay` fault needs `delay` or `distribution`",
+        ),
+    ] {
+        let shown = error(&every_kind_with(from, to));
+        assert!(
+            shown.starts_with(&format!("error: {expected}")),
+            "{to}:\n{shown}"
+        );
+        assert_eq!(shown.matches("error: ").count(), 1, "{to}:\n{shown}");
+    }
+}
+
+#[test]
+fn compact_faults_name_the_table_form_for_other_kinds() {
+    assert_eq!(
+        error("name = \"x\"\nfaults = [\"hang:30s\"]\n"),
+        "\
+error: faults[0]: `hang` faults have no compact form; write a table such as `{ kind = \"hang\" }` (compact faults are `delay`, `error` and `drop`)
+ --> scenario.toml:2:11
+  |
+2 | faults = [\"hang:30s\"]
+  |           ^^^^^^^^^^ here
+  |"
+    );
 }
 
 // ---- no panic on any input ----

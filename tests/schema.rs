@@ -94,6 +94,40 @@ faults = [
 }
 
 #[test]
+fn schema_accepts_every_fault_kind() {
+    assert_eq!(
+        schema_errors(support::EVERY_FAULT_KIND),
+        Vec::<String>::new()
+    );
+    assert!(traceforge::parse_str("every.toml", support::EVERY_FAULT_KIND, &[]).is_ok());
+}
+
+#[test]
+fn schema_documents_every_kind_with_an_example() {
+    let schema: Value = serde_json::from_str(&committed()).expect("the committed schema is JSON");
+    let kinds = schema["definitions"]["FaultKind"]["oneOf"]
+        .as_array()
+        .expect("FaultKind is documented per variant");
+    let names: Vec<&str> = kinds
+        .iter()
+        .filter_map(|k| k["const"].as_str().or_else(|| k["enum"][0].as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "headers", "status"
+        ]
+    );
+    for kind in kinds {
+        let doc = kind["description"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('\n', " ");
+        assert!(doc.contains("Example: `{ kind = "), "{kind}");
+    }
+}
+
+#[test]
 fn schema_rejects_what_validation_rejects() {
     // A few values both layers must refuse, so the editor warns before the CLI does.
     for text in [
@@ -101,6 +135,11 @@ fn schema_rejects_what_validation_rejects() {
         "name = \"x\"\nfaults = [\"dealy:100ms\"]",
         "name = \"x\"\nfaults = [{ kind = \"dealy\" }]",
         "name = \"x\"\nfaults = [{ kind = \"drop\", probability = 1.5 }]",
+        "name = \"x\"\nfaults = [{ kind = \"drop\", every = 0 }]",
+        "name = \"x\"\nfaults = [{ kind = \"throttle\", bytes_per_second = 0 }]",
+        "name = \"x\"\nfaults = [{ kind = \"status\", status = 700 }]",
+        "name = \"x\"\nfaults = [{ kind = \"headers\", target = \"reponse\", set = { a = \"b\" } }]",
+        "name = \"x\"\nfaults = [{ kind = \"truncate\", after_bytes = -1 }]",
         "name = \"x\"\n[load]\nconcurrency = 0",
         "name = \"x\"\n[load]\ntimeout = \"100\"",
         "seed = 1",

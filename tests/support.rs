@@ -305,3 +305,77 @@ pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .map(|s| s.value)
         .sum()
 }
+
+/// A scenario that uses every fault kind, matcher and timing field at least once.
+pub const EVERY_FAULT_KIND: &str = r#"name = "every-kind"
+seed = 7
+
+[proxy]
+header_faults = true
+
+[[faults]]
+name = "slow"
+kind = "delay"
+delay = "100ms..500ms"
+jitter = "20ms"
+match = { path = "/api/*", method = ["GET", "POST"], headers = { "X-User" = "42", "x-canary" = "*" }, query = { debug = "1", id = "*" } }
+probability = 0.3
+
+[[faults]]
+name = "latency-tail"
+kind = "delay"
+distribution = "lognormal"
+mean = "200ms"
+stddev = "50ms"
+from = "2s"
+until = "5s"
+
+[[faults]]
+name = "rate-limited"
+kind = "error"
+status = 429
+body = "slow down"
+headers = { "content-type" = "text/plain" }
+retry_after = "1.5s"
+first = 5
+attempts = 1
+
+[[faults]]
+kind = "drop"
+every = 10
+after = 20
+
+[[faults]]
+kind = "reset"
+from_request = 50
+until_request = 60
+
+[[faults]]
+kind = "hang"
+cap = "30s"
+max_active = 2
+
+[[faults]]
+kind = "truncate"
+after_bytes = 1024
+
+[[faults]]
+kind = "throttle"
+bytes_per_second = 20480
+
+[[faults]]
+kind = "headers"
+target = "response"
+add = { "x-chaos" = "1" }
+set = { "cache-control" = "no-store" }
+remove = ["etag"]
+
+[[faults]]
+kind = "status"
+status = 500
+probability = 0.1
+
+[load]
+requests = 100
+targets = [{ path = "/api/resource?debug=1&id=3" }, { path = "/static/index.html" }]
+"#;

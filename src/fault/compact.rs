@@ -24,8 +24,13 @@ pub fn parse(text: &str) -> Result<FaultSpec, String> {
         "delay" => FaultKind::Delay,
         "error" => FaultKind::Error,
         "drop" => FaultKind::Drop,
+        other if FaultKind::ALL.iter().any(|k| k.as_str() == other) => {
+            return Err(format!(
+                "`{other}` faults have no compact form; write a table such as `{{ kind = \"{other}\" }}` (compact faults are `delay`, `error` and `drop`)"
+            ));
+        }
         other => {
-            let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
+            let names = ["delay", "error", "drop"];
             let hint = crate::scenario::error::did_you_mean(other, &names)
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
@@ -34,14 +39,7 @@ pub fn parse(text: &str) -> Result<FaultSpec, String> {
             ));
         }
     };
-    let mut spec = FaultSpec {
-        name: None,
-        kind,
-        delay: None,
-        status: None,
-        probability: None,
-        matcher: None,
-    };
+    let mut spec = FaultSpec::new(kind);
     let mut tokens = Tokens::new(rest.unwrap_or(""));
     match kind {
         FaultKind::Delay => {
@@ -59,7 +57,8 @@ pub fn parse(text: &str) -> Result<FaultSpec, String> {
             })?;
             spec.status = Some(status);
         }
-        FaultKind::Drop => {}
+        // Only delay, error and drop reach here (see above).
+        _ => {}
     }
     for token in tokens {
         match token {
@@ -76,7 +75,7 @@ pub fn parse(text: &str) -> Result<FaultSpec, String> {
                 };
                 spec.matcher = Some(MatchSpec {
                     path: Some(glob),
-                    method: None,
+                    ..MatchSpec::default()
                 });
             }
             Token::Arg(arg) => {
@@ -216,5 +215,10 @@ mod tests {
                 .contains("unexpected `0.2`")
         );
         assert!(parse("delay:100").unwrap_err().contains("no unit"));
+        assert!(
+            parse("reset:0.1")
+                .unwrap_err()
+                .contains("`reset` faults have no compact form")
+        );
     }
 }

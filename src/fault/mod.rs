@@ -1,92 +1,191 @@
-//! Fault rules compiled into a [`FaultPlan`], and the pure decision function the proxy calls for
-//! every request. A decision depends only on the scenario seed, the rule and the request id, never
-//! on arrival order, so the same request id gets the same faults at any concurrency.
+//! Fault rules compiled into a [`FaultPlan`], and the decision function the proxy calls for every
+//! request. A decision depends only on the scenario seed, the rules and the request's facts (id,
+//! index, attempt, method, path, query, headers, elapsed time), never on arrival order, so the same
+//! request gets the same faults at any concurrency. The one exception is `max_active`, which counts
+//! requests in flight and is documented as order-dependent.
+//!
+//! Modules: [`matcher`] (which requests a rule applies to), `rank` (request ranks for
+//! `first`/`after`/`every`, and [`pick_target`]), [`decision`] (what the proxy must do),
+//! [`compact`] (the `delay:100ms` grammar).
 
 pub mod compact;
+pub mod decision;
+pub mod matcher;
+mod rank;
 
 use std::fmt;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use globset::{GlobBuilder, GlobMatcher};
 use hyper::Method;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
+use rand_distr::Distribution as _;
+use rand_pcg::Pcg64;
 
-use crate::scenario::duration::DelaySpec;
+pub use decision::{Decision, Effect, ErrorReply, HeaderOp, RuleRef, Step};
+pub use matcher::{Matcher, PathGlob, ValueMatch};
+pub use rank::pick_target;
+
+use crate::scenario::duration::{DelaySpec, MAX_DURATION};
+use crate::scenario::spec::HeaderTarget;
+use crate::scenario::{Scenario, Target};
 use crate::seed;
+use decision::ActiveSlot;
+use rank::RankTable;
+
+/// The logical request index the load generator sends with every attempt.
+pub const INDEX_HEADER: &str = "x-traceforge-index";
+/// The 0-based attempt number the load generator sends (0 for the first try, 1 for the first retry).
+pub const ATTEMPT_HEADER: &str = "x-traceforge-attempt";
+/// The request header of header-controlled faults (`[proxy] header_faults = true`), holding a
+/// compact fault such as `error:503`. Also the response header naming the rules that fired.
+pub const FAULT_HEADER: &str = "x-traceforge-fault";
+/// The name of the rule a header-controlled fault runs as.
+pub const HEADER_RULE: &str = "header";
+
+/// How a `delay` fault picks each request's base delay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DelayModel {
+    Fixed(Duration),
+    /// Uniform in `[lo, hi]`, both included.
+    Uniform(Duration, Duration),
+    /// Normal with this mean and standard deviation, clamped at zero.
+    Normal {
+        mean: Duration,
+        stddev: Duration,
+    },
+    /// Log-normal whose own mean and standard deviation are these.
+    LogNormal {
+        mean: Duration,
+        stddev: Duration,
+    },
+}
+
+impl From<DelaySpec> for DelayModel {
+    fn from(spec: DelaySpec) -> Self {
+        match spec {
+            DelaySpec::Fixed(d) => DelayModel::Fixed(d),
+            DelaySpec::Range(lo, hi) => DelayModel::Uniform(lo, hi),
+        }
+    }
+}
 
 /// What a rule does when it fires.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultAction {
-    /// Hold the request, then forward it.
-    Delay(DelaySpec),
-    /// Answer with this status without forwarding.
-    Error { status: u16 },
+    /// Hold the request for a drawn delay plus a uniform jitter in `[-jitter, +jitter]`
+    /// (never below zero), then go on.
+    Delay {
+        model: DelayModel,
+        jitter: Option<Duration>,
+    },
+    /// Answer with a synthetic response without forwarding.
+    Error(Arc<ErrorReply>),
     /// Answer 503 without forwarding.
     Drop,
+    /// Close the connection without a response.
+    Reset,
+    /// Never answer; with a cap, answer 504 after it.
+    Hang { cap: Option<Duration> },
+    /// Cut the response body after this many bytes and close.
+    Truncate { after_bytes: u64 },
+    /// Stream the response body at this rate.
+    Throttle { bytes_per_second: u64 },
+    /// Change request or response headers.
+    Headers {
+        target: HeaderTarget,
+        ops: Arc<[HeaderOp]>,
+    },
+    /// Replace the upstream's status, keeping its body.
+    Status(u16),
 }
 
 impl FaultAction {
+    /// A plain delay, fixed or a uniform range, without jitter.
+    pub fn delay(spec: DelaySpec) -> Self {
+        FaultAction::Delay {
+            model: spec.into(),
+            jitter: None,
+        }
+    }
+
+    /// An error with only a status.
+    pub fn error(status: u16) -> Self {
+        FaultAction::Error(Arc::new(ErrorReply::status(status)))
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
-            FaultAction::Delay(_) => "delay",
-            FaultAction::Error { .. } => "error",
+            FaultAction::Delay { .. } => "delay",
+            FaultAction::Error(_) => "error",
             FaultAction::Drop => "drop",
+            FaultAction::Reset => "reset",
+            FaultAction::Hang { .. } => "hang",
+            FaultAction::Truncate { .. } => "truncate",
+            FaultAction::Throttle { .. } => "throttle",
+            FaultAction::Headers { .. } => "headers",
+            FaultAction::Status(_) => "status",
         }
     }
 
     /// Terminal actions answer the request themselves; evaluation stops at the first one.
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, FaultAction::Delay(_))
+        matches!(
+            self,
+            FaultAction::Error(_)
+                | FaultAction::Drop
+                | FaultAction::Reset
+                | FaultAction::Hang { .. }
+        )
     }
 }
 
-/// A compiled path glob, kept with its source text for display.
-#[derive(Debug, Clone)]
-pub struct PathGlob {
-    pattern: String,
-    matcher: GlobMatcher,
-}
-
-impl PathGlob {
-    /// `*` stays within a path segment, `**` crosses segments.
-    pub fn new(pattern: &str) -> Result<Self, String> {
-        let glob = GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| e.kind().to_string())?;
-        Ok(PathGlob {
-            pattern: pattern.to_string(),
-            matcher: glob.compile_matcher(),
-        })
-    }
-
-    pub fn is_match(&self, path: &str) -> bool {
-        self.matcher.is_match(path)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.pattern
-    }
-}
-
-impl PartialEq for PathGlob {
-    fn eq(&self, other: &Self) -> bool {
-        self.pattern == other.pattern
-    }
-}
-
-/// Which requests a rule applies to. Empty conditions match everything.
+/// When a matching request is eligible, besides its probability: deterministic patterns by
+/// request index and attempt, time windows, and the `max_active` limit. All given conditions must
+/// hold; the default is always eligible.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Matcher {
-    pub path: Option<PathGlob>,
-    pub methods: Vec<Method>,
+pub struct Schedule {
+    /// Rank below this (`first = N`).
+    pub first: Option<u64>,
+    /// Rank at least this (`after = N`).
+    pub after: Option<u64>,
+    /// Rank a multiple of this (`every = N`); never 0.
+    pub every: Option<u64>,
+    /// Attempt below this (`attempts = K`).
+    pub attempts: Option<u32>,
+    /// Request index at least this.
+    pub from_request: u64,
+    /// Request index below this.
+    pub until_request: Option<u64>,
+    /// Elapsed time since the start at least this.
+    pub from: Duration,
+    /// Elapsed time since the start below this.
+    pub until: Option<Duration>,
+    /// At most this many requests under the rule at once.
+    pub max_active: Option<u32>,
 }
 
-impl Matcher {
-    pub fn matches(&self, method: &Method, path: &str) -> bool {
-        let path_ok = self.path.as_ref().is_none_or(|g| g.is_match(path));
-        let method_ok = self.methods.is_empty() || self.methods.contains(method);
-        path_ok && method_ok
+impl Schedule {
+    /// Whether the rule counts matching requests (`first`, `after`, `every`).
+    pub fn needs_rank(&self) -> bool {
+        self.first.is_some() || self.after.is_some() || self.every.is_some()
+    }
+
+    /// The index, attempt and time conditions (everything but the rank and `max_active`).
+    fn admits(&self, facts: &RequestFacts<'_>) -> bool {
+        self.attempts.is_none_or(|k| facts.attempt < k)
+            && facts.index >= self.from_request
+            && self.until_request.is_none_or(|u| facts.index < u)
+            && facts.elapsed >= self.from
+            && self.until.is_none_or(|u| facts.elapsed < u)
+    }
+
+    fn admits_rank(&self, rank: u64) -> bool {
+        self.first.is_none_or(|n| rank < n)
+            && self.after.is_none_or(|n| rank >= n)
+            && self.every.is_none_or(|n| n > 0 && rank % n == 0)
     }
 }
 
@@ -99,15 +198,54 @@ pub struct FaultRule {
     /// In `[0, 1]`.
     pub probability: f64,
     pub matcher: Matcher,
+    pub schedule: Schedule,
+}
+
+impl FaultRule {
+    /// A rule that fires for every request, with probability 1.
+    pub fn new(name: &str, action: FaultAction) -> Self {
+        FaultRule {
+            name: name.to_string(),
+            action,
+            probability: 1.0,
+            matcher: Matcher::default(),
+            schedule: Schedule::default(),
+        }
+    }
 }
 
 impl fmt::Display for FaultRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::scenario::duration::format_duration as fd;
         write!(f, "{} ({}", self.name, self.action.kind())?;
         match &self.action {
-            FaultAction::Delay(d) => write!(f, " {d}")?,
-            FaultAction::Error { status } => write!(f, " {status}")?,
-            FaultAction::Drop => {}
+            FaultAction::Delay { model, jitter } => {
+                match model {
+                    DelayModel::Fixed(d) => write!(f, " {}", fd(*d))?,
+                    DelayModel::Uniform(lo, hi) => write!(f, " {}..{}", fd(*lo), fd(*hi))?,
+                    DelayModel::Normal { mean, stddev } => {
+                        write!(f, " normal {}±{}", fd(*mean), fd(*stddev))?
+                    }
+                    DelayModel::LogNormal { mean, stddev } => {
+                        write!(f, " lognormal {}±{}", fd(*mean), fd(*stddev))?
+                    }
+                }
+                if let Some(j) = jitter {
+                    write!(f, " jitter {}", fd(*j))?;
+                }
+            }
+            FaultAction::Error(reply) => write!(f, " {}", reply.status)?,
+            FaultAction::Hang { cap: Some(cap) } => write!(f, " cap {}", fd(*cap))?,
+            FaultAction::Truncate { after_bytes } => write!(f, " after {after_bytes} bytes")?,
+            FaultAction::Throttle { bytes_per_second } => write!(f, " {bytes_per_second} B/s")?,
+            FaultAction::Headers { target, .. } => {
+                f.write_str(match target {
+                    HeaderTarget::Request => " request",
+                    HeaderTarget::Response => " response",
+                })?;
+            }
+            FaultAction::Status(status) => write!(f, " {status}")?,
+            FaultAction::Drop | FaultAction::Reset | FaultAction::Hang { cap: None } => {}
         }
         if self.probability < 1.0 {
             write!(f, ", p={}", self.probability)?;
@@ -123,62 +261,117 @@ impl fmt::Display for FaultRule {
     }
 }
 
-/// What happens to one request, in rule order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Decision {
-    pub steps: Vec<Step>,
+static NO_HEADERS: LazyLock<HeaderMap> = LazyLock::new(HeaderMap::new);
+
+/// Everything [`FaultPlan::decide`] may look at for one request. The caller owns the clock and the
+/// counters: the plan never reads either.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The query string without `?`, if any.
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    /// Keys the per-rule random streams, `fault/<rule>/<request-id>`.
+    pub request_id: &'a str,
+    /// The logical request index: the `x-traceforge-index` header the load generator sends, or,
+    /// for clients that do not send it, the proxy's arrival counter (then order-dependent).
+    pub index: u64,
+    /// The 0-based attempt: the `x-traceforge-attempt` header, or 0.
+    pub attempt: u32,
+    /// Time since the proxy started (the start of the run). Only time windows look at it.
+    pub elapsed: Duration,
 }
 
-/// One rule that fired for a request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    /// Index of the rule in the plan.
-    pub rule: usize,
-    pub effect: Effect,
+impl<'a> RequestFacts<'a> {
+    /// Facts with no headers, index 0, attempt 0 and elapsed 0; set the other fields as needed.
+    pub fn new(method: &'a Method, path: &'a str, request_id: &'a str) -> Self {
+        RequestFacts {
+            method,
+            path,
+            query: None,
+            headers: &NO_HEADERS,
+            request_id,
+            index: 0,
+            attempt: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
 }
 
-/// The concrete effect of a fired rule, with any random values already drawn.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Effect {
-    Delay(Duration),
-    Error(u16),
-    Drop,
+/// The logical request index in `x-traceforge-index`, if present and a number.
+pub fn index_from_headers(headers: &HeaderMap) -> Option<u64> {
+    number_header(headers, INDEX_HEADER)
 }
 
-impl Decision {
-    /// The sum of every delay that fired: delays add up.
-    pub fn total_delay(&self) -> Duration {
-        self.steps
-            .iter()
-            .map(|s| match s.effect {
-                Effect::Delay(d) => d,
-                _ => Duration::ZERO,
-            })
-            .sum()
-    }
+/// The attempt in `x-traceforge-attempt`, if present and a number.
+pub fn attempt_from_headers(headers: &HeaderMap) -> Option<u32> {
+    number_header(headers, ATTEMPT_HEADER)
+}
 
-    /// The terminal step (error or drop), if any. It is always the last step.
-    pub fn terminal(&self) -> Option<&Step> {
-        self.steps
-            .last()
-            .filter(|s| !matches!(s.effect, Effect::Delay(_)))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
+fn number_header<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// The compiled fault rules of a scenario, under its seed.
+///
+/// Cloning shares the `max_active` counters, so every clone serving the same run enforces the
+/// same limits.
 #[derive(Debug, Clone, Default)]
 pub struct FaultPlan {
     seed: u64,
     rules: Vec<FaultRule>,
+    names: Vec<Arc<str>>,
+    active: Vec<Arc<AtomicU32>>,
+    ranks: Option<Arc<RankTable>>,
+    header_faults: bool,
 }
 
 impl FaultPlan {
+    /// A plan without a load profile (ranks are request indices) and without header faults.
     pub fn new(seed: u64, rules: Vec<FaultRule>) -> Self {
-        FaultPlan { seed, rules }
+        FaultPlan {
+            seed,
+            names: rules.iter().map(|r| Arc::from(r.name.as_str())).collect(),
+            active: rules.iter().map(|_| Arc::default()).collect(),
+            rules,
+            ranks: None,
+            header_faults: false,
+        }
+    }
+
+    /// The plan `traceforge run` uses: the scenario's rules and seed, its `header_faults` setting,
+    /// and its load profile for ranks.
+    pub fn from_scenario(scenario: &Scenario) -> Self {
+        FaultPlan::new(scenario.seed, scenario.faults.clone())
+            .with_header_faults(scenario.proxy.header_faults)
+            .with_targets(scenario.load.targets.clone(), scenario.load.requests)
+    }
+
+    /// Gives the plan the load profile, so `first`/`after`/`every` count only the requests that
+    /// meet a rule's `match` conditions: request `i` sends [`pick_target`]`(seed, i, targets)`, and
+    /// whether it matches is decided from the target's method, path and query. Header conditions
+    /// cannot be known in advance, so for ranks they count as met: a rule with header conditions
+    /// counts every index whose target passes its method, path and query conditions.
+    ///
+    /// Without a profile (a standalone proxy) the rank is the request index itself. Building scans
+    /// `requests` target choices once; memory is one `u64` per 64 requests per counting rule.
+    pub fn with_targets(mut self, targets: Vec<Target>, requests: u64) -> Self {
+        let matchers: Vec<(&Matcher, bool)> = self
+            .rules
+            .iter()
+            .map(|r| (&r.matcher, r.schedule.needs_rank()))
+            .collect();
+        let table = RankTable::build(self.seed, targets, requests, &matchers);
+        self.ranks = Some(Arc::new(table));
+        self
+    }
+
+    /// Turns header-controlled faults (`x-traceforge-fault`) on or off.
+    pub fn with_header_faults(mut self, on: bool) -> Self {
+        self.header_faults = on;
+        self
     }
 
     pub fn rules(&self) -> &[FaultRule] {
@@ -189,140 +382,200 @@ impl FaultPlan {
         self.seed
     }
 
-    /// Decides the faults for one request. Pure: the same `(seed, rules, method, path, request_id)`
-    /// always gives the same decision. Rules are evaluated in order; delays add up and the first
-    /// error or drop ends evaluation. Each rule draws from its own stream, keyed
-    /// `fault/<rule-name>/<request-id>`: first the probability, then any random value it needs.
-    pub fn decide(&self, method: &Method, path: &str, request_id: &str) -> Decision {
+    pub fn header_faults(&self) -> bool {
+        self.header_faults
+    }
+
+    /// How many requests `first`/`after`/`every` of rule `rule` count before request `index`.
+    pub fn rank(&self, rule: usize, index: u64) -> u64 {
+        self.ranks.as_ref().map_or(index, |t| t.rank(rule, index))
+    }
+
+    /// Decides the faults for one request.
+    ///
+    /// Pure given `(seed, rules, load profile, facts)`, except for `max_active`, which counts the
+    /// decisions still alive. Rules are evaluated in order. A rule fires when its `match`
+    /// conditions hold, its schedule admits the request (attempt, index window, time window,
+    /// rank), its probability roll succeeds, and a `max_active` slot is free. Each rule draws from
+    /// its own stream, keyed `fault/<rule-name>/<request-id>`: first the probability roll (always,
+    /// even at probability 1), then any value it needs (a delay, then its jitter).
+    ///
+    /// Combination: delays add up; the first terminal fault (error, drop, reset, hang) ends
+    /// evaluation and discards the body, header and status steps before it; truncate, throttle,
+    /// headers and status steps compose (see [`Decision`]). With `header_faults` on, a valid
+    /// `x-traceforge-fault` header is evaluated last as a rule named `header`, unless a terminal
+    /// fault already fired; a malformed one is ignored and explained in
+    /// [`Decision::header_error`].
+    pub fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
         let mut decision = Decision::default();
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.matcher.matches(method, path) {
-                continue;
-            }
-            let mut rng = seed::rng(self.seed, &format!("fault/{}/{}", rule.name, request_id));
-            // Always draw, even at probability 1, so a rule's later draws do not depend on its probability.
-            let roll: f64 = rng.random();
-            if roll >= rule.probability {
-                continue;
-            }
-            let effect = match &rule.action {
-                FaultAction::Delay(DelaySpec::Fixed(d)) => Effect::Delay(*d),
-                FaultAction::Delay(DelaySpec::Range(lo, hi)) => {
-                    let lo_ns = u64::try_from(lo.as_nanos()).unwrap_or(u64::MAX);
-                    let hi_ns = u64::try_from(hi.as_nanos()).unwrap_or(u64::MAX).max(lo_ns);
-                    Effect::Delay(Duration::from_nanos(rng.random_range(lo_ns..=hi_ns)))
+            let fired = self.evaluate(RuleRef::Index(index), rule, &self.names[index], facts);
+            if let Some(step) = fired {
+                let terminal = step.effect.is_terminal();
+                decision.push(step);
+                if terminal {
+                    return decision;
                 }
-                FaultAction::Error { status } => Effect::Error(*status),
-                FaultAction::Drop => Effect::Drop,
-            };
-            decision.steps.push(Step {
-                rule: index,
-                effect,
-            });
-            if rule.action.is_terminal() {
-                break;
+            }
+        }
+        if self.header_faults {
+            if let Some(value) = facts.headers.get(FAULT_HEADER) {
+                match header_rule(value) {
+                    Ok(rule) => {
+                        let name: Arc<str> = Arc::from(HEADER_RULE);
+                        if let Some(step) = self.evaluate(RuleRef::Header, &rule, &name, facts) {
+                            decision.push(step);
+                        }
+                    }
+                    Err(e) => decision.header_error = Some(e),
+                }
             }
         }
         decision
     }
+
+    /// [`FaultPlan::decide`] for a request known only by method, path and id: no headers, index 0,
+    /// attempt 0, elapsed 0. For callers written before [`RequestFacts`].
+    pub fn decide_basic(&self, method: &Method, path: &str, request_id: &str) -> Decision {
+        self.decide(&RequestFacts::new(method, path, request_id))
+    }
+
+    /// One rule against one request: the step it fires, if it does.
+    fn evaluate(
+        &self,
+        which: RuleRef,
+        rule: &FaultRule,
+        name: &Arc<str>,
+        facts: &RequestFacts<'_>,
+    ) -> Option<Step> {
+        if !rule.matcher.matches(facts) || !rule.schedule.admits(facts) {
+            return None;
+        }
+        if let RuleRef::Index(i) = which {
+            if rule.schedule.needs_rank() && !rule.schedule.admits_rank(self.rank(i, facts.index)) {
+                return None;
+            }
+        }
+        let mut rng = seed::rng(
+            self.seed,
+            &format!("fault/{}/{}", rule.name, facts.request_id),
+        );
+        // Always draw, even at probability 1, so a rule's later draws do not depend on its probability.
+        let roll: f64 = rng.random();
+        if roll >= rule.probability {
+            return None;
+        }
+        let effect = effect_of(&rule.action, &mut rng);
+        let slot = match (which, rule.schedule.max_active) {
+            (RuleRef::Index(i), Some(limit)) => {
+                Some(Arc::new(ActiveSlot::acquire(&self.active[i], limit)?))
+            }
+            _ => None,
+        };
+        Some(Step {
+            rule: which,
+            name: name.clone(),
+            effect,
+            slot,
+        })
+    }
+}
+
+/// The effect of a firing rule, drawing any random value from the rule's stream.
+fn effect_of(action: &FaultAction, rng: &mut Pcg64) -> Effect {
+    match action {
+        FaultAction::Delay { model, jitter } => Effect::Delay(draw_delay(model, *jitter, rng)),
+        FaultAction::Error(reply) => Effect::Error(reply.clone()),
+        FaultAction::Drop => Effect::Drop,
+        FaultAction::Reset => Effect::Reset,
+        FaultAction::Hang { cap } => Effect::Hang { cap: *cap },
+        FaultAction::Truncate { after_bytes } => Effect::Truncate {
+            after_bytes: *after_bytes,
+        },
+        FaultAction::Throttle { bytes_per_second } => Effect::Throttle {
+            bytes_per_second: *bytes_per_second,
+        },
+        FaultAction::Headers { target, ops } => Effect::Headers {
+            target: *target,
+            ops: ops.clone(),
+        },
+        FaultAction::Status(status) => Effect::Status(*status),
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Nanoseconds from a float draw, clamped to `[0, MAX_DURATION]` (NaN is 0).
+fn clamped(ns: f64) -> u64 {
+    if ns.is_nan() {
+        return 0;
+    }
+    ns.clamp(0.0, nanos(MAX_DURATION) as f64) as u64
+}
+
+/// A delay drawn from `model`, plus jitter, in `[0, MAX_DURATION]`. The draw order is part of the
+/// golden-file contract: the base value, then the jitter.
+fn draw_delay(model: &DelayModel, jitter: Option<Duration>, rng: &mut Pcg64) -> Duration {
+    let base = match *model {
+        DelayModel::Fixed(d) => nanos(d),
+        DelayModel::Uniform(lo, hi) => {
+            let lo_ns = nanos(lo);
+            let hi_ns = nanos(hi).max(lo_ns);
+            rng.random_range(lo_ns..=hi_ns)
+        }
+        DelayModel::Normal { mean, stddev } => {
+            match rand_distr::Normal::new(nanos(mean) as f64, nanos(stddev) as f64) {
+                Ok(normal) => clamped(normal.sample(rng)),
+                Err(_) => nanos(mean),
+            }
+        }
+        DelayModel::LogNormal { mean, stddev } => {
+            let (m, s) = (nanos(mean) as f64, nanos(stddev) as f64);
+            if m <= 0.0 {
+                0
+            } else {
+                match rand_distr::LogNormal::from_mean_cv(m, s / m) {
+                    Ok(lognormal) => clamped(lognormal.sample(rng)),
+                    Err(_) => nanos(mean),
+                }
+            }
+        }
+    };
+    let total = match jitter.map(nanos) {
+        Some(j) if j > 0 => {
+            let offset = rng.random_range(0..=j.saturating_mul(2));
+            base.saturating_add(offset).saturating_sub(j)
+        }
+        _ => base,
+    };
+    Duration::from_nanos(total.min(nanos(MAX_DURATION)))
+}
+
+/// The rule a `x-traceforge-fault` header value asks for, validated like a compact fault in a
+/// scenario file, or why it cannot be used.
+fn header_rule(value: &HeaderValue) -> Result<FaultRule, String> {
+    let text = value
+        .to_str()
+        .map_err(|_| format!("{FAULT_HEADER}: the value is not visible ASCII text"))?;
+    let spec = compact::parse(text).map_err(|e| format!("{FAULT_HEADER}: {e}"))?;
+    crate::scenario::compile_rule(&spec, HEADER_RULE).map_err(|e| format!("{FAULT_HEADER}: {e}"))
+}
+
+/// Builds request-header and response-header operations: `remove`, then `set`, then `add`.
+pub fn header_ops(
+    remove: &[HeaderName],
+    set: &[(HeaderName, HeaderValue)],
+    add: &[(HeaderName, HeaderValue)],
+) -> Arc<[HeaderOp]> {
+    remove
+        .iter()
+        .map(|n| HeaderOp::Remove(n.clone()))
+        .chain(set.iter().map(|(n, v)| HeaderOp::Set(n.clone(), v.clone())))
+        .chain(add.iter().map(|(n, v)| HeaderOp::Add(n.clone(), v.clone())))
+        .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(name: &str, action: FaultAction, probability: f64, path: Option<&str>) -> FaultRule {
-        FaultRule {
-            name: name.to_string(),
-            action,
-            probability,
-            matcher: Matcher {
-                path: path.and_then(|p| PathGlob::new(p).ok()),
-                methods: vec![],
-            },
-        }
-    }
-
-    #[test]
-    fn decisions_are_pure_functions_of_seed_rule_and_id() {
-        let plan = FaultPlan::new(
-            42,
-            vec![rule("e", FaultAction::Error { status: 503 }, 0.5, None)],
-        );
-        let ids: Vec<String> = (0..200).map(|i| seed::request_id(1, i, 0)).collect();
-        let forward: Vec<Decision> = ids
-            .iter()
-            .map(|id| plan.decide(&Method::GET, "/", id))
-            .collect();
-        let backward: Vec<Decision> = ids
-            .iter()
-            .rev()
-            .map(|id| plan.decide(&Method::GET, "/", id))
-            .collect();
-        let backward: Vec<Decision> = backward.into_iter().rev().collect();
-        assert_eq!(forward, backward);
-        let hits = forward.iter().filter(|d| !d.is_empty()).count();
-        assert!((60..=140).contains(&hits), "{hits} of 200 at p=0.5");
-    }
-
-    #[test]
-    fn delays_add_up_and_the_first_terminal_wins() {
-        let ms = Duration::from_millis;
-        let plan = FaultPlan::new(
-            1,
-            vec![
-                rule(
-                    "d1",
-                    FaultAction::Delay(DelaySpec::Fixed(ms(10))),
-                    1.0,
-                    None,
-                ),
-                rule("d2", FaultAction::Delay(DelaySpec::Fixed(ms(5))), 1.0, None),
-                rule("drop", FaultAction::Drop, 1.0, Some("/api/*")),
-                rule("err", FaultAction::Error { status: 500 }, 1.0, None),
-            ],
-        );
-        let d = plan.decide(&Method::GET, "/api/x", "id");
-        assert_eq!(d.total_delay(), ms(15));
-        assert_eq!(
-            d.terminal().map(|s| (s.rule, s.effect)),
-            Some((2, Effect::Drop))
-        );
-        let d = plan.decide(&Method::GET, "/other", "id");
-        assert_eq!(d.terminal().map(|s| s.effect), Some(Effect::Error(500)));
-    }
-
-    #[test]
-    fn ranges_stay_in_bounds_and_probability_zero_never_fires() {
-        let ms = Duration::from_millis;
-        let plan = FaultPlan::new(
-            9,
-            vec![
-                rule(
-                    "r",
-                    FaultAction::Delay(DelaySpec::Range(ms(100), ms(200))),
-                    1.0,
-                    None,
-                ),
-                rule("never", FaultAction::Drop, 0.0, None),
-            ],
-        );
-        for i in 0..100 {
-            let d = plan.decide(&Method::GET, "/", &i.to_string());
-            assert!((ms(100)..=ms(200)).contains(&d.total_delay()));
-            assert!(d.terminal().is_none());
-        }
-    }
-
-    #[test]
-    fn globs_keep_single_star_within_a_segment() {
-        let g = PathGlob::new("/api/*").unwrap_or_else(|e| panic!("{e}"));
-        assert!(g.is_match("/api/resource"));
-        assert!(!g.is_match("/api/a/b"));
-        assert!(!g.is_match("/apix"));
-        let prefix = PathGlob::new("{/api,/api/**}").unwrap_or_else(|e| panic!("{e}"));
-        assert!(prefix.is_match("/api"));
-        assert!(prefix.is_match("/api/a/b"));
-        assert!(!prefix.is_match("/apiary"));
-    }
-}
+mod tests;

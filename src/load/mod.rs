@@ -14,12 +14,11 @@ use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::record::{Attempt, ErrorKind, Outcome};
-use crate::scenario::{LoadConfig, Target};
+use crate::scenario::LoadConfig;
 use crate::seed;
 
 /// Header names shared by the load generator, the proxy and the upstream.
@@ -97,22 +96,9 @@ pub async fn run<C>(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Picks request `index`'s target by weight, from the stream keyed `load/target/<index>`.
-pub fn pick_target(seed: u64, index: u64, targets: &[Target]) -> Option<&Target> {
-    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
-    if total == 0 {
-        return targets.first();
-    }
-    let mut roll = seed::rng(seed, &format!("load/target/{index}")).random_range(0..total);
-    for t in targets {
-        let w = u64::from(t.weight);
-        if roll < w {
-            return Some(t);
-        }
-        roll -= w;
-    }
-    targets.last()
-}
+/// Picks request `index`'s target by weight, from the stream keyed `load/target/<index>`. The fault
+/// plan uses the same function to count matching requests in index order.
+pub use crate::fault::pick_target;
 
 /// The wait before retry number `retry` (1-based): the backoff doubled for each earlier retry.
 pub fn backoff(base: Duration, retry: u32) -> Duration {
@@ -317,6 +303,7 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::Target;
 
     #[test]
     fn backoff_doubles_per_retry() {

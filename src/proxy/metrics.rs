@@ -127,15 +127,17 @@ impl Metrics {
 
         for rule in rules {
             match &rule.action {
-                FaultAction::Delay(_) => {
+                FaultAction::Delay { .. } => {
                     delayed.with_label_values(&[rule.name.as_str()]);
                 }
                 FaultAction::Drop => {
                     dropped.with_label_values(&[rule.name.as_str()]);
                 }
-                FaultAction::Error { status } => {
-                    injected_errors.with_label_values(&[rule.name.as_str(), &status.to_string()]);
+                FaultAction::Error(reply) => {
+                    injected_errors
+                        .with_label_values(&[rule.name.as_str(), &reply.status.to_string()]);
                 }
+                _ => {}
             }
         }
         for kind in ["unreachable", "failed", "timeout"] {

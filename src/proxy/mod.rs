@@ -32,7 +32,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use crate::fault::{Decision, Effect, FaultPlan};
+use crate::fault::{self, Effect, FaultPlan, RequestFacts};
 use crate::ids::{IdSource, Ids};
 use crate::scenario::ProxyConfig;
 use crate::server::{self, Listening, Shutdown};
@@ -67,6 +67,10 @@ pub struct Proxy<C = HttpConnector> {
     ids: IdSource,
     client: Client<C, ProxyBody>,
     metrics: Metrics,
+    /// When the proxy started: time windows in fault rules count from here.
+    started: tokio::time::Instant,
+    /// Stands in for the request index when a client does not send `x-traceforge-index`.
+    arrivals: std::sync::atomic::AtomicU64,
 }
 
 impl Proxy<HttpConnector> {
@@ -95,6 +99,8 @@ where
             ids: IdSource::new(options.seed, "proxy"),
             client,
             metrics,
+            started: tokio::time::Instant::now(),
+            arrivals: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -123,16 +129,29 @@ where
         // 1. Ids first: the fault decision keys on the request id, so it must exist before step 2.
         let ids = self.ids.assign(req.headers());
 
-        // 2. Decide: a pure function of (seed, rule, request id), so arrival order cannot change it.
-        let decision = self
-            .plan
-            .decide(req.method(), req.uri().path(), &ids.request_id);
-        let fired = self.fired_names(&decision);
+        // 2. Decide: a pure function of the seed, the rule, the request id and the request index the
+        // load generator sends, so arrival order cannot change it. Other clients get an arrival count.
+        let index = fault::index_from_headers(req.headers()).unwrap_or_else(|| {
+            self.arrivals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        });
+        let facts = RequestFacts {
+            method: req.method(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: req.headers(),
+            request_id: &ids.request_id,
+            index,
+            attempt: fault::attempt_from_headers(req.headers()).unwrap_or(0),
+            elapsed: self.started.elapsed(),
+        };
+        let decision = self.plan.decide(&facts);
+        let fired = decision.fired_rules();
 
         // 3. Apply: delays add up and come before anything else, so a delayed error is slow too.
         for step in &decision.steps {
             if matches!(step.effect, Effect::Delay(_)) {
-                self.metrics.delay_fired(self.rule_name(step.rule));
+                self.metrics.delay_fired(&step.name);
             }
         }
         let delay = decision.total_delay();
@@ -143,9 +162,9 @@ where
         }
         let (mut response, outcome, detail) = match decision.terminal() {
             Some(step) => {
-                let rule = self.rule_name(step.rule);
-                let (status, kind, outcome) = match step.effect {
-                    Effect::Error(status) => (status, "error", Outcome::InjectedError),
+                let rule: &str = &step.name;
+                let (status, kind, outcome) = match &step.effect {
+                    Effect::Error(reply) => (reply.status, "error", Outcome::InjectedError),
                     _ => (503, "drop", Outcome::Dropped),
                 };
                 (synthetic(rule, kind, status), outcome, rule.to_string())
@@ -185,21 +204,6 @@ where
         );
         flight.finish(outcome, status, &detail);
         response
-    }
-
-    fn rule_name(&self, index: usize) -> &str {
-        self.plan
-            .rules()
-            .get(index)
-            .map_or("unknown", |r| r.name.as_str())
-    }
-
-    fn fired_names(&self, decision: &Decision) -> Vec<&str> {
-        decision
-            .steps
-            .iter()
-            .map(|s| self.rule_name(s.rule))
-            .collect()
     }
 
     fn metrics_response(&self) -> Response<ProxyBody> {

@@ -176,8 +176,11 @@ pub(crate) fn parse_unknown(message: &str) -> Option<Unknown> {
         list.split(", ")
             .map(|s| s.trim_matches('`').to_string())
             .collect()
-    } else if let Some(one) = rest.strip_prefix(", expected ") {
-        vec![one.trim_matches('`').to_string()]
+    } else if let Some(few) = rest.strip_prefix(", expected ") {
+        // serde writes two candidates as "`a` or `b`".
+        few.split(" or ")
+            .map(|s| s.trim_matches('`').to_string())
+            .collect()
     } else {
         Vec::new()
     };
@@ -209,6 +212,9 @@ mod tests {
         let u = parse_unknown("unknown variant `dealy`, expected `delay`")
             .unwrap_or_else(|| panic!("not parsed"));
         assert_eq!((u.what, u.expected.len()), ("value", 1));
+        let u = parse_unknown("unknown variant `reponse`, expected `request` or `response`")
+            .unwrap_or_else(|| panic!("not parsed"));
+        assert_eq!(u.expected, vec!["request", "response"]);
     }
 
     #[test]

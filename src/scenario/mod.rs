@@ -10,6 +10,8 @@ pub mod error;
 pub mod spec;
 mod validate;
 
+pub(crate) use validate::compile_rule;
+
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -66,6 +68,8 @@ pub struct Route {
 pub struct ProxyConfig {
     pub add_response_headers: Vec<(HeaderName, HeaderValue)>,
     pub upstream_timeout: Duration,
+    /// Honour `x-traceforge-fault` request headers (see `fault::FAULT_HEADER`).
+    pub header_faults: bool,
 }
 
 impl Default for ProxyConfig {
@@ -73,6 +77,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             add_response_headers: Vec::new(),
             upstream_timeout: Duration::from_secs(30),
+            header_faults: false,
         }
     }
 }

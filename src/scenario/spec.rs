@@ -40,8 +40,8 @@ pub struct ScenarioSpec {
     pub upstream: UpstreamSpec,
 
     /// The faults the proxy injects, evaluated in order for every request: delays add up, the first
-    /// error or drop wins. Each entry is a table (`[[faults]]`) or a compact string such as
-    /// `"error:503:0.2:/api"`.
+    /// terminal fault (error, drop, reset, hang) wins, body, header and status faults compose. Each
+    /// entry is a table (`[[faults]]`) or a compact string such as `"error:503:0.2:/api"`.
     #[serde(default)]
     pub faults: Vec<FaultEntry>,
 
@@ -106,6 +106,8 @@ fn default_status() -> u16 {
 }
 
 /// One fault rule: a table, or the compact string grammar.
+// A scenario holds a handful of these, read once: boxing the table would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum FaultEntry {
@@ -165,6 +167,17 @@ impl JsonSchema for FaultEntry {
 }
 
 /// A fault rule as a table.
+///
+/// Rules are evaluated in order for every request. Delays add up; the first terminal fault
+/// (`error`, `drop`, `reset`, `hang`) wins and ends evaluation, and the body, header and status
+/// faults that fired before it are dropped (the request is never forwarded, so they would do
+/// nothing). Body faults (`truncate`, `throttle`), `headers` and `status` rewrites compose with
+/// delays and with each other: of two `truncate`s the smaller `after_bytes` wins, of two
+/// `throttle`s the lower rate, of several `status` rewrites the last one.
+///
+/// A rule fires when all of these hold: its `match` conditions; its deterministic pattern
+/// (`first`, `after`, `every`, `attempts`, `from_request`/`until_request`); its time window
+/// (`from`/`until`); its `probability` roll; and its `max_active` limit.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
@@ -180,14 +193,81 @@ pub struct FaultSpec {
     /// What the fault does.
     pub kind: FaultKind,
 
-    /// For `delay`: how long to hold the request before forwarding it, `"100ms"` or a range `"100ms..500ms"`.
+    /// For `delay`: how long to hold the request before forwarding it, `"100ms"` or a range
+    /// `"100ms..500ms"` (each request draws its own value uniformly). Give either `delay` or
+    /// `distribution`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<DelaySpec>,
 
-    /// For `error`: the status of the synthetic response, 100 to 599.
+    /// For `delay`: draw each request's delay from a distribution with `mean` and `stddev`
+    /// instead of `delay`. Values below zero are clamped to zero. Example:
+    /// `{ kind = "delay", distribution = "lognormal", mean = "200ms", stddev = "50ms" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+
+    /// For `delay` with `distribution`: the mean of the delay, such as `"200ms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<DurationSpec>,
+
+    /// For `delay` with `distribution`: the standard deviation of the delay, such as `"50ms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stddev: Option<DurationSpec>,
+
+    /// For `delay`: add a uniform value between `-jitter` and `+jitter` to each delay (the result
+    /// never goes below zero). Example: `jitter = "20ms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<DurationSpec>,
+
+    /// For `error`: the status of the synthetic response. For `status`: the status that replaces
+    /// the upstream's. 100 to 599.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 599))]
     pub status: Option<u16>,
+
+    /// For `error`: the body of the synthetic response. Default: a short text naming the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+
+    /// For `error`: headers of the synthetic response, such as `{ "content-type" = "application/json" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+
+    /// For `error`: send `Retry-After` with this duration in whole seconds, rounded up. Example:
+    /// `retry_after = "1.5s"` sends `Retry-After: 2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<DurationSpec>,
+
+    /// For `hang`: answer 504 after this long instead of never answering. Example: `cap = "30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<DurationSpec>,
+
+    /// For `truncate`: how many bytes of the upstream's response body the client gets before the
+    /// connection is closed. 0 sends only the status and headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_bytes: Option<u64>,
+
+    /// For `throttle`: the rate, in bytes per second, at which the response body is streamed to the
+    /// client (per connection). At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub bytes_per_second: Option<u64>,
+
+    /// For `headers`: whether to change the request sent upstream or the response sent to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<HeaderTarget>,
+
+    /// For `headers`: headers to append (existing values are kept), such as `{ "x-chaos" = "1" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<BTreeMap<String, String>>,
+
+    /// For `headers`: headers to set, replacing every existing value, such as `{ "cache-control" = "no-store" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<BTreeMap<String, String>>,
+
+    /// For `headers`: names of headers to remove, such as `["etag", "last-modified"]`. Applied
+    /// first, then `set`, then `add`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove: Option<Vec<String>>,
 
     /// The chance, from 0 to 1, that a matching request gets this fault. Decided per request from the
     /// seed, the rule and the request id, so arrival order cannot change it. Default 1.
@@ -198,28 +278,148 @@ pub struct FaultSpec {
     /// Which requests the rule applies to; every request when left out.
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     pub matcher: Option<MatchSpec>,
+
+    /// Fire only for the first N requests that meet `match`, counted by request index (the load
+    /// generator's logical request number, so retries of one request count once). Combine with
+    /// `attempts = 1` for "fail once, then succeed on retry". At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub first: Option<u64>,
+
+    /// Fire only after the first N requests that meet `match`, counted like `first`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+
+    /// Fire for every Nth request that meets `match` (the 1st, the N+1th, ...), counted like
+    /// `first`. At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub every: Option<u64>,
+
+    /// Fire only on the first K attempts of a request (attempts count from 0, so `attempts = 1`
+    /// hits the first try and lets the retry through). At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub attempts: Option<u32>,
+
+    /// Fire only for requests whose index is at least this. Deterministic under any clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_request: Option<u64>,
+
+    /// Fire only for requests whose index is below this. Deterministic under any clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_request: Option<u64>,
+
+    /// Fire only for requests arriving at least this long after the start of the run, such as
+    /// `"2s"`. On the real clock, which request lands inside a time window depends on timing: check
+    /// windows with expectations, not per-request golden lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<DurationSpec>,
+
+    /// Fire only for requests arriving less than this long after the start of the run, such as
+    /// `"5s"`. Timing-dependent on the real clock, like `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DurationSpec>,
+
+    /// At most N requests under this rule at once (Envoy's `max_active_faults`): while N are
+    /// active, further requests pass unharmed. Depends on timing and arrival order. At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_active: Option<u32>,
+}
+
+impl FaultSpec {
+    /// A rule of `kind` with every other field left out.
+    pub fn new(kind: FaultKind) -> Self {
+        FaultSpec {
+            name: None,
+            kind,
+            delay: None,
+            distribution: None,
+            mean: None,
+            stddev: None,
+            jitter: None,
+            status: None,
+            body: None,
+            headers: None,
+            retry_after: None,
+            cap: None,
+            after_bytes: None,
+            bytes_per_second: None,
+            target: None,
+            add: None,
+            set: None,
+            remove: None,
+            probability: None,
+            matcher: None,
+            first: None,
+            after: None,
+            every: None,
+            attempts: None,
+            from_request: None,
+            until_request: None,
+            from: None,
+            until: None,
+            max_active: None,
+        }
+    }
 }
 
 /// What a fault does to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FaultKind {
-    /// Hold the request for `delay`, then forward it. Example: `{ kind = "delay", delay = "100ms..500ms" }`.
+    /// Hold the request, then forward it. Fixed, a uniform range, or a distribution, plus optional
+    /// jitter. Example: `{ kind = "delay", delay = "100ms..500ms", jitter = "20ms" }`.
     Delay,
-    /// Answer with a synthetic `status` without forwarding. Example: `{ kind = "error", status = 503, probability = 0.2 }`.
+    /// Answer with a synthetic `status` (optional `body`, `headers`, `retry_after`) without
+    /// forwarding. Example: `{ kind = "error", status = 429, retry_after = "2s", body = "slow down" }`.
     Error,
     /// Answer 503 without forwarding, as if the service were gone. Example: `{ kind = "drop", probability = 0.1 }`.
     Drop,
+    /// Close the client connection abruptly, with no response. Example: `{ kind = "reset", probability = 0.05 }`.
+    Reset,
+    /// Accept the request and never answer; with `cap`, answer 504 after that long. Tests client
+    /// timeouts. Example: `{ kind = "hang", cap = "30s", first = 1 }`.
+    Hang,
+    /// Forward, then cut the response body after `after_bytes` bytes and close the connection.
+    /// Example: `{ kind = "truncate", after_bytes = 1024 }`.
+    Truncate,
+    /// Forward, then stream the response body at `bytes_per_second` (a slow download). Example:
+    /// `{ kind = "throttle", bytes_per_second = 20480 }`.
+    Throttle,
+    /// Change request or response headers: `add`, `set`, `remove`. Example:
+    /// `{ kind = "headers", target = "response", set = { "cache-control" = "no-store" }, remove = ["etag"] }`.
+    Headers,
+    /// Forward, then replace the upstream's status with `status`, keeping its body. Example:
+    /// `{ kind = "status", status = 500, every = 10 }`.
+    Status,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 3] = [FaultKind::Delay, FaultKind::Error, FaultKind::Drop];
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Delay,
+        FaultKind::Error,
+        FaultKind::Drop,
+        FaultKind::Reset,
+        FaultKind::Hang,
+        FaultKind::Truncate,
+        FaultKind::Throttle,
+        FaultKind::Headers,
+        FaultKind::Status,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             FaultKind::Delay => "delay",
             FaultKind::Error => "error",
             FaultKind::Drop => "drop",
+            FaultKind::Reset => "reset",
+            FaultKind::Hang => "hang",
+            FaultKind::Truncate => "truncate",
+            FaultKind::Throttle => "throttle",
+            FaultKind::Headers => "headers",
+            FaultKind::Status => "status",
         }
     }
 }
@@ -228,6 +428,36 @@ impl fmt::Display for FaultKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The distribution a `delay` fault draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    /// Normal (Gaussian) with `mean` and `stddev`; draws below zero become zero.
+    Normal,
+    /// Log-normal whose own mean and standard deviation are `mean` and `stddev` (not those of its
+    /// logarithm): a long right tail, like real latencies. `mean` must be above zero.
+    Lognormal,
+}
+
+impl fmt::Display for Distribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Distribution::Normal => "normal",
+            Distribution::Lognormal => "lognormal",
+        })
+    }
+}
+
+/// Which message a `headers` fault changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderTarget {
+    /// The request the proxy forwards upstream.
+    Request,
+    /// The response the proxy returns to the client.
+    Response,
 }
 
 /// Conditions a request must meet for a rule to apply; all given conditions must hold.
@@ -242,6 +472,16 @@ pub struct MatchSpec {
     /// The method or methods, such as `"GET"` or `["GET", "POST"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<Methods>,
+
+    /// Request headers and their exact values; `"*"` means present with any value. Names are
+    /// case-insensitive. Example: `{ "x-user" = "42", "x-canary" = "*" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+
+    /// Query parameters and their exact values (after percent-decoding); `"*"` means present with
+    /// any value. Names are case-sensitive. Example: `{ "debug" = "1", "id" = "*" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<BTreeMap<String, String>>,
 }
 
 /// One HTTP method or a list of them.
@@ -313,6 +553,12 @@ pub struct ProxySpec {
     /// How long the proxy waits for the upstream before answering 504. Default `"30s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_timeout: Option<DurationSpec>,
+
+    /// Let clients ask for a fault on one request with the header `x-traceforge-fault` holding a
+    /// compact fault (`error:503`, `delay:200ms`, `drop`). It is evaluated after the scenario's
+    /// rules, as a rule named `header`. A malformed value is ignored (and reported). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub header_faults: bool,
 }
 
 /// The load profile: a closed loop of `requests`, at most `concurrency` in flight.

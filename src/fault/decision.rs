@@ -1,0 +1,336 @@
+//! What the proxy must do to one request: the [`Decision`] `FaultPlan::decide` returns, its
+//! [`Step`]s and their [`Effect`]s, with every random value already drawn. The proxy applies a
+//! decision; it never draws or decides anything itself.
+//!
+//! How the proxy applies a decision, in order:
+//! 1. Wait [`Decision::total_delay`] (all delays add up).
+//! 2. If there is a [`Decision::terminal`] step, answer with it and do not forward (see [`Effect`]).
+//! 3. Otherwise apply [`Decision::request_headers`] to the request, forward it, replace the status
+//!    with [`Decision::status_rewrite`], apply [`Decision::response_headers`], and send the body,
+//!    cut after [`Decision::truncate_after`] bytes and paced at [`Decision::throttle`] bytes/s.
+//! 4. Keep the decision alive until the response is finished: it holds the `max_active` slots.
+//!
+//! Every synthetic response (error, drop, hang's 504) carries `x-fault-injected: <rule name>`;
+//! [`Decision::fired_rules`] names every rule that fired, in order, for logs and outcomes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::scenario::spec::HeaderTarget;
+
+/// The effect of a fired rule, with any random values already drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Hold the request this long before anything else. Delays of several rules add up.
+    Delay(Duration),
+    /// Terminal. Answer with [`ErrorReply`] without forwarding.
+    Error(Arc<ErrorReply>),
+    /// Terminal. Answer `503 Service Unavailable` without forwarding.
+    Drop,
+    /// Terminal. Close the client connection at once, without any response (with `SO_LINGER` 0
+    /// where the platform allows, so the client sees a TCP RST). Do not forward.
+    Reset,
+    /// Terminal. Do not forward and do not answer: hold the connection open until the client gives
+    /// up. With `cap`, answer `504 Gateway Timeout` once `cap` has passed (counted after the delays).
+    Hang { cap: Option<Duration> },
+    /// Forward, send the upstream's status and headers (Content-Length kept, so the client can
+    /// tell the body is short), then only the first `after_bytes` bytes of the body, then close
+    /// the connection (no final chunk on a chunked body).
+    Truncate { after_bytes: u64 },
+    /// Forward, then send the response body at no more than `bytes_per_second` on this
+    /// connection, pacing in small chunks.
+    Throttle { bytes_per_second: u64 },
+    /// Change the request sent upstream or the response sent back: apply `ops` in order.
+    Headers {
+        target: HeaderTarget,
+        ops: Arc<[HeaderOp]>,
+    },
+    /// Forward, then answer with this status instead of the upstream's, keeping its headers and body.
+    Status(u16),
+}
+
+impl Effect {
+    /// The fault kind, as written in scenario files (`delay`, `error`, ...): for metrics and outcomes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Effect::Delay(_) => "delay",
+            Effect::Error(_) => "error",
+            Effect::Drop => "drop",
+            Effect::Reset => "reset",
+            Effect::Hang { .. } => "hang",
+            Effect::Truncate { .. } => "truncate",
+            Effect::Throttle { .. } => "throttle",
+            Effect::Headers { .. } => "headers",
+            Effect::Status(_) => "status",
+        }
+    }
+
+    /// Terminal effects answer the request themselves (or never answer it): nothing is forwarded.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Effect::Error(_) | Effect::Drop | Effect::Reset | Effect::Hang { .. }
+        )
+    }
+}
+
+/// The synthetic response of an `error` fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorReply {
+    pub status: u16,
+    /// `None`: the proxy's default body (a short text naming the rule).
+    pub body: Option<String>,
+    /// Sent as given, after the proxy's own headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Send `Retry-After` (see [`ErrorReply::retry_after_value`]).
+    pub retry_after: Option<Duration>,
+}
+
+impl ErrorReply {
+    /// A reply with only a status.
+    pub fn status(status: u16) -> Self {
+        ErrorReply {
+            status,
+            body: None,
+            headers: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// The `Retry-After` header value: whole seconds, rounded up (`1.2s` -> `2`).
+    pub fn retry_after_value(&self) -> Option<HeaderValue> {
+        let d = self.retry_after?;
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        Some(HeaderValue::from(secs))
+    }
+}
+
+/// One change to a header map.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderOp {
+    /// Remove every value of the header.
+    Remove(HeaderName),
+    /// Replace every value of the header with this one.
+    Set(HeaderName, HeaderValue),
+    /// Append a value, keeping existing ones.
+    Add(HeaderName, HeaderValue),
+}
+
+impl HeaderOp {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        match self {
+            HeaderOp::Remove(name) => {
+                headers.remove(name);
+            }
+            HeaderOp::Set(name, value) => {
+                headers.insert(name.clone(), value.clone());
+            }
+            HeaderOp::Add(name, value) => {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// Which rule a step came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleRef {
+    /// The rule at this position in the plan.
+    Index(usize),
+    /// The `x-traceforge-fault` request header (named `header`).
+    Header,
+}
+
+/// One rule that fired for a request.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub rule: RuleRef,
+    /// The rule's name (`header` for the header-controlled fault).
+    pub name: Arc<str>,
+    pub effect: Effect,
+    /// The `max_active` slot this step holds, if its rule has a limit. Never read: it is held
+    /// for its `Drop`, which releases the slot.
+    #[allow(dead_code)]
+    pub(crate) slot: Option<Arc<ActiveSlot>>,
+}
+
+impl PartialEq for Step {
+    /// Slots are runtime bookkeeping, not part of what was decided.
+    fn eq(&self, other: &Self) -> bool {
+        self.rule == other.rule && self.name == other.name && self.effect == other.effect
+    }
+}
+
+/// What happens to one request: the rules that fired, in order. Holding a decision holds the
+/// `max_active` slots of its rules; dropping it (and every clone) releases them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    pub steps: Vec<Step>,
+    /// Why the `x-traceforge-fault` header was ignored, when it was malformed. The proxy logs it
+    /// and may echo it in an `x-traceforge-fault-error` response header.
+    pub header_error: Option<String>,
+}
+
+impl Decision {
+    /// Adds a fired step. A terminal step drops the body, header and status steps before it (the
+    /// request will not be forwarded, so they could do nothing) and releases their slots.
+    pub(crate) fn push(&mut self, step: Step) {
+        if step.effect.is_terminal() {
+            self.steps.retain(|s| matches!(s.effect, Effect::Delay(_)));
+        }
+        self.steps.push(step);
+    }
+
+    /// The sum of every delay that fired: delays add up.
+    pub fn total_delay(&self) -> Duration {
+        self.steps
+            .iter()
+            .map(|s| match s.effect {
+                Effect::Delay(d) => d,
+                _ => Duration::ZERO,
+            })
+            .sum()
+    }
+
+    /// The terminal step (error, drop, reset or hang), if any. It is always the last step, and
+    /// then only delays come before it.
+    pub fn terminal(&self) -> Option<&Step> {
+        self.steps.last().filter(|s| s.effect.is_terminal())
+    }
+
+    /// Whether the request goes upstream at all.
+    pub fn forwards(&self) -> bool {
+        self.terminal().is_none()
+    }
+
+    /// Cut the response body after this many bytes, then close: the smallest `after_bytes` that fired.
+    pub fn truncate_after(&self) -> Option<u64> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s.effect {
+                Effect::Truncate { after_bytes } => Some(after_bytes),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Stream the response body at this many bytes per second: the lowest rate that fired.
+    pub fn throttle(&self) -> Option<u64> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s.effect {
+                Effect::Throttle { bytes_per_second } => Some(bytes_per_second),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The status that replaces the upstream's: the last `status` rewrite that fired.
+    pub fn status_rewrite(&self) -> Option<u16> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s.effect {
+                Effect::Status(status) => Some(status),
+                _ => None,
+            })
+            .next_back()
+    }
+
+    /// Changes to the request before it is forwarded, in the order to apply them.
+    pub fn request_headers(&self) -> impl Iterator<Item = &HeaderOp> {
+        self.header_ops(HeaderTarget::Request)
+    }
+
+    /// Changes to the upstream's response before it is returned, in the order to apply them.
+    pub fn response_headers(&self) -> impl Iterator<Item = &HeaderOp> {
+        self.header_ops(HeaderTarget::Response)
+    }
+
+    fn header_ops(&self, want: HeaderTarget) -> impl Iterator<Item = &HeaderOp> {
+        self.steps.iter().flat_map(move |s| match &s.effect {
+            Effect::Headers { target, ops } if *target == want => ops.iter(),
+            _ => [].iter(),
+        })
+    }
+
+    /// The names of the rules that fired, in firing order (for the `x-traceforge-fault` response
+    /// header, outcomes and logs).
+    pub fn fired_rules(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| &*s.name).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// One request counted against a rule's `max_active`; released when dropped.
+#[derive(Debug)]
+pub(crate) struct ActiveSlot {
+    counter: Arc<AtomicU32>,
+}
+
+impl ActiveSlot {
+    /// Takes a slot if fewer than `limit` are taken.
+    pub(crate) fn acquire(counter: &Arc<AtomicU32>, limit: u32) -> Option<Self> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ActiveSlot {
+                counter: counter.clone(),
+            })
+    }
+}
+
+impl Drop for ActiveSlot {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let mut reply = ErrorReply::status(429);
+        assert_eq!(reply.retry_after_value(), None);
+        for (d, want) in [
+            (1000, "1"),
+            (1001, "2"),
+            (1500, "2"),
+            (0, "0"),
+            (60_000, "60"),
+        ] {
+            reply.retry_after = Some(Duration::from_millis(d));
+            assert_eq!(
+                reply.retry_after_value(),
+                Some(HeaderValue::from_static(want))
+            );
+        }
+    }
+
+    #[test]
+    fn header_ops_apply_in_order() {
+        let name = HeaderName::from_static("x-a");
+        let mut map = HeaderMap::new();
+        map.insert(name.clone(), HeaderValue::from_static("old"));
+        for op in [
+            HeaderOp::Add(name.clone(), HeaderValue::from_static("two")),
+            HeaderOp::Set(name.clone(), HeaderValue::from_static("one")),
+            HeaderOp::Add(name.clone(), HeaderValue::from_static("more")),
+        ] {
+            op.apply(&mut map);
+        }
+        let values: Vec<_> = map.get_all(&name).iter().collect();
+        assert_eq!(values, ["one", "more"]);
+        HeaderOp::Remove(name.clone()).apply(&mut map);
+        assert!(map.get(&name).is_none());
+    }
+}
