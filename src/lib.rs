@@ -22,6 +22,7 @@ pub mod scenario;
 pub mod schema;
 pub mod seed;
 pub mod server;
+pub mod transport;
 pub mod upstream;
 
 pub use scenario::{Scenario, ScenarioError, load, parse_str};
