@@ -18,7 +18,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes every header named by `Connection`, then the fixed hop-by-hop set.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Read the names first: `Connection` itself is removed below.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

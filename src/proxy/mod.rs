@@ -14,6 +14,8 @@
 mod headers;
 pub mod metrics;
 
+pub use headers::strip_hop_by_hop;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# TraceForge benchmarks, side by side with their peers, on loopback only.
+#
+#   bash bench/run.sh            # everything (about 10 minutes on 2 cores)
+#   bash bench/run.sh proxy      # one part: proxy | load | scenarios | delay | scale
+#
+# Installs what it uses (wrk, nginx-light, GNU time via apt; oha via cargo), builds TraceForge in
+# release mode, starts every server itself on 127.0.0.1 ports, runs A and B interleaved for
+# several rounds and prints medians and ratios. Everything it starts is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${ROUNDS:-3}          # interleaved rounds per comparison
+DURATION=${DURATION:-5}      # seconds per wrk run
+CONNS=${CONNS:-32}           # connections for the proxy comparison
+WORK=$(mktemp -d)
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do kill "$pid" 2>/dev/null || true; done
+  [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+need() {
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+  [[ -x /usr/bin/time ]] || missing+=(time)
+  if ((${#missing[@]})); then
+    echo "==> installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! command -v oha >/dev/null; then
+    echo "==> installing oha (cargo install, a few minutes)"
+    cargo install oha --locked --quiet
+  fi
+  echo "==> building traceforge (release)"
+  cargo build --release --quiet
+}
+
+TF=$ROOT/target/release/traceforge
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# Starts a command in the background, waits for it to print its address, echoes the address.
+start_tf() {
+  local log=$WORK/$1.log; shift
+  "$@" >"$log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do
+    if grep -q "listening on" "$log"; then
+      grep -m1 -o "http://[0-9.:]*" "$log"
+      return
+    fi
+    sleep 0.05
+  done
+  echo "failed to start: $*" >&2; cat "$log" >&2; exit 1
+}
+
+start_nginx() { # upstream_url port
+  cat >"$WORK/nginx.conf" <<CONF
+worker_processes 1;
+daemon on;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream backend { server ${1#http://}; keepalive 64; }
+  server {
+    listen 127.0.0.1:$2;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+  taskset -c 0 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK"
+  for _ in $(seq 1 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$2") 2>/dev/null && return
+    sleep 0.05
+  done
+  echo "nginx did not start" >&2; exit 1
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wrk with latency; prints "req_per_s p50_ms p99_ms".
+wrk_run() {
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$1" 2>&1 | python3 "$ROOT/bench/parse_wrk.py"
+}
+
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.2f}")' "$@"; }
+
+bench_proxy() {
+  echo
+  echo "## Proxy overhead: wrk -t1 -c$CONNS -d${DURATION}s, proxies pinned to core 0, wrk and upstream on core 1"
+  local up tf nginx_port
+  up=$(start_tf upstream taskset -c 1 "$TF" upstream --listen 127.0.0.1:0 --workers 1)
+  tf=$(start_tf proxy taskset -c 0 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --workers 1)
+  nginx_port=$(free_port)
+  start_nginx "$up" "$nginx_port"
+  local path=/api/resource
+  declare -A rps p50 p99
+  for r in $(seq 1 "$ROUNDS"); do
+    for target in direct traceforge nginx; do
+      case $target in
+        direct) url=$up$path ;;
+        traceforge) url=$tf$path ;;
+        nginx) url=http://127.0.0.1:$nginx_port$path ;;
+      esac
+      read -r a b c < <(wrk_run "$url")
+      rps[$target]+=" $a"; p50[$target]+=" $b"; p99[$target]+=" $c"
+    done
+  done
+  printf "| %-22s | %10s | %8s | %8s |\n" target "req/s" "p50 ms" "p99 ms"
+  printf "|%s|%s|%s|%s|\n" "------------------------" "------------" "----------" "----------"
+  for target in direct traceforge nginx; do
+    # shellcheck disable=SC2086
+    printf "| %-22s | %10s | %8s | %8s |\n" "$target" "$(median ${rps[$target]})" "$(median ${p50[$target]})" "$(median ${p99[$target]})"
+  done
+  # shellcheck disable=SC2086
+  echo "traceforge / nginx throughput: $(python3 -c "print(f'{$(median ${rps[traceforge]})/$(median ${rps[nginx]}):.2f}')")"
+  kill "$(cat "$WORK/nginx.pid")"; rm -f "$WORK/nginx.pid"
+}
+
+bench_load() {
+  echo
+  echo "## Load generators against the same upstream (pinned to core 1), generators on core 0: n=$((50000)), c=50"
+  local up n=50000 c=50
+  up=$(start_tf upstream2 taskset -c 1 "$TF" upstream --listen 127.0.0.1:0 --workers 1)
+  local url=$up/api/resource
+  declare -A rps cpu rss
+  for r in $(seq 1 "$ROUNDS"); do
+    for gen in traceforge oha wrk; do
+      local out=$WORK/time-$gen.txt start end
+      start=$(date +%s.%N)
+      case $gen in
+        traceforge) /usr/bin/time -f "%U %S %M" -o "$out" taskset -c 0 "$TF" load --url "$url" --n $n --concurrency $c --workers 1 >/dev/null ;;
+        oha) /usr/bin/time -f "%U %S %M" -o "$out" taskset -c 0 oha -n $n -c $c --no-tui "$url" >/dev/null ;;
+        wrk) /usr/bin/time -f "%U %S %M" -o "$out" taskset -c 0 wrk -t1 -c$c -d3s "$url" >"$WORK/wrk-load.txt" ;;
+      esac
+      end=$(date +%s.%N)
+      read -r user sys maxrss <"$out"
+      local count=$n
+      [[ $gen == wrk ]] && count=$(python3 "$ROOT/bench/parse_wrk.py" --requests <"$WORK/wrk-load.txt")
+      rps[$gen]+=" $(python3 -c "print($count/($end-$start))")"
+      cpu[$gen]+=" $(python3 -c "print(($user+$sys)*1e6/$count)")"
+      rss[$gen]+=" $((maxrss / 1024))"
+    done
+  done
+  printf "| %-12s | %10s | %16s | %12s |\n" generator "req/s" "CPU µs/request" "peak RSS MB"
+  printf "|%s|%s|%s|%s|\n" "--------------" "------------" "------------------" "--------------"
+  for gen in traceforge oha wrk; do
+    # shellcheck disable=SC2086
+    printf "| %-12s | %10s | %16s | %12s |\n" "$gen" "$(median ${rps[$gen]})" "$(median ${cpu[$gen]})" "$(median ${rss[$gen]})"
+  done
+}
+
+bench_scenarios() {
+  echo
+  echo "## traceforge run, each shipped scenario (wall time includes the scenario's own injected delays)"
+  printf "| %-28s | %10s | %12s |\n" scenario "wall s" "peak RSS MB"
+  printf "|%s|%s|%s|\n" "------------------------------" "------------" "--------------"
+  for f in scenarios/*.toml; do
+    local out=$WORK/time.txt
+    /usr/bin/time -f "%e %M" -o "$out" "$TF" run "$f" --golden-dir "$WORK/golden" >/dev/null 2>&1 || true
+    read -r wall maxrss <"$out"
+    printf "| %-28s | %10s | %12s |\n" "$(basename "$f" .toml)" "$wall" "$((maxrss / 1024))"
+  done
+}
+
+bench_delay() {
+  echo
+  echo "## Delay accuracy: a 50ms delay rule, 2000 requests at concurrency 20; excess over 50ms"
+  local up tf
+  up=$(start_tf upstream3 "$TF" upstream --listen 127.0.0.1:0)
+  tf=$(start_tf proxy3 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --fault delay:50ms)
+  "$TF" load --url "$tf/api/resource" --n 2000 --concurrency 20 --output "$WORK/delay.csv" --format csv >/dev/null
+  "$TF" load --url "$up/api/resource" --n 2000 --concurrency 20 --output "$WORK/direct.csv" --format csv >/dev/null
+  python3 "$ROOT/bench/delay_excess.py" "$WORK/delay.csv" "$WORK/direct.csv" 50
+}
+
+bench_scale() {
+  echo
+  echo "## Scale: no faults, closed loop at concurrency 64, demo upstream in-process"
+  printf "| %10s | %10s | %12s | %10s |\n" requests "wall s" "peak RSS MB" "req/s"
+  printf "|%s|%s|%s|%s|\n" "------------" "------------" "--------------" "------------"
+  for n in 10000 100000 1000000; do
+    local out=$WORK/time.txt
+    /usr/bin/time -f "%e %M" -o "$out" "$TF" run bench/scenarios/no-faults.toml --golden-dir "$WORK/golden" \
+      --set load.requests=$n >/dev/null 2>&1 || true
+    read -r wall maxrss <"$out"
+    printf "| %10s | %10s | %12s | %10s |\n" "$n" "$wall" "$((maxrss / 1024))" "$(python3 -c "print(round($n/$wall))")"
+  done
+}
+
+need
+echo "machine: $(nproc) cores, $(python3 -c 'import os; print(round(os.sysconf("SC_PAGE_SIZE")*os.sysconf("SC_PHYS_PAGES")/2**30))') GiB, $(uname -sr)"
+echo "versions: $($TF --version), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $($NGINX -v 2>&1), $(oha --version)"
+parts=("${@:-proxy load scenarios delay scale}")
+for part in ${parts[*]}; do "bench_$part"; done
