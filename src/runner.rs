@@ -14,10 +14,15 @@ use crate::expect;
 use crate::fault::FaultPlan;
 use crate::golden::{self, BodyBuilder};
 use crate::load::{self, LoadOptions};
-use crate::proxy::{self, ProxyOptions};
+use crate::proxy::{self, Proxy, ProxyOptions};
 use crate::record::{Format, OutcomeWriter, Summary};
 use crate::scenario::Scenario;
-use crate::upstream::{self, UpstreamOptions};
+use crate::server::{Listening, Shutdown};
+use crate::transport::MemoryNetwork;
+use crate::upstream::{self, Upstream, UpstreamOptions};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::Connect;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// How to run a scenario and where its results go.
 #[derive(Debug, Clone)]
@@ -85,7 +90,7 @@ pub enum RunError {
 const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
-/// Plays one scenario end to end.
+/// Plays one scenario end to end on the real clock, over loopback TCP.
 pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunError> {
     // The upstream first: the built-in demo unless the scenario names a real one.
     let (upstream_uri, demo) = match &scenario.upstream.url {
@@ -94,70 +99,141 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             (url.clone(), None)
         }
         None => {
-            let listening = upstream::spawn(
-                LOOPBACK,
-                UpstreamOptions {
-                    routes: scenario.upstream.routes.clone(),
-                    static_dir: options.static_dir.clone(),
-                    seed: scenario.seed,
-                },
-            )
-            .await
-            .map_err(|source| RunError::Spawn {
-                what: "demo upstream",
-                addr: LOOPBACK,
-                source,
-            })?;
-            let uri = format!("http://{}", listening.addr)
-                .parse::<Uri>()
-                .map_err(|e| RunError::Spawn {
+            let listening = upstream::spawn(LOOPBACK, upstream_options(scenario, options))
+                .await
+                .map_err(|source| RunError::Spawn {
                     what: "demo upstream",
-                    addr: listening.addr,
-                    source: std::io::Error::other(e),
+                    addr: LOOPBACK,
+                    source,
                 })?;
+            let uri = listening_uri(&listening, "demo upstream")?;
             (uri, Some(listening))
         }
     };
-    let proxy = proxy::spawn(
-        LOOPBACK,
-        ProxyOptions {
-            upstream: upstream_uri,
-            plan: Arc::new(FaultPlan::from_scenario(scenario)),
-            config: scenario.proxy.clone(),
-            seed: scenario.seed,
-        },
-    )
-    .await
-    .map_err(|source| RunError::Spawn {
-        what: "proxy",
-        addr: LOOPBACK,
-        source,
-    })?;
-
-    let base: Uri = format!("http://{}", proxy.addr)
-        .parse()
-        .map_err(|e| RunError::Spawn {
+    let proxy = proxy::spawn(LOOPBACK, proxy_options(scenario, upstream_uri))
+        .await
+        .map_err(|source| RunError::Spawn {
             what: "proxy",
-            addr: proxy.addr,
-            source: std::io::Error::other(e),
+            addr: LOOPBACK,
+            source,
         })?;
+    let base = listening_uri(&proxy, "proxy")?;
+    let client = load::tcp_client(scenario.load.concurrency);
     let mut body = BodyBuilder::default();
-    let played = play(
-        LoadOptions {
-            base,
-            seed: scenario.seed,
-            load: scenario.load.clone(),
-        },
-        options,
-        |outcome| body.push(outcome),
-    )
+    let played = play_with(client, load_options(scenario, base), options, |outcome| {
+        body.push(outcome)
+    })
     .await;
     proxy.shutdown().await;
     if let Some(demo) = demo {
         demo.shutdown().await;
     }
     let (summary, output) = played?;
+    finish(scenario, options, summary, output, body)
+}
 
+/// Plays one scenario on the virtual clock: the same upstream, proxy and load generator, over
+/// in-memory pipes, on a single-threaded runtime whose clock is paused and jumps to the next timer
+/// whenever every task waits on one. Latencies are exact. Only the time driver is enabled, so a
+/// stray real socket fails loudly instead of leaking real time into the run. Blocking: call it from
+/// a thread that is not running a tokio runtime.
+pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|source| RunError::Spawn {
+            what: "virtual-time runtime",
+            addr: LOOPBACK,
+            source,
+        })?;
+    runtime.block_on(async {
+        let network = MemoryNetwork::new();
+        let demo = Arc::new(Upstream::new(upstream_options(scenario, options)));
+        network.listen(VIRTUAL_UPSTREAM, move |io| {
+            tokio::spawn(upstream::serve_connection(
+                io,
+                demo.clone(),
+                Shutdown::never(),
+            ));
+        });
+        let upstream_uri = Uri::from_static("http://upstream.traceforge");
+        let proxy =
+            Proxy::with_connector(proxy_options(scenario, upstream_uri), network.connector())
+                .map_err(|source| RunError::Spawn {
+                    what: "proxy",
+                    addr: LOOPBACK,
+                    source,
+                })?;
+        let proxy = Arc::new(proxy);
+        network.listen(VIRTUAL_PROXY, move |io| {
+            tokio::spawn(proxy::serve_connection(
+                io,
+                proxy.clone(),
+                Shutdown::never(),
+            ));
+        });
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(scenario.load.concurrency as usize)
+            .build(network.connector());
+        let base = Uri::from_static("http://proxy.traceforge");
+        let mut body = BodyBuilder::default();
+        let (summary, output) = play_with(client, load_options(scenario, base), options, |o| {
+            body.push(o)
+        })
+        .await?;
+        finish(scenario, options, summary, output, body)
+    })
+}
+
+/// The in-memory addresses of a virtual-time run.
+const VIRTUAL_UPSTREAM: &str = "upstream.traceforge:80";
+const VIRTUAL_PROXY: &str = "proxy.traceforge:80";
+
+fn upstream_options(scenario: &Scenario, options: &RunOptions) -> UpstreamOptions {
+    UpstreamOptions {
+        routes: scenario.upstream.routes.clone(),
+        static_dir: options.static_dir.clone(),
+        seed: scenario.seed,
+    }
+}
+
+fn proxy_options(scenario: &Scenario, upstream: Uri) -> ProxyOptions {
+    ProxyOptions {
+        upstream,
+        plan: Arc::new(FaultPlan::from_scenario(scenario)),
+        config: scenario.proxy.clone(),
+        seed: scenario.seed,
+    }
+}
+
+fn load_options(scenario: &Scenario, base: Uri) -> LoadOptions {
+    LoadOptions {
+        base,
+        seed: scenario.seed,
+        load: scenario.load.clone(),
+    }
+}
+
+fn listening_uri(listening: &Listening, what: &'static str) -> Result<Uri, RunError> {
+    format!("http://{}", listening.addr)
+        .parse::<Uri>()
+        .map_err(|e| RunError::Spawn {
+            what,
+            addr: listening.addr,
+            source: std::io::Error::other(e),
+        })
+}
+
+/// Expectations and the golden verdict, once every outcome is in.
+fn finish(
+    scenario: &Scenario,
+    options: &RunOptions,
+    summary: Summary,
+    output: Option<(PathBuf, u64)>,
+    body: BodyBuilder,
+) -> Result<RunReport, RunError> {
     let interrupted =
         options.stop.load(Ordering::Relaxed) && summary.requests < scenario.load.requests;
     let expectations = expect::check(&scenario.expect, &summary);
@@ -184,14 +260,28 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     })
 }
 
-/// Plays a load profile and records it: every outcome is streamed to the output file (opened
-/// before the first request, so a bad path fails fast), added to the summary and passed to
-/// `observe`. The file is completed on every path out, including a failed write or a stop.
+/// Plays a load profile over TCP and records it; see [`play_with`].
 pub async fn play(
     load_options: LoadOptions,
     options: &RunOptions,
-    mut observe: impl FnMut(&crate::record::Outcome),
+    observe: impl FnMut(&crate::record::Outcome),
 ) -> Result<(Summary, Option<(PathBuf, u64)>), RunError> {
+    let client = load::tcp_client(load_options.load.concurrency);
+    play_with(client, load_options, options, observe).await
+}
+
+/// Plays a load profile with `client` and records it: every outcome is streamed to the output file
+/// (opened before the first request, so a bad path fails fast), added to the summary and passed to
+/// `observe`. The file is completed on every path out, including a failed write or a stop.
+pub async fn play_with<C>(
+    client: load::HttpClient<C>,
+    load_options: LoadOptions,
+    options: &RunOptions,
+    mut observe: impl FnMut(&crate::record::Outcome),
+) -> Result<(Summary, Option<(PathBuf, u64)>), RunError>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     let mut writer = match &options.output {
         Some(path) => {
             let output_error = |source| RunError::Output {
@@ -207,7 +297,6 @@ pub async fn play(
         None => None,
     };
     let (tx, mut rx) = mpsc::channel(1024);
-    let client = load::tcp_client(load_options.load.concurrency);
     let load_task = tokio::spawn(load::run(client, load_options, tx, options.stop.clone()));
 
     let mut summary = Summary::default();

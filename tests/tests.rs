@@ -11,3 +11,4 @@ mod scenario_file; // rendered scenario errors, overrides, no panic on any input
 mod schema; // the committed JSON schema and the shipped scenarios against it
 mod serve_cli; // `traceforge upstream|proxy` as processes: printed address, SIGTERM, env and .env
 mod upstream; // the demo upstream: routes, ids, static containment, malformed bytes, shutdown
+mod virtual_time; // the virtual clock: in-memory pipes, paused time, exact latencies
