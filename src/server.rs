@@ -4,10 +4,19 @@
 //! Nothing here knows about routes or faults: the upstream and the proxy hand in a hyper service.
 //! Connections are generic over `AsyncRead + AsyncWrite`, so a virtual-time mode can run the same
 //! services over `tokio::io::duplex` pipes; every timer goes through tokio's clock.
+//!
+//! A service that must end its own connection abruptly (the proxy's `reset` and `truncate` faults)
+//! is served with [`serve_controlled`], which hands it a [`ConnectionControl`]; the transport says
+//! how to make a close abrupt ([`Transport`]: a TCP RST, or a plain close on a pipe).
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
@@ -15,9 +24,9 @@ use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// How long a graceful shutdown waits for in-flight connections before cutting them off.
@@ -90,7 +99,52 @@ impl Shutdown {
 /// Serves HTTP/1.1 on one connection of any transport until the client closes it, the connection
 /// fails, or `shutdown` fires (then the request in flight finishes first). Malformed requests get
 /// hyper's 400 and close only their own connection.
-pub async fn serve_connection<IO, S, B>(io: IO, service: S, mut shutdown: Shutdown)
+pub async fn serve_connection<IO, S, B>(io: IO, service: S, shutdown: Shutdown)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    drive(io, service, shutdown).await;
+}
+
+/// [`serve_connection`] for a service that may end its connection abruptly: `make_service` gets
+/// the connection's [`ConnectionControl`]. When the service asks, the connection is dropped
+/// mid-exchange: at once, with an abortive close ([`ConnectionControl::reset`]), or once every
+/// byte written so far has been flushed ([`ConnectionControl::close_after_flush`]).
+pub async fn serve_controlled<IO, S, B>(
+    io: IO,
+    make_service: impl FnOnce(ConnectionControl) -> S,
+    shutdown: Shutdown,
+) where
+    IO: Transport,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let control = ConnectionControl::default();
+    let io = Controlled {
+        io,
+        control: control.clone(),
+    };
+    let service = make_service(control.clone());
+    tokio::select! {
+        biased;
+        // Dropping the connection drops the in-flight service future and the transport; the
+        // transport's drop makes the close abrupt when a reset was asked for.
+        () = control.closing() => tracing::debug!("connection closed by the service"),
+        () = drive(io, service, shutdown) => {}
+    }
+}
+
+async fn drive<IO, S, B>(io: IO, service: S, mut shutdown: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -116,6 +170,157 @@ where
     if let Err(e) = result {
         // Client-side trouble (reset, bad bytes, header timeout) is routine for a server.
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A byte stream a controlled connection runs on, and how to close it abruptly.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Makes the coming close abortive where the transport has such a thing. The default does
+    /// nothing: the close is an ordinary end of stream.
+    fn set_abortive_close(&self) {}
+}
+
+impl Transport for TcpStream {
+    /// `SO_LINGER` 0: closing the socket sends a RST and discards unsent data, so the client sees
+    /// "connection reset" rather than a clean end of stream.
+    fn set_abortive_close(&self) {
+        if let Err(e) = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO)) {
+            tracing::debug!(error = %e, "cannot set SO_LINGER 0; the close will be a FIN");
+        }
+    }
+}
+
+/// An in-memory pipe has no RST: dropping it ends the peer's stream.
+impl Transport for tokio::io::DuplexStream {}
+
+const OPEN: u8 = 0;
+const CLOSE_AFTER_FLUSH: u8 = 1;
+const CLOSE: u8 = 2;
+const RESET: u8 = 3;
+
+/// The handle a service uses to end its own connection abruptly (see [`serve_controlled`]).
+/// Cloning shares the connection. A control that belongs to no connection does nothing.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionControl(Arc<ControlState>);
+
+#[derive(Debug, Default)]
+struct ControlState {
+    state: AtomicU8,
+    notify: Notify,
+}
+
+impl ConnectionControl {
+    /// Drop the connection now, abortively (TCP RST where possible): the client gets no response.
+    pub fn reset(&self) {
+        self.0.state.store(RESET, Ordering::Release);
+        self.0.notify.notify_one();
+    }
+
+    /// Drop the connection once every byte written to it so far has been flushed to the
+    /// transport: the client gets what was sent, then an end of stream. Used to cut a body.
+    pub fn close_after_flush(&self) {
+        // Only from OPEN: a reset, or a close already under way, stays what it is.
+        let _ = self.0.state.compare_exchange(
+            OPEN,
+            CLOSE_AFTER_FLUSH,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    fn state(&self) -> u8 {
+        self.0.state.load(Ordering::Acquire)
+    }
+
+    /// The transport finished a flush: a pending close-after-flush may go ahead.
+    fn flushed(&self) {
+        let closing = self
+            .0
+            .state
+            .compare_exchange(
+                CLOSE_AFTER_FLUSH,
+                CLOSE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if closing {
+            self.0.notify.notify_one();
+        }
+    }
+
+    /// Resolves when the connection must be dropped.
+    async fn closing(&self) {
+        loop {
+            // `notify_one` stores a permit when nobody waits, so no request is lost between the
+            // check and the wait.
+            let notified = self.0.notify.notified();
+            if matches!(self.state(), CLOSE | RESET) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The transport of a controlled connection: reports flushes to the control, and makes the close
+/// abortive on drop when the control asked for a reset.
+struct Controlled<IO: Transport> {
+    io: IO,
+    control: ConnectionControl,
+}
+
+impl<IO: Transport> Drop for Controlled<IO> {
+    fn drop(&mut self) {
+        if self.control.state() == RESET {
+            self.io.set_abortive_close();
+        }
+    }
+}
+
+impl<IO: Transport> AsyncRead for Controlled<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: Transport> AsyncWrite for Controlled<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    /// hyper flushes the transport only once its own write buffer is empty, so a finished flush
+    /// means every byte handed to hyper so far is on its way to the client.
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = ready!(Pin::new(&mut self.io).poll_flush(cx));
+        if result.is_ok() {
+            self.control.flushed();
+        }
+        Poll::Ready(result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -22,14 +22,19 @@ use crate::support::{
 };
 
 /// The fault rules of a scenario snippet (`[[faults]]` tables or compact strings), validated.
-fn plan(seed: u64, faults_toml: &str) -> FaultPlan {
+pub(crate) fn plan(seed: u64, faults_toml: &str) -> FaultPlan {
     let text = format!("name = \"proxy-test\"\nseed = {seed}\n{faults_toml}\n");
     let scenario = traceforge::parse_str("test", &text, &[])
         .unwrap_or_else(|e| panic!("invalid test scenario: {e}"));
     FaultPlan::new(seed, scenario.faults)
 }
 
-async fn start_proxy(upstream: &str, plan: FaultPlan, config: ProxyConfig, seed: u64) -> Listening {
+pub(crate) async fn start_proxy(
+    upstream: &str,
+    plan: FaultPlan,
+    config: ProxyConfig,
+    seed: u64,
+) -> Listening {
     let upstream: Uri = upstream.parse().unwrap_or_else(|e| panic!("{e}"));
     proxy::spawn(
         loopback(),
@@ -44,7 +49,7 @@ async fn start_proxy(upstream: &str, plan: FaultPlan, config: ProxyConfig, seed:
     .unwrap_or_else(|e| panic!("spawn proxy: {e}"))
 }
 
-async fn demo_upstream(routes: Vec<Route>) -> Listening {
+pub(crate) async fn demo_upstream(routes: Vec<Route>) -> Listening {
     upstream::spawn(
         loopback(),
         UpstreamOptions {
@@ -56,7 +61,7 @@ async fn demo_upstream(routes: Vec<Route>) -> Listening {
     .unwrap_or_else(|e| panic!("spawn upstream: {e}"))
 }
 
-async fn scrape(proxy: &Listening) -> Vec<support::Sample> {
+pub(crate) async fn scrape(proxy: &Listening) -> Vec<support::Sample> {
     let reply = get(&client(), &format!("{}/metrics", proxy.url()), &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
     parse_exposition(&reply.text())
@@ -190,7 +195,7 @@ async fn a_drop_rule_of_one_answers_503_and_the_upstream_sees_nothing() {
         )
         .await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(reply.header("x-fault-injected"), Some("traceforge"));
+        assert_eq!(reply.header("x-fault-injected"), Some("drop-1"));
         assert_eq!(reply.header("x-traceforge-fault"), Some("drop-1"));
         assert!(reply.header("x-request-id").is_some());
         let body = reply.json();
@@ -239,7 +244,7 @@ match = { path = "/api/*" }
         reply.header("x-traceforge-fault"),
         Some("slow-api, api-503")
     );
-    assert_eq!(reply.header("x-fault-injected"), Some("traceforge"));
+    assert_eq!(reply.header("x-fault-injected"), Some("api-503"));
     assert_eq!(
         reply.header("x-chaos"),
         Some("on"),

@@ -5,6 +5,7 @@
 mod support; // shared helpers: paths, the built binary, small servers
 
 mod cli_validate; // the binary: `validate`, `schema`, `run` on invalid input, exit codes in --help
+mod faults; // every fault kind, matcher and timing over real sockets: the client sees what the issue says
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
 mod run; // `traceforge run` end to end, golden verdicts, outputs, the standalone load generator
 mod scenario_file; // rendered scenario errors, overrides, no panic on any input

@@ -410,3 +410,40 @@ async fn shutdown_and_drop_both_stop_the_server() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_answers_exactly_n_bytes_and_refuses_bad_sizes() {
+    let server = start(UpstreamOptions::default()).await;
+    let c = client();
+    for n in [0usize, 1, 17, 16384] {
+        let reply = get(&c, &format!("{}/api/bytes/{n}", server.url()), &[]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body.len(), n);
+        assert_eq!(reply.header("content-length"), Some(n.to_string().as_str()));
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/octet-stream")
+        );
+        assert!(
+            reply
+                .body
+                .iter()
+                .zip(b"0123456789abcdef".iter().cycle())
+                .all(|(a, b)| a == b)
+        );
+    }
+    for bad in ["x", "-1", "", "99999999999"] {
+        let reply = get(&c, &format!("{}/api/bytes/{bad}", server.url()), &[]).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let reply = send(
+        &c,
+        Method::POST,
+        &format!("{}/api/bytes/3", server.url()),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    server.shutdown().await;
+}

@@ -215,21 +215,26 @@ where
         return (attempt, None);
     };
     let started = Instant::now();
+    // The fault names arrive with the head: keep them when the body then fails or times out (a
+    // truncated or throttled body), so the attempt still says which rules fired.
+    let mut head_faults = Vec::new();
     let exchange = async {
         let response = client
             .request(request)
             .await
             .map_err(|e| classify_client(&e))?;
         let (parts, body) = response.into_parts();
+        head_faults = fault_names(&parts.headers);
         let body = body.collect().await.map_err(|e| classify(&e))?;
         Ok::<_, ErrorKind>((parts, body.to_bytes().len() as u64))
     };
     let mut returned_trace = None;
-    match tokio::time::timeout(options.load.timeout, exchange).await {
+    let result = tokio::time::timeout(options.load.timeout, exchange).await;
+    attempt.faults = head_faults;
+    match result {
         Ok(Ok((parts, bytes))) => {
             attempt.status = Some(parts.status.as_u16());
             attempt.bytes = bytes;
-            attempt.faults = fault_names(&parts.headers);
             returned_trace = parts
                 .headers
                 .get(X_TRACE_ID)

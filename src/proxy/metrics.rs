@@ -3,11 +3,21 @@
 //!
 //! Counting rules, so the numbers add up:
 //! - `requests_total` counts a request when it arrives (after `/metrics`, which is not traffic).
-//! - `delayed_total{rule}` counts a delay rule when it fires, before the wait.
+//! - `faults_total{rule,kind}` counts every rule that fired, of every kind, when it is decided;
+//!   `delayed_total{rule}` counts a delay rule when it fires, before the wait.
 //! - every request ends in exactly one of `forwarded_total`, `dropped_total{rule}`,
-//!   `injected_errors_total{rule,status}`, `upstream_errors_total{kind}` or `cancelled_total`
-//!   (the client went away first: the guard counts it on drop). So at rest,
-//!   `requests_total` equals the sum of those, and `in_flight` is 0.
+//!   `injected_errors_total{rule,status}`, `upstream_errors_total{kind}`, `resets_total{rule}`
+//!   (closed with no response), `hangs_total{rule}` (counted when the hang starts, whether it ends
+//!   with the client giving up or with the cap's 504) or `cancelled_total` (the client went away
+//!   before any of those: the guard counts it on drop). So at rest, `requests_total` equals the
+//!   sum of those seven, and `in_flight` is 0.
+//! - what a forwarded response went through: `truncated_total{rule}` (bodies actually cut: a body
+//!   shorter than the limit is not), `throttled_total{rule}` (bodies paced),
+//!   `header_rewrites_total{rule,target}` and `status_rewrites_total{rule,status}`.
+//! - `in_flight` covers a request from arrival until its response body is done (or the client has
+//!   gone), so a throttled download counts for as long as it streams.
+
+use std::sync::Arc;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -16,6 +26,7 @@ use prometheus::{
 use tokio::time::Instant;
 
 use crate::fault::{FaultAction, FaultRule};
+use crate::scenario::spec::HeaderTarget;
 
 /// Latency buckets, in seconds: from sub-millisecond loopback hops to the default 30s timeout.
 const BUCKETS: &[f64] = &[
@@ -29,6 +40,10 @@ pub enum Outcome {
     Dropped,
     InjectedError,
     UpstreamError,
+    /// A `reset` fault closed the connection without a response.
+    Reset,
+    /// A `hang` fault held the request (the client gave up, or the cap's 504 went out).
+    Hang,
 }
 
 impl Outcome {
@@ -38,6 +53,8 @@ impl Outcome {
             Outcome::Dropped => "dropped",
             Outcome::InjectedError => "injected_error",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::Reset => "reset",
+            Outcome::Hang => "hang",
         }
     }
 }
@@ -53,6 +70,13 @@ pub struct Metrics {
     injected_errors: IntCounterVec,
     upstream_errors: IntCounterVec,
     cancelled: IntCounter,
+    faults: IntCounterVec,
+    resets: IntCounterVec,
+    hangs: IntCounterVec,
+    truncated: IntCounterVec,
+    throttled: IntCounterVec,
+    header_rewrites: IntCounterVec,
+    status_rewrites: IntCounterVec,
     responses: IntCounterVec,
     in_flight: IntGauge,
     duration: HistogramVec,
@@ -105,6 +129,41 @@ impl Metrics {
             "traceforge_proxy_cancelled_total",
             "Requests abandoned by their client before the proxy answered.",
         )?;
+        let faults = counter_vec(
+            "traceforge_proxy_faults_total",
+            "Fault rules fired, by rule and kind (every kind; a request can fire several).",
+            &["rule", "kind"],
+        )?;
+        let resets = counter_vec(
+            "traceforge_proxy_resets_total",
+            "Connections closed abruptly with no response by a reset rule, by rule.",
+            &["rule"],
+        )?;
+        let hangs = counter_vec(
+            "traceforge_proxy_hangs_total",
+            "Requests held unanswered by a hang rule (until the client gave up or the cap's 504), by rule.",
+            &["rule"],
+        )?;
+        let truncated = counter_vec(
+            "traceforge_proxy_truncated_total",
+            "Response bodies cut short by a truncate rule (bodies under the limit are not counted), by rule.",
+            &["rule"],
+        )?;
+        let throttled = counter_vec(
+            "traceforge_proxy_throttled_total",
+            "Response bodies paced by a throttle rule, by rule.",
+            &["rule"],
+        )?;
+        let header_rewrites = counter_vec(
+            "traceforge_proxy_header_rewrites_total",
+            "Requests or responses whose headers a headers rule changed, by rule and target.",
+            &["rule", "target"],
+        )?;
+        let status_rewrites = counter_vec(
+            "traceforge_proxy_status_rewrites_total",
+            "Upstream statuses replaced by a status rule, by rule and new status.",
+            &["rule", "status"],
+        )?;
         let responses = counter_vec(
             "traceforge_proxy_responses_total",
             "Responses sent, by status.",
@@ -126,6 +185,7 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
 
         for rule in rules {
+            faults.with_label_values(&[rule.name.as_str(), rule.action.kind()]);
             match &rule.action {
                 FaultAction::Delay { .. } => {
                     delayed.with_label_values(&[rule.name.as_str()]);
@@ -137,7 +197,24 @@ impl Metrics {
                     injected_errors
                         .with_label_values(&[rule.name.as_str(), &reply.status.to_string()]);
                 }
-                _ => {}
+                FaultAction::Reset => {
+                    resets.with_label_values(&[rule.name.as_str()]);
+                }
+                FaultAction::Hang { .. } => {
+                    hangs.with_label_values(&[rule.name.as_str()]);
+                }
+                FaultAction::Truncate { .. } => {
+                    truncated.with_label_values(&[rule.name.as_str()]);
+                }
+                FaultAction::Throttle { .. } => {
+                    throttled.with_label_values(&[rule.name.as_str()]);
+                }
+                FaultAction::Headers { target, .. } => {
+                    header_rewrites.with_label_values(&[rule.name.as_str(), target_label(*target)]);
+                }
+                FaultAction::Status(status) => {
+                    status_rewrites.with_label_values(&[rule.name.as_str(), &status.to_string()]);
+                }
             }
         }
         for kind in ["unreachable", "failed", "timeout"] {
@@ -152,6 +229,13 @@ impl Metrics {
             injected_errors,
             upstream_errors,
             cancelled,
+            faults,
+            resets,
+            hangs,
+            truncated,
+            throttled,
+            header_rewrites,
+            status_rewrites,
             responses,
             in_flight,
             duration,
@@ -174,34 +258,84 @@ impl Metrics {
     }
 
     /// Starts counting one request; the returned guard records how it ends.
-    pub fn start(&self) -> Flight<'_> {
+    pub fn start(self: &Arc<Self>) -> Flight {
         self.requests.inc();
         self.in_flight.inc();
         Flight {
-            metrics: self,
+            metrics: self.clone(),
             started: Instant::now(),
-            done: false,
+            settled: false,
         }
     }
 
     pub fn delay_fired(&self, rule: &str) {
         self.delayed.with_label_values(&[rule]).inc();
     }
+
+    /// A rule fired (any kind).
+    pub fn fault_fired(&self, rule: &str, kind: &str) {
+        self.faults.with_label_values(&[rule, kind]).inc();
+    }
+
+    pub fn body_truncated(&self, rule: &str) {
+        self.truncated.with_label_values(&[rule]).inc();
+    }
+
+    pub fn body_throttled(&self, rule: &str) {
+        self.throttled.with_label_values(&[rule]).inc();
+    }
+
+    pub fn headers_rewritten(&self, rule: &str, target: HeaderTarget) {
+        self.header_rewrites
+            .with_label_values(&[rule, target_label(target)])
+            .inc();
+    }
+
+    pub fn status_rewritten(&self, rule: &str, status: u16) {
+        self.status_rewrites
+            .with_label_values(&[rule, &status.to_string()])
+            .inc();
+    }
 }
 
-/// One request in flight. Finish it with its outcome; dropped unfinished (the client disconnected
-/// and hyper dropped the handler), it counts as cancelled. Either way `in_flight` goes back down.
+fn target_label(target: HeaderTarget) -> &'static str {
+    match target {
+        HeaderTarget::Request => "request",
+        HeaderTarget::Response => "response",
+    }
+}
+
+/// One request in flight, from arrival until its response body is done. Settle it with its
+/// outcome; dropped unsettled (the client disconnected and hyper dropped the handler), it counts
+/// as cancelled. Either way `in_flight` goes back down when it is dropped, so keep it with the
+/// response body.
 #[derive(Debug)]
-pub struct Flight<'a> {
-    metrics: &'a Metrics,
+pub struct Flight {
+    metrics: Arc<Metrics>,
     started: Instant,
-    done: bool,
+    settled: bool,
 }
 
-impl Flight<'_> {
-    /// Records the outcome. `rule` names the terminal fault rule, `kind` the upstream failure.
-    pub fn finish(mut self, outcome: Outcome, status: u16, detail: &str) {
-        let m = self.metrics;
+impl Flight {
+    /// Records the outcome and the response sent. `detail` names the terminal fault rule, or the
+    /// upstream failure kind. After [`Flight::settle`], only the response is recorded.
+    pub fn finish(&mut self, outcome: Outcome, status: u16, detail: &str) {
+        if !self.settled {
+            self.count(outcome, status, detail);
+        }
+        self.responded(outcome, status);
+    }
+
+    /// Records how the request ended before any response: a reset never sends one, a hang may send
+    /// its cap's 504 later ([`Flight::finish`] then records only that response).
+    pub fn settle(&mut self, outcome: Outcome, detail: &str) {
+        if !self.settled {
+            self.count(outcome, 0, detail);
+        }
+    }
+
+    fn count(&mut self, outcome: Outcome, status: u16, detail: &str) {
+        let m = &self.metrics;
         match outcome {
             Outcome::Forwarded => m.forwarded.inc(),
             Outcome::Dropped => m.dropped.with_label_values(&[detail]).inc(),
@@ -210,18 +344,29 @@ impl Flight<'_> {
                 .with_label_values(&[detail, &status.to_string()])
                 .inc(),
             Outcome::UpstreamError => m.upstream_errors.with_label_values(&[detail]).inc(),
+            Outcome::Reset => m.resets.with_label_values(&[detail]).inc(),
+            Outcome::Hang => m.hangs.with_label_values(&[detail]).inc(),
         }
+        self.settled = true;
+    }
+
+    /// Records a response head sent: its status and the time since arrival.
+    fn responded(&mut self, outcome: Outcome, status: u16) {
+        let m = &self.metrics;
         m.responses.with_label_values(&[&status.to_string()]).inc();
         m.duration
             .with_label_values(&[outcome.label()])
             .observe(self.started.elapsed().as_secs_f64());
-        self.done = true;
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
-impl Drop for Flight<'_> {
+impl Drop for Flight {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.settled {
             self.metrics.cancelled.inc();
         }
         self.metrics.in_flight.dec();

@@ -4,13 +4,31 @@
 //! The service is generic over the connection it serves ([`serve_connection`]) and over the
 //! connector that reaches the upstream ([`Proxy::with_connector`]); TCP is what [`spawn`] uses today.
 //!
+//! What each fault does on the wire (see [`Effect`]):
+//! - `delay`: the request waits before anything else; delays of several rules add up.
+//! - `error`: a synthetic response (the rule's status, body, headers and `Retry-After`).
+//! - `drop`: a synthetic `503`.
+//! - `reset`: no response; the connection is closed at once, with a TCP RST (`SO_LINGER` 0).
+//! - `hang`: no response until the client gives up; with a cap, a synthetic `504` after it.
+//! - `truncate`: the upstream's status and headers (its `Content-Length` kept), the first N body
+//!   bytes, then the connection is closed.
+//! - `throttle`: the upstream's body paced at N bytes per second.
+//! - `headers`: header changes on the request sent upstream, or on the response sent back.
+//! - `status`: the upstream's status replaced, its headers and body kept.
+//!
 //! Headers the load generator and users rely on:
 //! - [`X_TRACEFORGE_FAULT`] on every response where at least one rule fired (delays included): the
-//!   fired rule names in firing order, `slow-api, api-503`.
-//! - [`X_FAULT_INJECTED`]` = traceforge` on synthetic responses (injected errors and drops), whose JSON
-//!   body names the rule: `{"error":"fault injected","rule":"api-503","kind":"error","status":503}`.
+//!   fired rule names in firing order, `slow-api, api-503`. On a truncated response it comes with
+//!   the head, before the cut; a reset has no response to carry it.
+//! - [`X_FAULT_INJECTED`]` = <rule name>` on synthetic responses (error, drop, hang's 504). Unless
+//!   an error rule gives its own body, the JSON body names the rule too:
+//!   `{"error":"fault injected","rule":"api-503","kind":"error","status":503}`.
 //! - `X-Trace-Id` and `X-Request-Id` on every response, and sent upstream (see [`crate::ids`]).
+//! - The request header `x-traceforge-fault` is a control header: it is never forwarded, whether
+//!   or not header-controlled faults are on. A malformed one is ignored, logged at debug level and
+//!   explained in the [`X_TRACEFORGE_FAULT_ERROR`] response header.
 
+mod body;
 mod headers;
 pub mod metrics;
 
@@ -24,27 +42,31 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use crate::fault::{self, Effect, FaultPlan, RequestFacts};
+use crate::fault::{self, Decision, Effect, ErrorReply, FaultPlan, RequestFacts, Step};
 use crate::ids::{IdSource, Ids};
 use crate::scenario::ProxyConfig;
-use crate::server::{self, Listening, Shutdown};
+use crate::scenario::spec::HeaderTarget;
+use crate::server::{self, ConnectionControl, Listening, Shutdown};
+use body::{Cut, FaultBody, Pace};
 
 pub use metrics::{Metrics, Outcome};
 
 /// The fired rule names, in firing order, comma-separated.
 pub const X_TRACEFORGE_FAULT: HeaderName = HeaderName::from_static("x-traceforge-fault");
-/// Marks a synthetic response (injected error or drop); its value is always `traceforge`.
+/// Marks a synthetic response (error, drop, hang's 504); its value names the rule.
 pub const X_FAULT_INJECTED: HeaderName = HeaderName::from_static("x-fault-injected");
+/// Why a malformed `x-traceforge-fault` request header was ignored.
+pub const X_TRACEFORGE_FAULT_ERROR: HeaderName =
+    HeaderName::from_static("x-traceforge-fault-error");
 
 /// Response bodies: streamed from the upstream, or small synthetic ones.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -68,7 +90,7 @@ pub struct Proxy<C = HttpConnector> {
     config: ProxyConfig,
     ids: IdSource,
     client: Client<C, ProxyBody>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     /// When the proxy started: time windows in fault rules count from here.
     started: tokio::time::Instant,
     /// Stands in for the request index when a client does not send `x-traceforge-index`.
@@ -100,7 +122,7 @@ where
             config: options.config,
             ids: IdSource::new(options.seed, "proxy"),
             client,
-            metrics,
+            metrics: Arc::new(metrics),
             started: tokio::time::Instant::now(),
             arrivals: std::sync::atomic::AtomicU64::new(0),
         })
@@ -110,8 +132,14 @@ where
         &self.metrics
     }
 
-    /// Answers one request. Never fails: every problem is an HTTP response.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// Answers one request on the connection `conn`. Never fails: every problem is an HTTP
+    /// response, except for the faults whose point is to give none (`reset`, `hang`): their
+    /// future never completes, and the connection ends it.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnectionControl,
+    ) -> Response<ProxyBody> {
         // The proxy's own endpoint, answered before anything else: it is not traffic, so it gets
         // no ids, no faults and no counts.
         if req.method() == Method::GET && req.uri().path() == "/metrics" {
@@ -125,14 +153,93 @@ where
             ));
         }
         // Counting starts now; the guard records the outcome, or a cancellation if the client
-        // disconnects and hyper drops this future.
-        let flight = self.metrics.start();
+        // disconnects and hyper drops this future. It lives until the response body is done.
+        let mut flight = self.metrics.start();
 
         // 1. Ids first: the fault decision keys on the request id, so it must exist before step 2.
         let ids = self.ids.assign(req.headers());
 
         // 2. Decide: a pure function of the seed, the rule, the request id and the request index the
         // load generator sends, so arrival order cannot change it. Other clients get an arrival count.
+        let decision = self.decide(&req, &ids);
+        let fired = decision.fired_rules().join(", ");
+        for step in &decision.steps {
+            self.metrics.fault_fired(&step.name, step.effect.kind());
+            if matches!(step.effect, Effect::Delay(_)) {
+                self.metrics.delay_fired(&step.name);
+            }
+        }
+        if let Some(error) = &decision.header_error {
+            // The header is the client's to fix; the request goes on without it.
+            tracing::debug!(request_id = %ids.request_id, %error, "ignored x-traceforge-fault");
+        }
+
+        // 3. Delays add up and come before anything else, so a delayed error or body fault is slow
+        // too. If the client disconnects here, hyper drops this future: nothing is forwarded and
+        // the guard counts a cancellation.
+        let delay = decision.total_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+
+        // 4. A terminal fault answers (or refuses to answer) without forwarding.
+        let (mut response, outcome, detail) = match decision.terminal() {
+            Some(step) => {
+                let (response, outcome) = self.terminal(step, &mut flight, conn).await;
+                (response, outcome, step.name.to_string())
+            }
+            // 5. Forward: only requests no terminal rule answered reach the upstream.
+            None => match self.forward(req, &ids, &decision).await {
+                Ok(response) => (response, Outcome::Forwarded, String::new()),
+                Err(failure) => {
+                    let kind = failure.kind().to_string();
+                    (failure.into_response(), Outcome::UpstreamError, kind)
+                }
+            },
+        };
+
+        // 6. The response carries the ids, which rules fired and the configured headers, whatever
+        // produced it: the client can correlate every answer, injected or not.
+        let headers = response.headers_mut();
+        ids.insert_into(headers);
+        if !fired.is_empty() {
+            if let Ok(value) = HeaderValue::from_str(&fired) {
+                headers.insert(X_TRACEFORGE_FAULT, value);
+            }
+        }
+        if let Some(error) = &decision.header_error {
+            if let Ok(value) = HeaderValue::from_str(error) {
+                headers.insert(X_TRACEFORGE_FAULT_ERROR, value);
+            }
+        }
+        for (name, value) in &self.config.add_response_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+
+        // 7. Count when the outcome is known, at the response head.
+        let status = response.status().as_u16();
+        // Debug, not info: the proxy sits on the hot path of load tests.
+        tracing::debug!(
+            trace_id = %ids.trace_id,
+            request_id = %ids.request_id,
+            faults = %fired,
+            status,
+            "proxied request"
+        );
+        flight.finish(outcome, status, &detail);
+
+        // 8. Body faults apply to forwarded bodies only. The body keeps the flight and the decision
+        // (its `max_active` slots) until it is done, so both cover the whole download.
+        if outcome != Outcome::Forwarded {
+            return response;
+        }
+        let cut = self.cut(&decision, conn);
+        let pace = self.pace(&decision);
+        response.map(|body| FaultBody::new(body, cut, pace, flight, decision).boxed())
+    }
+
+    /// The decision for one request, from its facts.
+    fn decide(&self, req: &Request<Incoming>, ids: &Ids) -> Decision {
         let index = fault::index_from_headers(req.headers()).unwrap_or_else(|| {
             self.arrivals
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -147,65 +254,70 @@ where
             attempt: fault::attempt_from_headers(req.headers()).unwrap_or(0),
             elapsed: self.started.elapsed(),
         };
-        let decision = self.plan.decide(&facts);
-        let fired = decision.fired_rules();
+        self.plan.decide(&facts)
+    }
 
-        // 3. Apply: delays add up and come before anything else, so a delayed error is slow too.
-        for step in &decision.steps {
-            if matches!(step.effect, Effect::Delay(_)) {
-                self.metrics.delay_fired(&step.name);
+    /// Applies a terminal fault: the synthetic response of an error, a drop or a capped hang.
+    /// A reset and an uncapped hang never return: the connection ends this future.
+    async fn terminal(
+        &self,
+        step: &Step,
+        flight: &mut metrics::Flight,
+        conn: &ConnectionControl,
+    ) -> (Response<ProxyBody>, Outcome) {
+        let rule: &str = &step.name;
+        match &step.effect {
+            Effect::Error(reply) => (error_reply(rule, reply), Outcome::InjectedError),
+            Effect::Drop => (synthetic(rule, "drop", 503), Outcome::Dropped),
+            Effect::Reset => {
+                // Counted before the connection goes, since this future goes with it.
+                flight.settle(Outcome::Reset, rule);
+                conn.reset();
+                let never: Infallible = std::future::pending().await;
+                match never {}
             }
-        }
-        let delay = decision.total_delay();
-        if !delay.is_zero() {
-            // If the client disconnects here, hyper drops this future: nothing is forwarded and
-            // the guard counts a cancellation.
-            tokio::time::sleep(delay).await;
-        }
-        let (mut response, outcome, detail) = match decision.terminal() {
-            Some(step) => {
-                let rule: &str = &step.name;
-                let (status, kind, outcome) = match &step.effect {
-                    Effect::Error(reply) => (reply.status, "error", Outcome::InjectedError),
-                    _ => (503, "drop", Outcome::Dropped),
-                };
-                (synthetic(rule, kind, status), outcome, rule.to_string())
-            }
-            // 4. Forward: only requests no terminal rule answered reach the upstream.
-            None => match self.forward(req, &ids).await {
-                Ok(response) => (response, Outcome::Forwarded, String::new()),
-                Err(failure) => {
-                    let kind = failure.kind().to_string();
-                    (failure.into_response(), Outcome::UpstreamError, kind)
+            Effect::Hang { cap } => {
+                // Counted when the hang starts: it ends with the client giving up (this future is
+                // dropped) or with the cap's 504, and either way it was a hang.
+                flight.settle(Outcome::Hang, rule);
+                match cap {
+                    Some(cap) => tokio::time::sleep(*cap).await,
+                    None => {
+                        let never: Infallible = std::future::pending().await;
+                        match never {}
+                    }
                 }
-            },
-        };
-
-        // The response carries the ids, which rules fired and the configured headers, whatever
-        // produced it: the client can correlate every answer, injected or not.
-        let headers = response.headers_mut();
-        ids.insert_into(headers);
-        if !fired.is_empty() {
-            if let Ok(value) = HeaderValue::from_str(&fired.join(", ")) {
-                headers.insert(X_TRACEFORGE_FAULT, value);
+                (synthetic(rule, "hang", 504), Outcome::Hang)
             }
+            // `Decision::terminal` never returns the others; were it to, a plain 500 says so.
+            other => (synthetic(rule, other.kind(), 500), Outcome::InjectedError),
         }
-        for (name, value) in &self.config.add_response_headers {
-            headers.insert(name.clone(), value.clone());
-        }
+    }
 
-        // 5. Count last, when the outcome is known.
-        let status = response.status().as_u16();
-        // Debug, not info: the proxy sits on the hot path of load tests.
-        tracing::debug!(
-            trace_id = %ids.trace_id,
-            request_id = %ids.request_id,
-            faults = %fired.join(", "),
-            status,
-            "proxied request"
-        );
-        flight.finish(outcome, status, &detail);
-        response
+    /// The body cut of a forwarded response: the smallest `after_bytes` that fired, credited to
+    /// the first rule that asked for it.
+    fn cut(&self, decision: &Decision, conn: &ConnectionControl) -> Option<Cut> {
+        let after_bytes = decision.truncate_after()?;
+        let rule = decision.steps.iter().find_map(|s| match s.effect {
+            Effect::Truncate { after_bytes: n } if n == after_bytes => Some(s.name.clone()),
+            _ => None,
+        })?;
+        Some(Cut {
+            rule,
+            remaining: after_bytes,
+            control: conn.clone(),
+        })
+    }
+
+    /// The body pacing of a forwarded response: the lowest rate that fired.
+    fn pace(&self, decision: &Decision) -> Option<Pace> {
+        let rate = decision.throttle()?;
+        if let Some(step) = decision.steps.iter().find(|s| {
+            matches!(s.effect, Effect::Throttle { bytes_per_second } if bytes_per_second == rate)
+        }) {
+            self.metrics.body_throttled(&step.name);
+        }
+        Some(Pace::new(rate))
     }
 
     fn metrics_response(&self) -> Response<ProxyBody> {
@@ -222,6 +334,7 @@ where
         &self,
         req: Request<Incoming>,
         ids: &Ids,
+        decision: &Decision,
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let (mut parts, body) = req.into_parts();
         parts.uri = self.upstream_uri(&parts.uri)?;
@@ -236,6 +349,10 @@ where
             parts.headers.insert(header::HOST, host);
         }
         ids.insert_into(&mut parts.headers);
+        // A control header for this proxy, not for the upstream, whether or not it was honoured.
+        parts.headers.remove(fault::FAULT_HEADER);
+        // Request header faults last, so a rule can change anything the upstream sees.
+        self.rewrite_headers(decision, HeaderTarget::Request, &mut parts.headers);
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body.boxed());
 
@@ -254,7 +371,36 @@ where
         };
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
+        // The upstream's answer as the faults reshape it; the proxy's own headers (ids, fired
+        // rules) go on after, so a rule cannot hide them from the load generator.
+        if let Some(status) = decision.status_rewrite() {
+            parts.status = final_status(status);
+            if let Some(step) = decision
+                .steps
+                .iter()
+                .rev()
+                .find(|s| matches!(s.effect, Effect::Status(_)))
+            {
+                self.metrics
+                    .status_rewritten(&step.name, parts.status.as_u16());
+            }
+        }
+        self.rewrite_headers(decision, HeaderTarget::Response, &mut parts.headers);
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    /// Applies the header rules of `target`, in firing order, counting each rule that changed something.
+    fn rewrite_headers(&self, decision: &Decision, target: HeaderTarget, headers: &mut HeaderMap) {
+        for step in &decision.steps {
+            if let Effect::Headers { target: t, ops } = &step.effect {
+                if *t == target {
+                    for op in ops.iter() {
+                        op.apply(headers);
+                    }
+                    self.metrics.headers_rewritten(&step.name, target);
+                }
+            }
+        }
     }
 
     /// The upstream's scheme and authority, its base path, then the request's path and query.
@@ -316,21 +462,62 @@ impl ForwardError {
     }
 }
 
-/// The synthetic answer of an error or drop rule; never forwarded.
-fn synthetic(rule: &str, kind: &str, status: u16) -> Response<ProxyBody> {
-    // hyper cannot send a 1xx as a final response; validation allows 100-599, so fall back to 500.
-    let code = StatusCode::from_u16(status)
+/// A status a response can end with: hyper cannot send a 1xx as a final response, and
+/// validation allows 100-599, so a 1xx becomes 500.
+fn final_status(status: u16) -> StatusCode {
+    StatusCode::from_u16(status)
         .ok()
         .filter(|s| !s.is_informational())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The synthetic answer of a drop rule or a capped hang, and of error rules without a body of
+/// their own: a JSON body naming the rule. Never forwarded.
+fn synthetic(rule: &str, kind: &str, status: u16) -> Response<ProxyBody> {
+    let code = final_status(status);
     let mut response = json_response(
         code,
         &json!({"error": "fault injected", "rule": rule, "kind": kind, "status": code.as_u16()}),
     );
-    response
-        .headers_mut()
-        .insert(X_FAULT_INJECTED, HeaderValue::from_static("traceforge"));
+    mark_injected(response.headers_mut(), rule);
     full(response)
+}
+
+/// The synthetic answer of an error rule: its status, its body (or the JSON one naming the rule),
+/// `Retry-After`, then the rule's own headers, which win over the proxy's (`content-type`).
+fn error_reply(rule: &str, reply: &ErrorReply) -> Response<ProxyBody> {
+    let mut response = match &reply.body {
+        None => synthetic(rule, "error", reply.status),
+        Some(body) => {
+            let mut response = Response::new(Full::new(Bytes::from(body.clone())));
+            *response.status_mut() = final_status(reply.status);
+            // JSON when it is JSON, text otherwise; a rule's own content-type replaces this below.
+            let content_type = if serde_json::from_str::<serde_json::Value>(body).is_ok() {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            mark_injected(response.headers_mut(), rule);
+            full(response)
+        }
+    };
+    let headers = response.headers_mut();
+    if let Some(value) = reply.retry_after_value() {
+        headers.insert(header::RETRY_AFTER, value);
+    }
+    for (name, value) in &reply.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    response
+}
+
+fn mark_injected(headers: &mut HeaderMap, rule: &str) {
+    // Rule names are validated as header-safe; a name that is not still gets a marker.
+    let value = HeaderValue::from_str(rule).unwrap_or(HeaderValue::from_static("traceforge"));
+    headers.insert(X_FAULT_INJECTED, value);
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -356,14 +543,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Serves the proxy on one connection of any transport until it closes.
 pub async fn serve_connection<IO, C>(io: IO, proxy: Arc<Proxy<C>>, shutdown: Shutdown)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: server::Transport,
     C: Connect + Clone + Send + Sync + 'static,
 {
-    let service = service_fn(move |req| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
-    });
-    server::serve_connection(io, service, shutdown).await;
+    let make_service = move |conn: ConnectionControl| {
+        service_fn(move |req| {
+            let proxy = proxy.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, &conn).await) }
+        })
+    };
+    server::serve_controlled(io, make_service, shutdown).await;
 }
 
 /// Binds `listen` and runs the proxy until the returned handle is shut down or dropped.

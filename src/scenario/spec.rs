@@ -63,7 +63,8 @@ pub struct ScenarioSpec {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSpec {
     /// URL of an external upstream (`http://host:port`). Leave it out to use the built-in demo
-    /// upstream, which serves `/`, `/static/...`, `/api/resource`, `/api/echo` and `routes`.
+    /// upstream, which serves `/`, `/static/...`, `/api/resource`, `/api/echo`, `/api/bytes/<n>` (a
+    /// body of exactly `n` bytes, for downloads) and `routes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 

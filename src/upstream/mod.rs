@@ -1,5 +1,5 @@
-//! The demo upstream: the page in `static/`, `/api/resource`, `/api/echo`, the scenario's extra
-//! routes, and a 404 for the rest. Every response carries `X-Trace-Id` and `X-Request-Id`.
+//! The demo upstream: the page in `static/`, `/api/resource`, `/api/echo`, `/api/bytes/<n>`, the
+//! scenario's extra routes, and a 404 for the rest. Every response carries `X-Trace-Id` and `X-Request-Id`.
 //!
 //! [`spawn`] serves it over TCP; [`serve_connection`] serves one connection of any transport, so a
 //! virtual-time mode can run it over in-memory pipes.
@@ -98,7 +98,8 @@ impl Upstream {
             return echo(req).await;
         }
         let known = matches!(path, "/" | "/static/index.html" | "/api/resource")
-            || path.starts_with("/static/");
+            || path.starts_with("/static/")
+            || path.starts_with(BYTES_PREFIX);
         if !known {
             return not_found(path);
         }
@@ -116,6 +117,7 @@ impl Upstream {
                     "request_id": ids.request_id,
                 }),
             ),
+            _ if path.starts_with(BYTES_PREFIX) => bytes_response(path),
             _ => self.static_file(path).await,
         }
     }
@@ -264,6 +266,40 @@ fn refuse_method(req: &Request<Incoming>, methods: &[Method]) -> Option<Response
         response.headers_mut().insert(header::ALLOW, value);
     }
     Some(response)
+}
+
+/// `GET /api/bytes/<n>`: a body of exactly `n` bytes, for downloads that body faults (`throttle`,
+/// `truncate`) can work on without a scenario carrying a large body.
+const BYTES_PREFIX: &str = "/api/bytes/";
+
+/// The largest `/api/bytes/<n>`: big enough for any download test, small enough to build at once.
+pub const MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `n` bytes of `0123456789abcdef` repeated, as `application/octet-stream`; a 400 for a size that is
+/// not a number or above [`MAX_BYTES`].
+fn bytes_response(path: &str) -> Response<Full<Bytes>> {
+    let size = path
+        .strip_prefix(BYTES_PREFIX)
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| *n <= MAX_BYTES);
+    let Some(size) = size.and_then(|n| usize::try_from(n).ok()) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": format!("/api/bytes/<n> takes a byte count from 0 to {MAX_BYTES}")}),
+        );
+    };
+    let body: Vec<u8> = b"0123456789abcdef"
+        .iter()
+        .copied()
+        .cycle()
+        .take(size)
+        .collect();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response
 }
 
 fn not_found(path: &str) -> Response<Full<Bytes>> {
