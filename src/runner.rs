@@ -141,7 +141,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             addr: proxy.addr,
             source: std::io::Error::other(e),
         })?;
-    let mut body = BodyBuilder::default();
+    let mut body = BodyBuilder::for_scenario(scenario);
     let played = play(
         LoadOptions {
             base,
@@ -158,8 +158,14 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     }
     let (summary, output) = played?;
 
-    let interrupted =
-        options.stop.load(Ordering::Relaxed) && summary.requests < scenario.load.requests;
+    // A run that stops early is partial; a closed loop with a duration ends on its own, so only
+    // the stop flag says whether it was cut short.
+    let interrupted = options.stop.load(Ordering::Relaxed)
+        && scenario
+            .load
+            .profile
+            .fixed_count()
+            .is_none_or(|n| summary.requests < n);
     let expectations = expect::check(&scenario.expect, &summary);
     let (golden, body) = if interrupted {
         (None, None)
@@ -207,7 +213,7 @@ pub async fn play(
         None => None,
     };
     let (tx, mut rx) = mpsc::channel(1024);
-    let client = load::tcp_client(load_options.load.concurrency);
+    let client = load::tcp_client(load_options.load.profile.max_in_flight());
     let load_task = tokio::spawn(load::run(client, load_options, tx, options.stop.clone()));
 
     let mut summary = Summary::default();

@@ -12,7 +12,7 @@ use crate::golden;
 use crate::load::LoadOptions;
 use crate::record::Format;
 use crate::runner::{self, RunOptions};
-use crate::scenario::{LoadConfig, Target};
+use crate::scenario::{LoadConfig, RetryPolicy, Target};
 
 /// Arguments of `traceforge load`.
 #[derive(Debug, clap::Args)]
@@ -86,17 +86,14 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
         base,
         seed: args.seed,
         load: LoadConfig {
-            requests: args.n,
-            concurrency: args.concurrency,
-            retries: args.retries.min(20),
-            retry_backoff: Duration::from_millis(args.retry_backoff_ms),
+            retry: RetryPolicy {
+                max: args.retries.min(20),
+                backoff: Duration::from_millis(args.retry_backoff_ms),
+                ..RetryPolicy::default()
+            },
             timeout: Duration::from_millis(args.timeout_ms),
             client_trace: args.client_trace,
-            targets: vec![Target {
-                method,
-                path,
-                weight: 1,
-            }],
+            ..LoadConfig::closed(args.n, args.concurrency, vec![Target::new(method, path, 1)])
         },
     })
 }
@@ -141,7 +138,7 @@ pub fn load(args: &LoadArgs) -> u8 {
         progress: Arc::new(AtomicU64::new(0)),
         stop: stop.clone(),
     };
-    let requests = load_options.load.requests;
+    let requests = load_options.load.profile.fixed_count().unwrap_or(0);
     match runtime.block_on(runner::play(load_options, &options, |_| {})) {
         Ok((summary, output)) => {
             print!("{}", summary.render_table());

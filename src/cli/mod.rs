@@ -105,13 +105,12 @@ fn validate(args: &ValidateArgs) -> u8 {
         match scenario::load(file, &args.overrides) {
             Ok(s) => {
                 println!(
-                    "ok: {} ({}: {} fault rule{}, {} requests at concurrency {})",
+                    "ok: {} ({}: {} fault rule{}, {})",
                     file.display(),
                     s.name,
                     s.faults.len(),
                     if s.faults.len() == 1 { "" } else { "s" },
-                    s.load.requests,
-                    s.load.concurrency
+                    s.load.profile
                 );
             }
             Err(e) => {

@@ -168,7 +168,7 @@ pub fn run(args: &RunArgs) -> u8 {
             progress: progress.clone(),
             stop: stop.clone(),
         };
-        let ticker = Ticker::start(progress, scenario.load.requests);
+        let ticker = Ticker::start(progress, scenario.load.profile.fixed_count());
         let result = runtime.block_on(runner::run(scenario, &options));
         drop(ticker);
         match result {
@@ -230,21 +230,8 @@ pub fn render_report(scenario: &Scenario, report: &RunReport) -> String {
         let _ = writeln!(out, "    outcomes:     {n} written to {}", path.display());
     }
     if !report.expectations.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n    {:<24} {:<14} {:<14} result",
-            "expectation", "threshold", "measured"
-        );
-        for v in &report.expectations {
-            let _ = writeln!(
-                out,
-                "    {:<24} {:<14} {:<14} {}",
-                v.name,
-                v.threshold,
-                v.measured,
-                if v.passed { "pass" } else { "FAIL" }
-            );
-        }
+        out.push('\n');
+        out.push_str(&render_verdicts(&report.expectations));
     }
     out.push('\n');
     match &report.golden {
@@ -298,6 +285,36 @@ pub fn render_report(scenario: &Scenario, report: &RunReport) -> String {
     out
 }
 
+/// The verdict table: one row per expectation, columns as wide as their longest cell.
+pub fn render_verdicts(verdicts: &[crate::expect::Verdict]) -> String {
+    let width = |f: fn(&crate::expect::Verdict) -> &str, title: &str| {
+        verdicts
+            .iter()
+            .map(|v| f(v).len())
+            .chain([title.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let name = width(|v| &v.name, "expectation");
+    let threshold = width(|v| &v.threshold, "threshold");
+    let measured = width(|v| &v.measured, "measured");
+    let mut out = format!(
+        "    {:<name$}  {:<threshold$}  {:<measured$}  result\n",
+        "expectation", "threshold", "measured"
+    );
+    for v in verdicts {
+        let _ = writeln!(
+            out,
+            "    {:<name$}  {:<threshold$}  {:<measured$}  {}",
+            v.name,
+            v.threshold,
+            v.measured,
+            if v.passed { "pass" } else { "FAIL" }
+        );
+    }
+    out
+}
+
 fn render_results(results: &[(String, &'static str, String)]) -> String {
     let width = results
         .iter()
@@ -322,7 +339,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(progress: Arc<AtomicU64>, total: u64) -> Ticker {
+    fn start(progress: Arc<AtomicU64>, total: Option<u64>) -> Ticker {
         let done = Arc::new(AtomicBool::new(false));
         let thread = std::io::stderr().is_terminal().then(|| {
             let done = done.clone();
@@ -334,10 +351,16 @@ impl Ticker {
                     // Quick runs finish before the first line; only longer ones show progress.
                     if started.elapsed() >= Duration::from_millis(500) {
                         let n = progress.load(Ordering::Relaxed);
-                        eprint!(
-                            "\r    {n}/{total} requests ({:.0}%)",
-                            n as f64 * 100.0 / total.max(1) as f64
-                        );
+                        match total {
+                            Some(total) => eprint!(
+                                "\r    {n}/{total} requests ({:.0}%)",
+                                n as f64 * 100.0 / total.max(1) as f64
+                            ),
+                            None => eprint!(
+                                "\r    {n} requests, {:.0}s",
+                                started.elapsed().as_secs_f64()
+                            ),
+                        }
                         shown = true;
                     }
                 }

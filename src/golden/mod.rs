@@ -63,15 +63,55 @@ pub fn request_line(o: &Outcome) -> String {
     )
 }
 
+/// Runs of more requests than this keep their counts in the golden body but not one line per
+/// request: a million-line snapshot is not reviewable, and the lines would be held in memory.
+pub const MAX_REQUEST_LINES: u64 = 10_000;
+
+/// What the golden body of a scenario can hold.
+#[derive(Debug, Clone, PartialEq, Default)]
+enum Keep {
+    /// Counts and one line per request.
+    #[default]
+    All,
+    /// Counts only; the reason is written in the body.
+    Counts(String),
+    /// Neither: the request count depends on the server's speed. The reason is written in the body.
+    Nothing(String),
+}
+
 /// Builds the golden body incrementally: requests may finish in any order.
 #[derive(Debug, Default)]
 pub struct BodyBuilder {
     lines: Vec<Line>,
+    keep: Keep,
 }
 
 impl BodyBuilder {
+    /// What the scenario's golden body holds depends on its load profile: a closed loop with a
+    /// duration or concurrency stages sends as many requests as the server allows, so its body
+    /// keeps only what the scenario says (no counts, no per-request lines); a run of more than
+    /// [`MAX_REQUEST_LINES`] requests keeps its counts but not its lines.
+    pub fn for_scenario(scenario: &Scenario) -> BodyBuilder {
+        let keep = match scenario.load.profile.fixed_count() {
+            None => Keep::Nothing(format!(
+                "per-request lines and counts omitted: {} sends as many requests as the server allows; check [expect] instead",
+                scenario.load.profile
+            )),
+            Some(n) if n > MAX_REQUEST_LINES => Keep::Counts(format!(
+                "per-request lines omitted: {n} requests, more than the {MAX_REQUEST_LINES} a golden file lists"
+            )),
+            Some(_) => Keep::All,
+        };
+        BodyBuilder {
+            lines: Vec::new(),
+            keep,
+        }
+    }
+
     pub fn push(&mut self, outcome: &Outcome) {
-        self.lines.push(Line::of(outcome));
+        if self.keep == Keep::All {
+            self.lines.push(Line::of(outcome));
+        }
     }
 
     /// The body: scenario, seed, rules, counts, then one line per request in index order, in
@@ -83,6 +123,19 @@ impl BodyBuilder {
         let _ = writeln!(out, "seed:         {}", scenario.seed);
         for rule in &scenario.faults {
             let _ = writeln!(out, "rule:         {rule}");
+        }
+        match &self.keep {
+            Keep::All => {}
+            Keep::Counts(why) => {
+                out.push_str(&summary.render_counts());
+                let _ = writeln!(out, "\n{why}");
+                return out;
+            }
+            Keep::Nothing(why) => {
+                let _ = writeln!(out, "load:         {}", scenario.load.profile);
+                let _ = writeln!(out, "\n{why}");
+                return out;
+            }
         }
         out.push_str(&summary.render_counts());
         out.push('\n');
