@@ -162,8 +162,12 @@ async fn closed_loop<C, G>(
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
+                // One instant for the decision and the recorded start, so a request recorded
+                // as started was started while the profile allowed it.
+                let now = Instant::now();
+                let elapsed = now.saturating_duration_since(start);
                 // Peek first: a worker that must wait or stop takes no index.
-                match gate(worker, start.elapsed(), next.load(Ordering::Relaxed)) {
+                match gate(worker, elapsed, next.load(Ordering::Relaxed)) {
                     Gate::Stop => return,
                     Gate::Wait => {
                         tokio::time::sleep(RAMP_TICK).await;
@@ -172,11 +176,10 @@ async fn closed_loop<C, G>(
                     Gate::Go => {}
                 }
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                if let Gate::Stop = gate(worker, start.elapsed(), index) {
+                if let Gate::Stop = gate(worker, elapsed, index) {
                     return;
                 }
-                let now = Instant::now();
-                let outcome = play(&client, &options, index, start, now).await;
+                let outcome = play(&client, &options, index, start, now, now).await;
                 if outcomes.send(outcome).await.is_err() {
                     // The recorder is gone: nobody wants more results.
                     return;
@@ -219,7 +222,7 @@ async fn open_loop<C>(
         let options = options.clone();
         let outcomes = outcomes.clone();
         tasks.spawn(async move {
-            let outcome = play(&client, &options, index, start, due).await;
+            let outcome = play(&client, &options, index, start, due, Instant::now()).await;
             // Free the slot before the send: a slow recorder must not look like a slow server.
             drop(slot);
             let _ = outcomes.send(outcome).await;
@@ -276,13 +279,15 @@ pub fn retry_wait(
 }
 
 /// Plays request `index`: picks its target, sends attempts until one is not retryable or the
-/// retries run out. `scheduled` is when it was meant to start (now, in a closed loop).
+/// retries run out. `scheduled` is when it was meant to start, `started` when it did (the same
+/// instant in a closed loop).
 async fn play<C>(
     client: &HttpClient<C>,
     options: &LoadOptions,
     index: u64,
     run_start: Instant,
     scheduled: Instant,
+    started: Instant,
 ) -> Outcome
 where
     C: Connect + Clone + Send + Sync + 'static,
@@ -293,7 +298,6 @@ where
     let client_trace = load
         .client_trace
         .then(|| seed::trace_id(options.seed, index));
-    let started = Instant::now();
     let mut attempts = Vec::new();
     let mut trace_id = client_trace.clone().unwrap_or_default();
     let mut retry_after = None;
@@ -529,6 +533,55 @@ mod tests {
             .map(|t| t.path.as_str())
             .collect();
         assert_eq!(picks, again);
+    }
+
+    #[test]
+    fn retry_waits_cap_jitter_by_seed_and_follow_retry_after() {
+        let policy = RetryPolicy {
+            max: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Some(Duration::from_millis(300)),
+            jitter: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        };
+        let first = retry_wait(&policy, 7, 3, 1, None);
+        assert_eq!(first, retry_wait(&policy, 7, 3, 1, None), "seeded");
+        assert!((100..=120).contains(&first.as_millis()), "{first:?}");
+        let capped = retry_wait(&policy, 7, 3, 4, None);
+        assert!((300..=320).contains(&capped.as_millis()), "{capped:?}");
+        let waits: Vec<Duration> = (0..20)
+            .map(|i| retry_wait(&policy, 7, i, 1, None))
+            .collect();
+        assert!(
+            waits.iter().any(|w| *w != waits[0]),
+            "jitter varies by index"
+        );
+        assert_eq!(
+            retry_wait(&policy, 7, 3, 1, Some(Duration::from_secs(1))),
+            Duration::from_millis(300),
+            "Retry-After is capped by max_backoff"
+        );
+        let uncapped = RetryPolicy::default();
+        assert_eq!(
+            retry_wait(&uncapped, 7, 3, 1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        // 2015-10-21 07:28:00 UTC is `now`; 07:28:05 is five seconds later.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:05 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]
