@@ -12,8 +12,12 @@ use crate::scenario::duration::format_duration;
 /// lower threshold would count noise.
 pub const LATE_AFTER: Duration = Duration::from_millis(10);
 
-/// The default open-loop in-flight cap.
-pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10_000;
+/// The default open-loop in-flight cap. In `traceforge run` every request in flight holds four
+/// sockets (client, proxy in and out, upstream) and tens of kilobytes of buffers: at 10000 a
+/// server that falls behind drove a run into the usual 20000 file-descriptor limit (connect
+/// errors) and 300 MB of memory. 1000 covers a one-second stall at 1000 requests/s; requests
+/// beyond it wait, start late and are counted late, their latency still measured from schedule.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1_000;
 
 /// How requests are started.
 #[derive(Debug, Clone, PartialEq)]

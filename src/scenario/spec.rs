@@ -361,7 +361,7 @@ pub struct LoadSpec {
 
     /// Open loop: at most this many requests in flight. When the cap is reached the next request
     /// waits for a free slot, starts late and is counted as late; its latency still counts from
-    /// its intended send time. Default 10000.
+    /// its intended send time. Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub max_in_flight: Option<u32>,
