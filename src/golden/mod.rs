@@ -309,6 +309,55 @@ mod tests {
         assert_eq!(body_of("no header\n"), "no header\n");
     }
 
+    fn scenario(load: &str) -> Scenario {
+        crate::scenario::parse_str("t.toml", &format!("name = \"t\"\n[load]\n{load}\n"), &[])
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn large_and_open_ended_runs_keep_no_per_request_lines() {
+        let big = scenario("requests = 20000");
+        let mut body = BodyBuilder::for_scenario(&big);
+        let outcome = crate::record::Outcome {
+            index: 0,
+            method: "GET".into(),
+            path: "/".into(),
+            status: Some(200),
+            error: None,
+            trace_id: String::new(),
+            attempts: Vec::new(),
+            start: std::time::Duration::ZERO,
+            scheduled: std::time::Duration::ZERO,
+            latency: std::time::Duration::ZERO,
+            service: std::time::Duration::ZERO,
+        };
+        body.push(&outcome);
+        assert!(body.lines.is_empty(), "nothing is held per request");
+        let mut summary = Summary::default();
+        summary.push(&outcome);
+        let text = body.finish(&big, &summary);
+        assert!(text.contains("requests:     1\n"), "{text}");
+        assert!(
+            text.ends_with("\nper-request lines omitted: 20000 requests, more than the 10000 a golden file lists\n"),
+            "{text}"
+        );
+
+        let timed = scenario("duration = \"1s\"\nconcurrency = 4");
+        let mut body = BodyBuilder::for_scenario(&timed);
+        body.push(&outcome);
+        let text = body.finish(&timed, &summary);
+        assert_eq!(
+            text,
+            "scenario:     t\nseed:         0\nload:         closed loop at concurrency 4 for 1s\n\n\
+             per-request lines and counts omitted: closed loop at concurrency 4 for 1s sends as many requests as the server allows; check [expect] instead\n"
+        );
+
+        let small = scenario("rate = 10\nrequests = 3");
+        let mut body = BodyBuilder::for_scenario(&small);
+        body.push(&outcome);
+        assert!(body.finish(&small, &summary).contains("#0000 GET /"));
+    }
+
     #[test]
     fn diffs_are_unified_and_readable() {
         let d = diff("a\nb\nc\n", "a\nB\nc\n");
