@@ -475,6 +475,42 @@ fn the_standalone_load_generator_writes_json_and_csv_with_the_classic_flags() {
 }
 
 #[test]
+fn the_standalone_load_generator_plays_an_open_loop_with_rate() {
+    let (_runtime, upstream) = demo_upstream();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out_path = dir.path().join("open.json");
+    let url = format!("http://{}/api/resource", upstream.addr);
+    let out = bin()
+        .args([
+            "load",
+            "--url",
+            &url,
+            "--rate",
+            "200",
+            "--duration",
+            "100ms",
+        ])
+        .args(["--output", &out_path.to_string_lossy()])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut all: Vec<Outcome> =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+    all.sort_by_key(|o| o.index);
+    assert_eq!(all.len(), 20, "200/s x 100ms");
+    for o in &all {
+        assert_eq!(o.scheduled.as_micros(), u128::from(o.index) * 5000);
+    }
+    let bad = bin()
+        .args(["load", "--url", &url, "--rate", "0"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("--rate"));
+}
+
+#[test]
 fn the_standalone_load_generator_rejects_bad_flags() {
     let out = bin()
         .args(["load", "--url", "ftp://x"])

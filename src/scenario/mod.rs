@@ -91,22 +91,6 @@ pub struct LoadConfig {
     pub targets: Vec<Target>,
 }
 
-impl LoadConfig {
-    /// `requests` at `concurrency` in a closed loop, no retries: what `traceforge load` starts from.
-    pub fn closed(requests: u64, concurrency: u32, targets: Vec<Target>) -> LoadConfig {
-        LoadConfig {
-            profile: Profile::Closed {
-                concurrency,
-                until: Until::Requests(requests),
-            },
-            retry: RetryPolicy::default(),
-            timeout: Duration::from_secs(10),
-            client_trace: false,
-            targets,
-        }
-    }
-}
-
 /// One entry of the request mix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
