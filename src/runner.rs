@@ -118,8 +118,8 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             source,
         })?;
     let base = listening_uri(&proxy, "proxy")?;
-    let client = load::tcp_client(scenario.load.concurrency);
-    let mut body = BodyBuilder::default();
+    let client = load::tcp_client(scenario.load.profile.max_in_flight());
+    let mut body = BodyBuilder::for_scenario(scenario);
     let played = play_with(client, load_options(scenario, base), options, |outcome| {
         body.push(outcome)
     })
@@ -175,10 +175,10 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
         });
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(scenario.load.concurrency as usize)
+            .pool_max_idle_per_host(scenario.load.profile.max_in_flight() as usize)
             .build(network.connector());
         let base = Uri::from_static("http://proxy.traceforge");
-        let mut body = BodyBuilder::default();
+        let mut body = BodyBuilder::for_scenario(scenario);
         let (summary, output) = play_with(client, load_options(scenario, base), options, |o| {
             body.push(o)
         })
@@ -234,8 +234,14 @@ fn finish(
     output: Option<(PathBuf, u64)>,
     body: BodyBuilder,
 ) -> Result<RunReport, RunError> {
-    let interrupted =
-        options.stop.load(Ordering::Relaxed) && summary.requests < scenario.load.requests;
+    // A run that stops early is partial; a closed loop with a duration ends on its own, so only
+    // the stop flag says whether it was cut short.
+    let interrupted = options.stop.load(Ordering::Relaxed)
+        && scenario
+            .load
+            .profile
+            .fixed_count()
+            .is_none_or(|n| summary.requests < n);
     let expectations = expect::check(&scenario.expect, &summary);
     let (golden, body) = if interrupted {
         (None, None)
@@ -266,7 +272,7 @@ pub async fn play(
     options: &RunOptions,
     observe: impl FnMut(&crate::record::Outcome),
 ) -> Result<(Summary, Option<(PathBuf, u64)>), RunError> {
-    let client = load::tcp_client(load_options.load.concurrency);
+    let client = load::tcp_client(load_options.load.profile.max_in_flight());
     play_with(client, load_options, options, observe).await
 }
 

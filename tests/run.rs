@@ -57,10 +57,28 @@ fn shipped() -> Vec<String> {
 #[test]
 fn every_shipped_scenario_is_identical_at_concurrency_1_and_64_and_run_after_run() {
     for file in shipped() {
-        // Fewer requests keep concurrency 1 quick; the property is the same at any size.
-        let one = play(&file, &["load.requests=40", "load.concurrency=1"]).body;
-        let many = play(&file, &["load.requests=40", "load.concurrency=64"]).body;
-        let again = play(&file, &["load.requests=40", "load.concurrency=7"]).body;
+        let scenario =
+            traceforge::scenario::load(&root().join(&file), &[]).unwrap_or_else(|e| panic!("{e}"));
+        // Fewer requests keep concurrency 1 quick; the property is the same at any size. An open
+        // loop is capped by `max_in_flight` instead: 40 requests in 100ms, at most 1 or 64 in flight.
+        let sets: [Vec<&str>; 3] = if scenario.load.profile.is_open() {
+            let stages =
+                "load.stages=[{duration=\"0s\", rate=400}, {duration=\"100ms\", rate=400}]";
+            [
+                vec![stages, "load.max_in_flight=1"],
+                vec![stages, "load.max_in_flight=64"],
+                vec![stages, "load.max_in_flight=7"],
+            ]
+        } else {
+            [
+                vec!["load.requests=40", "load.concurrency=1"],
+                vec!["load.requests=40", "load.concurrency=64"],
+                vec!["load.requests=40", "load.concurrency=7"],
+            ]
+        };
+        let one = play(&file, &sets[0]).body;
+        let many = play(&file, &sets[1]).body;
+        let again = play(&file, &sets[2]).body;
         assert!(
             one.as_deref().is_some_and(|b| b.contains("#0039 ")),
             "{file}: {one:?}"
@@ -454,6 +472,42 @@ fn the_standalone_load_generator_writes_json_and_csv_with_the_classic_flags() {
             assert!(rows.iter().all(|r| &r[status] == "200"));
         }
     }
+}
+
+#[test]
+fn the_standalone_load_generator_plays_an_open_loop_with_rate() {
+    let (_runtime, upstream) = demo_upstream();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out_path = dir.path().join("open.json");
+    let url = format!("http://{}/api/resource", upstream.addr);
+    let out = bin()
+        .args([
+            "load",
+            "--url",
+            &url,
+            "--rate",
+            "200",
+            "--duration",
+            "100ms",
+        ])
+        .args(["--output", &out_path.to_string_lossy()])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut all: Vec<Outcome> =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+    all.sort_by_key(|o| o.index);
+    assert_eq!(all.len(), 20, "200/s x 100ms");
+    for o in &all {
+        assert_eq!(o.scheduled.as_micros(), u128::from(o.index) * 5000);
+    }
+    let bad = bin()
+        .args(["load", "--url", &url, "--rate", "0"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("--rate"));
 }
 
 #[test]

@@ -53,7 +53,11 @@ fn diagnostics(result: Result<Scenario, ScenarioError>) -> Vec<scenario::Diagnos
 fn the_base_scenario_is_valid() {
     let s = parse(BASE).expect("BASE is valid");
     assert_eq!(
-        (s.name.as_str(), s.load.concurrency, s.faults.len()),
+        (
+            s.name.as_str(),
+            s.load.profile.max_in_flight(),
+            s.faults.len()
+        ),
         ("demo", 2, 1)
     );
 }
@@ -70,7 +74,7 @@ error: load: unknown key `concurency`
 10 | concurency = 2
    | ^^^^^^^^^^ unknown key
    |
-   = help: did you mean `concurrency`? valid keys here: `requests`, `concurrency`, `retries`, `retry_backoff`, `timeout`, `client_trace`, `targets`"
+   = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `targets`"
     );
 }
 
@@ -358,7 +362,7 @@ error: load: unknown key `concurency`
 1 | load.concurency=5
   |      ^^^^^^^^^^ unknown key
   |
-  = help: did you mean `concurrency`? valid keys here: `requests`, `concurrency`, `retries`, `retry_backoff`, `timeout`, `client_trace`, `targets`"
+  = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `targets`"
     );
 }
 
@@ -380,12 +384,17 @@ error: in `faults.3.probability`, index 3 is past the end of a list of 1
 fn overrides_are_applied_and_validated_like_the_file() {
     let s = scenario::parse_str("scenario.toml", BASE, &overrides(&["load.concurrency=64"]))
         .expect("64 is a valid concurrency");
-    assert_eq!(s.load.concurrency, 64);
+    assert_eq!(s.load.profile.max_in_flight(), 64);
     assert_eq!(
-        s.spec.load.concurrency, 64,
+        s.spec.load.concurrency,
+        Some(64),
         "the effective spec shows the override"
     );
-    assert_eq!(s.load.requests, 10, "other values stay as in the file");
+    assert_eq!(
+        s.load.profile.fixed_count(),
+        Some(10),
+        "other values stay as in the file"
+    );
 
     assert_eq!(
         error_with(BASE, &["faults.0.probability=2"]),

@@ -379,3 +379,133 @@ probability = 0.1
 requests = 100
 targets = [{ path = "/api/resource?debug=1&id=3" }, { path = "/static/index.html" }]
 "#;
+// ---- Playing scenarios in-process ----
+
+use traceforge::record::Outcome;
+use traceforge::runner::{RunOptions, RunReport};
+
+/// A scenario played in-process: the report and every outcome, read back from the output file.
+pub struct Played {
+    pub report: RunReport,
+    pub outcomes: Vec<Outcome>,
+    /// Keeps the scratch folder (golden files) alive while the test looks at it.
+    pub scratch: tempfile::TempDir,
+}
+
+/// Parses `text` with `overrides` (`KEY=VALUE`) and plays it; golden files go to a scratch folder
+/// and are accepted, so the golden verdict never fails the run.
+pub async fn play_text(text: &str, overrides: &[&str]) -> Played {
+    let overrides: Vec<traceforge::scenario::Override> = overrides
+        .iter()
+        .map(|o| o.parse().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let scenario = traceforge::scenario::parse_str("test.toml", text, &overrides)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let output = scratch.path().join("outcomes.jsonl");
+    let options = RunOptions {
+        output: Some(output.clone()),
+        format: traceforge::record::Format::Jsonl,
+        golden_dir: scratch.path().to_path_buf(),
+        golden: traceforge::golden::Policy {
+            accept: true,
+            write_new: false,
+        },
+        static_dir: None,
+        progress: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        traceforge::runner::run(&scenario, &options),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the scenario did not finish in 60s"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&output).unwrap_or_else(|e| panic!("{e}"));
+    let mut outcomes: Vec<Outcome> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    outcomes.sort_by_key(|o| o.index);
+    Played {
+        report,
+        outcomes,
+        scratch,
+    }
+}
+
+/// What a test server saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A test server: `answer` turns each request into a response; every request is also recorded.
+pub async fn serve<F, Fut>(
+    answer: F,
+) -> (
+    traceforge::server::Listening,
+    Arc<std::sync::Mutex<Vec<Seen>>>,
+)
+where
+    F: Fn(Seen) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = hyper::Response<Full<Bytes>>> + Send + 'static,
+{
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = seen.clone();
+    let listening = traceforge::server::spawn_tcp(listener, move |stream, shutdown| {
+        let answer = answer.clone();
+        let log = log.clone();
+        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let answer = answer.clone();
+            let log = log.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let request = Seen {
+                    method: parts.method,
+                    path: parts.uri.path().to_string(),
+                    headers: parts.headers,
+                    body,
+                };
+                if let Ok(mut log) = log.lock() {
+                    log.push(request.clone());
+                }
+                Ok::<_, std::convert::Infallible>(answer(request).await)
+            }
+        });
+        traceforge::server::serve_connection(stream, service, shutdown)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    (listening, seen)
+}
+
+/// A response with a status, headers and a text body.
+pub fn respond(status: u16, headers: &[(&str, &str)], body: &str) -> hyper::Response<Full<Bytes>> {
+    let mut builder = hyper::Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The header value as text, or "" when absent.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}

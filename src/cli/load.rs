@@ -12,7 +12,7 @@ use crate::golden;
 use crate::load::LoadOptions;
 use crate::record::Format;
 use crate::runner::{self, RunOptions};
-use crate::scenario::{LoadConfig, Target};
+use crate::scenario::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
 
 /// Arguments of `traceforge load`.
 #[derive(Debug, clap::Args)]
@@ -23,9 +23,16 @@ pub struct LoadArgs {
     /// How many logical requests to send (retries not counted).
     #[arg(long = "n", visible_alias = "requests", default_value_t = 100)]
     pub n: u64,
-    /// At most this many requests in flight.
+    /// At most this many requests in flight (closed loop; with --rate, the in-flight cap).
     #[arg(long, short = 'c', default_value_t = 10)]
     pub concurrency: u32,
+    /// Open loop: start this many requests per second on schedule, whatever the server does;
+    /// latency counts from each request's scheduled time. Sends --n requests, or rate x --duration.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
+    /// Send for this long ("30s") instead of --n requests.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
     /// Retries after a 5xx, a connection error or a timeout.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
@@ -72,6 +79,36 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
     if args.n == 0 || args.concurrency == 0 {
         return Err("--n and --concurrency must be at least 1".to_string());
     }
+    let duration = args
+        .duration
+        .as_deref()
+        .map(crate::scenario::duration::parse_duration)
+        .transpose()
+        .map_err(|e| format!("--duration: {e}"))?;
+    if duration.is_some_and(|d| d.is_zero()) {
+        return Err("--duration must be longer than zero".to_string());
+    }
+    let profile = match args.rate {
+        Some(rate) if !(rate > 0.0 && rate <= 1_000_000.0) => {
+            return Err(format!(
+                "--rate {rate}: must be more than 0 and at most 1000000"
+            ));
+        }
+        Some(rate) => Profile::Open {
+            schedule: match duration {
+                Some(d) => Schedule::constant_for(rate, d),
+                None => Schedule::constant(rate, args.n),
+            },
+            max_in_flight: args.concurrency,
+        },
+        None => Profile::Closed {
+            concurrency: args.concurrency,
+            until: duration.map_or(Until::Requests(args.n), Until::Duration),
+        },
+    };
+    if profile.fixed_count() == Some(0) {
+        return Err("--rate x --duration sends no request".to_string());
+    }
     if args.timeout_ms == 0 {
         return Err("--timeout-ms must be at least 1".to_string());
     }
@@ -86,17 +123,15 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
         base,
         seed: args.seed,
         load: LoadConfig {
-            requests: args.n,
-            concurrency: args.concurrency,
-            retries: args.retries.min(20),
-            retry_backoff: Duration::from_millis(args.retry_backoff_ms),
+            retry: RetryPolicy {
+                max: args.retries.min(20),
+                backoff: Duration::from_millis(args.retry_backoff_ms),
+                ..RetryPolicy::default()
+            },
             timeout: Duration::from_millis(args.timeout_ms),
             client_trace: args.client_trace,
-            targets: vec![Target {
-                method,
-                path,
-                weight: 1,
-            }],
+            profile,
+            targets: vec![Target::new(method, path, 1)],
         },
     })
 }
@@ -141,7 +176,7 @@ pub fn load(args: &LoadArgs) -> u8 {
         progress: Arc::new(AtomicU64::new(0)),
         stop: stop.clone(),
     };
-    let requests = load_options.load.requests;
+    let requests = load_options.load.profile.fixed_count().unwrap_or(0);
     match runtime.block_on(runner::play(load_options, &options, |_| {})) {
         Ok((summary, output)) => {
             print!("{}", summary.render_table());

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 pub use crate::record::Format;
 use crate::scenario::{self, Override, ScenarioError};
 
+pub mod init;
 pub mod load;
+pub mod report;
 pub mod run;
 pub mod serve;
 
@@ -47,6 +49,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the JSON schema of the scenario format (draft-07), for editor autocomplete.
     Schema,
+    /// Write a commented starter scenario: scenarios/NAME.toml (or NAME.toml without a scenarios/ folder).
+    #[command(after_help = EXIT_CODES)]
+    Init(init::InitArgs),
     /// Send load to any URL on its own: concurrency, retries, client trace ids, JSON/CSV output.
     Load(load::LoadArgs),
     /// Serve the demo upstream on its own.
@@ -93,6 +98,7 @@ pub fn main() -> u8 {
             }
         }
         Command::Run(args) => run::run(&args),
+        Command::Init(args) => init::init(&args),
         Command::Load(args) => load::load(&args),
         Command::Upstream(args) => serve::upstream(&args),
         Command::Proxy(args) => serve::proxy(&args),
@@ -105,13 +111,12 @@ fn validate(args: &ValidateArgs) -> u8 {
         match scenario::load(file, &args.overrides) {
             Ok(s) => {
                 println!(
-                    "ok: {} ({}: {} fault rule{}, {} requests at concurrency {})",
+                    "ok: {} ({}: {} fault rule{}, {})",
                     file.display(),
                     s.name,
                     s.faults.len(),
                     if s.faults.len() == 1 { "" } else { "s" },
-                    s.load.requests,
-                    s.load.concurrency
+                    s.load.profile
                 );
             }
             Err(e) => {

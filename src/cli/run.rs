@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::report::{self, Played};
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::golden::{self, Verdict};
 use crate::record::Format;
@@ -44,6 +45,13 @@ pub struct RunArgs {
     /// Runtime worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Write a JUnit XML report: one test case per scenario (golden snapshot and expectations)
+    /// and one per expectation.
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// Write every scenario's summary and verdicts as JSON (`"version": 1`).
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
 }
 
 /// Expands folders into their `*.toml` files, sorted, so `run scenarios/` plays them all.
@@ -148,7 +156,8 @@ pub fn run(args: &RunArgs) -> u8 {
     let policy = golden::Policy::from_env(args.accept, args.write_new);
     let static_dir = args.static_dir.is_dir().then(|| args.static_dir.clone());
 
-    let mut results: Vec<(String, &'static str, String)> = Vec::new();
+    let mut played: Vec<Played> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
     let mut worst = EXIT_OK;
     for ((file, scenario), output) in scenarios.iter().zip(outputs) {
         if stop.load(Ordering::Relaxed) {
@@ -168,32 +177,56 @@ pub fn run(args: &RunArgs) -> u8 {
             progress: progress.clone(),
             stop: stop.clone(),
         };
-        let ticker = Ticker::start(progress, scenario.load.requests);
+        let ticker = Ticker::start(progress, scenario.load.profile.fixed_count());
         let result = runtime.block_on(runner::run(scenario, &options));
         drop(ticker);
-        match result {
+        let (result, text) = match result {
             Ok(report) => {
-                print!("{}", render_report(scenario, &report));
-                let (code, label, why) = verdict(&report);
+                let text = render_report(scenario, &report);
+                print!("{text}");
+                let (code, _, _) = verdict(&report);
                 worst = worst.max(code);
-                results.push((scenario.name.clone(), label, why));
+                (Ok(report), text)
             }
             Err(e) => {
                 eprintln!("error: {}: {e}", scenario.name);
                 worst = worst.max(EXIT_RUNTIME);
-                results.push((scenario.name.clone(), "ERROR", e.to_string()));
+                (Err(e.to_string()), format!("error: {e}\n"))
             }
-        }
+        };
+        played.push(Played {
+            file: file.clone(),
+            name: scenario.name.clone(),
+            result,
+        });
+        texts.push(text);
         println!();
     }
-    if results.len() > 1 {
-        println!("{}", render_results(&results));
+    if played.len() > 1 {
+        println!("{}", render_results(&played));
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Some(path) = &args.junit {
+        let written = std::fs::File::create(path)
+            .and_then(|f| report::write_junit(std::io::BufWriter::new(f), &played, &texts));
+        if let Err(e) = written {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            worst = worst.max(EXIT_RUNTIME);
+        }
+    }
+    if let Some(path) = &args.summary_json {
+        let mut text = serde_json::to_string_pretty(&report::summary_json(&played))
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        text.push('\n');
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            worst = worst.max(EXIT_RUNTIME);
+        }
+    }
     worst
 }
 
-fn verdict(report: &RunReport) -> (u8, &'static str, String) {
+pub(crate) fn verdict(report: &RunReport) -> (u8, &'static str, String) {
     if report.interrupted {
         return (
             EXIT_RUNTIME,
@@ -230,21 +263,8 @@ pub fn render_report(scenario: &Scenario, report: &RunReport) -> String {
         let _ = writeln!(out, "    outcomes:     {n} written to {}", path.display());
     }
     if !report.expectations.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n    {:<24} {:<14} {:<14} result",
-            "expectation", "threshold", "measured"
-        );
-        for v in &report.expectations {
-            let _ = writeln!(
-                out,
-                "    {:<24} {:<14} {:<14} {}",
-                v.name,
-                v.threshold,
-                v.measured,
-                if v.passed { "pass" } else { "FAIL" }
-            );
-        }
+        out.push('\n');
+        out.push_str(&render_verdicts(&report.expectations));
     }
     out.push('\n');
     match &report.golden {
@@ -298,20 +318,55 @@ pub fn render_report(scenario: &Scenario, report: &RunReport) -> String {
     out
 }
 
-fn render_results(results: &[(String, &'static str, String)]) -> String {
-    let width = results
+/// The verdict table: one row per expectation, columns as wide as their longest cell.
+pub fn render_verdicts(verdicts: &[crate::expect::Verdict]) -> String {
+    let width = |f: fn(&crate::expect::Verdict) -> &str, title: &str| {
+        verdicts
+            .iter()
+            .map(|v| f(v).len())
+            .chain([title.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let name = width(|v| &v.name, "expectation");
+    let threshold = width(|v| &v.threshold, "threshold");
+    let measured = width(|v| &v.measured, "measured");
+    let mut out = format!(
+        "    {:<name$}  {:<threshold$}  {:<measured$}  result\n",
+        "expectation", "threshold", "measured"
+    );
+    for v in verdicts {
+        let _ = writeln!(
+            out,
+            "    {:<name$}  {:<threshold$}  {:<measured$}  {}",
+            v.name,
+            v.threshold,
+            v.measured,
+            if v.passed { "pass" } else { "FAIL" }
+        );
+    }
+    out
+}
+
+fn render_results(played: &[Played]) -> String {
+    let width = played
         .iter()
-        .map(|(n, _, _)| n.len())
+        .map(|p| p.name.len())
         .max()
         .unwrap_or(8)
         .max(8);
     let mut out = format!("{:<width$}  result   details\n", "scenario");
-    for (name, label, why) in results {
-        let row = format!("{name:<width$}  {label:<7}  {why}");
+    let mut passed = 0;
+    for p in played {
+        let (label, why) = p.verdict();
+        if label == "pass" {
+            passed += 1;
+        }
+        let label = label.to_ascii_uppercase();
+        let row = format!("{:<width$}  {label:<7}  {why}", p.name);
         let _ = writeln!(out, "{}", row.trim_end());
     }
-    let passed = results.iter().filter(|(_, l, _)| *l == "PASS").count();
-    let _ = write!(out, "{passed} passed, {} failed", results.len() - passed);
+    let _ = write!(out, "{passed} passed, {} failed", played.len() - passed);
     out
 }
 
@@ -322,7 +377,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(progress: Arc<AtomicU64>, total: u64) -> Ticker {
+    fn start(progress: Arc<AtomicU64>, total: Option<u64>) -> Ticker {
         let done = Arc::new(AtomicBool::new(false));
         let thread = std::io::stderr().is_terminal().then(|| {
             let done = done.clone();
@@ -334,10 +389,16 @@ impl Ticker {
                     // Quick runs finish before the first line; only longer ones show progress.
                     if started.elapsed() >= Duration::from_millis(500) {
                         let n = progress.load(Ordering::Relaxed);
-                        eprint!(
-                            "\r    {n}/{total} requests ({:.0}%)",
-                            n as f64 * 100.0 / total.max(1) as f64
-                        );
+                        match total {
+                            Some(total) => eprint!(
+                                "\r    {n}/{total} requests ({:.0}%)",
+                                n as f64 * 100.0 / total.max(1) as f64
+                            ),
+                            None => eprint!(
+                                "\r    {n} requests, {:.0}s",
+                                started.elapsed().as_secs_f64()
+                            ),
+                        }
                         shown = true;
                     }
                 }

@@ -1,14 +1,22 @@
-//! Expectations: the thresholds of a scenario's `[expect]` table, evaluated on the run's summary.
+//! Expectations: the thresholds of a scenario's `[expect]` table, evaluated on the run's summary
+//! into one [`Verdict`] per threshold, in the order the verdict table shows them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::record::Summary;
+use crate::record::summary::Latency;
 use crate::scenario::Expectations;
+use crate::scenario::duration::{format_duration, format_millis};
+use crate::scenario::expectation::{LatencyBound, ResultKey, Statistic, StatusBound};
 
 /// One expectation's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
-    /// The expectation, as written in the scenario (`success_rate`).
+    /// The expectation, named like its key in the scenario (`success_rate`, `status.503`,
+    /// `latency.p99`, `targets[/api/resource].latency.p99`).
     pub name: String,
     /// The threshold, readable (`>= 95.0%`).
     pub threshold: String,
@@ -21,21 +29,185 @@ pub struct Verdict {
 pub fn check(expect: &Expectations, summary: &Summary) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
     if let Some(min) = expect.success_rate {
-        let rate = summary.success_rate();
+        verdicts.push(success_rate("success_rate", min, summary.success_rate()));
+    }
+    let results = Results {
+        requests: summary.requests,
+        statuses: &summary.statuses,
+        errors: &summary.errors,
+    };
+    for b in &expect.status {
+        status(&mut verdicts, "status", b, &results);
+    }
+    for b in &expect.latency {
+        verdicts.push(latency("latency", b, &summary.latency));
+    }
+    if let Some(range) = expect.retries {
         verdicts.push(Verdict {
-            name: "success_rate".into(),
-            threshold: format!(">= {:.1}%", min * 100.0),
-            measured: format!("{:.1}%", rate * 100.0),
-            // A tiny tolerance: 0.95 written in a file must accept 190 of 200.
-            passed: rate + 1e-12 >= min,
+            name: "retries".into(),
+            threshold: range.to_string(),
+            measured: summary.retries.to_string(),
+            passed: range.contains(summary.retries),
         });
     }
+    if let Some(range) = expect.late {
+        verdicts.push(Verdict {
+            name: "late".into(),
+            threshold: range.to_string(),
+            measured: summary.late.to_string(),
+            passed: range.contains(summary.late),
+        });
+    }
+    for (rule, range) in &expect.faults {
+        let n = summary.faults.get(rule).copied().unwrap_or(0);
+        verdicts.push(Verdict {
+            name: format!("faults.{rule}"),
+            threshold: range.to_string(),
+            measured: format!("{n} attempts"),
+            passed: range.contains(n),
+        });
+    }
+    for (rule, min) in &expect.delays {
+        let (measured, passed) = match summary.fault_min_latency.get(rule) {
+            // Vacuously true: pair it with `faults.<rule> = { min = 1 }` to require firing.
+            None => ("never fired".to_string(), true),
+            Some(shortest) => (
+                format!("shortest {}", format_millis(*shortest)),
+                shortest >= min,
+            ),
+        };
+        verdicts.push(Verdict {
+            name: format!("delays_honoured.{rule}"),
+            threshold: format!("every attempt >= {}", format_duration(*min)),
+            measured,
+            passed,
+        });
+    }
+    for t in &expect.targets {
+        let prefix = format!("targets[{}]", t.path);
+        let empty = Default::default();
+        let target = summary.targets.get(&t.path).unwrap_or(&empty);
+        if let Some(min) = t.success_rate {
+            verdicts.push(success_rate(
+                &format!("{prefix}.success_rate"),
+                min,
+                target.success_rate(),
+            ));
+        }
+        let results = Results {
+            requests: target.requests,
+            statuses: &target.statuses,
+            errors: &target.errors,
+        };
+        for b in &t.status {
+            status(&mut verdicts, &format!("{prefix}.status"), b, &results);
+        }
+        for b in &t.latency {
+            verdicts.push(latency(&format!("{prefix}.latency"), b, &target.latency));
+        }
+    }
     verdicts
+}
+
+fn success_rate(name: &str, min: f64, rate: f64) -> Verdict {
+    Verdict {
+        name: name.into(),
+        threshold: format!(">= {:.1}%", min * 100.0),
+        measured: format!("{:.1}%", rate * 100.0),
+        // A tiny tolerance: 0.95 written in a file must accept 190 of 200.
+        passed: rate + 1e-12 >= min,
+    }
+}
+
+/// Final results of a set of requests.
+struct Results<'a> {
+    requests: u64,
+    statuses: &'a BTreeMap<u16, u64>,
+    errors: &'a BTreeMap<String, u64>,
+}
+
+impl Results<'_> {
+    fn count(&self, key: ResultKey) -> u64 {
+        match key {
+            ResultKey::Status(s) => self.statuses.get(&s).copied().unwrap_or(0),
+            ResultKey::Class(c) => self
+                .statuses
+                .iter()
+                .filter(|(s, _)| **s / 100 == c)
+                .map(|(_, n)| n)
+                .sum(),
+            ResultKey::Error(e) => self.errors.get(e.as_str()).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// One verdict per bound written (`min_count`, `max_share`, ...), so the table says which failed.
+fn status(out: &mut Vec<Verdict>, prefix: &str, b: &StatusBound, results: &Results<'_>) {
+    let n = results.count(b.key);
+    let share = if results.requests == 0 {
+        0.0
+    } else {
+        n as f64 / results.requests as f64
+    };
+    let measured = format!("{n} ({:.1}%)", share * 100.0);
+    let name = format!("{prefix}.{}", b.key);
+    let mut push = |threshold: String, passed: bool| {
+        out.push(Verdict {
+            name: name.clone(),
+            threshold,
+            measured: measured.clone(),
+            passed,
+        })
+    };
+    if let Some(min) = b.min_count {
+        push(format!(">= {min}"), n >= min);
+    }
+    if let Some(max) = b.max_count {
+        push(format!("<= {max}"), n <= max);
+    }
+    if let Some(min) = b.min_share {
+        push(format!(">= {:.1}%", min * 100.0), share + 1e-12 >= min);
+    }
+    if let Some(max) = b.max_share {
+        push(format!("<= {:.1}%", max * 100.0), share <= max + 1e-12);
+    }
+}
+
+fn latency(prefix: &str, b: &LatencyBound, l: &Latency) -> Verdict {
+    let measured = match b.statistic {
+        Statistic::Quantile(q) => l.quantile(q),
+        Statistic::Mean => l.mean(),
+        Statistic::Max => l.max(),
+    };
+    Verdict {
+        name: format!("{prefix}.{}", b.key),
+        threshold: b.threshold(),
+        measured: if l.count() == 0 {
+            "no requests".to_string()
+        } else {
+            format_millis(measured)
+        },
+        // No requests measured nothing: a latency bound cannot pass on no data.
+        passed: l.count() > 0 && b.op.holds(round_us(measured), b.bound),
+    }
+}
+
+/// The histogram reports microseconds; compare in the same unit.
+fn round_us(d: Duration) -> Duration {
+    Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::expectation::{CountRange, Op};
+
+    fn expect_rate(rate: f64) -> Expectations {
+        Expectations {
+            success_rate: Some(rate),
+            ..Expectations::default()
+        }
+    }
 
     #[test]
     fn success_rate_passes_at_and_above_the_threshold() {
@@ -44,21 +216,76 @@ mod tests {
             succeeded: 190,
             ..Summary::default()
         };
-        let at = check(
-            &Expectations {
-                success_rate: Some(0.95),
-            },
-            &s,
-        );
+        let at = check(&expect_rate(0.95), &s);
         assert!(at[0].passed);
         s.succeeded = 189;
-        let below = check(
-            &Expectations {
-                success_rate: Some(0.95),
-            },
-            &s,
-        );
+        let below = check(&expect_rate(0.95), &s);
         assert!(!below[0].passed);
         assert_eq!(below[0].measured, "94.5%");
+    }
+
+    #[test]
+    fn statuses_count_by_code_class_and_error() {
+        let mut s = Summary {
+            requests: 10,
+            ..Summary::default()
+        };
+        s.statuses.insert(200, 6);
+        s.statuses.insert(503, 3);
+        s.errors.insert("timeout".into(), 1);
+        let bound = |key, max_share| StatusBound {
+            key,
+            min_count: None,
+            max_count: None,
+            min_share: None,
+            max_share: Some(max_share),
+        };
+        let e = Expectations {
+            status: vec![
+                bound(ResultKey::Class(5), 0.3),
+                bound(ResultKey::Status(503), 0.2),
+                bound(ResultKey::Error(crate::record::ErrorKind::Timeout), 0.1),
+            ],
+            retries: Some(CountRange {
+                min: None,
+                max: Some(0),
+            }),
+            ..Expectations::default()
+        };
+        let v = check(&e, &s);
+        let passed: Vec<(&str, bool)> = v.iter().map(|v| (v.name.as_str(), v.passed)).collect();
+        assert_eq!(
+            passed,
+            [
+                ("status.5xx", true),
+                ("status.503", false),
+                ("status.timeout", true),
+                ("retries", true)
+            ]
+        );
+        assert_eq!(v[1].measured, "3 (30.0%)");
+    }
+
+    #[test]
+    fn latency_bounds_need_data_and_compare_as_written() {
+        let mut s = Summary::default();
+        let b = LatencyBound {
+            key: "p99".into(),
+            statistic: Statistic::Quantile(0.99),
+            op: Op::Lt,
+            bound: Duration::from_millis(800),
+        };
+        let e = Expectations {
+            latency: vec![b],
+            ..Expectations::default()
+        };
+        assert!(!check(&e, &s)[0].passed, "no data is not a pass");
+        s.latency.record(Duration::from_millis(10));
+        assert!(check(&e, &s)[0].passed);
+        s.latency.record(Duration::from_millis(900));
+        s.latency.record(Duration::from_millis(900));
+        let v = &check(&e, &s)[0];
+        assert!(!v.passed);
+        assert_eq!(v.threshold, "< 800ms");
     }
 }

@@ -342,11 +342,15 @@ impl FaultPlan {
     }
 
     /// The plan `traceforge run` uses: the scenario's rules and seed, its `header_faults` setting,
-    /// and its load profile for ranks.
+    /// and its load profile for ranks. A load whose request count is not known in advance (a closed
+    /// loop for a duration) ranks by request index among all requests.
     pub fn from_scenario(scenario: &Scenario) -> Self {
-        FaultPlan::new(scenario.seed, scenario.faults.clone())
-            .with_header_faults(scenario.proxy.header_faults)
-            .with_targets(scenario.load.targets.clone(), scenario.load.requests)
+        let plan = FaultPlan::new(scenario.seed, scenario.faults.clone())
+            .with_header_faults(scenario.proxy.header_faults);
+        match scenario.load.profile.fixed_count() {
+            Some(requests) => plan.with_targets(scenario.load.targets.clone(), requests),
+            None => plan,
+        }
     }
 
     /// Gives the plan the load profile, so `first`/`after`/`every` count only the requests that

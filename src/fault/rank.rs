@@ -145,11 +145,7 @@ mod tests {
     use hyper::Method;
 
     fn target(path: &str, weight: u32) -> Target {
-        Target {
-            method: Method::GET,
-            path: path.to_string(),
-            weight,
-        }
+        Target::new(Method::GET, path, weight)
     }
 
     /// The load generator's reference implementation, kept verbatim: `pick_target` must equal it.

@@ -435,11 +435,7 @@ fn first_after_and_every_count_by_index_without_targets() {
 fn two_targets() -> Vec<Target> {
     ["/a?kind=x", "/b"]
         .iter()
-        .map(|p| Target {
-            method: Method::GET,
-            path: p.to_string(),
-            weight: 1,
-        })
+        .map(|p| Target::new(Method::GET, *p, 1))
         .collect()
 }
 

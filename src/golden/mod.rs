@@ -63,15 +63,55 @@ pub fn request_line(o: &Outcome) -> String {
     )
 }
 
+/// Runs of more requests than this keep their counts in the golden body but not one line per
+/// request: a million-line snapshot is not reviewable, and the lines would be held in memory.
+pub const MAX_REQUEST_LINES: u64 = 10_000;
+
+/// What the golden body of a scenario can hold.
+#[derive(Debug, Clone, PartialEq, Default)]
+enum Keep {
+    /// Counts and one line per request.
+    #[default]
+    All,
+    /// Counts only; the reason is written in the body.
+    Counts(String),
+    /// Neither: the request count depends on the server's speed. The reason is written in the body.
+    Nothing(String),
+}
+
 /// Builds the golden body incrementally: requests may finish in any order.
 #[derive(Debug, Default)]
 pub struct BodyBuilder {
     lines: Vec<Line>,
+    keep: Keep,
 }
 
 impl BodyBuilder {
+    /// What the scenario's golden body holds depends on its load profile: a closed loop with a
+    /// duration or concurrency stages sends as many requests as the server allows, so its body
+    /// keeps only what the scenario says (no counts, no per-request lines); a run of more than
+    /// [`MAX_REQUEST_LINES`] requests keeps its counts but not its lines.
+    pub fn for_scenario(scenario: &Scenario) -> BodyBuilder {
+        let keep = match scenario.load.profile.fixed_count() {
+            None => Keep::Nothing(format!(
+                "per-request lines and counts omitted: {} sends as many requests as the server allows; check [expect] instead",
+                scenario.load.profile
+            )),
+            Some(n) if n > MAX_REQUEST_LINES => Keep::Counts(format!(
+                "per-request lines omitted: {n} requests, more than the {MAX_REQUEST_LINES} a golden file lists"
+            )),
+            Some(_) => Keep::All,
+        };
+        BodyBuilder {
+            lines: Vec::new(),
+            keep,
+        }
+    }
+
     pub fn push(&mut self, outcome: &Outcome) {
-        self.lines.push(Line::of(outcome));
+        if self.keep == Keep::All {
+            self.lines.push(Line::of(outcome));
+        }
     }
 
     /// The body: scenario, seed, rules, counts, then one line per request in index order, in
@@ -83,6 +123,19 @@ impl BodyBuilder {
         let _ = writeln!(out, "seed:         {}", scenario.seed);
         for rule in &scenario.faults {
             let _ = writeln!(out, "rule:         {rule}");
+        }
+        match &self.keep {
+            Keep::All => {}
+            Keep::Counts(why) => {
+                out.push_str(&summary.render_counts());
+                let _ = writeln!(out, "\n{why}");
+                return out;
+            }
+            Keep::Nothing(why) => {
+                let _ = writeln!(out, "load:         {}", scenario.load.profile);
+                let _ = writeln!(out, "\n{why}");
+                return out;
+            }
         }
         out.push_str(&summary.render_counts());
         out.push('\n');
@@ -254,6 +307,55 @@ mod tests {
         let file = "---\nsource: traceforge run\nexpression: \"x\"\n---\nline 1\nline 2\n";
         assert_eq!(body_of(file), "line 1\nline 2\n");
         assert_eq!(body_of("no header\n"), "no header\n");
+    }
+
+    fn scenario(load: &str) -> Scenario {
+        crate::scenario::parse_str("t.toml", &format!("name = \"t\"\n[load]\n{load}\n"), &[])
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn large_and_open_ended_runs_keep_no_per_request_lines() {
+        let big = scenario("requests = 20000");
+        let mut body = BodyBuilder::for_scenario(&big);
+        let outcome = crate::record::Outcome {
+            index: 0,
+            method: "GET".into(),
+            path: "/".into(),
+            status: Some(200),
+            error: None,
+            trace_id: String::new(),
+            attempts: Vec::new(),
+            start: std::time::Duration::ZERO,
+            scheduled: std::time::Duration::ZERO,
+            latency: std::time::Duration::ZERO,
+            service: std::time::Duration::ZERO,
+        };
+        body.push(&outcome);
+        assert!(body.lines.is_empty(), "nothing is held per request");
+        let mut summary = Summary::default();
+        summary.push(&outcome);
+        let text = body.finish(&big, &summary);
+        assert!(text.contains("requests:     1\n"), "{text}");
+        assert!(
+            text.ends_with("\nper-request lines omitted: 20000 requests, more than the 10000 a golden file lists\n"),
+            "{text}"
+        );
+
+        let timed = scenario("duration = \"1s\"\nconcurrency = 4");
+        let mut body = BodyBuilder::for_scenario(&timed);
+        body.push(&outcome);
+        let text = body.finish(&timed, &summary);
+        assert_eq!(
+            text,
+            "scenario:     t\nseed:         0\nload:         closed loop at concurrency 4 for 1s\n\n\
+             per-request lines and counts omitted: closed loop at concurrency 4 for 1s sends as many requests as the server allows; check [expect] instead\n"
+        );
+
+        let small = scenario("rate = 10\nrequests = 3");
+        let mut body = BodyBuilder::for_scenario(&small);
+        body.push(&outcome);
+        assert!(body.finish(&small, &summary).contains("#0000 GET /"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The load generator: a closed loop of `requests` with at most `concurrency` in flight, targets
-//! picked by weight from a seeded per-request stream, per-attempt timeouts, and retries with
-//! doubling backoff. Every request id derives from `(seed, index, attempt)`, so a run is the same
-//! run at any concurrency. Outcomes go to a channel as they finish; the caller records them.
+//! The load generator: closed loops (a request count, a duration, or concurrency stages) and open
+//! loops (requests started on a schedule, latency measured from the intended send time), targets
+//! picked by weight from a seeded per-request stream, per-attempt timeouts, and retries with a
+//! policy (doubling backoff, cap, seeded jitter, `Retry-After`). Every request id derives from
+//! `(seed, index, attempt)`, so a run is the same run at any concurrency. Outcomes go to a channel
+//! as they finish; the caller records them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,11 +16,13 @@ use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::record::{Attempt, ErrorKind, Outcome};
-use crate::scenario::LoadConfig;
+use crate::scenario::profile::ramp_value;
+use crate::scenario::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
 use crate::seed;
 
 /// Header names shared by the load generator, the proxy and the upstream.
@@ -65,32 +69,163 @@ pub async fn run<C>(
     C: Connect + Clone + Send + Sync + 'static,
 {
     let start = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
     let options = Arc::new(options);
-    let workers = options.load.concurrency.max(1) as u64;
-    let workers = workers.min(options.load.requests.max(1));
+    match options.load.profile.clone() {
+        Profile::Open {
+            schedule,
+            max_in_flight,
+        } => {
+            open_loop(
+                client,
+                options,
+                outcomes,
+                stop,
+                start,
+                schedule,
+                max_in_flight,
+            )
+            .await
+        }
+        Profile::Closed { concurrency, until } => {
+            let workers = match until {
+                Until::Requests(n) => u64::from(concurrency.max(1)).min(n.max(1)),
+                Until::Duration(_) => u64::from(concurrency.max(1)),
+            };
+            let gate = move |_worker: u64, elapsed: Duration, index: u64| match until {
+                Until::Requests(n) => Gate::from(index < n),
+                Until::Duration(d) => Gate::from(elapsed < d),
+            };
+            closed_loop(client, options, outcomes, stop, start, workers, gate).await
+        }
+        Profile::ClosedStages { stages } => {
+            let workers = stages
+                .iter()
+                .map(|s| s.target.ceil() as u64)
+                .max()
+                .unwrap_or(1);
+            let gate = move |worker: u64, elapsed: Duration, _index: u64| {
+                match ramp_value(&stages, elapsed) {
+                    None => Gate::Stop,
+                    // Worker k works while the ramp asks for more than k workers.
+                    Some(c) if (worker as f64) < c => Gate::Go,
+                    Some(_) => Gate::Wait,
+                }
+            };
+            closed_loop(client, options, outcomes, stop, start, workers, gate).await
+        }
+    }
+}
+
+/// What a closed-loop worker does next.
+enum Gate {
+    Go,
+    /// Not this worker's turn yet (a ramp below its number): look again shortly.
+    Wait,
+    Stop,
+}
+
+impl From<bool> for Gate {
+    fn from(go: bool) -> Gate {
+        if go { Gate::Go } else { Gate::Stop }
+    }
+}
+
+/// How often an idle ramp worker checks whether the ramp has reached it.
+const RAMP_TICK: Duration = Duration::from_millis(10);
+
+/// `workers` tasks, each taking the next index when its previous request finished, while `gate`
+/// says go. Indexes come from one counter, so every index below the total is played exactly once.
+async fn closed_loop<C, G>(
+    client: HttpClient<C>,
+    options: Arc<LoadOptions>,
+    outcomes: mpsc::Sender<Outcome>,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+    workers: u64,
+    gate: G,
+) where
+    C: Connect + Clone + Send + Sync + 'static,
+    G: Fn(u64, Duration, u64) -> Gate + Send + Sync + 'static,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(gate);
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers {
+    for worker in 0..workers {
         let client = client.clone();
         let options = options.clone();
         let outcomes = outcomes.clone();
         let next = next.clone();
         let stop = stop.clone();
+        let gate = gate.clone();
         tasks.spawn(async move {
             loop {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
+                // One instant for the decision and the recorded start, so a request recorded
+                // as started was started while the profile allowed it.
+                let now = Instant::now();
+                let elapsed = now.saturating_duration_since(start);
+                // Peek first: a worker that must wait or stop takes no index.
+                match gate(worker, elapsed, next.load(Ordering::Relaxed)) {
+                    Gate::Stop => return,
+                    Gate::Wait => {
+                        tokio::time::sleep(RAMP_TICK).await;
+                        continue;
+                    }
+                    Gate::Go => {}
+                }
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= options.load.requests {
+                if let Gate::Stop = gate(worker, elapsed, index) {
                     return;
                 }
-                let outcome = play(&client, &options, index, start).await;
+                let outcome = play(&client, &options, index, start, now, now).await;
                 if outcomes.send(outcome).await.is_err() {
                     // The recorder is gone: nobody wants more results.
                     return;
                 }
             }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Starts request `i` at its scheduled time, whatever earlier requests are doing. When
+/// `max_in_flight` requests are outstanding the next one waits for a slot: it starts late (and is
+/// counted late) but still exists, so the request count and ids never depend on the server, and
+/// its latency, measured from the scheduled time, shows the wait.
+async fn open_loop<C>(
+    client: HttpClient<C>,
+    options: Arc<LoadOptions>,
+    outcomes: mpsc::Sender<Outcome>,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+    schedule: Schedule,
+    max_in_flight: u32,
+) where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1) as usize));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..schedule.count() {
+        let due = start + schedule.at(index);
+        tokio::time::sleep_until(due).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        // Reap finished tasks as we go, so the set holds at most `max_in_flight` of them.
+        while tasks.try_join_next().is_some() {}
+        let client = client.clone();
+        let options = options.clone();
+        let outcomes = outcomes.clone();
+        tasks.spawn(async move {
+            let outcome = play(&client, &options, index, start, due, Instant::now()).await;
+            // Free the slot before the send: a slow recorder must not look like a slow server.
+            drop(slot);
+            let _ = outcomes.send(outcome).await;
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -108,30 +243,55 @@ pub fn backoff(base: Duration, retry: u32) -> Duration {
     base.saturating_mul(factor)
 }
 
+/// The wait before retry number `retry` (1-based) under `policy`: the doubling backoff capped by
+/// `max_backoff`, plus seeded jitter; a `Retry-After` from the server replaces both (still capped).
+pub fn retry_wait(
+    policy: &RetryPolicy,
+    seed: u64,
+    index: u64,
+    retry: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let cap = |d: Duration| policy.max_backoff.map_or(d, |m| d.min(m));
+    if let Some(after) = retry_after {
+        return cap(after);
+    }
+    let mut wait = cap(backoff(policy.backoff, retry));
+    if !policy.jitter.is_zero() {
+        let max = u64::try_from(policy.jitter.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = seed::rng(seed, &format!("load/jitter/{index}/{retry}")).random_range(0..=max);
+        wait += Duration::from_nanos(nanos);
+    }
+    wait
+}
+
+/// Plays request `index`: picks its target, sends attempts until one is not retryable or the
+/// retries run out. `scheduled` is when it was meant to start, `started` when it did (the same
+/// instant in a closed loop).
 async fn play<C>(
     client: &HttpClient<C>,
     options: &LoadOptions,
     index: u64,
     run_start: Instant,
+    scheduled: Instant,
+    started: Instant,
 ) -> Outcome
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
     let load = &options.load;
-    let target = pick_target(options.seed, index, &load.targets);
-    let (method, path) = match target {
-        Some(t) => (t.method.clone(), t.path.clone()),
-        None => (hyper::Method::GET, "/".to_string()),
-    };
+    let fallback = Target::new(hyper::Method::GET, "/", 1);
+    let target = pick_target(options.seed, index, &load.targets).unwrap_or(&fallback);
     let client_trace = load
         .client_trace
         .then(|| seed::trace_id(options.seed, index));
-    let started = Instant::now();
     let mut attempts = Vec::new();
     let mut trace_id = client_trace.clone().unwrap_or_default();
-    for attempt in 0..=load.retries {
+    let mut retry_after = None;
+    for attempt in 0..=load.retry.max {
         if attempt > 0 {
-            tokio::time::sleep(backoff(load.retry_backoff, attempt)).await;
+            let wait = retry_wait(&load.retry, options.seed, index, attempt, retry_after);
+            tokio::time::sleep(wait).await;
         }
         let request_id = seed::request_id(options.seed, index, attempt);
         let ids = Ids {
@@ -140,28 +300,32 @@ where
             index,
             attempt,
         };
-        let (result, returned_trace) = send(client, options, &method, &path, &ids).await;
+        let sent = send(client, options, target, &ids).await;
         if client_trace.is_none() {
-            if let Some(t) = returned_trace {
+            if let Some(t) = sent.trace_id {
                 trace_id = t;
             }
         }
-        let retry = result.is_retryable();
-        attempts.push(result);
+        retry_after = sent.retry_after;
+        let retry = load.retry.on.matches(&sent.attempt);
+        attempts.push(sent.attempt);
         if !retry {
             break;
         }
     }
     let last = attempts.last();
+    let end = Instant::now();
     Outcome {
         index,
-        method: method.to_string(),
-        path,
+        method: target.method.to_string(),
+        path: target.path.clone(),
         status: last.and_then(|a| a.status),
         error: last.and_then(|a| a.error),
         trace_id,
         start: started.saturating_duration_since(run_start),
-        latency: started.elapsed(),
+        scheduled: scheduled.saturating_duration_since(run_start),
+        latency: end.saturating_duration_since(scheduled),
+        service: end.saturating_duration_since(started),
         attempts,
     }
 }
@@ -174,45 +338,58 @@ struct Ids<'a> {
     attempt: u32,
 }
 
+/// One attempt's result and what its response said about the next one.
+struct Sent {
+    attempt: Attempt,
+    trace_id: Option<String>,
+    retry_after: Option<Duration>,
+}
+
 async fn send<C>(
     client: &HttpClient<C>,
     options: &LoadOptions,
-    method: &hyper::Method,
-    path: &str,
+    target: &Target,
     ids: &Ids<'_>,
-) -> (Attempt, Option<String>)
+) -> Sent
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    let mut attempt = Attempt {
-        request_id: ids.request_id.to_string(),
-        status: None,
-        error: None,
-        faults: Vec::new(),
-        bytes: 0,
-        latency: Duration::ZERO,
+    let mut sent = Sent {
+        attempt: Attempt {
+            request_id: ids.request_id.to_string(),
+            status: None,
+            error: None,
+            faults: Vec::new(),
+            bytes: 0,
+            latency: Duration::ZERO,
+        },
+        trace_id: None,
+        retry_after: None,
     };
-    let uri = match join(&options.base, path) {
+    let uri = match join(&options.base, &target.path) {
         Ok(uri) => uri,
         Err(_) => {
-            attempt.error = Some(ErrorKind::Protocol);
-            return (attempt, None);
+            sent.attempt.error = Some(ErrorKind::Protocol);
+            return sent;
         }
     };
     let mut builder = Request::builder()
-        .method(method.clone())
+        .method(target.method.clone())
         .uri(uri)
         .header(X_TRACEFORGE_INDEX, ids.index)
         .header(X_TRACEFORGE_ATTEMPT, ids.attempt);
+    for (name, value) in &target.headers {
+        builder = builder.header(name, value);
+    }
     if let Ok(v) = HeaderValue::from_str(ids.request_id) {
         builder = builder.header(X_REQUEST_ID, v);
     }
     if let Some(Ok(v)) = ids.trace_id.map(HeaderValue::from_str) {
         builder = builder.header(X_TRACE_ID, v);
     }
-    let Ok(request) = builder.body(Full::new(Bytes::new())) else {
-        attempt.error = Some(ErrorKind::Protocol);
-        return (attempt, None);
+    let Ok(request) = builder.body(Full::new(target.body.clone())) else {
+        sent.attempt.error = Some(ErrorKind::Protocol);
+        return sent;
     };
     let started = Instant::now();
     // The fault names arrive with the head: keep them when the body then fails or times out (a
@@ -228,24 +405,39 @@ where
         let body = body.collect().await.map_err(|e| classify(&e))?;
         Ok::<_, ErrorKind>((parts, body.to_bytes().len() as u64))
     };
-    let mut returned_trace = None;
     let result = tokio::time::timeout(options.load.timeout, exchange).await;
-    attempt.faults = head_faults;
+    sent.attempt.faults = head_faults;
     match result {
         Ok(Ok((parts, bytes))) => {
-            attempt.status = Some(parts.status.as_u16());
-            attempt.bytes = bytes;
-            returned_trace = parts
+            sent.attempt.status = Some(parts.status.as_u16());
+            sent.attempt.bytes = bytes;
+            sent.trace_id = parts
                 .headers
                 .get(X_TRACE_ID)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            sent.retry_after = parts
+                .headers
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         }
-        Ok(Err(kind)) => attempt.error = Some(kind),
-        Err(_) => attempt.error = Some(ErrorKind::Timeout),
+        Ok(Err(kind)) => sent.attempt.error = Some(kind),
+        Err(_) => sent.attempt.error = Some(ErrorKind::Timeout),
     }
-    attempt.latency = started.elapsed();
-    (attempt, returned_trace)
+    sent.attempt.latency = started.elapsed();
+    sent
+}
+
+/// `Retry-After` as delay-seconds (`120`) or an HTTP date, relative to `now`; a date in the past
+/// means no wait. Anything else is ignored (the policy's own backoff applies).
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The rule names in `x-traceforge-fault`, in firing order.
@@ -308,7 +500,6 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Target;
 
     #[test]
     fn backoff_doubles_per_retry() {
@@ -321,11 +512,7 @@ mod tests {
 
     #[test]
     fn targets_follow_their_weights_and_the_seed() {
-        let t = |path: &str, weight| Target {
-            method: hyper::Method::GET,
-            path: path.into(),
-            weight,
-        };
+        let t = |path: &str, weight| Target::new(hyper::Method::GET, path, weight);
         let targets = vec![t("/a", 3), t("/b", 1)];
         let picks: Vec<&str> = (0..4000)
             .filter_map(|i| pick_target(5, i, &targets))
@@ -338,6 +525,55 @@ mod tests {
             .map(|t| t.path.as_str())
             .collect();
         assert_eq!(picks, again);
+    }
+
+    #[test]
+    fn retry_waits_cap_jitter_by_seed_and_follow_retry_after() {
+        let policy = RetryPolicy {
+            max: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Some(Duration::from_millis(300)),
+            jitter: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        };
+        let first = retry_wait(&policy, 7, 3, 1, None);
+        assert_eq!(first, retry_wait(&policy, 7, 3, 1, None), "seeded");
+        assert!((100..=120).contains(&first.as_millis()), "{first:?}");
+        let capped = retry_wait(&policy, 7, 3, 4, None);
+        assert!((300..=320).contains(&capped.as_millis()), "{capped:?}");
+        let waits: Vec<Duration> = (0..20)
+            .map(|i| retry_wait(&policy, 7, i, 1, None))
+            .collect();
+        assert!(
+            waits.iter().any(|w| *w != waits[0]),
+            "jitter varies by index"
+        );
+        assert_eq!(
+            retry_wait(&policy, 7, 3, 1, Some(Duration::from_secs(1))),
+            Duration::from_millis(300),
+            "Retry-After is capped by max_backoff"
+        );
+        let uncapped = RetryPolicy::default();
+        assert_eq!(
+            retry_wait(&uncapped, 7, 3, 1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        // 2015-10-21 07:28:00 UTC is `now`; 07:28:05 is five seconds later.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:05 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

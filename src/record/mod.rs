@@ -94,9 +94,17 @@ pub struct Outcome {
     /// When the first attempt started, from the start of the run.
     #[serde(with = "micros", rename = "start_us")]
     pub start: Duration,
-    /// From the first attempt's start to the last attempt's end, backoff included.
+    /// When the request was meant to start, from the start of the run: its place in an open-loop
+    /// schedule; the same as `start` in a closed loop.
+    #[serde(with = "micros", rename = "scheduled_us", default)]
+    pub scheduled: Duration,
+    /// From the intended send time (`scheduled`) to the last attempt's end, backoff included:
+    /// the latency a user waiting for this request saw (coordinated omission corrected).
     #[serde(with = "micros", rename = "latency_us")]
     pub latency: Duration,
+    /// From the first attempt's actual start to the last attempt's end, backoff included.
+    #[serde(with = "micros", rename = "service_us", default)]
+    pub service: Duration,
 }
 
 impl Outcome {
@@ -107,6 +115,11 @@ impl Outcome {
 
     pub fn retries(&self) -> u64 {
         self.attempts.len().saturating_sub(1) as u64
+    }
+
+    /// How far behind its intended send time the request started.
+    pub fn late_by(&self) -> Duration {
+        self.start.saturating_sub(self.scheduled)
     }
 
     pub fn request_ids(&self) -> impl Iterator<Item = &str> {

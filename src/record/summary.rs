@@ -92,6 +92,40 @@ pub struct Percentiles {
     pub max_ms: f64,
 }
 
+/// Aggregates of the requests sent to one target path.
+#[derive(Debug, Clone, Default)]
+pub struct TargetSummary {
+    pub requests: u64,
+    pub succeeded: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub latency: Latency,
+}
+
+impl TargetSummary {
+    fn push(&mut self, o: &Outcome) {
+        self.requests += 1;
+        if o.succeeded() {
+            self.succeeded += 1;
+        }
+        match (o.status, o.error) {
+            (Some(s), _) => *self.statuses.entry(s).or_default() += 1,
+            (None, Some(e)) => *self.errors.entry(e.to_string()).or_default() += 1,
+            (None, None) => {}
+        }
+        self.latency.record(o.latency);
+    }
+
+    /// Share of requests that succeeded, in `[0, 1]`; 1 when there were none.
+    pub fn success_rate(&self) -> f64 {
+        share(self.succeeded, self.requests)
+    }
+}
+
+fn share(n: u64, of: u64) -> f64 {
+    if of == 0 { 1.0 } else { n as f64 / of as f64 }
+}
+
 /// Aggregates of a run.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
@@ -108,10 +142,20 @@ pub struct Summary {
     pub errors: BTreeMap<String, u64>,
     /// Attempts on which each fault rule fired.
     pub faults: BTreeMap<String, u64>,
-    /// Per logical request, backoff included.
+    /// Per logical request from its intended send time, backoff included.
     pub latency: Latency,
+    /// Per logical request from its actual start, backoff included.
+    pub service: Latency,
     /// Per attempt.
     pub attempt_latency: Latency,
+    /// Requests that started more than [`crate::scenario::profile::LATE_AFTER`] behind schedule.
+    pub late: u64,
+    /// The most any request started behind schedule.
+    pub max_late: Duration,
+    /// Per target path.
+    pub targets: BTreeMap<String, TargetSummary>,
+    /// Per fault rule: the shortest attempt on which it fired.
+    pub fault_min_latency: BTreeMap<String, Duration>,
     /// From the start of the run to the end of the last request.
     pub elapsed: Duration,
 }
@@ -132,20 +176,32 @@ impl Summary {
         for a in &o.attempts {
             for rule in &a.faults {
                 *self.faults.entry(rule.clone()).or_default() += 1;
+                let min = self
+                    .fault_min_latency
+                    .entry(rule.clone())
+                    .or_insert(a.latency);
+                *min = (*min).min(a.latency);
             }
             self.attempt_latency.record(a.latency);
         }
         self.latency.record(o.latency);
-        self.elapsed = self.elapsed.max(o.start + o.latency);
+        self.service.record(o.service);
+        let late = o.late_by();
+        if late > crate::scenario::profile::LATE_AFTER {
+            self.late += 1;
+        }
+        self.max_late = self.max_late.max(late);
+        // Get first: cloning the path for every request would allocate a million times.
+        match self.targets.get_mut(&o.path) {
+            Some(t) => t.push(o),
+            None => self.targets.entry(o.path.clone()).or_default().push(o),
+        }
+        self.elapsed = self.elapsed.max(o.scheduled + o.latency);
     }
 
     /// Share of requests that succeeded, in `[0, 1]`; 1 when there were none.
     pub fn success_rate(&self) -> f64 {
-        if self.requests == 0 {
-            1.0
-        } else {
-            self.succeeded as f64 / self.requests as f64
-        }
+        share(self.succeeded, self.requests)
     }
 
     /// The counts, without any wall-clock value: what the golden snapshot records.
@@ -199,6 +255,23 @@ impl Summary {
             format_millis(l.quantile(0.99)),
             format_millis(l.max())
         );
+        if self.service.count() > 0 && self.max_late > crate::scenario::profile::LATE_AFTER {
+            let s = &self.service;
+            let _ = writeln!(
+                out,
+                "service time: p50 {}  p90 {}  p99 {}  max {}",
+                format_millis(s.quantile(0.5)),
+                format_millis(s.quantile(0.9)),
+                format_millis(s.quantile(0.99)),
+                format_millis(s.max())
+            );
+            let _ = writeln!(
+                out,
+                "late starts:  {} (more than 10ms behind schedule; worst {})",
+                self.late,
+                format_millis(self.max_late)
+            );
+        }
         let rate = if self.elapsed.is_zero() {
             0.0
         } else {

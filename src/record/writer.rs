@@ -18,7 +18,7 @@ pub enum Format {
 }
 
 /// The CSV columns, one row per logical request.
-pub const CSV_HEADER: [&str; 13] = [
+pub const CSV_HEADER: [&str; 15] = [
     "index",
     "method",
     "path",
@@ -32,6 +32,8 @@ pub const CSV_HEADER: [&str; 13] = [
     "trace_id",
     "request_id",
     "request_ids",
+    "scheduled_ms",
+    "service_ms",
 ];
 
 /// Writes outcomes to any `Write` in one of the formats.
@@ -153,6 +155,8 @@ fn csv_row(o: &Outcome) -> Vec<String> {
             .map(|a| a.request_id.clone())
             .unwrap_or_default(),
         o.request_ids().collect::<Vec<_>>().join(";"),
+        ms(o.scheduled),
+        ms(o.service),
     ]
 }
 
@@ -189,7 +193,9 @@ mod tests {
                 },
             ],
             start: Duration::ZERO,
+            scheduled: Duration::ZERO,
             latency: Duration::from_millis(7),
+            service: Duration::from_millis(7),
         }
     }
 

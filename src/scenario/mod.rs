@@ -7,6 +7,8 @@
 
 pub mod duration;
 pub mod error;
+pub mod expectation;
+pub mod profile;
 pub mod spec;
 mod validate;
 
@@ -24,6 +26,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 pub use error::{Diagnostic, ScenarioError};
+pub use expectation::Expectations;
+pub use profile::{Profile, RetryPolicy, Schedule, Stage, Until};
 pub use spec::ScenarioSpec;
 
 use crate::fault::FaultRule;
@@ -85,10 +89,8 @@ impl Default for ProxyConfig {
 /// The load profile.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    pub requests: u64,
-    pub concurrency: u32,
-    pub retries: u32,
-    pub retry_backoff: Duration,
+    pub profile: Profile,
+    pub retry: RetryPolicy,
     pub timeout: Duration,
     pub client_trace: bool,
     pub targets: Vec<Target>,
@@ -101,12 +103,22 @@ pub struct Target {
     /// Path and query, starting with `/`.
     pub path: String,
     pub weight: u32,
+    /// Sent on every attempt (a JSON body adds `content-type: application/json`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: bytes::Bytes,
 }
 
-/// Thresholds checked after the run.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Expectations {
-    pub success_rate: Option<f64>,
+impl Target {
+    /// A bodiless target with no extra headers.
+    pub fn new(method: Method, path: impl Into<String>, weight: u32) -> Target {
+        Target {
+            method,
+            path: path.into(),
+            weight,
+            headers: Vec::new(),
+            body: bytes::Bytes::new(),
+        }
+    }
 }
 
 /// One `--set KEY=VALUE` override. The value is read as a TOML value (`64`, `true`, `"x"`,
@@ -140,6 +152,12 @@ impl std::fmt::Display for Override {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}={}", self.key, self.value)
     }
+}
+
+/// True when `name` can name a scenario and its golden file: letters, digits, `-`, `_` and `.`,
+/// starting with a letter or digit, at most 100 characters.
+pub fn is_usable_name(name: &str) -> bool {
+    validate::is_file_name(name)
 }
 
 /// Reads and validates a scenario file.

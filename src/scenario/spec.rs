@@ -562,28 +562,71 @@ pub struct ProxySpec {
     pub header_faults: bool,
 }
 
-/// The load profile: a closed loop of `requests`, at most `concurrency` in flight.
+/// The load profile. Three shapes, chosen by which keys are present:
+///
+/// - **Closed loop** (the default): `concurrency` workers, each sending its next request when the
+///   previous one finishes, for `requests` requests (default 100) or for a `duration`.
+/// - **Open loop**: `rate` requests per second for `duration` or `requests`, started on a fixed
+///   schedule whether or not earlier requests have finished. Latency is measured from each
+///   request's intended send time, so a stalled server shows up in the percentiles.
+/// - **Stages**: a list of `{ duration, rate }` (open loop) or `{ duration, concurrency }` (closed
+///   loop) steps, each ramping linearly from the previous stage's value (the first from 0).
+///
+/// Golden files: a closed loop with `requests` and every open loop have a fixed request count, so
+/// the golden body lists every request. A closed loop with `duration` or `concurrency` stages sends
+/// as many requests as the server allows; its golden body omits counts and per-request lines, and
+/// such a scenario should rely on `[expect]`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadSpec {
-    /// How many logical requests to send in total (retries not counted). Default 100.
-    #[serde(default = "default_requests")]
+    /// How many logical requests to send (retries not counted). Closed loop: default 100 unless
+    /// `duration` is set. Open loop: the alternative to `duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100_000_000))]
-    pub requests: u64,
+    pub requests: Option<u64>,
 
-    /// At most this many requests in flight at once. Default 10.
-    #[serde(default = "default_concurrency")]
+    /// How long to send requests, such as `"30s"`. Closed loop: workers start no request after it.
+    /// Open loop: `floor(rate x duration)` requests are scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<DurationSpec>,
+
+    /// Closed loop: at most this many requests in flight at once. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10_000))]
-    pub concurrency: u32,
+    pub concurrency: Option<u32>,
 
-    /// How many times a request is retried after a 5xx, a connection error or a timeout. Default 0.
-    #[serde(default)]
+    /// Open loop: requests started per second, whatever the server does, with `duration` or
+    /// `requests`. Request `i` is scheduled at `i / rate` seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001, max = 1_000_000.0))]
+    pub rate: Option<f64>,
+
+    /// Steps that ramp linearly from the previous step's value (the first from 0), all `rate` or
+    /// all `concurrency`. A step with `duration = "0s"` jumps straight to its value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageSpec>,
+
+    /// Open loop: at most this many requests in flight. When the cap is reached the next request
+    /// waits for a free slot, starts late and is counted as late; its latency still counts from
+    /// its intended send time. Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_in_flight: Option<u32>,
+
+    /// How many times a request is retried (on a 5xx, a connection error, a timeout or a reset,
+    /// unless `retry.on` says otherwise). Default 0. Also `retry.max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 20))]
-    pub retries: u32,
+    pub retries: Option<u32>,
 
     /// The wait before the first retry; it doubles for each further retry. Default `"100ms"`.
-    #[serde(default = "default_backoff")]
-    pub retry_backoff: DurationSpec,
+    /// Also `retry.backoff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<DurationSpec>,
+
+    /// The retry policy in full: what is retried, backoff cap, seeded jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
 
     /// How long one attempt may take before it counts as a timeout. Default `"10s"`.
     #[serde(default = "default_timeout")]
@@ -599,15 +642,25 @@ pub struct LoadSpec {
     pub targets: Vec<TargetSpec>,
 }
 
-fn default_requests() -> u64 {
-    100
+impl Default for LoadSpec {
+    fn default() -> Self {
+        LoadSpec {
+            requests: None,
+            duration: None,
+            concurrency: None,
+            rate: None,
+            stages: Vec::new(),
+            max_in_flight: None,
+            retries: None,
+            retry_backoff: None,
+            retry: None,
+            timeout: default_timeout(),
+            client_trace: false,
+            targets: default_targets(),
+        }
+    }
 }
-fn default_concurrency() -> u32 {
-    10
-}
-fn default_backoff() -> DurationSpec {
-    DurationSpec(std::time::Duration::from_millis(100))
-}
+
 fn default_timeout() -> DurationSpec {
     DurationSpec(std::time::Duration::from_secs(10))
 }
@@ -616,20 +669,105 @@ fn default_targets() -> Vec<TargetSpec> {
         path: "/api/resource".to_string(),
         method: default_method(),
         weight: 1,
+        headers: BTreeMap::new(),
+        body: None,
     }]
 }
 
-impl Default for LoadSpec {
-    fn default() -> Self {
-        LoadSpec {
-            requests: default_requests(),
-            concurrency: default_concurrency(),
-            retries: 0,
-            retry_backoff: default_backoff(),
-            timeout: default_timeout(),
-            client_trace: false,
-            targets: default_targets(),
+/// One step of a ramp: `{ duration = "10s", rate = 50 }` or `{ duration = "10s", concurrency = 20 }`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// How long the step lasts; `"0s"` jumps to its value at once.
+    pub duration: DurationSpec,
+
+    /// The request rate (per second) reached at the end of the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1_000_000.0))]
+    pub rate: Option<f64>,
+
+    /// The number of closed-loop workers reached at the end of the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10_000))]
+    pub concurrency: Option<u32>,
+}
+
+/// The retry policy. `max` and `backoff` are the long forms of `load.retries` and
+/// `load.retry_backoff`; write one form or the other.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// How many times a request is retried. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 20))]
+    pub max: Option<u32>,
+
+    /// The wait before the first retry; it doubles for each further retry. Default `"100ms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<DurationSpec>,
+
+    /// The longest wait between attempts, doubling and `Retry-After` included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff: Option<DurationSpec>,
+
+    /// A random extra wait in `[0, jitter]` added to each backoff, drawn from the seed and
+    /// `(index, attempt)`, so it is the same run after run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<DurationSpec>,
+
+    /// What is retried: statuses (`503`), classes (`"5xx"`) and transport errors (`"connect"`,
+    /// `"timeout"`, `"reset"`, `"protocol"`). Default `["5xx", "connect", "timeout", "reset",
+    /// "protocol"]`. A `Retry-After` header on a retried response sets the wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<RetryOnSpec>>,
+}
+
+/// A status (`503`) or a name (`"5xx"`, `"connect"`, `"timeout"`, `"reset"`, `"protocol"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RetryOnSpec {
+    Status(u16),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for RetryOnSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RetryOnSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status such as 503, or \"5xx\", \"connect\", \"timeout\", \"reset\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RetryOnSpec::Name(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u16::try_from(v)
+                    .map(RetryOnSpec::Status)
+                    .map_err(|_| E::custom(format!("{v} is not an HTTP status")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                u16::try_from(v)
+                    .map(RetryOnSpec::Status)
+                    .map_err(|_| E::custom(format!("{v} is not an HTTP status")))
+            }
         }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for RetryOnSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "RetryOn".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A status (503), a class (\"5xx\") or a transport error (\"connect\", \"timeout\", \"reset\", \"protocol\").",
+            "anyOf": [
+                { "type": "integer", "minimum": 100, "maximum": 599 },
+                { "type": "string", "enum": ["1xx", "2xx", "3xx", "4xx", "5xx", "connect", "timeout", "reset", "protocol"] }
+            ]
+        })
     }
 }
 
@@ -648,6 +786,69 @@ pub struct TargetSpec {
     #[serde(default = "default_weight")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub weight: u32,
+
+    /// Request headers sent on every attempt, such as `{ authorization = "Bearer x" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+
+    /// The request body: a string sent as is, or a table or array sent as JSON with
+    /// `content-type: application/json` (unless `headers` sets a content type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodySpec>,
+}
+
+/// A request body: text, or a TOML table/array sent as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum BodySpec {
+    Text(String),
+    Json(serde_json::Value),
+}
+
+impl<'de> Deserialize<'de> for BodySpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BodySpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, or a table or array to send as JSON")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BodySpec::Text(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(BodySpec::Json)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(BodySpec::Json)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for BodySpec {
+    fn schema_name() -> Cow<'static, str> {
+        "Body".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A string sent as is, or a table or array sent as JSON (content-type: application/json).",
+            "anyOf": [
+                { "type": "string" },
+                { "type": "object" },
+                { "type": "array" }
+            ]
+        })
+    }
 }
 
 fn default_method() -> String {
@@ -657,7 +858,8 @@ fn default_weight() -> u32 {
     1
 }
 
-/// Thresholds the run must meet.
+/// Thresholds the run must meet. Every name here must refer to something in the scenario: a
+/// misspelled rule, status or target path is a validation error, never a silent pass.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectSpec {
@@ -665,4 +867,162 @@ pub struct ExpectSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub success_rate: Option<f64>,
+
+    /// Bounds on final results, keyed by a status (`"503"`), a class (`"5xx"`) or a transport
+    /// error (`"timeout"`, `"connect"`, `"reset"`, `"protocol"`):
+    /// `status = { "503" = { max_share = 0.3 }, "200" = { min_count = 10 } }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub status: BTreeMap<String, CountSpec>,
+
+    /// Latency bounds, measured per logical request from its intended send time (retries and
+    /// backoff included), keyed by `p50`, `p90`, `p99`, `"p99.9"` (any `pN`), `mean` or `max`.
+    /// A value is `"< 800ms"` (also `<=`, `>`, `>=`) or `{ max = "800ms" }` / `{ min = "100ms" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency: BTreeMap<String, LatencyBoundSpec>,
+
+    /// Bounds on the total number of retries: `retries = { max = 40 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RangeSpec>,
+
+    /// Bounds on requests that started more than 10ms behind schedule (open loop):
+    /// `late = { max = 0 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<RangeSpec>,
+
+    /// Bounds on the attempts on which a fault rule fired, keyed by rule name:
+    /// `faults = { outage = { min = 1 } }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub faults: BTreeMap<String, RangeSpec>,
+
+    /// Delay rules whose delay every affected attempt must show: each attempt on which the rule
+    /// fired took at least the rule's delay (for a range, its lower bound).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delays_honoured: Vec<String>,
+
+    /// Expectations for the requests of one target path (`[[expect.targets]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetExpectSpec>,
+}
+
+/// Expectations on the requests sent to one path of `load.targets`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetExpectSpec {
+    /// A path from `load.targets`, such as `"/api/resource"`.
+    pub path: String,
+
+    /// As `expect.success_rate`, for this target's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub success_rate: Option<f64>,
+
+    /// As `expect.status`, for this target's requests.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub status: BTreeMap<String, CountSpec>,
+
+    /// As `expect.latency`, for this target's requests.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency: BTreeMap<String, LatencyBoundSpec>,
+}
+
+/// Bounds on how many requests ended with a result, as a count or a share (0 to 1) of requests.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_share: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_share: Option<f64>,
+}
+
+/// Inclusive bounds on a count: `{ min = 1 }`, `{ max = 40 }`, `{ min = 1, max = 10 }`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+/// A latency bound: `"< 800ms"` (also `<=`, `>`, `>=`), or a table `{ max = "800ms" }`,
+/// `{ min = "100ms" }` (both inclusive).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum LatencyBoundSpec {
+    Text(String),
+    Table {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        min: Option<DurationSpec>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max: Option<DurationSpec>,
+    },
+}
+
+/// The table form of a latency bound, read on its own so errors keep their positions.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatencyTable {
+    #[serde(default)]
+    min: Option<DurationSpec>,
+    #[serde(default)]
+    max: Option<DurationSpec>,
+}
+
+impl<'de> Deserialize<'de> for LatencyBoundSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = LatencyBoundSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a bound such as \"< 800ms\", or a table such as { max = \"800ms\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(LatencyBoundSpec::Text(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                LatencyTable::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(
+                    |t| LatencyBoundSpec::Table {
+                        min: t.min,
+                        max: t.max,
+                    },
+                )
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for LatencyBoundSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "LatencyBound".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let duration = generator.subschema_for::<DurationSpec>();
+        json_schema!({
+            "description": "A latency bound: \"< 800ms\" (also <=, >, >=), or { max = \"800ms\" } / { min = \"100ms\" } (inclusive).",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": r"^\s*(<|<=|>|>=)\s*[0-9]+(\.[0-9]+)?\s*(ns|us|µs|ms|s|m|min|h)\s*$",
+                    "examples": ["< 800ms", "<= 1s", "> 100ms"]
+                },
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": { "min": duration.clone(), "max": duration },
+                    "minProperties": 1
+                }
+            ]
+        })
+    }
 }

@@ -221,9 +221,7 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
         "the upstream timeout",
     );
     let load = check_load(&mut c, spec);
-    if let Some(rate) = spec.expect.success_rate {
-        c.probability(keys(&["expect", "success_rate"]), rate);
-    }
+    let expect = check_expect(&mut c, spec, &faults, &load);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -236,9 +234,7 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
         faults,
         proxy,
         load,
-        expect: Expectations {
-            success_rate: spec.expect.success_rate,
-        },
+        expect,
         spec: spec.clone(),
     })
 }
@@ -878,16 +874,368 @@ fn check_schedule(
 }
 
 fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
+    use super::profile::{Profile, Schedule, Until};
+
     let l = &spec.load;
     let at = key("load");
     let f = |name: &str| with(&at, Seg::Key(name.into()));
-    c.range(f("requests"), l.requests, 1, 100_000_000);
-    c.range(f("concurrency"), l.concurrency, 1, 10_000);
-    c.range(f("retries"), l.retries, 0, 20);
+    if let Some(n) = l.requests {
+        c.range(f("requests"), n, 1, 100_000_000);
+    }
+    if let Some(n) = l.concurrency {
+        c.range(f("concurrency"), n, 1, 10_000);
+    }
+    if let Some(d) = l.duration {
+        c.positive(f("duration"), d.get(), "the load duration");
+    }
+    if let Some(n) = l.max_in_flight {
+        c.range(f("max_in_flight"), n, 1, 1_000_000);
+    }
     c.positive(f("timeout"), l.timeout.get(), "the request timeout");
+
+    let conflict = |c: &mut Checker, name: &str, why: &str, help: &str| {
+        c.report(
+            f(name),
+            format!("`{name}` {why}"),
+            "conflicts",
+            Some(help.into()),
+        );
+    };
+    let profile = if !l.stages.is_empty() {
+        for name in ["requests", "duration", "rate", "concurrency"] {
+            let present = match name {
+                "requests" => l.requests.is_some(),
+                "duration" => l.duration.is_some(),
+                "rate" => l.rate.is_some(),
+                _ => l.concurrency.is_some(),
+            };
+            if present {
+                conflict(
+                    c,
+                    name,
+                    "cannot be used with `stages`: the stages say how long and how fast",
+                    "remove it, or put the value in the stages",
+                );
+            }
+        }
+        check_stages(c, spec)
+    } else if let Some(rate) = l.rate {
+        if !(rate > 0.0 && rate <= 1_000_000.0) {
+            c.report(
+                f("rate"),
+                format!(
+                    "must be more than 0 and at most 1000000 requests per second, found {rate}"
+                ),
+                "out of range",
+                None,
+            );
+        }
+        if l.concurrency.is_some() {
+            conflict(
+                c,
+                "concurrency",
+                "does not apply to an open loop (`rate`): requests start on schedule",
+                "remove `concurrency`; `max_in_flight` caps requests in flight in an open loop",
+            );
+        }
+        let schedule = match (l.requests, l.duration) {
+            (Some(n), None) => Schedule::constant(rate, n),
+            (None, Some(d)) => Schedule::constant_for(rate, d.get()),
+            (Some(_), Some(_)) => {
+                conflict(
+                    c,
+                    "duration",
+                    "and `requests` both say when an open loop ends",
+                    "keep one of them",
+                );
+                Schedule::constant(rate, 1)
+            }
+            (None, None) => {
+                c.report(
+                    f("rate"),
+                    "an open loop needs `duration` or `requests`",
+                    "how long?",
+                    Some("add `duration = \"10s\"` or `requests = 500`".into()),
+                );
+                Schedule::constant(rate, 1)
+            }
+        };
+        open_loop(spec, schedule)
+    } else {
+        if l.max_in_flight.is_some() {
+            conflict(
+                c,
+                "max_in_flight",
+                "applies to open loops (`rate` or rate stages)",
+                "in a closed loop `concurrency` is the cap",
+            );
+        }
+        let until = match (l.requests, l.duration) {
+            (Some(_), Some(_)) => {
+                conflict(
+                    c,
+                    "duration",
+                    "and `requests` both say when a closed loop ends",
+                    "keep one of them",
+                );
+                Until::Requests(1)
+            }
+            (_, Some(d)) => Until::Duration(d.get()),
+            (n, None) => Until::Requests(n.unwrap_or(100)),
+        };
+        Profile::Closed {
+            concurrency: l.concurrency.unwrap_or(10),
+            until,
+        }
+    };
+    if let Some(n) = profile.fixed_count() {
+        if n == 0 {
+            c.report(
+                at.clone(),
+                "this load profile sends no request",
+                "no requests",
+                Some("raise `rate` or `duration`".into()),
+            );
+        } else if n > 100_000_000 && l.requests.is_none() {
+            c.report(
+                at.clone(),
+                format!("this load profile sends {n} requests; at most 100000000 are allowed"),
+                "too many requests",
+                None,
+            );
+        }
+    }
+    let retry = check_retry(c, spec);
+    let targets = check_targets(c, spec);
+    LoadConfig {
+        profile,
+        retry,
+        timeout: l.timeout.get(),
+        client_trace: l.client_trace,
+        targets,
+    }
+}
+
+fn open_loop(spec: &ScenarioSpec, schedule: super::profile::Schedule) -> super::profile::Profile {
+    super::profile::Profile::Open {
+        schedule,
+        max_in_flight: spec
+            .load
+            .max_in_flight
+            .unwrap_or(super::profile::DEFAULT_MAX_IN_FLIGHT),
+    }
+}
+
+fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile {
+    use super::profile::{Profile, Schedule, Stage};
+
+    let at = keys(&["load", "stages"]);
+    let first_is_rate = spec.load.stages[0].rate.is_some();
+    let mut stages = Vec::new();
+    let mut total = Duration::ZERO;
+    for (i, s) in spec.load.stages.iter().enumerate() {
+        let at_s = with(&at, Seg::Index(i));
+        let field = |name: &str| with(&at_s, Seg::Key(name.into()));
+        total += s.duration.get();
+        let target = match (s.rate, s.concurrency) {
+            (Some(_), Some(_)) => {
+                c.report(
+                    field("concurrency"),
+                    "a stage has a `rate` or a `concurrency`, not both",
+                    "both",
+                    Some("rate stages make an open loop, concurrency stages a closed loop".into()),
+                );
+                continue;
+            }
+            (None, None) => {
+                c.report(
+                    at_s.clone(),
+                    "a stage needs `rate` or `concurrency`",
+                    "missing a value",
+                    Some("for example { duration = \"10s\", rate = 50 }".into()),
+                );
+                continue;
+            }
+            (Some(rate), None) => {
+                if !(0.0..=1_000_000.0).contains(&rate) {
+                    c.report(
+                        field("rate"),
+                        format!("must be between 0 and 1000000 requests per second, found {rate}"),
+                        "out of range",
+                        None,
+                    );
+                }
+                if !first_is_rate {
+                    c.report(
+                        field("rate"),
+                        "stages are all `rate` or all `concurrency`; the first stage has `concurrency`",
+                        "mixed stages",
+                        Some("use `concurrency` here too, or `rate` everywhere".into()),
+                    );
+                }
+                rate
+            }
+            (None, Some(n)) => {
+                c.range(field("concurrency"), n, 0, 10_000);
+                if first_is_rate {
+                    c.report(
+                        field("concurrency"),
+                        "stages are all `rate` or all `concurrency`; the first stage has `rate`",
+                        "mixed stages",
+                        Some("use `rate` here too, or `concurrency` everywhere".into()),
+                    );
+                }
+                f64::from(n)
+            }
+        };
+        stages.push(Stage {
+            duration: s.duration.get(),
+            target,
+        });
+    }
+    if total.is_zero() {
+        c.report(
+            at.clone(),
+            "the stages last no time at all",
+            "zero duration",
+            Some("give at least one stage a duration, like \"10s\"".into()),
+        );
+    }
+    if first_is_rate {
+        open_loop(spec, Schedule::stages(stages))
+    } else {
+        if spec.load.max_in_flight.is_some() {
+            c.report(
+                keys(&["load", "max_in_flight"]),
+                "`max_in_flight` applies to open loops (`rate` or rate stages)",
+                "conflicts",
+                Some("with concurrency stages the stage value is the cap".into()),
+            );
+        }
+        if stages.iter().all(|s| s.target < 1.0) && !stages.is_empty() {
+            c.report(
+                at,
+                "the stages never reach one worker",
+                "no workers",
+                Some("give a stage `concurrency = 1` or more".into()),
+            );
+        }
+        Profile::ClosedStages { stages }
+    }
+}
+
+fn check_retry(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::RetryPolicy {
+    use super::profile::{RetryOn, RetryPolicy};
+    use super::spec::RetryOnSpec;
+    use crate::record::ErrorKind;
+
+    let l = &spec.load;
+    let r = l.retry.clone().unwrap_or_default();
+    let at = keys(&["load", "retry"]);
+    let field = |name: &str| with(&at, Seg::Key(name.into()));
+    let both = |c: &mut Checker, short: &str, long: &str| {
+        c.report(
+            field(long),
+            format!("`load.{short}` and `load.retry.{long}` say the same thing"),
+            "written twice",
+            Some(format!(
+                "keep one: `retry.{long}` is the long form of `{short}`"
+            )),
+        );
+    };
+    if l.retries.is_some() && r.max.is_some() {
+        both(c, "retries", "max");
+    }
+    if l.retry_backoff.is_some() && r.backoff.is_some() {
+        both(c, "retry_backoff", "backoff");
+    }
+    let max = l.retries.or(r.max).unwrap_or(0);
+    let max_path = if r.max.is_some() {
+        field("max")
+    } else {
+        keys(&["load", "retries"])
+    };
+    c.range(max_path, max, 0, 20);
+    let mut policy = RetryPolicy {
+        max,
+        backoff: l
+            .retry_backoff
+            .or(r.backoff)
+            .map_or(Duration::from_millis(100), |d| d.get()),
+        max_backoff: r.max_backoff.map(|d| d.get()),
+        jitter: r.jitter.map_or(Duration::ZERO, |d| d.get()),
+        on: RetryOn::default(),
+    };
+    if let Some(m) = policy.max_backoff {
+        c.positive(field("max_backoff"), m, "`max_backoff`");
+    }
+    if let Some(on) = &r.on {
+        let mut set = RetryOn {
+            statuses: Vec::new(),
+            classes: Vec::new(),
+            errors: Vec::new(),
+        };
+        const NAMES: [&str; 9] = [
+            "1xx", "2xx", "3xx", "4xx", "5xx", "connect", "timeout", "reset", "protocol",
+        ];
+        for (i, item) in on.iter().enumerate() {
+            let p = with(&field("on"), Seg::Index(i));
+            match item {
+                RetryOnSpec::Status(s) => {
+                    if (100..=599).contains(s) {
+                        set.statuses.push(*s);
+                    } else {
+                        c.report(
+                            p,
+                            format!("{s} is not an HTTP status"),
+                            "not a status",
+                            Some("statuses run from 100 to 599".into()),
+                        );
+                    }
+                }
+                RetryOnSpec::Name(name) => match name.as_str() {
+                    "connect" => set.errors.push(ErrorKind::Connect),
+                    "timeout" => set.errors.push(ErrorKind::Timeout),
+                    "reset" => set.errors.push(ErrorKind::Reset),
+                    "protocol" => set.errors.push(ErrorKind::Protocol),
+                    class
+                        if class.len() == 3 && class.ends_with("xx") && NAMES.contains(&class) =>
+                    {
+                        set.classes.push(u16::from(class.as_bytes()[0] - b'0'));
+                    }
+                    other => {
+                        let help = match did_you_mean(other, &NAMES) {
+                            Some(best) => format!(
+                                "did you mean `{best}`? valid here: a status such as 503, or {}",
+                                NAMES.join(", ")
+                            ),
+                            None => {
+                                format!("valid here: a status such as 503, or {}", NAMES.join(", "))
+                            }
+                        };
+                        c.report(
+                            p,
+                            format!("`{other}` is not something a retry can be on"),
+                            "unknown",
+                            Some(help),
+                        );
+                    }
+                },
+            }
+        }
+        policy.on = set;
+    }
+    policy
+}
+
+fn check_targets(c: &mut Checker, spec: &ScenarioSpec) -> Vec<Target> {
+    use super::spec::BodySpec;
+
+    let l = &spec.load;
+    let at = keys(&["load", "targets"]);
     if l.targets.is_empty() {
         c.report(
-            f("targets"),
+            at.clone(),
             "at least one target is needed",
             "empty",
             Some("for example targets = [{ path = \"/api/resource\" }]".into()),
@@ -895,7 +1243,7 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
     }
     let mut targets = Vec::new();
     for (i, t) in l.targets.iter().enumerate() {
-        let at_t = with(&f("targets"), Seg::Index(i));
+        let at_t = with(&at, Seg::Index(i));
         let field = |name: &str| with(&at_t, Seg::Key(name.into()));
         let path_ok = t.path.starts_with('/')
             && !t.path.contains('#')
@@ -905,21 +1253,376 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
                 Some("a target path starts with `/` and may carry a query, like \"/api/resource?id=1\"".into()));
         }
         c.range(field("weight"), t.weight, 1, 1_000_000);
+        let mut headers = c.headers(field("headers"), &t.headers);
+        let body = match &t.body {
+            None => bytes::Bytes::new(),
+            Some(BodySpec::Text(text)) => bytes::Bytes::from(text.clone()),
+            Some(BodySpec::Json(value)) => {
+                let has_type = headers
+                    .iter()
+                    .any(|(n, _)| n == hyper::header::CONTENT_TYPE);
+                if !has_type {
+                    headers.push((
+                        hyper::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ));
+                }
+                bytes::Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+            }
+        };
         if let Some(method) = c.method(field("method"), &t.method) {
             targets.push(Target {
                 method,
                 path: t.path.clone(),
                 weight: t.weight,
+                headers,
+                body,
             });
         }
     }
-    LoadConfig {
-        requests: l.requests,
-        concurrency: l.concurrency,
-        retries: l.retries,
-        retry_backoff: l.retry_backoff.get(),
-        timeout: l.timeout.get(),
-        client_trace: l.client_trace,
+    targets
+}
+
+fn check_expect(
+    c: &mut Checker,
+    spec: &ScenarioSpec,
+    faults: &[FaultRule],
+    load: &LoadConfig,
+) -> Expectations {
+    use super::expectation::{CountRange, TargetExpectations};
+
+    let e = &spec.expect;
+    let at = key("expect");
+    let field = |name: &str| with(&at, Seg::Key(name.into()));
+    if let Some(rate) = e.success_rate {
+        c.probability(field("success_rate"), rate);
+    }
+    let range = |c: &mut Checker, path: Vec<Seg>, r: &super::spec::RangeSpec| {
+        if r.min.is_none() && r.max.is_none() {
+            c.report(
+                path,
+                "this bound says nothing",
+                "empty",
+                Some("write `{ min = 1 }`, `{ max = 40 }` or both".into()),
+            );
+        } else if let (Some(lo), Some(hi)) = (r.min, r.max) {
+            if lo > hi {
+                c.report(
+                    path,
+                    format!("`min` ({lo}) is above `max` ({hi})"),
+                    "empty range",
+                    None,
+                );
+            }
+        }
+        CountRange {
+            min: r.min,
+            max: r.max,
+        }
+    };
+    let retries = e.retries.as_ref().map(|r| range(c, field("retries"), r));
+    let late = e.late.as_ref().map(|r| range(c, field("late"), r));
+
+    let names: Vec<&str> = faults.iter().map(|r| r.name.as_str()).collect();
+    let unknown_rule = |c: &mut Checker, path: Vec<Seg>, name: &str| {
+        let help = if names.is_empty() {
+            "this scenario has no fault rules".to_string()
+        } else {
+            let list = names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            match did_you_mean(name, &names) {
+                Some(best) => format!("did you mean `{best}`? rules in this scenario: {list}"),
+                None => format!("rules in this scenario: {list}"),
+            }
+        };
+        c.report(
+            path,
+            format!("there is no fault rule named `{name}`"),
+            "unknown rule",
+            Some(help),
+        );
+    };
+    let mut fault_bounds = Vec::new();
+    for (name, r) in &e.faults {
+        let p = with(&field("faults"), Seg::Key(name.clone()));
+        let bound = range(c, p.clone(), r);
+        if names.contains(&name.as_str()) {
+            fault_bounds.push((name.clone(), bound));
+        } else {
+            unknown_rule(c, p, name);
+        }
+    }
+    let mut delays = Vec::new();
+    for (i, name) in e.delays_honoured.iter().enumerate() {
+        let p = with(&field("delays_honoured"), Seg::Index(i));
+        match faults.iter().find(|r| r.name == *name) {
+            None => unknown_rule(c, p, name),
+            Some(rule) => match &rule.action {
+                FaultAction::Delay {
+                    model: DelayModel::Fixed(d) | DelayModel::Uniform(d, _),
+                    jitter,
+                } => delays.push((name.clone(), d.saturating_sub(jitter.unwrap_or_default()))),
+                FaultAction::Delay { .. } => c.report(
+                    p,
+                    format!(
+                        "`{name}` draws its delay from a distribution, which has no lower bound"
+                    ),
+                    "no lower bound",
+                    Some("`delays_honoured` checks fixed delays and ranges".into()),
+                ),
+                other => c.report(
+                    p,
+                    format!(
+                        "`{name}` is not a delay rule (its kind is `{}`)",
+                        other.kind()
+                    ),
+                    "not a delay",
+                    Some("list only rules of kind `delay` here".into()),
+                ),
+            },
+        }
+    }
+
+    let status = check_status_bounds(c, field("status"), &e.status);
+    let latency = check_latency_bounds(c, field("latency"), &e.latency);
+    let paths: Vec<&str> = load.targets.iter().map(|t| t.path.as_str()).collect();
+    let mut targets = Vec::new();
+    for (i, t) in e.targets.iter().enumerate() {
+        let at_t = with(&field("targets"), Seg::Index(i));
+        let tf = |name: &str| with(&at_t, Seg::Key(name.into()));
+        if !paths.contains(&t.path.as_str()) {
+            let list = paths
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let help = match did_you_mean(&t.path, &paths) {
+                Some(best) => format!("did you mean `{best}`? target paths: {list}"),
+                None => format!("target paths: {list}"),
+            };
+            c.report(
+                tf("path"),
+                format!("`{}` is not a path in `load.targets`", t.path),
+                "unknown target",
+                Some(help),
+            );
+        }
+        if let Some(rate) = t.success_rate {
+            c.probability(tf("success_rate"), rate);
+        }
+        let status = check_status_bounds(c, tf("status"), &t.status);
+        let latency = check_latency_bounds(c, tf("latency"), &t.latency);
+        if t.success_rate.is_none() && status.is_empty() && latency.is_empty() {
+            c.report(
+                at_t.clone(),
+                format!("nothing is expected of `{}`", t.path),
+                "empty",
+                Some("add `latency`, `status` or `success_rate`".into()),
+            );
+        }
+        targets.push(TargetExpectations {
+            path: t.path.clone(),
+            success_rate: t.success_rate,
+            status,
+            latency,
+        });
+    }
+    Expectations {
+        success_rate: e.success_rate,
+        status,
+        latency,
+        retries,
+        late,
+        faults: fault_bounds,
+        delays,
         targets,
     }
+}
+
+fn check_status_bounds(
+    c: &mut Checker,
+    at: Vec<Seg>,
+    specs: &BTreeMap<String, super::spec::CountSpec>,
+) -> Vec<super::expectation::StatusBound> {
+    use super::expectation::{ResultKey, StatusBound};
+    use crate::record::ErrorKind;
+
+    const NAMES: [&str; 9] = [
+        "1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "connect", "reset", "protocol",
+    ];
+    let mut out = Vec::new();
+    for (name, bound) in specs {
+        let p = with(&at, Seg::Key(name.clone()));
+        let key = match name.as_str() {
+            "timeout" => Some(ResultKey::Error(ErrorKind::Timeout)),
+            "connect" => Some(ResultKey::Error(ErrorKind::Connect)),
+            "reset" => Some(ResultKey::Error(ErrorKind::Reset)),
+            "protocol" => Some(ResultKey::Error(ErrorKind::Protocol)),
+            n if n.len() == 3 && n.ends_with("xx") && NAMES.contains(&n) => {
+                Some(ResultKey::Class(u16::from(n.as_bytes()[0] - b'0')))
+            }
+            n => n
+                .parse::<u16>()
+                .ok()
+                .filter(|s| (100..=599).contains(s))
+                .map(ResultKey::Status),
+        };
+        let Some(key) = key else {
+            let help = match did_you_mean(name, &NAMES) {
+                Some(best) => format!(
+                    "did you mean `{best}`? keys are statuses (100 to 599) or {}",
+                    NAMES.join(", ")
+                ),
+                None => format!("keys are statuses (100 to 599) or {}", NAMES.join(", ")),
+            };
+            c.report(
+                p,
+                format!("`{name}` is not a status, a status class or a transport error"),
+                "unknown result",
+                Some(help),
+            );
+            continue;
+        };
+        for (share, name) in [
+            (bound.min_share, "min_share"),
+            (bound.max_share, "max_share"),
+        ] {
+            if let Some(s) = share {
+                c.probability(with(&p, Seg::Key(name.into())), s);
+            }
+        }
+        if bound.min_count.is_none()
+            && bound.max_count.is_none()
+            && bound.min_share.is_none()
+            && bound.max_share.is_none()
+        {
+            c.report(
+                p,
+                "this bound says nothing",
+                "empty",
+                Some("use `min_count`, `max_count`, `min_share` or `max_share`".into()),
+            );
+            continue;
+        }
+        out.push(StatusBound {
+            key,
+            min_count: bound.min_count,
+            max_count: bound.max_count,
+            min_share: bound.min_share,
+            max_share: bound.max_share,
+        });
+    }
+    out
+}
+
+fn check_latency_bounds(
+    c: &mut Checker,
+    at: Vec<Seg>,
+    specs: &BTreeMap<String, super::spec::LatencyBoundSpec>,
+) -> Vec<super::expectation::LatencyBound> {
+    use super::expectation::{LatencyBound, Op};
+    use super::spec::LatencyBoundSpec;
+
+    let mut out = Vec::new();
+    for (name, spec) in specs {
+        let p = with(&at, Seg::Key(name.clone()));
+        let Some(statistic) = parse_statistic(name) else {
+            let known = ["p50", "p90", "p95", "p99", "p99.9", "mean", "max"];
+            let help = match did_you_mean(name, &known) {
+                Some(best) => format!(
+                    "did you mean `{best}`? keys are `pN` (p50, p99, \"p99.9\"), `mean` or `max`"
+                ),
+                None => "keys are `pN` (p50, p99, \"p99.9\"), `mean` or `max`".to_string(),
+            };
+            c.report(
+                p,
+                format!("`{name}` is not a latency statistic"),
+                "unknown statistic",
+                Some(help),
+            );
+            continue;
+        };
+        let mut push = |op, bound| {
+            out.push(LatencyBound {
+                key: name.clone(),
+                statistic,
+                op,
+                bound,
+            })
+        };
+        match spec {
+            LatencyBoundSpec::Text(text) => match parse_comparison(text) {
+                Ok((op, d)) => push(op, d),
+                Err(e) => c.report(
+                    p,
+                    e,
+                    "not a bound",
+                    Some("write it like \"< 800ms\", \"<= 1s\" or \"> 100ms\", or { max = \"800ms\" }".into()),
+                ),
+            },
+            LatencyBoundSpec::Table { min, max } => {
+                if min.is_none() && max.is_none() {
+                    c.report(
+                        p,
+                        "this bound says nothing",
+                        "empty",
+                        Some("write { max = \"800ms\" } or { min = \"100ms\" }".into()),
+                    );
+                    continue;
+                }
+                if let (Some(lo), Some(hi)) = (min, max) {
+                    if lo > hi {
+                        c.report(p.clone(), format!("`min` ({lo}) is above `max` ({hi})"), "empty range", None);
+                    }
+                }
+                if let Some(lo) = min {
+                    push(Op::Ge, lo.get());
+                }
+                if let Some(hi) = max {
+                    push(Op::Le, hi.get());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `p99` -> the 0.99 quantile, `p99.9` -> 0.999, `mean`, `max`.
+fn parse_statistic(name: &str) -> Option<super::expectation::Statistic> {
+    use super::expectation::Statistic;
+    match name {
+        "mean" => return Some(Statistic::Mean),
+        "max" => return Some(Statistic::Max),
+        _ => {}
+    }
+    let number = name.strip_prefix('p')?;
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    (value > 0.0 && value <= 100.0).then_some(Statistic::Quantile(value / 100.0))
+}
+
+/// `"< 800ms"` -> (Lt, 800ms).
+fn parse_comparison(text: &str) -> Result<(super::expectation::Op, Duration), String> {
+    use super::expectation::Op;
+    let t = text.trim();
+    let (op, rest) = if let Some(r) = t.strip_prefix("<=") {
+        (Op::Le, r)
+    } else if let Some(r) = t.strip_prefix(">=") {
+        (Op::Ge, r)
+    } else if let Some(r) = t.strip_prefix('<') {
+        (Op::Lt, r)
+    } else if let Some(r) = t.strip_prefix('>') {
+        (Op::Gt, r)
+    } else {
+        return Err(format!(
+            "`{t}` has no comparison; start it with <, <=, > or >="
+        ));
+    };
+    let d = super::duration::parse_duration(rest)?;
+    Ok((op, d))
 }

@@ -1,0 +1,359 @@
+//! The validated load profile: closed loop, open-loop schedule, stages, and the retry policy. The
+//! load generator plays a [`Profile`]; the golden writer asks it whether its request count is fixed.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::record::{Attempt, ErrorKind};
+use crate::scenario::duration::format_duration;
+
+/// Requests that start more than this far behind their intended send time are counted as late.
+/// Tokio's timer has 1ms granularity and a loaded machine adds a few ms of scheduling jitter, so a
+/// lower threshold would count noise.
+pub const LATE_AFTER: Duration = Duration::from_millis(10);
+
+/// The default open-loop in-flight cap. In `traceforge run` every request in flight holds four
+/// sockets (client, proxy in and out, upstream) and tens of kilobytes of buffers: at 10000 a
+/// server that falls behind drove a run into the usual 20000 file-descriptor limit (connect
+/// errors) and 300 MB of memory. 1000 covers a one-second stall at 1000 requests/s; requests
+/// beyond it wait, start late and are counted late, their latency still measured from schedule.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1_000;
+
+/// How requests are started.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Profile {
+    /// `concurrency` workers, each starting its next request when the previous one finished.
+    Closed { concurrency: u32, until: Until },
+    /// Closed-loop workers whose number ramps through the stages.
+    ClosedStages { stages: Vec<Stage> },
+    /// Requests start on a schedule whatever the server does; at most `max_in_flight` at once.
+    Open {
+        schedule: Schedule,
+        max_in_flight: u32,
+    },
+}
+
+/// When a closed loop stops starting requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Until {
+    Requests(u64),
+    Duration(Duration),
+}
+
+/// One step of a ramp: the value (rate or concurrency) reached at its end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    pub duration: Duration,
+    pub target: f64,
+}
+
+impl Profile {
+    /// The number of requests, when it does not depend on the server's speed.
+    pub fn fixed_count(&self) -> Option<u64> {
+        match self {
+            Profile::Closed {
+                until: Until::Requests(n),
+                ..
+            } => Some(*n),
+            Profile::Open { schedule, .. } => Some(schedule.count()),
+            _ => None,
+        }
+    }
+
+    /// The most requests that can be in flight at once (sizes the connection pool).
+    pub fn max_in_flight(&self) -> u32 {
+        match self {
+            Profile::Closed { concurrency, .. } => *concurrency,
+            Profile::ClosedStages { stages } => stages
+                .iter()
+                .map(|s| s.target.ceil() as u32)
+                .max()
+                .unwrap_or(1),
+            Profile::Open { max_in_flight, .. } => *max_in_flight,
+        }
+    }
+
+    /// True for profiles that start requests on a schedule.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Profile::Open { .. })
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stages = |f: &mut fmt::Formatter<'_>, stages: &[Stage], unit: &str| {
+            let parts: Vec<String> = stages
+                .iter()
+                .map(|s| format!("{}{unit} over {}", s.target, format_duration(s.duration)))
+                .collect();
+            f.write_str(&parts.join(", "))
+        };
+        match self {
+            Profile::Closed {
+                concurrency,
+                until: Until::Requests(n),
+            } => write!(f, "{n} requests at concurrency {concurrency}"),
+            Profile::Closed {
+                concurrency,
+                until: Until::Duration(d),
+            } => write!(
+                f,
+                "closed loop at concurrency {concurrency} for {}",
+                format_duration(*d)
+            ),
+            Profile::ClosedStages { stages: s } => {
+                f.write_str("closed loop, concurrency stages: ")?;
+                stages(f, s, " workers")
+            }
+            Profile::Open { schedule, .. } => match &schedule.shape {
+                Shape::Constant { rate } => {
+                    write!(f, "{} requests at {rate}/s (open loop)", schedule.count)
+                }
+                Shape::Ramp(s) => {
+                    write!(f, "{} requests, open loop, rate stages: ", schedule.count)?;
+                    stages(f, s, "/s")
+                }
+            },
+        }
+    }
+}
+
+/// An open-loop schedule: when request `i` is meant to start. Computed from the profile alone, so
+/// which index exists (and so its target and ids) never depends on the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    shape: Shape,
+    count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Shape {
+    Constant { rate: f64 },
+    Ramp(Vec<Stage>),
+}
+
+impl Schedule {
+    /// `count` requests at `rate` per second: request `i` at `i / rate`.
+    pub fn constant(rate: f64, count: u64) -> Schedule {
+        Schedule {
+            shape: Shape::Constant { rate },
+            count,
+        }
+    }
+
+    /// `floor(rate x duration)` requests at `rate` per second.
+    pub fn constant_for(rate: f64, duration: Duration) -> Schedule {
+        Schedule::constant(rate, floor_count(rate * duration.as_secs_f64()))
+    }
+
+    /// Rate stages ramping linearly from the previous stage's rate (the first from 0): as many
+    /// requests as the integral of the rate over the whole ramp, rounded down.
+    pub fn stages(stages: Vec<Stage>) -> Schedule {
+        let mut from = 0.0;
+        let mut total = 0.0;
+        for s in &stages {
+            total += (from + s.target) / 2.0 * s.duration.as_secs_f64();
+            from = s.target;
+        }
+        Schedule {
+            shape: Shape::Ramp(stages),
+            count: floor_count(total),
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The intended send time of request `index`, from the start of the run.
+    pub fn at(&self, index: u64) -> Duration {
+        let n = index as f64;
+        let secs = match &self.shape {
+            Shape::Constant { rate } => n / rate,
+            Shape::Ramp(stages) => ramp_time(stages, n),
+        };
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
+/// The counts are computed in f64; a hair of tolerance keeps `10/s x 2s` at 20, not 19.
+fn floor_count(x: f64) -> u64 {
+    (x + 1e-9).floor().max(0.0) as u64
+}
+
+/// The time at which the ramp's cumulative request count reaches `n`.
+fn ramp_time(stages: &[Stage], n: f64) -> f64 {
+    let mut from = 0.0;
+    let mut start = 0.0;
+    let mut before = 0.0;
+    for s in stages {
+        let d = s.duration.as_secs_f64();
+        let in_stage = (from + s.target) / 2.0 * d;
+        if n < before + in_stage + 1e-9 && d > 0.0 {
+            // Count within the stage: N(t) = from*t + (to-from)/(2d) * t^2; solve N(t) = k.
+            let k = (n - before).max(0.0);
+            let a = (s.target - from) / (2.0 * d);
+            let disc = (from * from + 4.0 * a * k).max(0.0);
+            let denom = from + disc.sqrt();
+            let t = if denom > 0.0 { 2.0 * k / denom } else { 0.0 };
+            return start + t.min(d);
+        }
+        before += in_stage;
+        start += d;
+        from = s.target;
+    }
+    start
+}
+
+/// The concurrency a closed-loop ramp asks for `elapsed` into the run; `None` once it is over.
+pub fn ramp_value(stages: &[Stage], elapsed: Duration) -> Option<f64> {
+    let t = elapsed.as_secs_f64();
+    let mut from = 0.0;
+    let mut start = 0.0;
+    for s in stages {
+        let d = s.duration.as_secs_f64();
+        if t < start + d {
+            return Some(from + (s.target - from) * (t - start) / d);
+        }
+        start += d;
+        from = s.target;
+    }
+    None
+}
+
+/// What is retried and how long to wait.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max: u32,
+    /// The wait before the first retry; doubles per further retry.
+    pub backoff: Duration,
+    /// Caps every wait, `Retry-After` included.
+    pub max_backoff: Option<Duration>,
+    /// A seeded extra wait in `[0, jitter]`.
+    pub jitter: Duration,
+    pub on: RetryOn,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max: 0,
+            backoff: Duration::from_millis(100),
+            max_backoff: None,
+            jitter: Duration::ZERO,
+            on: RetryOn::default(),
+        }
+    }
+}
+
+/// The results that are retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryOn {
+    pub statuses: Vec<u16>,
+    /// Status classes by their first digit: `5` for `5xx`.
+    pub classes: Vec<u16>,
+    pub errors: Vec<ErrorKind>,
+}
+
+impl Default for RetryOn {
+    /// Every 5xx and every transport error: what TraceForge has always retried.
+    fn default() -> Self {
+        RetryOn {
+            statuses: Vec::new(),
+            classes: vec![5],
+            errors: vec![
+                ErrorKind::Connect,
+                ErrorKind::Timeout,
+                ErrorKind::Reset,
+                ErrorKind::Protocol,
+            ],
+        }
+    }
+}
+
+impl RetryOn {
+    pub fn matches(&self, attempt: &Attempt) -> bool {
+        match (attempt.status, attempt.error) {
+            (Some(s), _) => self.statuses.contains(&s) || self.classes.contains(&(s / 100)),
+            (None, Some(e)) => self.errors.contains(&e),
+            (None, None) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn a_constant_rate_spaces_requests_evenly() {
+        let s = Schedule::constant_for(50.0, secs(2.0));
+        assert_eq!(s.count(), 100);
+        assert_eq!(s.at(0), Duration::ZERO);
+        assert_eq!(s.at(50), secs(1.0));
+        assert_eq!(Schedule::constant_for(10.0, secs(0.25)).count(), 2);
+    }
+
+    #[test]
+    fn ramps_integrate_the_rate() {
+        // 0 -> 100/s over 2s (100 requests), then 100/s for 1s (100 more).
+        let s = Schedule::stages(vec![
+            Stage {
+                duration: secs(2.0),
+                target: 100.0,
+            },
+            Stage {
+                duration: secs(1.0),
+                target: 100.0,
+            },
+        ]);
+        assert_eq!(s.count(), 200);
+        // On the ramp N(t) = 25 t^2, so request 25 is due at 1s.
+        let t = s.at(25).as_secs_f64();
+        assert!((t - 1.0).abs() < 1e-6, "{t}");
+        let t = s.at(100).as_secs_f64();
+        assert!((t - 2.0).abs() < 1e-6, "{t}");
+        let t = s.at(150).as_secs_f64();
+        assert!((t - 2.5).abs() < 1e-6, "{t}");
+        // A zero-length stage jumps.
+        let jump = Schedule::stages(vec![
+            Stage {
+                duration: Duration::ZERO,
+                target: 10.0,
+            },
+            Stage {
+                duration: secs(1.0),
+                target: 10.0,
+            },
+        ]);
+        assert_eq!(jump.count(), 10);
+        assert!((jump.at(5).as_secs_f64() - 0.5).abs() < 1e-6);
+        let mut last = Duration::ZERO;
+        for i in 0..s.count() {
+            assert!(s.at(i) >= last, "the schedule never runs backwards");
+            last = s.at(i);
+        }
+    }
+
+    #[test]
+    fn closed_ramps_interpolate() {
+        let stages = [
+            Stage {
+                duration: secs(1.0),
+                target: 10.0,
+            },
+            Stage {
+                duration: secs(1.0),
+                target: 0.0,
+            },
+        ];
+        assert_eq!(ramp_value(&stages, secs(0.5)), Some(5.0));
+        assert_eq!(ramp_value(&stages, secs(1.5)), Some(5.0));
+        assert_eq!(ramp_value(&stages, secs(2.0)), None);
+    }
+}
