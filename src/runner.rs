@@ -17,6 +17,7 @@ use crate::load::{self, LoadOptions};
 use crate::proxy::{self, Proxy, ProxyOptions};
 use crate::record::{Format, OutcomeWriter, Summary};
 use crate::scenario::Scenario;
+use crate::scenario::spec::Clock;
 use crate::server::{Listening, Shutdown};
 use crate::transport::MemoryNetwork;
 use crate::upstream::{self, Upstream, UpstreamOptions};
@@ -89,6 +90,19 @@ pub enum RunError {
 
 const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// Plays one scenario on the clock it asks for: the real clock on `runtime`, or the virtual clock
+/// on a runtime of its own (so call this from outside any runtime, as the CLI does).
+pub fn play_scenario(
+    runtime: &tokio::runtime::Runtime,
+    scenario: &Scenario,
+    options: &RunOptions,
+) -> Result<RunReport, RunError> {
+    match scenario.clock {
+        Clock::Real => runtime.block_on(run(scenario, options)),
+        Clock::Virtual => run_virtual(scenario, options),
+    }
+}
 
 /// Plays one scenario end to end on the real clock, over loopback TCP.
 pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunError> {

@@ -29,8 +29,7 @@ fn play(file: &Path, scratch: &Path) -> (String, String) {
         stop: Arc::new(AtomicBool::new(false)),
     };
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let report = runtime
-        .block_on(runner::run(&scenario, &options))
+    let report = runner::play_scenario(&runtime, &scenario, &options)
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     (scenario.name, report.body.unwrap_or_default())
 }

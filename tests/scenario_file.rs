@@ -89,7 +89,7 @@ error: unknown key `laod`
 2 | laod = 1
   | ^^^^ unknown key
   |
-  = help: did you mean `load`? valid keys here: `name`, `description`, `seed`, `upstream`, `faults`, `proxy`, `load`, `expect`"
+  = help: did you mean `load`? valid keys here: `name`, `description`, `seed`, `upstream`, `faults`, `proxy`, `load`, `expect`, `run`"
     );
 }
 

@@ -178,7 +178,7 @@ pub fn run(args: &RunArgs) -> u8 {
             stop: stop.clone(),
         };
         let ticker = Ticker::start(progress, scenario.load.profile.fixed_count());
-        let result = runtime.block_on(runner::run(scenario, &options));
+        let result = runner::play_scenario(&runtime, scenario, &options);
         drop(ticker);
         let (result, text) = match result {
             Ok(report) => {

@@ -1,14 +1,19 @@
 //! Golden snapshots: the reviewable body of a run, stored as `golden/<scenario>.snap` in insta's
 //! file format (a YAML header between `---` lines, then the body), so `cargo insta review` and
 //! `cargo insta accept` work on what `traceforge run` writes. In real time the body holds no
-//! wall-clock values: counts, statuses, faults and ids only.
+//! wall-clock values: counts, statuses, faults and ids only. On the virtual clock every latency is
+//! exact, so the body also holds each attempt's latency and the latency percentiles (but not start
+//! times, which depend on the concurrency of a closed loop).
 
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use crate::record::{Outcome, Summary};
 use crate::scenario::Scenario;
+use crate::scenario::spec::Clock;
 
 /// One request's golden line, in columns: target, final result, trace id, then every attempt with
 /// its result and the faults that fired:
@@ -23,21 +28,25 @@ struct Line {
 }
 
 impl Line {
-    fn of(o: &Outcome) -> Line {
+    /// With `exact`, each attempt's latency follows its result: on the virtual clock it is exact,
+    /// and the same at any concurrency.
+    fn of(o: &Outcome, exact: bool) -> Line {
         let attempts: Vec<String> = o
             .attempts
             .iter()
             .map(|a| {
-                let result = match (a.status, a.error) {
+                let mut result = match (a.status, a.error) {
                     (Some(s), _) => s.to_string(),
                     (None, Some(e)) => e.to_string(),
                     (None, None) => "none".to_string(),
                 };
-                if a.faults.is_empty() {
-                    result
-                } else {
-                    format!("{result} [{}]", a.faults.join(", "))
+                if !a.faults.is_empty() {
+                    result = format!("{result} [{}]", a.faults.join(", "));
                 }
+                if exact {
+                    result = format!("{result} {}", exact_ms(a.latency));
+                }
+                result
             })
             .collect();
         Line {
@@ -56,7 +65,7 @@ impl Line {
 
 /// Renders one request as a golden line, without column padding.
 pub fn request_line(o: &Outcome) -> String {
-    let l = Line::of(o);
+    let l = Line::of(o, false);
     format!(
         "#{:04} {}  {}  trace {}  attempts: {}",
         l.index, l.target, l.result, l.trace, l.attempts
@@ -79,11 +88,22 @@ enum Keep {
     Nothing(String),
 }
 
+/// A latency as the virtual clock measures it: whole milliseconds when it is one, else microseconds.
+fn exact_ms(d: Duration) -> String {
+    if d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.3}ms", d.as_secs_f64() * 1e3)
+    }
+}
+
 /// Builds the golden body incrementally: requests may finish in any order.
 #[derive(Debug, Default)]
 pub struct BodyBuilder {
     lines: Vec<Line>,
     keep: Keep,
+    /// The virtual clock: timing is exact and goes into the body.
+    exact: bool,
 }
 
 impl BodyBuilder {
@@ -91,8 +111,13 @@ impl BodyBuilder {
     /// duration or concurrency stages sends as many requests as the server allows, so its body
     /// keeps only what the scenario says (no counts, no per-request lines); a run of more than
     /// [`MAX_REQUEST_LINES`] requests keeps its counts but not its lines.
+    ///
+    /// On the virtual clock the request count never depends on speed (servers take no time), so
+    /// every profile keeps its lines, up to the same cap.
     pub fn for_scenario(scenario: &Scenario) -> BodyBuilder {
+        let exact = scenario.clock == Clock::Virtual;
         let keep = match scenario.load.profile.fixed_count() {
+            None if exact => Keep::All,
             None => Keep::Nothing(format!(
                 "per-request lines and counts omitted: {} sends as many requests as the server allows; check [expect] instead",
                 scenario.load.profile
@@ -105,13 +130,23 @@ impl BodyBuilder {
         BodyBuilder {
             lines: Vec::new(),
             keep,
+            exact,
         }
     }
 
     pub fn push(&mut self, outcome: &Outcome) {
-        if self.keep == Keep::All {
-            self.lines.push(Line::of(outcome));
+        if self.keep != Keep::All {
+            return;
         }
+        if self.lines.len() as u64 >= MAX_REQUEST_LINES {
+            // A count known only at the end (a virtual closed loop with a duration) crossed the cap.
+            self.lines = Vec::new();
+            self.keep = Keep::Counts(format!(
+                "per-request lines omitted: more than the {MAX_REQUEST_LINES} requests a golden file lists"
+            ));
+            return;
+        }
+        self.lines.push(Line::of(outcome, self.exact));
     }
 
     /// The body: scenario, seed, rules, counts, then one line per request in index order, in
@@ -124,10 +159,17 @@ impl BodyBuilder {
         for rule in &scenario.faults {
             let _ = writeln!(out, "rule:         {rule}");
         }
+        if self.exact {
+            let _ = writeln!(out, "clock:        virtual (latencies are exact)");
+        }
+        let mut counts = summary.render_counts();
+        if self.exact {
+            counts.push_str(&summary.render_latency());
+        }
         match &self.keep {
             Keep::All => {}
             Keep::Counts(why) => {
-                out.push_str(&summary.render_counts());
+                out.push_str(&counts);
                 let _ = writeln!(out, "\n{why}");
                 return out;
             }
@@ -137,7 +179,7 @@ impl BodyBuilder {
                 return out;
             }
         }
-        out.push_str(&summary.render_counts());
+        out.push_str(&counts);
         out.push('\n');
         let target = self.lines.iter().map(|l| l.target.len()).max().unwrap_or(0);
         let result = self.lines.iter().map(|l| l.result.len()).max().unwrap_or(0);

@@ -243,18 +243,22 @@ impl Summary {
         out
     }
 
-    /// The readable table printed after every run: counts plus latencies.
-    pub fn render_table(&self) -> String {
-        let mut out = self.render_counts();
+    /// The latency percentiles of requests (from their scheduled time, retries included).
+    pub fn render_latency(&self) -> String {
         let l = &self.latency;
-        let _ = writeln!(
-            out,
-            "latency:      p50 {}  p90 {}  p99 {}  max {}",
+        format!(
+            "latency:      p50 {}  p90 {}  p99 {}  max {}\n",
             format_millis(l.quantile(0.5)),
             format_millis(l.quantile(0.9)),
             format_millis(l.quantile(0.99)),
             format_millis(l.max())
-        );
+        )
+    }
+
+    /// The readable table printed after every run: counts plus latencies.
+    pub fn render_table(&self) -> String {
+        let mut out = self.render_counts();
+        out.push_str(&self.render_latency());
         if self.service.count() > 0 && self.max_late > crate::scenario::profile::LATE_AFTER {
             let s = &self.service;
             let _ = writeln!(

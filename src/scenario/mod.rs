@@ -43,6 +43,8 @@ pub struct Scenario {
     pub proxy: ProxyConfig,
     pub load: LoadConfig,
     pub expect: Expectations,
+    /// The clock the scenario plays on.
+    pub clock: spec::Clock,
     /// The effective spec, after overrides; reports and summaries show it.
     pub spec: ScenarioSpec,
 }

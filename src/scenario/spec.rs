@@ -56,6 +56,34 @@ pub struct ScenarioSpec {
     /// What the run must show for `traceforge run` to pass (besides matching the golden snapshot).
     #[serde(default)]
     pub expect: ExpectSpec,
+
+    /// How the scenario is played: on the real clock (the default) or on a virtual one.
+    #[serde(default)]
+    pub run: RunSpec,
+}
+
+/// How the scenario is played.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// `"real"` (the default): the upstream, the proxy and the load generator talk over loopback
+    /// TCP in real time; golden files hold no timing. `"virtual"`: the same code over in-memory
+    /// pipes on a paused clock that jumps to the next timer whenever everything waits, so an hour
+    /// of simulated traffic plays in seconds, every latency is exact, and golden files include
+    /// per-attempt latencies. Virtual time needs the built-in demo upstream.
+    #[serde(default)]
+    pub clock: Clock,
+}
+
+/// Which clock a scenario plays on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// Real time over loopback TCP: catches real socket behaviour, kernel buffers and CPU contention.
+    #[default]
+    Real,
+    /// Virtual time over in-memory pipes: exact, repeatable latencies; hours play in seconds.
+    Virtual,
 }
 
 /// The upstream the proxy forwards to.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::duration::{DelaySpec, DurationSpec, format_duration};
 use super::error::did_you_mean;
-use super::spec::{Distribution, FaultEntry, FaultKind, FaultSpec, Methods, ScenarioSpec};
+use super::spec::{Clock, Distribution, FaultEntry, FaultKind, FaultSpec, Methods, ScenarioSpec};
 use super::{Expectations, LoadConfig, ProxyConfig, Route, Scenario, Seg, Target, UpstreamConfig};
 use crate::fault::{
     DelayModel, ErrorReply, FaultAction, FaultRule, Matcher, PathGlob, Schedule, ValueMatch,
@@ -235,12 +235,21 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
         proxy,
         load,
         expect,
+        clock: spec.run.clock,
         spec: spec.clone(),
     })
 }
 
 fn check_upstream(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
     let mut upstream = UpstreamConfig::default();
+    if spec.upstream.url.is_some() && spec.run.clock == Clock::Virtual {
+        c.report(
+            keys(&["run", "clock"]),
+            "the virtual clock cannot reach an external upstream",
+            "needs the demo upstream",
+            Some("virtual time runs over in-memory pipes with the built-in demo upstream; remove `upstream.url`, or use clock = \"real\"".into()),
+        );
+    }
     if let Some(url) = &spec.upstream.url {
         let path = keys(&["upstream", "url"]);
         match url.parse::<Uri>() {
