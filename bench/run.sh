@@ -2,7 +2,7 @@
 # TraceForge benchmarks, side by side with their peers, on loopback only.
 #
 #   bash bench/run.sh            # everything (about 10 minutes on 2 cores)
-#   bash bench/run.sh proxy      # one part: proxy | load | scenarios | delay | scale
+#   bash bench/run.sh proxy      # one part: proxy | load | scenarios | delay | scale | virtual
 #
 # Installs what it uses (wrk, nginx-light, GNU time via apt; oha via cargo), builds TraceForge in
 # release mode, starts every server itself on 127.0.0.1 ports, runs A and B interleaved for
@@ -192,15 +192,32 @@ bench_scale() {
   printf "|%s|%s|%s|%s|\n" "------------" "------------" "--------------" "------------"
   for n in 10000 100000 1000000; do
     local out=$WORK/time.txt
-    /usr/bin/time -f "%e %M" -o "$out" "$TF" run bench/scenarios/no-faults.toml --golden-dir "$WORK/golden" \
-      --set load.requests=$n >/dev/null 2>&1 || true
+    /usr/bin/time -f "%e %M" -o "$out" "$TF" run bench/memory.toml --golden-dir "$WORK/golden" --accept \
+      --set load.requests=$n --output /dev/null --format jsonl >/dev/null 2>&1 || true
     read -r wall maxrss <"$out"
     printf "| %10s | %10s | %12s | %10s |\n" "$n" "$wall" "$((maxrss / 1024))" "$(python3 -c "print(round($n/$wall))")"
+  done
+}
+
+bench_virtual() {
+  echo
+  echo "## Virtual time: simulated time vs wall time"
+  printf "| %-28s | %14s | %10s | %12s |\n" scenario "simulated" "wall s" "peak RSS MB"
+  printf "|%s|%s|%s|%s|\n" "------------------------------" "----------------" "------------" "--------------"
+  for f in scenarios/*.toml; do
+    grep -q 'clock = "virtual"' "$f" || continue
+    local out=$WORK/time.txt
+    "$TF" run "$f" --golden-dir "$WORK/golden" --accept >"$WORK/virtual.txt" 2>&1 || true
+    /usr/bin/time -f "%e %M" -o "$out" "$TF" run "$f" --golden-dir "$WORK/golden" >/dev/null 2>&1 || true
+    read -r wall maxrss <"$out"
+    local simulated
+    simulated=$(grep -m1 -o "elapsed: *[0-9.]*ms" "$WORK/virtual.txt" | grep -o "[0-9.]*" | python3 -c 'import sys; print(f"{float(sys.stdin.read())/1000:.0f} s")')
+    printf "| %-28s | %14s | %10s | %12s |\n" "$(basename "$f" .toml)" "$simulated" "$wall" "$((maxrss / 1024))"
   done
 }
 
 need
 echo "machine: $(nproc) cores, $(python3 -c 'import os; print(round(os.sysconf("SC_PAGE_SIZE")*os.sysconf("SC_PHYS_PAGES")/2**30))') GiB, $(uname -sr)"
 echo "versions: $($TF --version), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $($NGINX -v 2>&1), $(oha --version)"
-parts=("${@:-proxy load scenarios delay scale}")
+parts=("${@:-proxy load scenarios delay scale virtual}")
 for part in ${parts[*]}; do "bench_$part"; done
