@@ -21,9 +21,6 @@ use crate::scenario::spec::Clock;
 use crate::server::{Listening, Shutdown};
 use crate::transport::MemoryNetwork;
 use crate::upstream::{self, Upstream, UpstreamOptions};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::Connect;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// How to run a scenario and where its results go.
 #[derive(Debug, Clone)]
@@ -132,7 +129,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             source,
         })?;
     let base = listening_uri(&proxy, "proxy")?;
-    let client = load::tcp_client(scenario.load.profile.max_in_flight());
+    let client = load::tcp_dialer();
     let mut body = BodyBuilder::for_scenario(scenario);
     let played = play_with(client, load_options(scenario, base), options, |outcome| {
         body.push(outcome)
@@ -187,10 +184,7 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
                 Shutdown::never(),
             ));
         });
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(scenario.load.profile.max_in_flight() as usize)
-            .build(network.connector());
+        let client = network.connector();
         let base = Uri::from_static("http://proxy.traceforge");
         let mut body = BodyBuilder::for_scenario(scenario);
         let (summary, output) = play_with(client, load_options(scenario, base), options, |o| {
@@ -286,22 +280,18 @@ pub async fn play(
     options: &RunOptions,
     observe: impl FnMut(&crate::record::Outcome),
 ) -> Result<(Summary, Option<(PathBuf, u64)>), RunError> {
-    let client = load::tcp_client(load_options.load.profile.max_in_flight());
-    play_with(client, load_options, options, observe).await
+    play_with(load::tcp_dialer(), load_options, options, observe).await
 }
 
 /// Plays a load profile with `client` and records it: every outcome is streamed to the output file
 /// (opened before the first request, so a bad path fails fast), added to the summary and passed to
 /// `observe`. The file is completed on every path out, including a failed write or a stop.
-pub async fn play_with<C>(
-    client: load::HttpClient<C>,
+pub async fn play_with<D: load::Dial>(
+    dialer: D,
     load_options: LoadOptions,
     options: &RunOptions,
     mut observe: impl FnMut(&crate::record::Outcome),
-) -> Result<(Summary, Option<(PathBuf, u64)>), RunError>
-where
-    C: Connect + Clone + Send + Sync + 'static,
-{
+) -> Result<(Summary, Option<(PathBuf, u64)>), RunError> {
     let mut writer = match &options.output {
         Some(path) => {
             let output_error = |source| RunError::Output {
@@ -317,7 +307,7 @@ where
         None => None,
     };
     let (tx, mut rx) = mpsc::channel(1024);
-    let load_task = tokio::spawn(load::run(client, load_options, tx, options.stop.clone()));
+    let load_task = tokio::spawn(load::run(dialer, load_options, tx, options.stop.clone()));
 
     let mut summary = Summary::default();
     let mut write_error = None;

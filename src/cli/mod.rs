@@ -70,6 +70,41 @@ pub struct ValidateArgs {
     pub overrides: Vec<Override>,
 }
 
+/// The runtime of a command. One worker means a current-thread runtime: everything on one thread,
+/// no cross-thread wake-ups, which is what a one-core budget wants. `signals` keeps a
+/// multi-thread runtime anyway, so a Ctrl-C watcher runs while the main thread is busy elsewhere.
+pub(crate) fn runtime(
+    workers: Option<usize>,
+    signals: bool,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    match workers {
+        Some(1) if !signals => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+}
+
+/// A flag that Ctrl-C sets: runs stop starting requests and keep what they recorded.
+pub(crate) fn stop_on_ctrl_c(
+    runtime: &tokio::runtime::Runtime,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    stop
+}
+
 /// Parses the process arguments and runs the command; returns the exit code.
 pub fn main() -> u8 {
     let cli = match Cli::try_parse() {

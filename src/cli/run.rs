@@ -133,26 +133,14 @@ pub fn run(args: &RunArgs) -> u8 {
         }
     }
 
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.workers {
-        builder.worker_threads(n.max(1));
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match super::runtime(args.workers, true) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return EXIT_RUNTIME;
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, Ordering::Relaxed);
-            }
-        });
-    }
+    let stop = super::stop_on_ctrl_c(&runtime);
     let policy = golden::Policy::from_env(args.accept, args.write_new);
     let static_dir = args.static_dir.is_dir().then(|| args.static_dir.clone());
 

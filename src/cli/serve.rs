@@ -148,12 +148,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = std::io::Result<Listening>>,
 {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(n) = workers {
-        builder.worker_threads(usize::from(n));
-    }
-    let runtime = match builder.build() {
+    let runtime = match super::runtime(workers.map(usize::from), false) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");

@@ -14,11 +14,15 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+pub mod channel;
+
+pub use channel::{Channel, Dial, OwnConnection};
 
 use crate::record::{Attempt, ErrorKind, Outcome};
 use crate::scenario::profile::ramp_value;
@@ -45,29 +49,22 @@ pub struct LoadOptions {
     pub load: LoadConfig,
 }
 
-/// The HTTP client the load generator uses: hyper's pooled client over any connector.
-pub type HttpClient<C> = Client<C, Full<Bytes>>;
-
-/// A pooled client over TCP with Nagle off (small requests must not wait for ACKs).
-pub fn tcp_client(concurrency: u32) -> HttpClient<HttpConnector> {
+/// The TCP connector, Nagle off: small requests must not wait for ACKs.
+pub fn tcp_dialer() -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(concurrency as usize)
-        .build(connector)
+    connector
 }
 
 /// Plays the load profile. Outcomes are sent on `outcomes` as requests finish (in completion
 /// order; each carries its index). Setting `stop` lets in-flight requests finish and starts no new
 /// ones. Returns when every started request has been sent on the channel.
-pub async fn run<C>(
-    client: HttpClient<C>,
+pub async fn run<D: Dial>(
+    dialer: D,
     options: LoadOptions,
     outcomes: mpsc::Sender<Outcome>,
     stop: Arc<AtomicBool>,
-) where
-    C: Connect + Clone + Send + Sync + 'static,
-{
+) {
     let start = Instant::now();
     let options = Arc::new(options);
     match options.load.profile.clone() {
@@ -75,6 +72,11 @@ pub async fn run<C>(
             schedule,
             max_in_flight,
         } => {
+            // Many short tasks send at once: they share hyper's pool.
+            let client = Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_max_idle_per_host(max_in_flight as usize)
+                .build(dialer);
             open_loop(
                 client,
                 options,
@@ -95,7 +97,7 @@ pub async fn run<C>(
                 Until::Requests(n) => Gate::from(index < n),
                 Until::Duration(d) => Gate::from(elapsed < d),
             };
-            closed_loop(client, options, outcomes, stop, start, workers, gate).await
+            closed_loop(dialer, options, outcomes, stop, start, workers, gate).await
         }
         Profile::ClosedStages { stages } => {
             let workers = stages
@@ -111,7 +113,7 @@ pub async fn run<C>(
                     Some(_) => Gate::Wait,
                 }
             };
-            closed_loop(client, options, outcomes, stop, start, workers, gate).await
+            closed_loop(dialer, options, outcomes, stop, start, workers, gate).await
         }
     }
 }
@@ -135,8 +137,8 @@ const RAMP_TICK: Duration = Duration::from_millis(10);
 
 /// `workers` tasks, each taking the next index when its previous request finished, while `gate`
 /// says go. Indexes come from one counter, so every index below the total is played exactly once.
-async fn closed_loop<C, G>(
-    client: HttpClient<C>,
+async fn closed_loop<D, G>(
+    dialer: D,
     options: Arc<LoadOptions>,
     outcomes: mpsc::Sender<Outcome>,
     stop: Arc<AtomicBool>,
@@ -144,14 +146,15 @@ async fn closed_loop<C, G>(
     workers: u64,
     gate: G,
 ) where
-    C: Connect + Clone + Send + Sync + 'static,
+    D: Dial,
     G: Fn(u64, Duration, u64) -> Gate + Send + Sync + 'static,
 {
     let next = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(gate);
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..workers {
-        let client = client.clone();
+        // Each worker keeps a connection of its own: requests follow one another on it.
+        let mut own = OwnConnection::new(dialer.clone(), options.base.clone());
         let options = options.clone();
         let outcomes = outcomes.clone();
         let next = next.clone();
@@ -179,7 +182,8 @@ async fn closed_loop<C, G>(
                 if let Gate::Stop = gate(worker, elapsed, index) {
                     return;
                 }
-                let outcome = play(&client, &options, index, start, now, now).await;
+                let mut channel = Channel::Own(&mut own);
+                let outcome = play(&mut channel, &options, index, start, now, now).await;
                 if outcomes.send(outcome).await.is_err() {
                     // The recorder is gone: nobody wants more results.
                     return;
@@ -194,17 +198,15 @@ async fn closed_loop<C, G>(
 /// `max_in_flight` requests are outstanding the next one waits for a slot: it starts late (and is
 /// counted late) but still exists, so the request count and ids never depend on the server, and
 /// its latency, measured from the scheduled time, shows the wait.
-async fn open_loop<C>(
-    client: HttpClient<C>,
+async fn open_loop<D: Dial>(
+    client: Client<D, Full<Bytes>>,
     options: Arc<LoadOptions>,
     outcomes: mpsc::Sender<Outcome>,
     stop: Arc<AtomicBool>,
     start: Instant,
     schedule: Schedule,
     max_in_flight: u32,
-) where
-    C: Connect + Clone + Send + Sync + 'static,
-{
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1) as usize));
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..schedule.count() {
@@ -222,7 +224,8 @@ async fn open_loop<C>(
         let options = options.clone();
         let outcomes = outcomes.clone();
         tasks.spawn(async move {
-            let outcome = play(&client, &options, index, start, due, Instant::now()).await;
+            let mut channel = Channel::Pooled(&client);
+            let outcome = play(&mut channel, &options, index, start, due, Instant::now()).await;
             // Free the slot before the send: a slow recorder must not look like a slow server.
             drop(slot);
             let _ = outcomes.send(outcome).await;
@@ -268,17 +271,14 @@ pub fn retry_wait(
 /// Plays request `index`: picks its target, sends attempts until one is not retryable or the
 /// retries run out. `scheduled` is when it was meant to start, `started` when it did (the same
 /// instant in a closed loop).
-async fn play<C>(
-    client: &HttpClient<C>,
+async fn play<D: Dial>(
+    channel: &mut Channel<'_, D>,
     options: &LoadOptions,
     index: u64,
     run_start: Instant,
     scheduled: Instant,
     started: Instant,
-) -> Outcome
-where
-    C: Connect + Clone + Send + Sync + 'static,
-{
+) -> Outcome {
     let load = &options.load;
     let fallback = Target::new(hyper::Method::GET, "/", 1);
     let target = pick_target(options.seed, index, &load.targets).unwrap_or(&fallback);
@@ -300,7 +300,7 @@ where
             index,
             attempt,
         };
-        let sent = send(client, options, target, &ids).await;
+        let sent = send(channel, options, target, &ids).await;
         if client_trace.is_none() {
             if let Some(t) = sent.trace_id {
                 trace_id = t;
@@ -345,15 +345,12 @@ struct Sent {
     retry_after: Option<Duration>,
 }
 
-async fn send<C>(
-    client: &HttpClient<C>,
+async fn send<D: Dial>(
+    channel: &mut Channel<'_, D>,
     options: &LoadOptions,
     target: &Target,
     ids: &Ids<'_>,
-) -> Sent
-where
-    C: Connect + Clone + Send + Sync + 'static,
-{
+) -> Sent {
     let mut sent = Sent {
         attempt: Attempt {
             request_id: ids.request_id.to_string(),
@@ -396,10 +393,7 @@ where
     // truncated or throttled body), so the attempt still says which rules fired.
     let mut head_faults = Vec::new();
     let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| classify_client(&e))?;
+        let response = channel.send(request).await?;
         let (parts, body) = response.into_parts();
         head_faults = fault_names(&parts.headers);
         let body = body.collect().await.map_err(|e| classify(&e))?;
@@ -424,6 +418,10 @@ where
         }
         Ok(Err(kind)) => sent.attempt.error = Some(kind),
         Err(_) => sent.attempt.error = Some(ErrorKind::Timeout),
+    }
+    if sent.attempt.error.is_some() {
+        // A failed or abandoned exchange leaves its connection in an unknown state.
+        channel.discard();
     }
     sent.attempt.latency = started.elapsed();
     sent
