@@ -47,6 +47,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    const ALL: [Outcome; 6] = [
+        Outcome::Forwarded,
+        Outcome::Dropped,
+        Outcome::InjectedError,
+        Outcome::UpstreamError,
+        Outcome::Reset,
+        Outcome::Hang,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Outcome::Forwarded => "forwarded",
@@ -78,8 +87,12 @@ pub struct Metrics {
     header_rewrites: IntCounterVec,
     status_rewrites: IntCounterVec,
     responses: IntCounterVec,
+    /// `responses` by status, resolved once: a label lookup hashes and locks on every request.
+    by_status: Arc<[std::sync::OnceLock<IntCounter>]>,
     in_flight: IntGauge,
     duration: HistogramVec,
+    /// `duration` by outcome, resolved at startup for the same reason, in `Outcome::ALL` order.
+    by_outcome: Arc<[prometheus::Histogram]>,
 }
 
 impl Metrics {
@@ -236,6 +249,11 @@ impl Metrics {
             throttled,
             header_rewrites,
             status_rewrites,
+            by_status: (0..600).map(|_| std::sync::OnceLock::new()).collect(),
+            by_outcome: Outcome::ALL
+                .iter()
+                .map(|o| duration.with_label_values(&[o.label()]))
+                .collect(),
             responses,
             in_flight,
             duration,
@@ -353,10 +371,20 @@ impl Flight {
     /// Records a response head sent: its status and the time since arrival.
     fn responded(&mut self, outcome: Outcome, status: u16) {
         let m = &self.metrics;
-        m.responses.with_label_values(&[&status.to_string()]).inc();
-        m.duration
-            .with_label_values(&[outcome.label()])
-            .observe(self.started.elapsed().as_secs_f64());
+        match m.by_status.get(usize::from(status)) {
+            Some(slot) => slot
+                .get_or_init(|| m.responses.with_label_values(&[&status.to_string()]))
+                .inc(),
+            None => m.responses.with_label_values(&[&status.to_string()]).inc(),
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        match Outcome::ALL.iter().position(|o| *o == outcome) {
+            Some(i) => m.by_outcome[i].observe(seconds),
+            None => m
+                .duration
+                .with_label_values(&[outcome.label()])
+                .observe(seconds),
+        }
     }
 
     pub fn metrics(&self) -> &Metrics {
