@@ -10,13 +10,18 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64;
 use uuid::Uuid;
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
 /// 64-bit FNV-1a over the key's bytes: tiny, stable across Rust releases (unlike `DefaultHasher`).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes
-        .iter()
-        .fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
+    fnv1a_extend(FNV_OFFSET, bytes)
+}
+
+fn fnv1a_extend(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+    })
 }
 
 /// The SplitMix64 finaliser: spreads nearby inputs (seeds 1, 2, 3...) over the whole 64-bit space.
@@ -28,7 +33,25 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// The RNG for one stable key under one scenario seed.
 pub fn rng(seed: u64, key: &str) -> Pcg64 {
-    Pcg64::seed_from_u64(mix64(seed ^ mix64(fnv1a(key.as_bytes()))))
+    rng_from_hash(seed, fnv1a(key.as_bytes()))
+}
+
+/// The same RNG as [`rng`] for the key made of `parts` joined with `/`, without building the
+/// string: FNV-1a runs over the bytes in order, so hashing the pieces one after another equals
+/// hashing their concatenation. For the per-request hot paths.
+pub fn rng_parts(seed: u64, parts: &[&str]) -> Pcg64 {
+    let mut hash = FNV_OFFSET;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hash = fnv1a_extend(hash, b"/");
+        }
+        hash = fnv1a_extend(hash, part.as_bytes());
+    }
+    rng_from_hash(seed, hash)
+}
+
+fn rng_from_hash(seed: u64, hash: u64) -> Pcg64 {
+    Pcg64::seed_from_u64(mix64(seed ^ mix64(hash)))
 }
 
 /// A version-4 UUID built from seeded bytes, so ids are reproducible run after run.
@@ -73,6 +96,13 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
+    }
+
+    #[test]
+    fn hashing_key_parts_equals_hashing_the_joined_key() {
+        let a: u64 = rng(42, "fault/api-503/5f0c5a57-9d69").random();
+        let b: u64 = rng_parts(42, &["fault", "api-503", "5f0c5a57-9d69"]).random();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -460,10 +460,8 @@ impl FaultPlan {
                 return None;
             }
         }
-        let mut rng = seed::rng(
-            self.seed,
-            &format!("fault/{}/{}", rule.name, facts.request_id),
-        );
+        // The key is `fault/<rule>/<request-id>`, hashed piece by piece: no string per rule.
+        let mut rng = seed::rng_parts(self.seed, &["fault", &rule.name, facts.request_id]);
         // Always draw, even at probability 1, so a rule's later draws do not depend on its probability.
         let roll: f64 = rng.random();
         if roll >= rule.probability {
