@@ -80,8 +80,10 @@ impl IdSource {
                     .map(str::to_string)
             })
             .unwrap_or_else(|| {
-                let key = format!("{}/trace/{request_id}", self.namespace);
-                seed::uuid(self.seed, &key).simple().to_string()
+                // The key is `<namespace>/trace/<request-id>`, hashed in pieces.
+                seed::uuid_parts(self.seed, &[self.namespace, "trace", &request_id])
+                    .simple()
+                    .to_string()
             });
         Ids {
             trace_id,

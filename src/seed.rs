@@ -61,6 +61,13 @@ pub fn uuid(seed: u64, key: &str) -> Uuid {
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
+/// [`uuid`] for the key made of `parts` joined with `/`, without building the string.
+pub fn uuid_parts(seed: u64, parts: &[&str]) -> Uuid {
+    let mut bytes = [0u8; 16];
+    rng_parts(seed, parts).fill_bytes(&mut bytes);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
 /// The request id the load generator sends for request `index`, attempt `attempt` (0-based).
 pub fn request_id(seed: u64, index: u64, attempt: u32) -> String {
     uuid(seed, &format!("id/request/{index}/{attempt}")).to_string()

@@ -406,6 +406,24 @@ where
     /// The upstream's scheme and authority, its base path, then the request's path and query.
     fn upstream_uri(&self, original: &Uri) -> Result<Uri, ForwardError> {
         let base = self.upstream.path().trim_end_matches('/');
+        // The common case, an upstream without a base path: reuse the parsed parts, no formatting.
+        if base.is_empty() {
+            let mut parts = hyper::http::uri::Parts::default();
+            parts.scheme = Some(
+                self.upstream
+                    .scheme()
+                    .cloned()
+                    .unwrap_or(hyper::http::uri::Scheme::HTTP),
+            );
+            parts.authority = self.upstream.authority().cloned();
+            parts.path_and_query = Some(
+                original
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+            );
+            return Uri::from_parts(parts).map_err(|e| ForwardError::Failed(e.to_string()));
+        }
         let path_and_query = original.path_and_query().map_or("/", |pq| pq.as_str());
         let scheme = self.upstream.scheme_str().unwrap_or("http");
         let authority = self
