@@ -39,6 +39,31 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
 }
 
+impl RunOptions {
+    /// Options with nothing written but the golden check in `golden_dir`: no output file, the
+    /// built-in page, golden mismatches neither accepted nor written, fresh progress and stop flags.
+    pub fn new(golden_dir: impl Into<PathBuf>) -> Self {
+        RunOptions {
+            output: None,
+            format: Format::Json,
+            golden_dir: golden_dir.into(),
+            golden: golden::Policy {
+                accept: false,
+                write_new: false,
+            },
+            static_dir: None,
+            progress: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The same options, accepting every result as the golden file (tests write to a scratch folder).
+    pub fn accepting(mut self) -> Self {
+        self.golden.accept = true;
+        self
+    }
+}
+
 /// Everything a run found.
 #[derive(Debug)]
 pub struct RunReport {

@@ -3,7 +3,7 @@
 //! the issue asks for a duration ("about 2 s").
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,9 +12,8 @@ use hyper::{Method, Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use traceforge::fault::{FaultPlan, RequestFacts};
-use traceforge::golden::Policy;
 use traceforge::load::LoadOptions;
-use traceforge::record::{ErrorKind, Format, Outcome};
+use traceforge::record::{ErrorKind, Outcome};
 use traceforge::runner::{self, RunOptions};
 use traceforge::scenario::{ProxyConfig, Route};
 use traceforge::server::Listening;
@@ -659,18 +658,7 @@ async fn play_scenario(text: &str) -> Vec<Outcome> {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let options = RunOptions {
-        output: None,
-        format: Format::Json,
-        golden_dir: std::path::PathBuf::new(),
-        golden: Policy {
-            accept: false,
-            write_new: false,
-        },
-        static_dir: None,
-        progress: Arc::new(AtomicU64::new(0)),
-        stop: Arc::new(AtomicBool::new(false)),
-    };
+    let options = RunOptions::new("");
     let load = LoadOptions {
         base: proxy.url().parse().unwrap_or_else(|e| panic!("{e}")),
         seed: scenario.seed,

@@ -2,11 +2,7 @@
 //! itself: this proves the files `traceforge run` writes are the files `cargo insta` reads.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 
-use traceforge::golden::Policy;
-use traceforge::record::Format;
 use traceforge::runner::{self, RunOptions};
 
 fn root() -> PathBuf {
@@ -17,16 +13,8 @@ fn root() -> PathBuf {
 fn play(file: &Path, scratch: &Path) -> (String, String) {
     let scenario = traceforge::scenario::load(file, &[]).unwrap_or_else(|e| panic!("{e}"));
     let options = RunOptions {
-        output: None,
-        format: Format::Json,
-        golden_dir: scratch.to_path_buf(),
-        golden: Policy {
-            accept: true,
-            write_new: false,
-        },
         static_dir: Some(root().join("static")),
-        progress: Arc::new(AtomicU64::new(0)),
-        stop: Arc::new(AtomicBool::new(false)),
+        ..RunOptions::new(scratch.to_path_buf()).accepting()
     };
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let report = runner::play_scenario(&runtime, &scenario, &options)

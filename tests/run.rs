@@ -4,10 +4,8 @@
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 
-use traceforge::golden::Policy;
-use traceforge::record::{Format, Outcome};
+use traceforge::record::Outcome;
 use traceforge::runner::{self, RunOptions, RunReport};
 use traceforge::scenario::Override;
 
@@ -26,16 +24,8 @@ fn play(file: &str, set: &[&str]) -> RunReport {
         .unwrap_or_else(|e| panic!("{e}"));
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let options = RunOptions {
-        output: None,
-        format: Format::Json,
-        golden_dir: scratch.path().to_path_buf(),
-        golden: Policy {
-            accept: true,
-            write_new: false,
-        },
         static_dir: Some(root().join("static")),
-        progress: Arc::new(AtomicU64::new(0)),
-        stop: Arc::new(AtomicBool::new(false)),
+        ..RunOptions::new(scratch.path().to_path_buf()).accepting()
     };
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     runner::play_scenario(&runtime, &scenario, &options).unwrap_or_else(|e| panic!("{file}: {e}"))
@@ -567,18 +557,7 @@ fn recorded_attempts_agree_with_the_proxy_metrics() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
         let mut outcomes = Vec::new();
-        let options = RunOptions {
-            output: None,
-            format: Format::Json,
-            golden_dir: std::path::PathBuf::new(),
-            golden: Policy {
-                accept: false,
-                write_new: false,
-            },
-            static_dir: None,
-            progress: Arc::new(AtomicU64::new(0)),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
+        let options = RunOptions::new("");
         let load = LoadOptions {
             base: proxy.url().parse().unwrap_or_else(|e| panic!("{e}")),
             seed: scenario.seed,

@@ -406,14 +406,7 @@ pub async fn play_text(text: &str, overrides: &[&str]) -> Played {
     let options = RunOptions {
         output: Some(output.clone()),
         format: traceforge::record::Format::Jsonl,
-        golden_dir: scratch.path().to_path_buf(),
-        golden: traceforge::golden::Policy {
-            accept: true,
-            write_new: false,
-        },
-        static_dir: None,
-        progress: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        ..RunOptions::new(scratch.path().to_path_buf()).accepting()
     };
     let report = tokio::time::timeout(
         Duration::from_secs(60),

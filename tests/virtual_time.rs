@@ -1,12 +1,9 @@
 //! Virtual time: the same upstream, proxy and load generator over in-memory pipes on a paused
 //! clock. Latencies are exact, time windows are exact, and an hour plays in moments.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
-use traceforge::golden::Policy;
-use traceforge::record::{ErrorKind, Format, Outcome};
+use traceforge::record::{ErrorKind, Outcome};
 use traceforge::runner::{self, RunOptions, RunReport};
 
 use crate::support::root;
@@ -25,15 +22,8 @@ fn play_virtual(text: &str, set: &[&str]) -> (RunReport, Vec<Outcome>) {
     let output = scratch.path().join("outcomes.json");
     let options = RunOptions {
         output: Some(output.clone()),
-        format: Format::Json,
-        golden_dir: scratch.path().to_path_buf(),
-        golden: Policy {
-            accept: true,
-            write_new: false,
-        },
         static_dir: Some(root().join("static")),
-        progress: Arc::new(AtomicU64::new(0)),
-        stop: Arc::new(AtomicBool::new(false)),
+        ..RunOptions::new(scratch.path().to_path_buf()).accepting()
     };
     let report = runner::run_virtual(&scenario, &options).unwrap_or_else(|e| panic!("{e}"));
     let mut outcomes: Vec<Outcome> =
@@ -193,18 +183,7 @@ fn the_shipped_hour_long_scenario_simulates_an_hour() {
         traceforge::scenario::load(&root().join("scenarios/outage-recovery-virtual.toml"), &[])
             .unwrap_or_else(|e| panic!("{e}"));
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let options = RunOptions {
-        output: None,
-        format: Format::Json,
-        golden_dir: scratch.path().to_path_buf(),
-        golden: Policy {
-            accept: true,
-            write_new: false,
-        },
-        static_dir: None,
-        progress: Arc::new(AtomicU64::new(0)),
-        stop: Arc::new(AtomicBool::new(false)),
-    };
+    let options = RunOptions::new(scratch.path().to_path_buf()).accepting();
     let report = runner::run_virtual(&scenario, &options).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.summary.requests, 1800);
     assert!(

@@ -1,14 +1,12 @@
 //! `traceforge load`: the load generator on its own, against any HTTP URL, with the classic flags.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::{Method, Uri};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
-use crate::golden;
 use crate::load::LoadOptions;
 use crate::record::Format;
 use crate::runner::{self, RunOptions};
@@ -155,14 +153,8 @@ pub fn load(args: &LoadArgs) -> u8 {
     let options = RunOptions {
         output: args.output.clone(),
         format: args.format,
-        golden_dir: PathBuf::new(),
-        golden: golden::Policy {
-            accept: false,
-            write_new: false,
-        },
-        static_dir: None,
-        progress: Arc::new(AtomicU64::new(0)),
         stop: stop.clone(),
+        ..RunOptions::new("")
     };
     let requests = load_options.load.profile.fixed_count().unwrap_or(0);
     match runtime.block_on(runner::play(load_options, &options, |_| {})) {
