@@ -318,6 +318,8 @@ fn outcomes_are_written_as_json_jsonl_and_csv() {
                 .iter()
                 .all(|a| a.faults == vec!["drop-1".to_string()])
         );
+        // The proxy names each fired rule's kind too, in the same order.
+        assert!(o.attempts.iter().all(|a| a.fault_kinds == ["drop"]));
         assert_ne!(o.attempts[0].request_id, o.attempts[1].request_id);
         assert_eq!(o.trace_id.len(), 32);
     }

@@ -262,6 +262,11 @@ impl Decision {
         self.steps.iter().map(|s| &*s.name).collect()
     }
 
+    /// The kinds of the rules that fired, in the same order as [`Decision::fired_rules`].
+    pub fn fired_kinds(&self) -> Vec<&'static str> {
+        self.steps.iter().map(|s| s.effect.kind()).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }

@@ -34,6 +34,8 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 /// Set by the proxy: the fault rules that fired for this request, in order, comma-separated.
 pub const X_TRACEFORGE_FAULT: HeaderName = HeaderName::from_static("x-traceforge-fault");
+/// Set by the proxy next to `x-traceforge-fault`: the kind of each fired rule, in the same order.
+pub const X_TRACEFORGE_FAULT_KIND: HeaderName = HeaderName::from_static("x-traceforge-fault-kind");
 /// Sent by the load generator: the logical request's 0-based index, so the proxy's counting
 /// rules (`first`, `every`, request windows) do not depend on arrival order.
 pub const X_TRACEFORGE_INDEX: HeaderName = HeaderName::from_static("x-traceforge-index");
@@ -357,6 +359,7 @@ async fn send<D: Dial>(
             status: None,
             error: None,
             faults: Vec::new(),
+            fault_kinds: Vec::new(),
             bytes: 0,
             latency: Duration::ZERO,
         },
@@ -391,16 +394,16 @@ async fn send<D: Dial>(
     let started = Instant::now();
     // The fault names arrive with the head: keep them when the body then fails or times out (a
     // truncated or throttled body), so the attempt still says which rules fired.
-    let mut head_faults = Vec::new();
+    let mut head_faults = (Vec::new(), Vec::new());
     let exchange = async {
         let response = channel.send(request).await?;
         let (parts, body) = response.into_parts();
-        head_faults = fault_names(&parts.headers);
+        head_faults = (fault_names(&parts.headers), fault_kinds(&parts.headers));
         let body = body.collect().await.map_err(|e| classify(&e))?;
         Ok::<_, ErrorKind>((parts, body.to_bytes().len() as u64))
     };
     let result = tokio::time::timeout(options.load.timeout, exchange).await;
-    sent.attempt.faults = head_faults;
+    (sent.attempt.faults, sent.attempt.fault_kinds) = head_faults;
     match result {
         Ok(Ok((parts, bytes))) => {
             sent.attempt.status = Some(parts.status.as_u16());
@@ -440,8 +443,17 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
 
 /// The rule names in `x-traceforge-fault`, in firing order.
 pub fn fault_names(headers: &hyper::HeaderMap) -> Vec<String> {
+    list_header(headers, &X_TRACEFORGE_FAULT)
+}
+
+/// The rule kinds in `x-traceforge-fault-kind`, in the same order as [`fault_names`].
+pub fn fault_kinds(headers: &hyper::HeaderMap) -> Vec<String> {
+    list_header(headers, &X_TRACEFORGE_FAULT_KIND)
+}
+
+fn list_header(headers: &hyper::HeaderMap, name: &HeaderName) -> Vec<String> {
     headers
-        .get_all(X_TRACEFORGE_FAULT)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

@@ -19,7 +19,8 @@
 //! Headers the load generator and users rely on:
 //! - [`X_TRACEFORGE_FAULT`] on every response where at least one rule fired (delays included): the
 //!   fired rule names in firing order, `slow-api, api-503`. On a truncated response it comes with
-//!   the head, before the cut; a reset has no response to carry it.
+//!   the head, before the cut; a reset has no response to carry it. `x-traceforge-fault-kind`
+//!   gives the kind of each, in the same order (`delay, error`).
 //! - [`X_FAULT_INJECTED`]` = <rule name>` on synthetic responses (error, drop, hang's 504). Unless
 //!   an error rule gives its own body, the JSON body names the rule too:
 //!   `{"error":"fault injected","rule":"api-503","kind":"error","status":503}`.
@@ -62,6 +63,8 @@ pub use metrics::{Metrics, Outcome};
 
 /// The fired rule names, in firing order, comma-separated.
 pub const X_TRACEFORGE_FAULT: HeaderName = HeaderName::from_static("x-traceforge-fault");
+/// The kind of each rule in [`X_TRACEFORGE_FAULT`], in the same order: `delay, error`.
+pub const X_TRACEFORGE_FAULT_KIND: HeaderName = HeaderName::from_static("x-traceforge-fault-kind");
 /// Marks a synthetic response (error, drop, hang's 504); its value names the rule.
 pub const X_FAULT_INJECTED: HeaderName = HeaderName::from_static("x-fault-injected");
 /// Why a malformed `x-traceforge-fault` request header was ignored.
@@ -163,6 +166,7 @@ where
         // load generator sends, so arrival order cannot change it. Other clients get an arrival count.
         let decision = self.decide(&req, &ids);
         let fired = decision.fired_rules().join(", ");
+        let kinds = decision.fired_kinds().join(", ");
         for step in &decision.steps {
             self.metrics.fault_fired(&step.name, step.effect.kind());
             if matches!(step.effect, Effect::Delay(_)) {
@@ -205,6 +209,9 @@ where
         if !fired.is_empty() {
             if let Ok(value) = HeaderValue::from_str(&fired) {
                 headers.insert(X_TRACEFORGE_FAULT, value);
+            }
+            if let Ok(value) = HeaderValue::from_str(&kinds) {
+                headers.insert(X_TRACEFORGE_FAULT_KIND, value);
             }
         }
         if let Some(error) = &decision.header_error {

@@ -57,6 +57,9 @@ pub struct Attempt {
     /// Fault rules the proxy reported for this attempt (`x-traceforge-fault`), in firing order.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub faults: Vec<String>,
+    /// The kind of each of those rules (`delay`, `error`, ...), from `x-traceforge-fault-kind`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub fault_kinds: Vec<String>,
     /// Response body bytes received.
     pub bytes: u64,
     /// From sending the request to the end of the response body.

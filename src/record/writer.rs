@@ -18,7 +18,7 @@ pub enum Format {
 }
 
 /// The CSV columns, one row per logical request.
-pub const CSV_HEADER: [&str; 15] = [
+pub const CSV_HEADER: [&str; 16] = [
     "index",
     "method",
     "path",
@@ -34,6 +34,7 @@ pub const CSV_HEADER: [&str; 15] = [
     "request_ids",
     "scheduled_ms",
     "service_ms",
+    "fault_kinds",
 ];
 
 /// Writes outcomes to any `Write` in one of the formats.
@@ -131,13 +132,19 @@ fn ms(d: std::time::Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
 
-fn csv_row(o: &Outcome) -> Vec<String> {
-    let faults: Vec<String> = o.attempts.iter().map(|a| a.faults.join("+")).collect();
-    let faults = if faults.iter().all(String::is_empty) {
+/// One field per attempt joined with `;`, the values within an attempt with `+`; empty when no
+/// attempt has any.
+fn join_per_attempt(o: &Outcome, field: impl Fn(&super::Attempt) -> &Vec<String>) -> String {
+    let parts: Vec<String> = o.attempts.iter().map(|a| field(a).join("+")).collect();
+    if parts.iter().all(String::is_empty) {
         String::new()
     } else {
-        faults.join(";")
-    };
+        parts.join(";")
+    }
+}
+
+fn csv_row(o: &Outcome) -> Vec<String> {
+    let faults = join_per_attempt(o, |a| &a.faults);
     vec![
         o.index.to_string(),
         o.method.clone(),
@@ -157,6 +164,7 @@ fn csv_row(o: &Outcome) -> Vec<String> {
         o.request_ids().collect::<Vec<_>>().join(";"),
         ms(o.scheduled),
         ms(o.service),
+        join_per_attempt(o, |a| &a.fault_kinds),
     ]
 }
 
@@ -180,6 +188,7 @@ mod tests {
                     status: None,
                     error: Some(ErrorKind::Timeout),
                     faults: vec!["slow".into()],
+                    fault_kinds: vec!["delay".into()],
                     bytes: 0,
                     latency: Duration::from_millis(5),
                 },
@@ -188,6 +197,7 @@ mod tests {
                     status: Some(200),
                     error: None,
                     faults: vec![],
+                    fault_kinds: vec![],
                     bytes: 10,
                     latency: Duration::from_micros(1500),
                 },
