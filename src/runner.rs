@@ -250,13 +250,11 @@ fn load_options(scenario: &Scenario, base: Uri) -> LoadOptions {
 }
 
 fn listening_uri(listening: &Listening, what: &'static str) -> Result<Uri, RunError> {
-    format!("http://{}", listening.addr)
-        .parse::<Uri>()
-        .map_err(|e| RunError::Spawn {
-            what,
-            addr: listening.addr,
-            source: std::io::Error::other(e),
-        })
+    listening.url().parse::<Uri>().map_err(|e| RunError::Spawn {
+        what,
+        addr: listening.addr,
+        source: std::io::Error::other(e),
+    })
 }
 
 /// Expectations and the golden verdict, once every outcome is in.

@@ -196,7 +196,7 @@ fn scenario_json(p: &Played) -> Value {
 }
 
 fn latency(l: &Latency) -> Value {
-    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    use crate::record::summary::ms;
     json!({
         "p50": ms(l.quantile(0.5)),
         "p90": ms(l.quantile(0.9)),

@@ -29,13 +29,9 @@ use crate::scenario::profile::ramp_value;
 use crate::scenario::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
 use crate::seed;
 
-/// Header names shared by the load generator, the proxy and the upstream.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
-/// Set by the proxy: the fault rules that fired for this request, in order, comma-separated.
-pub const X_TRACEFORGE_FAULT: HeaderName = HeaderName::from_static("x-traceforge-fault");
-/// Set by the proxy next to `x-traceforge-fault`: the kind of each fired rule, in the same order.
-pub const X_TRACEFORGE_FAULT_KIND: HeaderName = HeaderName::from_static("x-traceforge-fault-kind");
+/// Header names shared with the proxy and the upstream, defined once where they are set.
+pub use crate::ids::{X_REQUEST_ID, X_TRACE_ID};
+pub use crate::proxy::{X_TRACEFORGE_FAULT, X_TRACEFORGE_FAULT_KIND};
 /// Sent by the load generator: the logical request's 0-based index, so the proxy's counting
 /// rules (`first`, `every`, request windows) do not depend on arrival order.
 pub const X_TRACEFORGE_INDEX: HeaderName = HeaderName::from_static("x-traceforge-index");
@@ -102,11 +98,7 @@ pub async fn run<D: Dial>(
             closed_loop(dialer, options, outcomes, stop, start, workers, gate).await
         }
         Profile::ClosedStages { stages } => {
-            let workers = stages
-                .iter()
-                .map(|s| s.target.ceil() as u64)
-                .max()
-                .unwrap_or(1);
+            let workers = u64::from(options.load.profile.max_in_flight());
             let gate = move |worker: u64, elapsed: Duration, _index: u64| {
                 match ramp_value(&stages, elapsed) {
                     None => Gate::Stop,
@@ -248,6 +240,9 @@ pub fn backoff(base: Duration, retry: u32) -> Duration {
     base.saturating_mul(factor)
 }
 
+/// The longest a server's `Retry-After` can make a retry wait when `max_backoff` does not say.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// The wait before retry number `retry` (1-based) under `policy`: the doubling backoff capped by
 /// `max_backoff`, plus seeded jitter; a `Retry-After` from the server replaces both (still capped).
 pub fn retry_wait(
@@ -259,7 +254,9 @@ pub fn retry_wait(
 ) -> Duration {
     let cap = |d: Duration| policy.max_backoff.map_or(d, |m| d.min(m));
     if let Some(after) = retry_after {
-        return cap(after);
+        // A server's wait is capped by `max_backoff`, or by a ceiling of our own: one answer of
+        // `Retry-After: 99999999` must not park a run for years.
+        return cap(after).min(MAX_RETRY_AFTER);
     }
     let mut wait = cap(backoff(policy.backoff, retry));
     if !policy.jitter.is_zero() {
@@ -567,6 +564,11 @@ mod tests {
         assert_eq!(
             retry_wait(&uncapped, 7, 3, 1, Some(Duration::from_secs(2))),
             Duration::from_secs(2)
+        );
+        assert_eq!(
+            retry_wait(&uncapped, 7, 3, 1, Some(Duration::from_secs(99_999_999))),
+            MAX_RETRY_AFTER,
+            "a server cannot park a run for years"
         );
     }
 

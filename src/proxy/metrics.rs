@@ -378,8 +378,9 @@ impl Flight {
             None => m.responses.with_label_values(&[&status.to_string()]).inc(),
         }
         let seconds = self.started.elapsed().as_secs_f64();
-        match Outcome::ALL.iter().position(|o| *o == outcome) {
-            Some(i) => m.by_outcome[i].observe(seconds),
+        // `by_outcome` holds one histogram per `Outcome::ALL` entry, in declaration order.
+        match m.by_outcome.get(outcome as usize) {
+            Some(histogram) => histogram.observe(seconds),
             None => m
                 .duration
                 .with_label_values(&[outcome.label()])
@@ -398,5 +399,16 @@ impl Drop for Flight {
             self.metrics.cancelled.inc();
         }
         self.metrics.in_flight.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn outcomes_are_listed_in_declaration_order() {
+        // `Flight::responded` indexes `by_outcome` with `outcome as usize`.
+        for (i, outcome) in super::Outcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, i);
+        }
     }
 }

@@ -67,16 +67,6 @@ pub struct Attempt {
     pub latency: Duration,
 }
 
-impl Attempt {
-    /// Retried responses: 5xx statuses and every transport error.
-    pub fn is_retryable(&self) -> bool {
-        match self.status {
-            Some(status) => status >= 500,
-            None => true,
-        }
-    }
-}
-
 /// Everything recorded about one logical request, retries included.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
 
 use super::Outcome;
 use crate::scenario::duration::format_millis;
@@ -68,28 +67,11 @@ impl Latency {
             _ => Duration::ZERO,
         }
     }
-
-    pub fn percentiles(&self) -> Percentiles {
-        Percentiles {
-            p50_ms: ms(self.quantile(0.50)),
-            p90_ms: ms(self.quantile(0.90)),
-            p99_ms: ms(self.quantile(0.99)),
-            max_ms: ms(self.max()),
-        }
-    }
 }
 
-fn ms(d: Duration) -> f64 {
+/// Milliseconds rounded to the microsecond, for machine-readable reports.
+pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-/// Latency percentiles in milliseconds, for machine-readable output.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Percentiles {
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
 }
 
 /// Aggregates of the requests sent to one target path.
