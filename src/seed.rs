@@ -50,6 +50,32 @@ pub fn rng_parts(seed: u64, parts: &[&str]) -> Pcg64 {
     rng_from_hash(seed, hash)
 }
 
+/// A number's decimal digits on the stack, for keys hashed with [`rng_parts`] without a `format!`.
+pub struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    pub fn new(mut n: u64) -> Digits {
+        let mut buf = [b'0'; 20];
+        let mut start = buf.len();
+        loop {
+            start -= 1;
+            buf[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return Digits { buf, start };
+            }
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits were written.
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("0")
+    }
+}
+
 fn rng_from_hash(seed: u64, hash: u64) -> Pcg64 {
     Pcg64::seed_from_u64(mix64(seed ^ mix64(hash)))
 }
@@ -70,13 +96,14 @@ pub fn uuid_parts(seed: u64, parts: &[&str]) -> Uuid {
 
 /// The request id the load generator sends for request `index`, attempt `attempt` (0-based).
 pub fn request_id(seed: u64, index: u64, attempt: u32) -> String {
-    uuid(seed, &format!("id/request/{index}/{attempt}")).to_string()
+    let (i, a) = (Digits::new(index), Digits::new(u64::from(attempt)));
+    uuid_parts(seed, &["id", "request", i.as_str(), a.as_str()]).to_string()
 }
 
 /// The trace id the load generator sends for request `index` with `client_trace` on; kept across attempts.
 /// Trace ids are 32 lowercase hex digits, the W3C trace-context form.
 pub fn trace_id(seed: u64, index: u64) -> String {
-    uuid(seed, &format!("id/trace/{index}"))
+    uuid_parts(seed, &["id", "trace", Digits::new(index).as_str()])
         .simple()
         .to_string()
 }
@@ -103,6 +130,19 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
+    }
+
+    #[test]
+    fn digits_spell_numbers_like_format_does() {
+        for n in [0, 7, 10, 99, 12_345, u64::MAX] {
+            assert_eq!(Digits::new(n).as_str(), n.to_string());
+        }
+    }
+
+    #[test]
+    fn ids_keep_the_keys_they_always_had() {
+        assert_eq!(request_id(42, 7, 1), uuid(42, "id/request/7/1").to_string());
+        assert_eq!(trace_id(42, 7), uuid(42, "id/trace/7").simple().to_string());
     }
 
     #[test]

@@ -157,12 +157,19 @@ impl Summary {
         }
         for a in &o.attempts {
             for rule in &a.faults {
-                *self.faults.entry(rule.clone()).or_default() += 1;
-                let min = self
-                    .fault_min_latency
-                    .entry(rule.clone())
-                    .or_insert(a.latency);
-                *min = (*min).min(a.latency);
+                // Look up before inserting: a rule name is cloned once per run, not per attempt.
+                match self.faults.get_mut(rule) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.faults.insert(rule.clone(), 1);
+                    }
+                }
+                match self.fault_min_latency.get_mut(rule) {
+                    Some(min) => *min = (*min).min(a.latency),
+                    None => {
+                        self.fault_min_latency.insert(rule.clone(), a.latency);
+                    }
+                }
             }
             self.attempt_latency.record(a.latency);
         }
