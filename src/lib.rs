@@ -15,6 +15,7 @@ pub mod fault;
 pub mod golden;
 pub mod ids;
 pub mod load;
+pub mod panic_watch;
 pub mod proxy;
 pub mod record;
 pub mod runner;

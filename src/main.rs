@@ -3,5 +3,17 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ExitCode::from(traceforge::cli::main())
+    // Count every panic, on any thread or task: a run that saw one cannot pass.
+    traceforge::panic_watch::install();
+    match std::panic::catch_unwind(traceforge::cli::main) {
+        Ok(code) => ExitCode::from(code),
+        // The hook already printed the message. A panic is a bug, never a pass: a runtime failure.
+        Err(_) => {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"error: traceforge panicked (a bug); nothing it reported can be trusted\n",
+            );
+            ExitCode::from(traceforge::cli::EXIT_RUNTIME)
+        }
+    }
 }

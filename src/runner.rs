@@ -5,17 +5,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::Uri;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::expect;
 use crate::fault::FaultPlan;
 use crate::golden::{self, BodyBuilder};
 use crate::load::{self, LoadOptions};
+use crate::panic_watch;
 use crate::proxy::{self, Proxy, ProxyOptions};
-use crate::record::{Format, OutcomeWriter, Summary};
+use crate::record::{Format, OpenFiles, Summary};
 use crate::scenario::Scenario;
 use crate::scenario::spec::Clock;
 use crate::server::{Listening, Shutdown};
@@ -35,8 +37,11 @@ pub struct RunOptions {
     pub static_dir: Option<PathBuf>,
     /// Counts finished requests, for a progress display.
     pub progress: Arc<AtomicU64>,
-    /// Set to stop starting requests (Ctrl-C); what was recorded is kept.
-    pub stop: Arc<AtomicBool>,
+    /// Cancelled to stop the run (a signal): no new request starts, every wait is cut short, and
+    /// what was recorded is kept. The run's verdict is then "stopped".
+    pub stop: CancellationToken,
+    /// Where the output file is registered while it is open, so a forced exit can complete it.
+    pub open_files: OpenFiles,
 }
 
 impl RunOptions {
@@ -53,7 +58,8 @@ impl RunOptions {
             },
             static_dir: None,
             progress: Arc::new(AtomicU64::new(0)),
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: CancellationToken::new(),
+            open_files: OpenFiles::default(),
         }
     }
 
@@ -108,6 +114,12 @@ pub enum RunError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// A bug: something the run started panicked, so its results cannot be trusted.
+    #[error("{what} panicked: {message}")]
+    Panicked { what: &'static str, message: String },
+    /// The run ended without being stopped, yet played fewer requests than its plan.
+    #[error("the run played {played} of the {planned} requests it planned")]
+    Incomplete { played: u64, planned: u64 },
 }
 
 const LOOPBACK: SocketAddr =
@@ -128,10 +140,11 @@ pub fn play_scenario(
 
 /// Plays one scenario end to end on the real clock, over loopback TCP.
 pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunError> {
+    let mark = panic_watch::count();
     // The upstream first: the built-in demo unless the scenario names a real one.
     let (upstream_uri, demo) = match &scenario.upstream.url {
         Some(url) => {
-            check_reachable(url).await?;
+            check_reachable(url, &options.stop).await?;
             (url.clone(), None)
         }
         None => {
@@ -160,12 +173,18 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         body.push(outcome)
     })
     .await;
-    proxy.shutdown().await;
-    if let Some(demo) = demo {
-        demo.shutdown().await;
+    if options.stop.is_cancelled() {
+        // Stopped: nothing in flight is worth waiting for; dropping the handles aborts them.
+        drop(proxy);
+        drop(demo);
+    } else {
+        proxy.shutdown().await;
+        if let Some(demo) = demo {
+            demo.shutdown().await;
+        }
     }
     let (summary, output) = played?;
-    finish(scenario, options, summary, output, body)
+    finish(scenario, options, summary, output, body, mark)
 }
 
 /// Plays one scenario on the virtual clock: the same upstream, proxy and load generator, over
@@ -183,6 +202,7 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
             addr: LOOPBACK,
             source,
         })?;
+    let mark = panic_watch::count();
     runtime.block_on(async {
         let network = MemoryNetwork::new();
         let demo = Arc::new(Upstream::new(upstream_options(scenario, options)));
@@ -216,7 +236,7 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
             body.push(o)
         })
         .await?;
-        finish(scenario, options, summary, output, body)
+        finish(scenario, options, summary, output, body, mark)
     })
 }
 
@@ -257,22 +277,32 @@ fn listening_uri(listening: &Listening, what: &'static str) -> Result<Uri, RunEr
     })
 }
 
-/// Expectations and the golden verdict, once every outcome is in.
+/// Expectations and the golden verdict, once every outcome is in. `mark` is the panic count when
+/// the run began: any panic since fails the run.
 fn finish(
     scenario: &Scenario,
     options: &RunOptions,
     summary: Summary,
     output: Option<(PathBuf, u64)>,
     body: BodyBuilder,
+    mark: u64,
 ) -> Result<RunReport, RunError> {
-    // A run that stops early is partial; a closed loop with a duration ends on its own, so only
-    // the stop flag says whether it was cut short.
-    let interrupted = options.stop.load(Ordering::Relaxed)
-        && scenario
-            .load
-            .profile
-            .fixed_count()
-            .is_none_or(|n| summary.requests < n);
+    if let Some(message) = panic_watch::since(mark) {
+        return Err(RunError::Panicked {
+            what: "a task of the run",
+            message,
+        });
+    }
+    // A stop is a stop even when every request had already started: they were cut short.
+    let interrupted = options.stop.is_cancelled();
+    if let Some(planned) = scenario.load.profile.fixed_count() {
+        if !interrupted && summary.requests < planned {
+            return Err(RunError::Incomplete {
+                played: summary.requests,
+                planned,
+            });
+        }
+    }
     let expectations = expect::check(&scenario.expect, &summary);
     let (golden, body) = if interrupted {
         (None, None)
@@ -308,38 +338,46 @@ pub async fn play(
 
 /// Plays a load profile with `client` and records it: every outcome is streamed to the output file
 /// (opened before the first request, so a bad path fails fast), added to the summary and passed to
-/// `observe`. The file is completed on every path out, including a failed write or a stop.
+/// `observe`. The file is completed on every path out, including a failed write, a panic of the
+/// load generator or a stop. A panic anywhere during the load is an error, never a shorter pass.
 pub async fn play_with<D: load::Dial>(
     dialer: D,
     load_options: LoadOptions,
     options: &RunOptions,
     mut observe: impl FnMut(&crate::record::Outcome),
 ) -> Result<(Summary, Option<(PathBuf, u64)>), RunError> {
-    let mut writer = match &options.output {
+    let mark = panic_watch::count();
+    let writer = match &options.output {
         Some(path) => {
             let output_error = |source| RunError::Output {
                 path: path.clone(),
                 source,
             };
+            create_parent(path).map_err(output_error)?;
             let file = std::fs::File::create(path).map_err(output_error)?;
             Some((
                 path.clone(),
-                OutcomeWriter::new(options.format, file).map_err(output_error)?,
+                options
+                    .open_files
+                    .open(options.format, file)
+                    .map_err(output_error)?,
             ))
         }
         None => None,
     };
+    let mut summary = Summary::for_latencies_up_to(load::longest_latency(&load_options));
+    // A load that cannot be kept is not worth producing: a failed write stops this run's load
+    // (and only this run's: the caller's token is not cancelled).
+    let stop = options.stop.child_token();
     let (tx, mut rx) = mpsc::channel(1024);
-    let load_task = tokio::spawn(load::run(dialer, load_options, tx, options.stop.clone()));
+    let load_task = tokio::spawn(load::run(dialer, load_options, tx, stop.clone()));
 
-    let mut summary = Summary::default();
-    let mut write_error = None;
+    let mut failure = None;
     while let Some(outcome) = rx.recv().await {
-        if let (Some((path, w)), None) = (writer.as_mut(), write_error.as_ref()) {
+        if let (Some((path, w)), None) = (writer.as_ref(), failure.as_ref()) {
             if let Err(source) = w.write(&outcome) {
-                // Stop the load: results that cannot be kept are not worth producing.
-                options.stop.store(true, Ordering::Relaxed);
-                write_error = Some(RunError::Output {
+                stop.cancel();
+                failure = Some(RunError::Output {
                     path: path.clone(),
                     source,
                 });
@@ -349,11 +387,21 @@ pub async fn play_with<D: load::Dial>(
         observe(&outcome);
         options.progress.fetch_add(1, Ordering::Relaxed);
     }
-    let _ = load_task.await;
-    let output = match writer.take() {
-        Some((path, mut w)) => {
-            if let Err(source) = w.finish() {
-                write_error.get_or_insert(RunError::Output {
+    let loaded = match load_task.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(load::LoadError::Panicked(message))) => Err(message),
+        Err(join) => Err(load::panic_message(join)),
+    };
+    if let Err(message) = loaded {
+        failure.get_or_insert(RunError::Panicked {
+            what: "the load generator",
+            message,
+        });
+    }
+    let output = match writer {
+        Some((path, w)) => {
+            if let Err(source) = options.open_files.close(&w) {
+                failure.get_or_insert(RunError::Output {
                     path: path.clone(),
                     source,
                 });
@@ -362,19 +410,39 @@ pub async fn play_with<D: load::Dial>(
         }
         None => None,
     };
-    match write_error {
+    if let Some(message) = panic_watch::since(mark) {
+        failure.get_or_insert(RunError::Panicked {
+            what: "a task of the load",
+            message,
+        });
+    }
+    match failure {
         Some(e) => Err(e),
         None => Ok((summary, output)),
     }
 }
 
+/// Creates the folders above an output file, so `results/{name}.json` works in a fresh clone.
+pub fn create_parent(path: &std::path::Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent),
+        _ => Ok(()),
+    }
+}
+
 /// An external upstream must answer a TCP connect before any load is sent; otherwise every
 /// request would fail with 502 and the run would measure nothing.
-async fn check_reachable(url: &Uri) -> Result<(), RunError> {
+async fn check_reachable(url: &Uri, stop: &CancellationToken) -> Result<(), RunError> {
     let host = url.host().unwrap_or("127.0.0.1");
     let port = url.port_u16().unwrap_or(80);
     let connect = tokio::net::TcpStream::connect((host, port));
-    match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
+    let waited = tokio::select! {
+        biased;
+        // Stopped before the load began: the run reports STOPPED with nothing recorded.
+        () = stop.cancelled() => return Ok(()),
+        waited = tokio::time::timeout(std::time::Duration::from_secs(5), connect) => waited,
+    };
+    match waited {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(source)) => Err(RunError::Unreachable {
             url: url.clone(),

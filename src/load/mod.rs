@@ -6,7 +6,7 @@
 //! as they finish; the caller records them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 pub mod channel;
 
@@ -54,15 +55,56 @@ pub fn tcp_dialer() -> HttpConnector {
     connector
 }
 
+/// Why the load generator could not play its whole profile.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A worker task panicked: its requests were not played. Always a bug.
+    #[error("a load worker panicked: {0}")]
+    Panicked(String),
+}
+
+/// The message of a panicked task, as far as it can be read.
+pub fn panic_message(error: tokio::task::JoinError) -> String {
+    if !error.is_panic() {
+        return error.to_string();
+    }
+    let payload = error.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+/// Waits for every task of `tasks`; the first panic among them becomes the error.
+async fn join_all(mut tasks: tokio::task::JoinSet<()>) -> Result<(), LoadError> {
+    let mut first = None;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            if e.is_panic() {
+                first.get_or_insert_with(|| panic_message(e));
+            }
+        }
+    }
+    match first {
+        Some(message) => Err(LoadError::Panicked(message)),
+        None => Ok(()),
+    }
+}
+
 /// Plays the load profile. Outcomes are sent on `outcomes` as requests finish (in completion
-/// order; each carries its index). Setting `stop` lets in-flight requests finish and starts no new
-/// ones. Returns when every started request has been sent on the channel.
+/// order; each carries its index). Cancelling `stop` starts no new request and cuts every wait at
+/// once: a request in flight or waiting for its next attempt ends with [`ErrorKind::Cancelled`],
+/// keeping the attempts it made. Returns when every started request has been sent on the channel;
+/// a panicked worker is an error, never a quietly shorter run.
 pub async fn run<D: Dial>(
     dialer: D,
     options: LoadOptions,
     outcomes: mpsc::Sender<Outcome>,
-    stop: Arc<AtomicBool>,
-) {
+    stop: CancellationToken,
+) -> Result<(), LoadError> {
     let start = Instant::now();
     let options = Arc::new(options);
     match options.load.profile.clone() {
@@ -135,11 +177,12 @@ async fn closed_loop<D, G>(
     dialer: D,
     options: Arc<LoadOptions>,
     outcomes: mpsc::Sender<Outcome>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     start: Instant,
     workers: u64,
     gate: G,
-) where
+) -> Result<(), LoadError>
+where
     D: Dial,
     G: Fn(u64, Duration, u64) -> Gate + Send + Sync + 'static,
 {
@@ -156,7 +199,7 @@ async fn closed_loop<D, G>(
         let gate = gate.clone();
         tasks.spawn(async move {
             loop {
-                if stop.load(Ordering::Relaxed) {
+                if stop.is_cancelled() {
                     return;
                 }
                 // One instant for the decision and the recorded start, so a request recorded
@@ -167,8 +210,11 @@ async fn closed_loop<D, G>(
                 match gate(worker, elapsed, next.load(Ordering::Relaxed)) {
                     Gate::Stop => return,
                     Gate::Wait => {
-                        tokio::time::sleep(RAMP_TICK).await;
-                        continue;
+                        tokio::select! {
+                            biased;
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(RAMP_TICK) => continue,
+                        }
                     }
                     Gate::Go => {}
                 }
@@ -177,7 +223,12 @@ async fn closed_loop<D, G>(
                     return;
                 }
                 let mut channel = Channel::Own(&mut own);
-                let outcome = play(&mut channel, &options, index, start, now, now).await;
+                let times = Times {
+                    run_start: start,
+                    scheduled: now,
+                    started: now,
+                };
+                let outcome = play(&mut channel, &options, index, times, &stop).await;
                 if outcomes.send(outcome).await.is_err() {
                     // The recorder is gone: nobody wants more results.
                     return;
@@ -185,7 +236,7 @@ async fn closed_loop<D, G>(
             }
         });
     }
-    while tasks.join_next().await.is_some() {}
+    join_all(tasks).await
 }
 
 /// Starts request `i` at its scheduled time, whatever earlier requests are doing. When
@@ -196,36 +247,48 @@ async fn open_loop<D: Dial>(
     client: Client<D, Full<Bytes>>,
     options: Arc<LoadOptions>,
     outcomes: mpsc::Sender<Outcome>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     start: Instant,
     schedule: Schedule,
     max_in_flight: u32,
-) {
+) -> Result<(), LoadError> {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1) as usize));
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..schedule.count() {
         let due = start + schedule.at(index);
-        tokio::time::sleep_until(due).await;
-        if stop.load(Ordering::Relaxed) {
-            break;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep_until(due) => {}
         }
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
+        let slot = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
         };
         // Reap finished tasks as we go, so the set holds at most `max_in_flight` of them.
         while tasks.try_join_next().is_some() {}
         let client = client.clone();
         let options = options.clone();
         let outcomes = outcomes.clone();
+        let stop = stop.clone();
         tasks.spawn(async move {
             let mut channel = Channel::Pooled(&client);
-            let outcome = play(&mut channel, &options, index, start, due, Instant::now()).await;
+            let times = Times {
+                run_start: start,
+                scheduled: due,
+                started: Instant::now(),
+            };
+            let outcome = play(&mut channel, &options, index, times, &stop).await;
             // Free the slot before the send: a slow recorder must not look like a slow server.
             drop(slot);
             let _ = outcomes.send(outcome).await;
         });
     }
-    while tasks.join_next().await.is_some() {}
+    join_all(tasks).await
 }
 
 /// Picks request `index`'s target by weight, from the stream keyed `load/target/<index>`. The fault
@@ -267,17 +330,54 @@ pub fn retry_wait(
     wait
 }
 
+/// The longest latency a request of this load can have: every attempt timing out, every retry
+/// waiting its longest (backoff with jitter, or a capped `Retry-After`), and, in an open loop, the
+/// whole timetable spent waiting for a slot. Capped at the longest duration a scenario can name;
+/// the latency histograms are sized with it, so nothing a run measures is clamped.
+pub fn longest_latency(options: &LoadOptions) -> Duration {
+    use crate::scenario::duration::MAX_DURATION;
+    let load = &options.load;
+    let policy = &load.retry;
+    let cap = |d: Duration| policy.max_backoff.map_or(d, |m| d.min(m));
+    let mut total = load
+        .timeout
+        .saturating_mul(policy.max.saturating_add(1).max(1));
+    for retry in 1..=policy.max.min(64) {
+        let backoff = cap(backoff(policy.backoff, retry)).saturating_add(policy.jitter);
+        let retry_after = cap(MAX_RETRY_AFTER).min(MAX_RETRY_AFTER);
+        total = total.saturating_add(backoff.max(retry_after));
+    }
+    if let Profile::Open { schedule, .. } = &load.profile {
+        if let Some(last) = schedule.count().checked_sub(1) {
+            total = total.saturating_add(schedule.at(last));
+        }
+    }
+    total.min(MAX_DURATION)
+}
+
+/// When a request was meant to start and when it did (the same instant in a closed loop).
+#[derive(Clone, Copy)]
+struct Times {
+    run_start: Instant,
+    scheduled: Instant,
+    started: Instant,
+}
+
 /// Plays request `index`: picks its target, sends attempts until one is not retryable or the
-/// retries run out. `scheduled` is when it was meant to start, `started` when it did (the same
-/// instant in a closed loop).
+/// retries run out, or `stop` cuts it short (then its last attempt, or the request itself when it
+/// was waiting to retry, ends as [`ErrorKind::Cancelled`]).
 async fn play<D: Dial>(
     channel: &mut Channel<'_, D>,
     options: &LoadOptions,
     index: u64,
-    run_start: Instant,
-    scheduled: Instant,
-    started: Instant,
+    times: Times,
+    stop: &CancellationToken,
 ) -> Outcome {
+    let Times {
+        run_start,
+        scheduled,
+        started,
+    } = times;
     let load = &options.load;
     let fallback = Target::new(hyper::Method::GET, "/", 1);
     let target = pick_target(options.seed, index, &load.targets).unwrap_or(&fallback);
@@ -287,10 +387,18 @@ async fn play<D: Dial>(
     let mut attempts = Vec::new();
     let mut trace_id = client_trace.clone().unwrap_or_default();
     let mut retry_after = None;
+    let mut cancelled = false;
     for attempt in 0..=load.retry.max {
         if attempt > 0 {
             let wait = retry_wait(&load.retry, options.seed, index, attempt, retry_after);
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    cancelled = true;
+                    break;
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
         }
         let request_id = seed::request_id(options.seed, index, attempt);
         let ids = Ids {
@@ -299,7 +407,12 @@ async fn play<D: Dial>(
             index,
             attempt,
         };
-        let sent = send(channel, options, target, &ids).await;
+        let sent = send(channel, options, target, &ids, stop).await;
+        if sent.attempt.error == Some(ErrorKind::Cancelled) {
+            cancelled = true;
+            attempts.push(sent.attempt);
+            break;
+        }
         if client_trace.is_none() {
             if let Some(t) = sent.trace_id {
                 trace_id = t;
@@ -314,12 +427,18 @@ async fn play<D: Dial>(
     }
     let last = attempts.last();
     let end = Instant::now();
+    // A cancelled request has no final result, whatever its earlier attempts got.
+    let (status, error) = if cancelled {
+        (None, Some(ErrorKind::Cancelled))
+    } else {
+        (last.and_then(|a| a.status), last.and_then(|a| a.error))
+    };
     Outcome {
         index,
         method: target.method.to_string(),
         path: target.path.clone(),
-        status: last.and_then(|a| a.status),
-        error: last.and_then(|a| a.error),
+        status,
+        error,
         trace_id,
         start: started.saturating_duration_since(run_start),
         scheduled: scheduled.saturating_duration_since(run_start),
@@ -349,6 +468,7 @@ async fn send<D: Dial>(
     options: &LoadOptions,
     target: &Target,
     ids: &Ids<'_>,
+    stop: &CancellationToken,
 ) -> Sent {
     let mut sent = Sent {
         attempt: Attempt {
@@ -399,8 +519,18 @@ async fn send<D: Dial>(
         let body = body.collect().await.map_err(|e| classify(&e))?;
         Ok::<_, ErrorKind>((parts, body.to_bytes().len() as u64))
     };
-    let result = tokio::time::timeout(options.load.timeout, exchange).await;
+    let result = tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        result = tokio::time::timeout(options.load.timeout, exchange) => Some(result),
+    };
     (sent.attempt.faults, sent.attempt.fault_kinds) = head_faults;
+    let Some(result) = result else {
+        sent.attempt.error = Some(ErrorKind::Cancelled);
+        channel.discard();
+        sent.attempt.latency = started.elapsed();
+        return sent;
+    };
     match result {
         Ok(Ok((parts, bytes))) => {
             sent.attempt.status = Some(parts.status.as_u16());

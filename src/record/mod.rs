@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use summary::Summary;
-pub use writer::{Format, OutcomeWriter};
+pub use writer::{Format, OpenFiles, OutcomeWriter, SharedWriter};
 
 /// Why an attempt got no HTTP response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Reset,
     /// Anything else: a malformed response, a body error.
     Protocol,
+    /// The run was stopped (a signal) while this request was in flight or waiting to retry.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -33,6 +35,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Reset => "reset",
             ErrorKind::Protocol => "protocol",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 }

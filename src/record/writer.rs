@@ -2,7 +2,9 @@
 //! the request count and a file is usable even if the run stops early: [`OutcomeWriter::finish`]
 //! closes the JSON array, and the runner calls it on every path out, failures and Ctrl-C included.
 
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::Outcome;
 
@@ -125,6 +127,71 @@ impl<W: Write> Drop for OutcomeWriter<W> {
     fn drop(&mut self) {
         // A last chance to leave a valid file when a caller returns early; errors have nowhere to go.
         let _ = self.finish();
+    }
+}
+
+/// An outcome file that another thread can complete: a forced exit (a second signal) finishes it
+/// while the recorder may still hold it. Each write takes the lock, which nobody else holds in a
+/// normal run.
+#[derive(Clone)]
+pub struct SharedWriter(Arc<Mutex<OutcomeWriter<File>>>);
+
+impl SharedWriter {
+    fn lock(&self) -> MutexGuard<'_, OutcomeWriter<File>> {
+        // A writer is plain data: a panic elsewhere while it was locked leaves it usable.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn write(&self, outcome: &Outcome) -> io::Result<()> {
+        self.lock().write(outcome)
+    }
+
+    /// Completes the file; see [`OutcomeWriter::finish`]. Idempotent.
+    pub fn finish(&self) -> io::Result<()> {
+        self.lock().finish()
+    }
+
+    pub fn written(&self) -> u64 {
+        self.lock().written()
+    }
+}
+
+/// The outcome files a process has open, so that a forced exit can complete every one of them
+/// before it goes. Cloning shares the list.
+#[derive(Clone, Default)]
+pub struct OpenFiles(Arc<Mutex<Vec<SharedWriter>>>);
+
+impl std::fmt::Debug for OpenFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpenFiles")
+    }
+}
+
+impl OpenFiles {
+    /// Starts an outcome file in `format` and keeps it on the list.
+    pub fn open(&self, format: Format, file: File) -> io::Result<SharedWriter> {
+        let writer = SharedWriter(Arc::new(Mutex::new(OutcomeWriter::new(format, file)?)));
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(writer.clone());
+        Ok(writer)
+    }
+
+    /// Completes `writer` and takes it off the list.
+    pub fn close(&self, writer: &SharedWriter) -> io::Result<()> {
+        let result = writer.finish();
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|w| !Arc::ptr_eq(&w.0, &writer.0));
+        result
+    }
+
+    /// Completes every open file (a forced exit); the errors are returned, not lost.
+    pub fn finish_all(&self) -> Vec<io::Error> {
+        let open = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        open.iter().filter_map(|w| w.finish().err()).collect()
     }
 }
 
