@@ -88,7 +88,7 @@ delays_honoured = ["slow-api"]     # every delayed attempt took at least 50ms
 
 pub fn init(args: &InitArgs) -> u8 {
     if !scenario::is_usable_name(&args.name) {
-        eprintln!(
+        errln!(
             "error: `{}` cannot name a scenario file: use letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 100 characters (for example flaky-api)",
             args.name
         );
@@ -104,30 +104,30 @@ pub fn init(args: &InitArgs) -> u8 {
     let mut file = match file {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            eprintln!(
+            errln!(
                 "error: {} already exists; pick another name or remove it",
                 path.display()
             );
             return EXIT_INVALID;
         }
         Err(e) => {
-            eprintln!("error: cannot create {}: {e}", path.display());
+            errln!("error: cannot create {}: {e}", path.display());
             return EXIT_RUNTIME;
         }
     };
     if let Err(e) = file.write_all(text.as_bytes()) {
-        eprintln!("error: cannot write {}: {e}", path.display());
+        errln!("error: cannot write {}: {e}", path.display());
         return EXIT_RUNTIME;
     }
-    println!("wrote {}", path.display());
+    outln!("wrote {}", path.display());
     let schema_path = args.dir.join("traceforge.schema.json");
     if !schema_path.exists() {
-        println!(
+        outln!(
             "hint: for editor autocomplete, run `traceforge schema > {}`",
             schema_path.display()
         );
     }
-    println!("next: traceforge run {}", path.display());
+    outln!("next: traceforge run {}", path.display());
     EXIT_OK
 }
 

@@ -1,14 +1,13 @@
 //! `traceforge load`: the load generator on its own, against any HTTP URL, with the classic flags.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::{Method, Uri};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::load::LoadOptions;
-use crate::record::Format;
+use crate::record::{Format, OpenFiles};
 use crate::runner::{self, RunOptions};
 use crate::scenario::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
 
@@ -138,34 +137,62 @@ pub fn load(args: &LoadArgs) -> u8 {
     let load_options = match options(args) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return EXIT_INVALID;
         }
     };
-    let runtime = match super::runtime(args.workers, false) {
+    // A multi-thread runtime even for one worker: the signal watcher must run while the load does.
+    let runtime = match super::runtime(args.workers, true) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            errln!("error: cannot start the runtime: {e}");
             return EXIT_RUNTIME;
         }
     };
-    let stop = super::stop_on_ctrl_c(&runtime);
+    let open_files = OpenFiles::default();
+    let signals = {
+        let open_files = open_files.clone();
+        super::signal::watch(&runtime, EXIT_RUNTIME, move || {
+            errln!("error: a second signal: stopping at once");
+            for e in open_files.finish_all() {
+                errln!("error: cannot complete the output file: {e}");
+            }
+        })
+    };
+    let signals = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            errln!("error: cannot watch for signals: {e}");
+            return EXIT_RUNTIME;
+        }
+    };
     let options = RunOptions {
         output: args.output.clone(),
         format: args.format,
-        stop: stop.clone(),
+        stop: signals.stop.clone(),
+        open_files,
         ..RunOptions::new("")
     };
-    let requests = load_options.load.profile.fixed_count().unwrap_or(0);
-    match runtime.block_on(runner::play(load_options, &options, |_| {})) {
+    let planned = load_options.load.profile.fixed_count();
+    let played = runtime.block_on(runner::play(load_options, &options, |_| {}));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match played {
         Ok((summary, output)) => {
-            print!("{}", summary.render_table());
+            out!("{}", summary.render_table());
             if let Some((path, n)) = output {
-                println!("outcomes:     {n} written to {}", path.display());
+                outln!("outcomes:     {n} written to {}", path.display());
             }
-            if stop.load(Ordering::Relaxed) && summary.requests < requests {
-                eprintln!(
-                    "interrupted after {} of {requests} requests",
+            if let Some(signal) = signals.received() {
+                errln!(
+                    "stopped by {signal} after {} requests{}",
+                    summary.requests,
+                    planned.map(|n| format!(" of {n}")).unwrap_or_default()
+                );
+                return EXIT_RUNTIME;
+            }
+            if let Some(planned) = planned.filter(|n| summary.requests < *n) {
+                errln!(
+                    "error: the load played {} of the {planned} requests it planned",
                     summary.requests
                 );
                 return EXIT_RUNTIME;
@@ -173,7 +200,7 @@ pub fn load(args: &LoadArgs) -> u8 {
             EXIT_OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             EXIT_RUNTIME
         }
     }

@@ -9,11 +9,37 @@ use clap::{Parser, Subcommand};
 pub use crate::record::Format;
 use crate::scenario::{self, Override, ScenarioError};
 
+/// `println!` that a closed stdout (`traceforge run … | head -1`) cannot turn into a panic: the
+/// command goes on, finishes every file, and its exit code is its verdict.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout; see `outln!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr (`2>&1 | head`); see `outln!`.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod init;
 pub mod load;
 pub mod report;
 pub mod run;
 pub mod serve;
+mod signal;
 
 /// Everything passed: scenarios matched their golden snapshots and expectations.
 pub const EXIT_OK: u8 = 0;
@@ -28,7 +54,8 @@ const EXIT_CODES: &str = "Exit codes:
   0  pass: golden snapshots and expectations matched (or, for validate, every file is valid)
   1  a run failed its expectations or its golden snapshot
   2  invalid scenario or usage; nothing was run
-  3  runtime failure: could not bind, upstream unreachable, I/O error";
+  3  runtime failure: could not bind, upstream unreachable, I/O error, a panic, or a run
+     stopped by SIGINT, SIGTERM or SIGHUP (its files are still completed)";
 
 /// Declarative HTTP chaos scenarios: an upstream, a fault-injecting proxy and a load generator in
 /// one process, played deterministically and checked against golden snapshots.
@@ -91,20 +118,6 @@ pub(crate) fn runtime(
     }
 }
 
-/// A flag that Ctrl-C sets: runs stop starting requests and keep what they recorded.
-pub(crate) fn stop_on_ctrl_c(
-    runtime: &tokio::runtime::Runtime,
-) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
-    stop
-}
-
 /// Parses the process arguments and runs the command; returns the exit code.
 pub fn main() -> u8 {
     let cli = match Cli::try_parse() {
@@ -127,7 +140,7 @@ pub fn main() -> u8 {
                 // A closed pipe (`traceforge schema | head`) is not a failure.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    errln!("error: {e}");
                     EXIT_RUNTIME
                 }
             }

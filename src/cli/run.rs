@@ -3,14 +3,14 @@
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::report::{self, Played};
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::golden::{self, Verdict};
-use crate::record::Format;
+use crate::record::{Format, OpenFiles};
 use crate::runner::{self, RunOptions, RunReport};
 use crate::scenario::{self, Override, Scenario};
 
@@ -20,8 +20,8 @@ pub struct RunArgs {
     /// Scenario files, or folders of them (every `*.toml` inside), played one after another.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Stream every request's outcome to this file. With several scenarios, put `{name}` in the
-    /// path (`results/{name}.json`).
+    /// Stream every request's outcome to this file (missing folders are created). With several
+    /// scenarios, put `{name}` in the path (`results/{name}.json`).
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Format of the --output file.
@@ -33,12 +33,14 @@ pub struct RunArgs {
     /// On a mismatch, write `<name>.snap.new` even when `CI` is set (for CI to upload).
     #[arg(long)]
     pub write_new: bool,
-    /// Where golden snapshots live.
-    #[arg(long, value_name = "DIR", default_value = "golden")]
-    pub golden_dir: PathBuf,
-    /// Static files for the demo upstream (the built-in page when the folder does not exist).
-    #[arg(long, value_name = "DIR", default_value = "static")]
-    pub static_dir: PathBuf,
+    /// Where golden snapshots live [default: golden/ in the working directory if it exists, else
+    /// the golden/ folder beside the scenario's folder if that exists, else ./golden]
+    #[arg(long, value_name = "DIR")]
+    pub golden_dir: Option<PathBuf>,
+    /// Static files for the demo upstream [default: static/ in the working directory, else the
+    /// static/ folder beside the scenario's folder; the built-in page when there is none]
+    #[arg(long, value_name = "DIR")]
+    pub static_dir: Option<PathBuf>,
     /// Override a scenario field, validated like the file: --set load.concurrency=64
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<Override>,
@@ -92,11 +94,188 @@ fn output_for(template: &Path, name: &str, several: bool) -> Result<PathBuf, Str
     Ok(template.to_path_buf())
 }
 
+/// Where a folder the run needs (`golden`, `static`) was found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub dir: PathBuf,
+    /// True when it is not the working directory's own (nor a flag's): it is worth printing.
+    pub beside_scenario: bool,
+}
+
+/// Finds the `name` folder (`golden`, `static`) for the scenario at `file`: the flag's when given;
+/// else the working directory's when it exists; else the one beside the scenario's folder
+/// (`scenarios/../golden`) or inside it, when either exists; else the working directory's
+/// (created when something is written there). So a run from another folder uses the project's
+/// files instead of leaving a stray `./golden/` behind.
+pub fn locate(flag: Option<&Path>, name: &str, file: &Path) -> Located {
+    let here = |dir: PathBuf| Located {
+        dir,
+        beside_scenario: false,
+    };
+    if let Some(dir) = flag {
+        return here(dir.to_path_buf());
+    }
+    let own = PathBuf::from(name);
+    if own.is_dir() {
+        return here(own);
+    }
+    let folder = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let candidates = [folder.join("..").join(name), folder.join(name)];
+    for candidate in candidates {
+        if candidate.is_dir() {
+            return Located {
+                dir: normalize(&candidate),
+                beside_scenario: true,
+            };
+        }
+    }
+    here(own)
+}
+
+/// `a/b/../c` as `a/c`, for paths shown to users (no file system access, no symlink resolution).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// The absolute form of `path` for comparing files that may not exist yet: its folder resolved
+/// (when it exists) plus its name.
+fn identity(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (parent.canonicalize(), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// What the run writes must not overwrite what it reads: no output may be a scenario file or a
+/// golden file of the run.
+fn check_outputs(
+    scenarios: &[(PathBuf, Scenario)],
+    golden: &[Located],
+    writes: &[(&str, &Path)],
+) -> Result<(), String> {
+    let mut protected = Vec::new();
+    for ((file, scenario), golden) in scenarios.iter().zip(golden) {
+        protected.push((identity(file), "a scenario file of this run"));
+        let snap = golden.dir.join(format!("{}.snap", scenario.name));
+        protected.push((identity(&snap), "a golden file of this run"));
+    }
+    for (flag, path) in writes {
+        let id = identity(path);
+        if let Some((_, what)) = protected.iter().find(|(p, _)| *p == id) {
+            return Err(format!(
+                "{flag} {} is {what}; writing it would destroy it",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Two scenarios of one run with the same name would share a golden file and an output file.
+fn check_names(scenarios: &[(PathBuf, Scenario)]) -> Result<(), String> {
+    for (i, (file, s)) in scenarios.iter().enumerate() {
+        if let Some((other, _)) = scenarios[..i].iter().find(|(_, o)| o.name == s.name) {
+            return Err(format!(
+                "{} and {} are both named \"{}\": they would share golden/{}.snap; give each a name of its own",
+                other.display(),
+                file.display(),
+                s.name,
+                s.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The machine-readable reports of a run, shared with the signal watcher so that a forced exit
+/// still writes them (once) with what was played so far.
+#[derive(Debug, Default)]
+struct Reports {
+    junit: Option<PathBuf>,
+    summary_json: Option<PathBuf>,
+    played: Vec<Played>,
+    texts: Vec<String>,
+    /// The scenario being played, reported as stopped if a forced exit comes first.
+    current: Option<(PathBuf, String)>,
+    written: bool,
+}
+
+impl Reports {
+    /// Writes the JUnit and JSON reports, once; returns what could not be written.
+    fn write(&mut self) -> Vec<String> {
+        if self.written {
+            return Vec::new();
+        }
+        self.written = true;
+        if let Some((file, name)) = self.current.take() {
+            self.played.push(Played {
+                file,
+                name,
+                result: Err("stopped by a second signal before it finished".to_string()),
+            });
+            self.texts
+                .push("stopped by a second signal before it finished\n".to_string());
+        }
+        let mut errors = Vec::new();
+        if let Some(path) = &self.junit {
+            let written = runner::create_parent(path)
+                .and_then(|()| std::fs::File::create(path))
+                .and_then(|f| {
+                    let mut w = std::io::BufWriter::new(f);
+                    report::write_junit(&mut w, &self.played, &self.texts)?;
+                    std::io::Write::flush(&mut w)
+                });
+            if let Err(e) = written {
+                errors.push(format!("cannot write {}: {e}", path.display()));
+            }
+        }
+        if let Some(path) = &self.summary_json {
+            let mut text = serde_json::to_string_pretty(&report::summary_json(&self.played))
+                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+            text.push('\n');
+            if let Err(e) = runner::create_parent(path).and_then(|()| std::fs::write(path, text)) {
+                errors.push(format!("cannot write {}: {e}", path.display()));
+            }
+        }
+        errors
+    }
+}
+
+fn lock(reports: &Mutex<Reports>) -> MutexGuard<'_, Reports> {
+    reports.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 pub fn run(args: &RunArgs) -> u8 {
     let files = match expand(&args.files) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return EXIT_INVALID;
         }
     };
@@ -107,13 +286,17 @@ pub fn run(args: &RunArgs) -> u8 {
         match scenario::load(file, &args.overrides) {
             Ok(s) => scenarios.push((file.clone(), s)),
             Err(e) => {
-                eprintln!("{e}");
+                errln!("{e}");
                 invalid = true;
             }
         }
     }
     if invalid {
-        eprintln!("error: nothing was run: fix the scenario errors above");
+        errln!("error: nothing was run: fix the scenario errors above");
+        return EXIT_INVALID;
+    }
+    if let Err(e) = check_names(&scenarios) {
+        errln!("error: {e}");
         return EXIT_INVALID;
     }
     let several = scenarios.len() > 1;
@@ -127,100 +310,159 @@ pub fn run(args: &RunArgs) -> u8 {
         {
             Ok(o) => outputs.push(o),
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return EXIT_INVALID;
             }
         }
+    }
+    let golden_dirs: Vec<Located> = scenarios
+        .iter()
+        .map(|(file, _)| locate(args.golden_dir.as_deref(), "golden", file))
+        .collect();
+    let static_dirs: Vec<Located> = scenarios
+        .iter()
+        .map(|(file, _)| locate(args.static_dir.as_deref(), "static", file))
+        .collect();
+    let mut writes: Vec<(&str, &Path)> = outputs
+        .iter()
+        .flatten()
+        .map(|p| ("--output", p.as_path()))
+        .collect();
+    writes.extend(args.junit.as_deref().map(|p| ("--junit", p)));
+    writes.extend(args.summary_json.as_deref().map(|p| ("--summary-json", p)));
+    if let Err(e) = check_outputs(&scenarios, &golden_dirs, &writes) {
+        errln!("error: {e}");
+        return EXIT_INVALID;
     }
 
     let runtime = match super::runtime(args.workers, true) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            errln!("error: cannot start the runtime: {e}");
             return EXIT_RUNTIME;
         }
     };
-    let stop = super::stop_on_ctrl_c(&runtime);
-    let policy = golden::Policy::from_env(args.accept, args.write_new);
-    let static_dir = args.static_dir.is_dir().then(|| args.static_dir.clone());
-
-    let mut played: Vec<Played> = Vec::new();
-    let mut texts: Vec<String> = Vec::new();
-    let mut worst = EXIT_OK;
-    for ((file, scenario), output) in scenarios.iter().zip(outputs) {
-        if stop.load(Ordering::Relaxed) {
-            break;
+    let open_files = OpenFiles::default();
+    let reports = Arc::new(Mutex::new(Reports {
+        junit: args.junit.clone(),
+        summary_json: args.summary_json.clone(),
+        ..Reports::default()
+    }));
+    let signals = {
+        let (open_files, reports) = (open_files.clone(), reports.clone());
+        super::signal::watch(&runtime, EXIT_RUNTIME, move || {
+            errln!("error: a second signal: stopping at once");
+            for e in open_files.finish_all() {
+                errln!("error: cannot complete an output file: {e}");
+            }
+            for e in lock(&reports).write() {
+                errln!("error: {e}");
+            }
+        })
+    };
+    let signals = match signals {
+        Ok(s) => s,
+        Err(e) => {
+            errln!("error: cannot watch for signals: {e}");
+            return EXIT_RUNTIME;
         }
-        println!("==> {} ({})", scenario.name, file.display());
+    };
+    let policy = golden::Policy::from_env(args.accept, args.write_new);
+
+    let mut worst = EXIT_OK;
+    let mut not_run = 0;
+    let plan = scenarios
+        .iter()
+        .zip(outputs)
+        .zip(golden_dirs)
+        .zip(static_dirs);
+    for ((((file, scenario), output), golden), statics) in plan {
+        if signals.stop.is_cancelled() {
+            not_run += 1;
+            continue;
+        }
+        outln!("==> {} ({})", scenario.name, file.display());
         if !scenario.description.is_empty() {
-            println!("    {}", scenario.description);
+            outln!("    {}", scenario.description);
+        }
+        if golden.beside_scenario {
+            outln!("    golden files: {}", golden.dir.display());
+        }
+        if statics.beside_scenario {
+            outln!("    static files: {}", statics.dir.display());
         }
         let progress = Arc::new(AtomicU64::new(0));
         let options = RunOptions {
             output,
             format: args.format,
-            golden_dir: args.golden_dir.clone(),
+            golden_dir: golden.dir,
             golden: policy,
-            static_dir: static_dir.clone(),
+            static_dir: statics.dir.is_dir().then_some(statics.dir),
             progress: progress.clone(),
-            stop: stop.clone(),
+            stop: signals.stop.clone(),
+            open_files: open_files.clone(),
         };
+        lock(&reports).current = Some((file.clone(), scenario.name.clone()));
         let ticker = Ticker::start(progress, scenario.load.profile.fixed_count());
         let result = runner::play_scenario(&runtime, scenario, &options);
         drop(ticker);
         let (result, text) = match result {
             Ok(report) => {
-                let text = render_report(scenario, &report);
-                print!("{text}");
+                let text = render_report(scenario, &report, signals.received());
+                out!("{text}");
                 let (code, _, _) = verdict(&report);
                 worst = worst.max(code);
                 (Ok(report), text)
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", scenario.name);
+                errln!("error: {}: {e}", scenario.name);
                 worst = worst.max(EXIT_RUNTIME);
                 (Err(e.to_string()), format!("error: {e}\n"))
             }
         };
-        played.push(Played {
+        let mut r = lock(&reports);
+        r.current = None;
+        r.played.push(Played {
             file: file.clone(),
             name: scenario.name.clone(),
             result,
         });
-        texts.push(text);
-        println!();
+        r.texts.push(text);
+        drop(r);
+        outln!();
     }
-    if played.len() > 1 {
-        println!("{}", render_results(&played));
+    {
+        let r = lock(&reports);
+        if r.played.len() > 1 {
+            outln!("{}", render_results(&r.played));
+        }
+    }
+    if not_run > 0 {
+        outln!(
+            "stopped: {not_run} scenario{} not run",
+            if not_run == 1 { "" } else { "s" }
+        );
+        worst = worst.max(EXIT_RUNTIME);
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
-    if let Some(path) = &args.junit {
-        let written = std::fs::File::create(path)
-            .and_then(|f| report::write_junit(std::io::BufWriter::new(f), &played, &texts));
-        if let Err(e) = written {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            worst = worst.max(EXIT_RUNTIME);
-        }
-    }
-    if let Some(path) = &args.summary_json {
-        let mut text = serde_json::to_string_pretty(&report::summary_json(&played))
-            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-        text.push('\n');
-        if let Err(e) = std::fs::write(path, text) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            worst = worst.max(EXIT_RUNTIME);
-        }
+    for e in lock(&reports).write() {
+        errln!("error: {e}");
+        worst = worst.max(EXIT_RUNTIME);
     }
     worst
 }
 
 pub(crate) fn verdict(report: &RunReport) -> (u8, &'static str, String) {
     if report.interrupted {
-        return (
-            EXIT_RUNTIME,
-            "STOPPED",
-            format!("interrupted after {} requests", report.summary.requests),
+        let cancelled = report.summary.errors.get("cancelled").copied().unwrap_or(0);
+        let mut why = format!(
+            "interrupted after {} requests",
+            report.summary.requests - cancelled
         );
+        if cancelled > 0 {
+            why.push_str(&format!(" ({cancelled} more cut short)"));
+        }
+        return (EXIT_RUNTIME, "STOPPED", why);
     }
     let mut why = Vec::new();
     for v in report.expectations.iter().filter(|v| !v.passed) {
@@ -241,8 +483,9 @@ pub(crate) fn verdict(report: &RunReport) -> (u8, &'static str, String) {
     }
 }
 
-/// The report printed after each scenario: summary, expectations, golden verdict.
-pub fn render_report(scenario: &Scenario, report: &RunReport) -> String {
+/// The report printed after each scenario: summary, expectations, golden verdict. `signal` names
+/// what stopped the run, when something did.
+pub fn render_report(scenario: &Scenario, report: &RunReport, signal: Option<&str>) -> String {
     let mut out = String::new();
     for line in report.summary.render_table().lines() {
         let _ = writeln!(out, "    {line}");
@@ -257,7 +500,11 @@ pub fn render_report(scenario: &Scenario, report: &RunReport) -> String {
     out.push('\n');
     match &report.golden {
         None => {
-            let _ = writeln!(out, "    golden: not compared (the run was interrupted)");
+            let by = signal.map(|s| format!(" by {s}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    golden: not compared (the run was interrupted{by})"
+            );
         }
         Some(Verdict::Matched { path }) => {
             let _ = writeln!(out, "    golden: matches {}", path.display());

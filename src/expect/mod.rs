@@ -109,13 +109,23 @@ pub fn check(expect: &Expectations, summary: &Summary) -> Vec<Verdict> {
     verdicts
 }
 
-fn success_rate(name: &str, min: f64, rate: f64) -> Verdict {
-    Verdict {
-        name: name.into(),
-        threshold: format!(">= {:.1}%", min * 100.0),
-        measured: format!("{:.1}%", rate * 100.0),
-        // A tiny tolerance: 0.95 written in a file must accept 190 of 200.
-        passed: rate + 1e-12 >= min,
+fn success_rate(name: &str, min: f64, rate: Option<f64>) -> Verdict {
+    let threshold = format!(">= {:.1}%", min * 100.0);
+    match rate {
+        Some(rate) => Verdict {
+            name: name.into(),
+            threshold,
+            measured: format!("{:.1}%", rate * 100.0),
+            // A tiny tolerance: 0.95 written in a file must accept 190 of 200.
+            passed: rate + 1e-12 >= min,
+        },
+        // No requests measured nothing: a success rate cannot pass on no data.
+        None => Verdict {
+            name: name.into(),
+            threshold,
+            measured: "no requests".to_string(),
+            passed: false,
+        },
     }
 }
 

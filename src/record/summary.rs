@@ -10,10 +10,13 @@ use hdrhistogram::Histogram;
 use super::Outcome;
 use crate::scenario::duration::format_millis;
 
-/// Latencies are recorded in microseconds, up to an hour, with 3 significant digits.
-const HIGHEST_US: u64 = 3_600_000_000;
+/// Latencies are recorded in microseconds with 3 significant digits; a histogram is sized for an
+/// hour unless the run says it can take longer ([`Latency::up_to`]).
+const DEFAULT_HIGHEST: Duration = Duration::from_secs(3600);
 
-/// A latency histogram of fixed size.
+/// A latency histogram, sized once for the longest latency the run can produce (so memory stays
+/// flat whatever the request count). A longer value than planned grows the histogram rather than
+/// being clamped: a bound like `max = "< 2h"` must see the real value.
 #[derive(Debug, Clone)]
 pub struct Latency {
     histogram: Option<Histogram<u64>>,
@@ -21,18 +24,42 @@ pub struct Latency {
 
 impl Default for Latency {
     fn default() -> Self {
-        Latency {
-            histogram: Histogram::new_with_bounds(1, HIGHEST_US, 3).ok(),
-        }
+        Latency::up_to(DEFAULT_HIGHEST)
     }
 }
 
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 impl Latency {
+    /// A histogram that holds latencies up to `highest` exactly (3 significant digits).
+    pub fn up_to(highest: Duration) -> Self {
+        // HDR needs a highest value of at least twice the lowest (1 µs).
+        let highest = micros(highest).max(2);
+        let histogram = Histogram::new_with_bounds(1, highest, 3).ok().map(|mut h| {
+            h.auto(true);
+            h
+        });
+        Latency { histogram }
+    }
+
     pub fn record(&mut self, d: Duration) {
         if let Some(h) = self.histogram.as_mut() {
-            let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-            h.saturating_record(us.clamp(1, HIGHEST_US));
+            // A zero latency counts as the lowest trackable value (1 µs); anything longer than
+            // planned grows the histogram.
+            let us = micros(d).max(1);
+            if h.record(us).is_err() {
+                h.saturating_record(us);
+            }
         }
+    }
+
+    /// The highest value this histogram can hold without growing (for tests and reports).
+    pub fn highest_trackable(&self) -> Duration {
+        self.histogram
+            .as_ref()
+            .map_or(Duration::ZERO, |h| Duration::from_micros(h.high()))
     }
 
     pub fn count(&self) -> u64 {
@@ -85,6 +112,13 @@ pub struct TargetSummary {
 }
 
 impl TargetSummary {
+    fn new(highest: Duration) -> Self {
+        TargetSummary {
+            latency: Latency::up_to(highest),
+            ..TargetSummary::default()
+        }
+    }
+
     fn push(&mut self, o: &Outcome) {
         self.requests += 1;
         if o.succeeded() {
@@ -98,18 +132,19 @@ impl TargetSummary {
         self.latency.record(o.latency);
     }
 
-    /// Share of requests that succeeded, in `[0, 1]`; 1 when there were none.
-    pub fn success_rate(&self) -> f64 {
+    /// Share of requests that succeeded, in `[0, 1]`; `None` when there were none: no requests
+    /// is not a success rate of 100%.
+    pub fn success_rate(&self) -> Option<f64> {
         share(self.succeeded, self.requests)
     }
 }
 
-fn share(n: u64, of: u64) -> f64 {
-    if of == 0 { 1.0 } else { n as f64 / of as f64 }
+fn share(n: u64, of: u64) -> Option<f64> {
+    (of > 0).then(|| n as f64 / of as f64)
 }
 
 /// Aggregates of a run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Summary {
     /// Logical requests recorded.
     pub requests: u64,
@@ -140,9 +175,39 @@ pub struct Summary {
     pub fault_min_latency: BTreeMap<String, Duration>,
     /// From the start of the run to the end of the last request.
     pub elapsed: Duration,
+    /// What the latency histograms were sized for.
+    pub highest: Duration,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary::for_latencies_up_to(DEFAULT_HIGHEST)
+    }
 }
 
 impl Summary {
+    /// An empty summary whose histograms hold latencies up to `highest` without growing.
+    pub fn for_latencies_up_to(highest: Duration) -> Self {
+        Summary {
+            requests: 0,
+            succeeded: 0,
+            attempts: 0,
+            retries: 0,
+            statuses: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            faults: BTreeMap::new(),
+            latency: Latency::up_to(highest),
+            service: Latency::up_to(highest),
+            attempt_latency: Latency::up_to(highest),
+            late: 0,
+            max_late: Duration::ZERO,
+            targets: BTreeMap::new(),
+            fault_min_latency: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+            highest,
+        }
+    }
+
     pub fn push(&mut self, o: &Outcome) {
         self.requests += 1;
         if o.succeeded() {
@@ -183,13 +248,17 @@ impl Summary {
         // Get first: cloning the path for every request would allocate a million times.
         match self.targets.get_mut(&o.path) {
             Some(t) => t.push(o),
-            None => self.targets.entry(o.path.clone()).or_default().push(o),
+            None => self
+                .targets
+                .entry(o.path.clone())
+                .or_insert_with(|| TargetSummary::new(self.highest))
+                .push(o),
         }
         self.elapsed = self.elapsed.max(o.scheduled + o.latency);
     }
 
-    /// Share of requests that succeeded, in `[0, 1]`; 1 when there were none.
-    pub fn success_rate(&self) -> f64 {
+    /// Share of requests that succeeded, in `[0, 1]`; `None` when there were none.
+    pub fn success_rate(&self) -> Option<f64> {
         share(self.succeeded, self.requests)
     }
 
@@ -279,8 +348,11 @@ impl Summary {
     }
 }
 
-fn percent(share: f64) -> String {
-    format!("{:.1}%", share * 100.0)
+fn percent(share: Option<f64>) -> String {
+    match share {
+        Some(share) => format!("{:.1}%", share * 100.0),
+        None => "no requests".to_string(),
+    }
 }
 
 fn join_counts(items: impl Iterator<Item = (String, u64)>) -> String {
@@ -307,5 +379,27 @@ mod tests {
         assert!(l.max() >= Duration::from_millis(100));
         assert_eq!(l.count(), 100);
         assert_eq!(Latency::default().quantile(0.99), Duration::ZERO);
+    }
+
+    #[test]
+    fn latencies_beyond_the_planned_range_are_kept_not_clamped() {
+        let two_hours = Duration::from_secs(2 * 3600);
+        let mut l = Latency::default();
+        l.record(two_hours);
+        let max = l.max();
+        // 3 significant digits: within 0.1%.
+        assert!(
+            max >= two_hours && max <= two_hours + two_hours / 1000,
+            "{max:?}"
+        );
+        let sized = Latency::up_to(Duration::from_secs(7 * 24 * 3600));
+        assert!(sized.highest_trackable() >= Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn no_requests_have_no_success_rate() {
+        let s = Summary::default();
+        assert_eq!(s.success_rate(), None);
+        assert!(s.render_counts().contains("succeeded:    0 (no requests)"));
     }
 }
