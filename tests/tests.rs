@@ -14,5 +14,7 @@ mod run; // `traceforge run` end to end, golden verdicts, outputs, the standalon
 mod scenario_file; // rendered scenario errors, overrides, no panic on any input
 mod schema; // the committed JSON schema and the shipped scenarios against it
 mod serve_cli; // `traceforge upstream|proxy` as processes: printed address, SIGTERM, env and .env
+mod signals; // SIGINT/SIGTERM/SIGHUP stop run and load promptly with complete files; closed stdout
 mod upstream; // the demo upstream: routes, ids, static containment, malformed bytes, shutdown
+mod verdict; // a panic never passes; latencies past an hour; output folders and protected files
 mod virtual_time; // the virtual clock: in-memory pipes, paused time, exact latencies

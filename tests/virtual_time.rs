@@ -125,7 +125,7 @@ fn hangs_end_in_exact_client_timeouts_and_retries_back_off_exactly() {
         retry_backoff = "50ms"
     "#;
     let (report, outcomes) = play_virtual(text, &[]);
-    assert_eq!(report.summary.success_rate(), 1.0);
+    assert_eq!(report.summary.success_rate(), Some(1.0));
     for o in &outcomes {
         assert_eq!(o.attempts.len(), 2, "{o:?}");
         assert_eq!(o.attempts[0].error, Some(ErrorKind::Timeout));
