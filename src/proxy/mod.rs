@@ -166,7 +166,9 @@ where
         // section 3.2): which Host would we forward it for? Counted, since it came as traffic.
         if let Some(problem) = server::host_problem(&req) {
             let mut flight = self.metrics.start();
-            let response = json_response(StatusCode::BAD_REQUEST, &json!({"error": problem}));
+            let mut response = json_response(StatusCode::BAD_REQUEST, &json!({"error": problem}));
+            // Like any malformed request: what else it got wrong is anyone's guess.
+            close_after(&mut response);
             flight.finish(Outcome::ClientError, 400, "host");
             return full(response);
         }
@@ -543,7 +545,9 @@ impl ForwardError {
     fn from_client(e: &hyper_util::client::legacy::Error) -> Self {
         match BodyError::find(e) {
             Some(BodyError::Stalled(timeout)) => return ForwardError::ClientStalled(*timeout),
-            Some(BodyError::Read(source)) => return ForwardError::ClientBody(error_chain(&**source)),
+            Some(BodyError::Read(source)) => {
+                return ForwardError::ClientBody(error_chain(&**source));
+            }
             None => {}
         }
         let detail = error_chain(e);

@@ -229,7 +229,11 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
         forward_traceforge_headers: spec.proxy.forward_traceforge_headers,
     };
     for (key, value, what) in [
-        ("upstream_timeout", proxy.upstream_timeout, "the upstream timeout"),
+        (
+            "upstream_timeout",
+            proxy.upstream_timeout,
+            "the upstream timeout",
+        ),
         (
             "upstream_read_timeout",
             proxy.upstream_read_timeout,

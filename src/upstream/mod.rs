@@ -83,7 +83,13 @@ impl Upstream {
         let mut response = match server::host_problem(&req) {
             // Before routing: a server must refuse such a request whatever it asks for.
             Some(problem) => {
-                json_response(StatusCode::BAD_REQUEST, &json!({"error": problem})).map(Into::into)
+                let mut response =
+                    json_response(StatusCode::BAD_REQUEST, &json!({"error": problem}));
+                // Like any malformed request: what else it got wrong is anyone's guess.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response.map(Into::into)
             }
             None => self.route(req, &ids).await,
         };
