@@ -249,6 +249,7 @@ fn upstream_options(scenario: &Scenario, options: &RunOptions) -> UpstreamOption
         routes: scenario.upstream.routes.clone(),
         static_dir: options.static_dir.clone(),
         seed: scenario.seed,
+        ..UpstreamOptions::default()
     }
 }
 

@@ -5,6 +5,10 @@
 //! Connections are generic over `AsyncRead + AsyncWrite`, so a virtual-time mode can run the same
 //! services over `tokio::io::duplex` pipes; every timer goes through tokio's clock.
 //!
+//! Slow clients are cut off ([`ClientTimeouts`]): hyper bounds the wait for a request head, and a
+//! service that reads a body wraps it in a [`TimedBody`]. [`host_problem`] is the `Host` check both
+//! servers make before anything else.
+//!
 //! A service that must end its own connection abruptly (the proxy's `reset` and `truncate` faults)
 //! is served with [`serve_controlled`], which hands it a [`ConnectionControl`]; the transport says
 //! how to make a close abrupt ([`Transport`]: a TCP RST, or a plain close on a pipe).
@@ -32,9 +36,34 @@ use tokio::task::{JoinHandle, JoinSet};
 /// How long a graceful shutdown waits for in-flight connections before cutting them off.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// How long a client may take to send a request head. Needs hyper's tokio timer, which is why
-/// every connection is built with [`TokioTimer`].
+/// How long a client may take to send a request head, by default. Needs hyper's tokio timer,
+/// which is why every connection is built with [`TokioTimer`].
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a client may leave a request body without sending a byte, by default: nginx's
+/// `client_body_timeout`.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a server waits on a slow client before closing its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// For a whole request head, from the moment the server waits for one: so it is also how long
+    /// an idle keep-alive connection stays open. Enforced by hyper, which closes the connection.
+    pub header: Duration,
+    /// Between two reads of a request body (not for the whole body, like nginx's
+    /// `client_body_timeout`): enforced by the service reading the body, through [`TimedBody`],
+    /// which answers 408 where it still can.
+    pub body: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            header: HEADER_READ_TIMEOUT,
+            body: BODY_READ_TIMEOUT,
+        }
+    }
+}
 
 /// A running server. [`Listening::shutdown`] stops it gracefully; dropping the handle stops it at
 /// once (the accept loop and every connection task are aborted, nothing is leaked).
@@ -98,7 +127,8 @@ impl Shutdown {
 
 /// Serves HTTP/1.1 on one connection of any transport until the client closes it, the connection
 /// fails, or `shutdown` fires (then the request in flight finishes first). Malformed requests get
-/// hyper's 400 and close only their own connection.
+/// hyper's 400 and close only their own connection. A request head must arrive within
+/// [`HEADER_READ_TIMEOUT`]; [`serve_connection_with`] takes another.
 pub async fn serve_connection<IO, S, B>(io: IO, service: S, shutdown: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -109,7 +139,26 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    drive(io, service, shutdown).await;
+    drive(io, service, shutdown, HEADER_READ_TIMEOUT).await;
+}
+
+/// [`serve_connection`] with the client's header timeout from `timeouts`. The body timeout is the
+/// service's to apply (see [`TimedBody`]): only it knows when it waits for a body.
+pub async fn serve_connection_with<IO, S, B>(
+    io: IO,
+    service: S,
+    shutdown: Shutdown,
+    timeouts: ClientTimeouts,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    drive(io, service, shutdown, timeouts.header).await;
 }
 
 /// [`serve_connection`] for a service that may end its connection abruptly: `make_service` gets
@@ -120,6 +169,7 @@ pub async fn serve_controlled<IO, S, B>(
     io: IO,
     make_service: impl FnOnce(ConnectionControl) -> S,
     shutdown: Shutdown,
+    timeouts: ClientTimeouts,
 ) where
     IO: Transport,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -140,11 +190,11 @@ pub async fn serve_controlled<IO, S, B>(
         // Dropping the connection drops the in-flight service future and the transport; the
         // transport's drop makes the close abrupt when a reset was asked for.
         () = control.closing() => tracing::debug!("connection closed by the service"),
-        () = drive(io, service, shutdown) => {}
+        () = drive(io, service, shutdown, timeouts.header) => {}
     }
 }
 
-async fn drive<IO, S, B>(io: IO, service: S, mut shutdown: Shutdown)
+async fn drive<IO, S, B>(io: IO, service: S, mut shutdown: Shutdown, header_timeout: Duration)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -156,7 +206,7 @@ where
 {
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
@@ -321,6 +371,116 @@ impl<IO: Transport> AsyncWrite for Controlled<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Why a request body could not be read: the client stalled, or sent something that is not a
+/// body (bad chunk framing, a connection cut mid-body). Either way the client's doing.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Nothing arrived for this long while the reader waited.
+    #[error("no body bytes for {} ms", .0.as_millis())]
+    Stalled(Duration),
+    /// The body's own error.
+    #[error("{0}")]
+    Read(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+impl BodyError {
+    /// The `BodyError` somewhere in `error`'s source chain (it may come back wrapped by the code
+    /// that read the body, such as hyper's client).
+    pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a BodyError> {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if let Some(found) = e.downcast_ref::<BodyError>() {
+                return Some(found);
+            }
+            current = e.source();
+        }
+        None
+    }
+}
+
+/// A body whose reads time out: it fails with [`BodyError::Stalled`] when its sender leaves it
+/// `timeout` without a frame while the reader waits. Like nginx's `client_body_timeout` and
+/// `proxy_read_timeout`, this bounds the gap between two reads, not the whole transfer, and time
+/// the reader spends elsewhere (pacing a download, say) does not count.
+pub struct TimedBody<B> {
+    inner: B,
+    timeout: Duration,
+    /// Armed while the reader waits on the sender; dropped on every frame, so a timer never
+    /// outlives the wait it bounds (a paused clock would otherwise jump to it).
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> TimedBody<B> {
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        TimedBody {
+            inner,
+            timeout,
+            sleep: None,
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for TimedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimedBody")
+            .field("timeout", &self.timeout)
+            .field("waiting", &self.sleep.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for TimedBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, BodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.sleep = None;
+                Poll::Ready(frame.map(|f| f.map_err(|e| BodyError::Read(e.into()))))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(sleep.as_mut().poll(cx));
+                this.sleep = None;
+                Poll::Ready(Some(Err(BodyError::Stalled(timeout))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why an HTTP/1.1 request must be refused for its `Host` (RFC 9112 section 3.2: none, or more
+/// than one); `None` when it is fine. HTTP/1.0 may leave `Host` out.
+pub fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(hyper::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("more than one Host header"),
+        (None, _) if req.version() == hyper::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request must carry a Host header")
+        }
+        _ => None,
     }
 }
 

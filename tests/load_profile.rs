@@ -86,8 +86,14 @@ async fn stalling_server() -> traceforge::server::Listening {
 async fn open_loop_percentiles_show_a_stall_that_a_closed_loop_hides() {
     let server = stalling_server().await;
     let url = format!("upstream.url=\"http://{}\"", server.addr);
-    let open = play_text(DEMO, &[&url, "load.rate=100", "load.requests=150"]).await;
-    let closed = play_text(DEMO, &[&url, "load.concurrency=1", "load.requests=150"]).await;
+    // The server stalls on the index the proxy passes on when asked.
+    let fwd = "proxy.forward_traceforge_headers=true";
+    let open = play_text(DEMO, &[&url, fwd, "load.rate=100", "load.requests=150"]).await;
+    let closed = play_text(
+        DEMO,
+        &[&url, fwd, "load.concurrency=1", "load.requests=150"],
+    )
+    .await;
     let open_p99 = open.report.summary.latency.quantile(0.99);
     let closed_p99 = closed.report.summary.latency.quantile(0.99);
     let closed_max = closed.report.summary.latency.max();
@@ -228,6 +234,8 @@ async fn targets_send_their_headers_and_bodies_on_every_attempt() {
 name = "mix"
 [upstream]
 url = "http://{}"
+[proxy]
+forward_traceforge_headers = true
 [load]
 requests = 4
 concurrency = 2
@@ -284,6 +292,7 @@ async fn retry_after_is_honoured_and_capped_by_max_backoff() {
     let url = format!("upstream.url=\"http://{}\"", server.addr);
     let base = [
         url.as_str(),
+        "proxy.forward_traceforge_headers=true",
         "load.requests=2",
         "load.retry.max=2",
         "load.retry.backoff=\"10ms\"",

@@ -698,3 +698,338 @@ async fn bodies_stream_through_and_metrics_are_not_forwarded() {
     up.shutdown().await;
     up_counting.shutdown().await;
 }
+
+// ---- Timeouts ----
+
+/// A raw client connection to `addr` that has sent `bytes`.
+async fn raw_client(addr: std::net::SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .write_all(bytes)
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    stream
+}
+
+/// Everything the peer sends until it closes the connection, within PATIENCE.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    bounded(async {
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        out
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_stalls_mid_body_is_cut_off_after_the_read_timeout() {
+    // A head announcing 100 bytes, 5 of them, then silence with the connection open.
+    let up = support::raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello").await;
+    let config = ProxyConfig {
+        upstream_read_timeout: Duration::from_millis(200),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy(&format!("http://{up}"), FaultPlan::default(), config, 0).await;
+    let mut stream = raw_client(proxy.addr, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let response = String::from_utf8_lossy(&read_to_close(&mut stream).await).into_owned();
+    // The client got the head and the bytes that came, then the connection closed: a short body.
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("content-length: 100"), "{response}");
+    assert!(response.ends_with("\r\n\r\nhello"), "{response}");
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        metric(&m, "traceforge_proxy_upstream_read_timeouts_total", &[]),
+        1.0
+    );
+    assert_eq!(metric(&m, "traceforge_proxy_in_flight", &[]), 0.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_its_body_gets_a_408_and_its_connection_closed() {
+    let up = demo_upstream(vec![]).await;
+    let config = ProxyConfig {
+        client_body_timeout: Duration::from_millis(200),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), config, 0).await;
+    // 3 of the 100 bytes announced, then nothing; the test holds the connection open.
+    let mut stream = raw_client(
+        proxy.addr,
+        b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc",
+    )
+    .await;
+    let response = String::from_utf8_lossy(&read_to_close(&mut stream).await).into_owned();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("connection: close"), "{response}");
+    assert!(response.contains("request body timeout"), "{response}");
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        metric(
+            &m,
+            "traceforge_proxy_client_errors_total",
+            &[("kind", "body_timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "traceforge_proxy_upstream_errors_total", &[]),
+        0.0
+    );
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_its_head_is_disconnected_after_the_header_timeout() {
+    let (up, hits) = counting_upstream().await;
+    let config = ProxyConfig {
+        client_header_timeout: Duration::from_millis(200),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), config, 0).await;
+    let mut stream = raw_client(proxy.addr, b"GET / HTTP/1.1\r\nHo").await;
+    // Closed by the proxy, without forwarding anything.
+    read_to_close(&mut stream).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_upload_is_not_an_upstream_timeout() {
+    let up = demo_upstream(vec![]).await;
+    let config = ProxyConfig {
+        upstream_timeout: Duration::from_millis(500),
+        client_body_timeout: Duration::from_secs(10),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), config, 0).await;
+    let mut stream = raw_client(
+        proxy.addr,
+        b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    // The client is the slow one here: four bytes over well beyond the upstream timeout. The
+    // pauses are the behaviour under test, not a synchronisation.
+    for byte in [b"a", b"b", b"c", b"d"] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream
+            .write_all(byte)
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+    }
+    let response = String::from_utf8_lossy(&read_to_close(&mut stream).await).into_owned();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"body_length\":4"), "{response}");
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+// ---- Whose fault: client, upstream or proxy ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_body_is_the_clients_fault_not_the_upstreams() {
+    let up = demo_upstream(vec![]).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default(), 0).await;
+    let response = raw_exchange(
+        proxy.addr,
+        b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("malformed request body"), "{response}");
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        metric(
+            &m,
+            "traceforge_proxy_client_errors_total",
+            &[("kind", "body")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "traceforge_proxy_upstream_errors_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        metric(&m, "traceforge_proxy_responses_total", &[("status", "400")]),
+        1.0
+    );
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_host_is_refused_with_400_and_never_forwarded() {
+    let (up, hits) = counting_upstream().await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default(), 0).await;
+    for request in [
+        &b"GET /api/resource HTTP/1.1\r\n\r\n"[..],
+        b"GET /api/resource HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ] {
+        let response = raw_exchange(proxy.addr, request).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+        assert!(response.contains("Host"), "{response}");
+    }
+    // HTTP/1.0 may leave Host out.
+    let response = raw_exchange(proxy.addr, b"GET /api/resource HTTP/1.0\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        metric(
+            &m,
+            "traceforge_proxy_client_errors_total",
+            &[("kind", "host")]
+        ),
+        2.0
+    );
+    proxy.shutdown().await;
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_length_beside_transfer_encoding_is_not_passed_on() {
+    // The upstream claims 5 bytes and sends a chunked body of 10: the chunking is what counts.
+    let up = support::raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = start_proxy(
+        &format!("http://{up}"),
+        FaultPlan::default(),
+        ProxyConfig::default(),
+        0,
+    )
+    .await;
+    // Two requests on one connection: the second answer must start where the first ended.
+    let mut stream = raw_client(
+        proxy.addr,
+        b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let response = String::from_utf8_lossy(&read_to_close(&mut stream).await).into_owned();
+    assert!(
+        !response.to_ascii_lowercase().contains("content-length: 5"),
+        "{response}"
+    );
+    let answers: Vec<&str> = response.matches("HTTP/1.1 200 OK").collect();
+    assert_eq!(answers.len(), 2, "{response}");
+    assert_eq!(response.matches("0123456789").count(), 2, "{response}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generators_headers_reach_the_upstream_only_when_asked() {
+    let up = demo_upstream(vec![]).await;
+    let sent = [
+        ("x-traceforge-index", "7"),
+        ("x-traceforge-attempt", "1"),
+        ("x-kept", "yes"),
+    ];
+    for forward in [false, true] {
+        let config = ProxyConfig {
+            forward_traceforge_headers: forward,
+            ..ProxyConfig::default()
+        };
+        let proxy = start_proxy(&up.url(), FaultPlan::default(), config, 0).await;
+        let seen = get(&client(), &format!("{}/api/echo", proxy.url()), &sent)
+            .await
+            .json();
+        let headers = &seen["headers"];
+        assert_eq!(headers["x-kept"], "yes");
+        let expected = |v: &str| {
+            if forward {
+                serde_json::Value::from(v)
+            } else {
+                serde_json::Value::Null
+            }
+        };
+        assert_eq!(headers["x-traceforge-index"], expected("7"), "{seen}");
+        assert_eq!(headers["x-traceforge-attempt"], expected("1"), "{seen}");
+        proxy.shutdown().await;
+    }
+    up.shutdown().await;
+}
+
+/// Runs `traceforge proxy` with at most `fds` open file descriptors.
+#[cfg(target_os = "linux")]
+fn proxy_with_fd_limit(fds: u32, upstream: &str) -> support::ServerProcess {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {fds} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_traceforge"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--upstream", upstream])
+        .env_remove("RUST_LOG")
+        .env_remove("UPSTREAM_BASE_URL");
+    support::ServerProcess::start(cmd)
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_is_the_proxys_error_not_the_upstreams() {
+    use tokio::io::AsyncReadExt;
+    let (up, hits) = counting_upstream().await;
+    let limit = 64;
+    let proxy = proxy_with_fd_limit(limit, &up.url());
+    // The limit caps descriptor numbers: count those below it (one inherited from the test
+    // harness may sit above).
+    let open_fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", proxy.child.id()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|fd| *fd < limit)
+            .count()
+    };
+    // Keep-alive connections that each hold one of the proxy's descriptors (a /metrics answer
+    // proves the proxy accepted it), until exactly one is left.
+    let mut held = Vec::new();
+    while open_fds() + 1 < limit as usize {
+        let mut stream = raw_client(proxy.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let (head, _) = support::read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(stream);
+    }
+    // Accepting this one takes the last descriptor; the upstream connection finds none.
+    let response = raw_exchange(
+        proxy.addr,
+        b"GET /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(response.contains("proxy out of resources"), "{response}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    // Counted as the proxy's error, on a connection that is already open.
+    let mut stream = held.pop().unwrap_or_else(|| panic!("no connection held"));
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut text = String::new();
+    bounded(stream.read_to_string(&mut text)).await.ok();
+    let body = text
+        .rsplit_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let m = parse_exposition(body);
+    assert_eq!(
+        metric(
+            &m,
+            "traceforge_proxy_proxy_errors_total",
+            &[("kind", "resources")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "traceforge_proxy_upstream_errors_total", &[]),
+        0.0
+    );
+    drop(held);
+    drop(proxy);
+    up.shutdown().await;
+}

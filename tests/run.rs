@@ -392,6 +392,7 @@ fn demo_upstream() -> (tokio::runtime::Runtime, traceforge::server::Listening) {
                 routes: vec![],
                 static_dir: None,
                 seed: 3,
+                ..Default::default()
             },
         ))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -502,3 +502,127 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
 }
+
+// ---- Raw servers and server processes, for framing and resource tests ----
+
+/// A bare TCP server that answers every request head (bodies are not expected) with exactly
+/// `response`, and keeps the connection open until the peer closes it: an upstream that can send
+/// broken framing, or a head and a few bytes and then nothing.
+pub async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if stream.write_all(response).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads from `stream` until the end of a response head, and returns the head and whatever body
+/// bytes came with it.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    bounded(async {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let body = seen.split_off(end + 4);
+                return (String::from_utf8_lossy(&seen).into_owned(), body);
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => panic!("closed before a response head: {seen:?}"),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+}
+
+/// `traceforge upstream|proxy` running as a process of its own; killed on drop.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `cmd` (stdout and stderr piped) and reads the `listening on http://...` line.
+    pub fn start(mut cmd: std::process::Command) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(PATIENCE).unwrap_or_default();
+        let Some(url) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            panic!("the server printed no address: {line:?}");
+        };
+        let addr = url
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        ServerProcess {
+            child,
+            url: url.to_string(),
+            addr,
+        }
+    }
+
+    /// Sends SIGTERM, waits (bounded) for the exit, and returns everything written to stderr.
+    #[cfg(unix)]
+    pub fn terminate(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "could not signal {pid}");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        stderr
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -447,3 +447,145 @@ async fn bytes_answers_exactly_n_bytes_and_refuses_bad_sizes() {
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
     server.shutdown().await;
 }
+
+/// Everything the server sends until it closes the connection, within PATIENCE.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    support::bounded(async {
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+}
+
+async fn connect_and_send(addr: std::net::SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .write_all(bytes)
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_after_the_configured_timeouts() {
+    let server = start(UpstreamOptions {
+        client_timeouts: traceforge::server::ClientTimeouts {
+            header: Duration::from_millis(200),
+            body: Duration::from_millis(200),
+        },
+        ..UpstreamOptions::default()
+    })
+    .await;
+    // A body that stops after 3 of its 100 bytes: a 408, and the connection closed. The test
+    // keeps its end open, so only the server can have closed it.
+    let mut stalled = connect_and_send(
+        server.addr,
+        b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc",
+    )
+    .await;
+    let response = read_to_close(&mut stalled).await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("connection: close"), "{response}");
+    // A head that never ends: the connection is closed.
+    let mut slow_head = connect_and_send(server.addr, b"GET / HTTP/1.1\r\nHo").await;
+    read_to_close(&mut slow_head).await;
+    // A malformed chunked body is the client's: 400, not a hang or a 500.
+    let response = raw_exchange(
+        server.addr,
+        b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    // Everyone else is still served.
+    let reply = get(&client(), &format!("{}/api/resource", server.url()), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_1_request_without_exactly_one_host_gets_a_400() {
+    let server = start(UpstreamOptions::default()).await;
+    for request in [
+        &b"GET /api/resource HTTP/1.1\r\n\r\n"[..],
+        b"GET /api/resource HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ] {
+        let response = raw_exchange(server.addr, request).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+        assert!(response.contains("Host"), "{response}");
+    }
+    let response = raw_exchange(server.addr, b"GET /api/resource HTTP/1.0\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_are_streamed_as_they_are_read_not_loaded_whole() {
+    use std::io::{Seek, SeekFrom, Write};
+    use tokio::io::AsyncReadExt;
+    // Far larger than what the socket buffers can hold, so a server that streams has read only
+    // the start of the file when the client has read only the start of the response.
+    const SIZE: usize = 32 * 1024 * 1024;
+    const TAIL: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("big.bin");
+    std::fs::write(&path, vec![b'a'; SIZE]).unwrap_or_else(|e| panic!("{e}"));
+    let server = start(UpstreamOptions {
+        static_dir: Some(dir.path().to_path_buf()),
+        ..UpstreamOptions::default()
+    })
+    .await;
+    let mut stream = connect_and_send(
+        server.addr,
+        b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, mut body) = support::read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {SIZE}")), "{head}");
+    // The end of the file changes (same length) while the response is under way: a streamed
+    // response sends the new end, one read whole before the head went out the old one.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    file.seek(SeekFrom::Start((SIZE - TAIL) as u64))
+        .and_then(|_| file.write_all(&vec![b'z'; TAIL]))
+        .and_then(|()| file.sync_all())
+        .unwrap_or_else(|e| panic!("{e}"));
+    support::bounded(stream.read_to_end(&mut body))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(body.len(), SIZE);
+    assert!(
+        body[SIZE - TAIL..].iter().all(|b| *b == b'z'),
+        "the old tail was sent"
+    );
+    assert!(body[..SIZE - TAIL].iter().all(|b| *b == b'a'));
+    server.shutdown().await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_logged_at_debug_level_not_info() {
+    let mut cmd = support::bin();
+    cmd.args([
+        "upstream",
+        "--listen",
+        "127.0.0.1:0",
+        "--static-dir",
+        "/nonexistent",
+    ])
+    .env_remove("RUST_LOG");
+    let process = support::ServerProcess::start(cmd);
+    let reply = get(&client(), &format!("{}/api/resource", process.url), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let stderr = process.terminate();
+    // The default filter is info: no line per request.
+    assert!(!stderr.contains("upstream request"), "{stderr}");
+    assert!(stderr.contains("shutting down the upstream"), "{stderr}");
+}

@@ -18,7 +18,7 @@ use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::fault::{FaultPlan, FaultRule};
 use crate::proxy::{self, ProxyOptions};
 use crate::scenario::{self, ProxyConfig, Scenario};
-use crate::server::Listening;
+use crate::server::{ClientTimeouts, Listening};
 use crate::upstream::{self, UpstreamOptions};
 
 const PROXY_ENV_HELP: &str = "Environment (also read from ./.env; flags and --scenario win):
@@ -62,6 +62,21 @@ pub struct UpstreamArgs {
     /// Runtime worker threads (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
+    #[command(flatten)]
+    pub client_timeouts: ClientTimeoutArgs,
+}
+
+/// How long the servers wait on slow clients.
+#[derive(Debug, clap::Args)]
+pub struct ClientTimeoutArgs {
+    /// How long a client may take to send a request head; also how long an idle keep-alive
+    /// connection stays open [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub client_header_timeout: Option<String>,
+    /// How long a client may leave its request body without sending a byte before it gets a 408
+    /// and its connection is closed [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub client_body_timeout: Option<String>,
 }
 
 /// Arguments of `traceforge proxy`.
@@ -87,6 +102,16 @@ pub struct ProxyArgs {
     /// How long to wait for the upstream's response before answering 504, like "5s" [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
+    /// How long the upstream may leave its response body without sending a byte before the
+    /// client's connection is closed [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_read_timeout: Option<String>,
+    #[command(flatten)]
+    pub client_timeouts: ClientTimeoutArgs,
+    /// Pass x-traceforge-index and x-traceforge-attempt on to the upstream (the proxy reads them
+    /// either way).
+    #[arg(long)]
+    pub forward_traceforge_headers: bool,
     /// Runtime worker threads (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
@@ -105,6 +130,13 @@ pub fn upstream(args: &UpstreamArgs) -> u8 {
             .unwrap_or_default(),
         static_dir: Some(args.static_dir.clone()),
         seed: args.seed.or(scenario.as_ref().map(|s| s.seed)).unwrap_or(0),
+        client_timeouts: match upstream_timeouts(&args.client_timeouts) {
+            Ok(timeouts) => timeouts,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return EXIT_INVALID;
+            }
+        },
     };
     if !args.static_dir.is_dir() {
         eprintln!(
@@ -332,12 +364,51 @@ fn proxy_options(args: &ProxyArgs, env: &Env) -> Result<ProxyOptions, String> {
     if let Some(text) = &args.upstream_timeout {
         config.upstream_timeout = parse_timeout(text)?;
     }
+    apply_proxy_timeouts(args, &mut config)?;
     Ok(ProxyOptions {
         upstream,
         plan: Arc::new(FaultPlan::new(seed, rules)),
         config,
         seed,
     })
+}
+
+/// The upstream's client timeouts: the flags, or the defaults.
+fn upstream_timeouts(args: &ClientTimeoutArgs) -> Result<ClientTimeouts, String> {
+    let mut timeouts = ClientTimeouts::default();
+    if let Some(text) = &args.client_header_timeout {
+        timeouts.header = parse_duration_flag("--client-header-timeout", text)?;
+    }
+    if let Some(text) = &args.client_body_timeout {
+        timeouts.body = parse_duration_flag("--client-body-timeout", text)?;
+    }
+    Ok(timeouts)
+}
+
+/// The proxy's read timeouts and header forwarding from its flags, over the scenario's `[proxy]`.
+fn apply_proxy_timeouts(args: &ProxyArgs, config: &mut ProxyConfig) -> Result<(), String> {
+    if let Some(text) = &args.upstream_read_timeout {
+        config.upstream_read_timeout = parse_duration_flag("--upstream-read-timeout", text)?;
+    }
+    if let Some(text) = &args.client_timeouts.client_header_timeout {
+        config.client_header_timeout = parse_duration_flag("--client-header-timeout", text)?;
+    }
+    if let Some(text) = &args.client_timeouts.client_body_timeout {
+        config.client_body_timeout = parse_duration_flag("--client-body-timeout", text)?;
+    }
+    if args.forward_traceforge_headers {
+        config.forward_traceforge_headers = true;
+    }
+    Ok(())
+}
+
+/// A positive duration given to `flag`, like "5s".
+fn parse_duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
+    let d = scenario::duration::parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{flag} must be longer than 0"));
+    }
+    Ok(d)
 }
 
 /// Validates compact fault strings exactly as a scenario's `faults = [...]` would be.

@@ -1,22 +1,99 @@
-//! The body of a forwarded response, with the body faults applied: `truncate` (send the first N
-//! bytes, then have the connection closed) and `throttle` (pace the bytes). It also keeps the
-//! request's [`Flight`] and fault decision alive until the body is done, so `in_flight` and the
-//! `max_active` slots cover the whole download, not just the response head.
+//! The bodies the proxy passes along. [`FaultBody`]: a forwarded response with the body faults
+//! applied, `truncate` (send the first N bytes, then have the connection closed) and `throttle`
+//! (pace the bytes); it also keeps the request's [`Flight`] and fault decision alive until the body
+//! is done, so `in_flight` and the `max_active` slots cover the whole download, not just the
+//! response head. [`Upload`]: a request body on its way to the upstream, which tells the forwarder
+//! when the proxy is waiting on the client rather than on the upstream.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::future::Future as _;
 use tokio::time::{Instant, Sleep};
 
-use super::ProxyBody;
 use super::metrics::Flight;
+use super::{BoxError, ProxyBody};
 use crate::fault::Decision;
-use crate::server::ConnectionControl;
+use crate::server::{BodyError, ConnectionControl, TimedBody};
+
+/// A client's request body on its way to the upstream, read with the client body timeout. It
+/// records in [`UploadProgress`] when it last moved and whether the proxy is waiting on the client,
+/// so the upstream timeout can leave out the client's time.
+#[derive(Debug)]
+pub(crate) struct Upload {
+    inner: TimedBody<Incoming>,
+    progress: Arc<UploadProgress>,
+}
+
+impl Upload {
+    pub(crate) fn new(body: Incoming, timeout: Duration) -> (Self, Arc<UploadProgress>) {
+        let progress = Arc::new(UploadProgress {
+            origin: Instant::now(),
+            last_micros: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+        });
+        let upload = Upload {
+            inner: TimedBody::new(body, timeout),
+            progress: progress.clone(),
+        };
+        (upload, progress)
+    }
+}
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.progress.moved(polled.is_pending());
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Where an upload stands, shared between the body and the forwarder awaiting the response head.
+#[derive(Debug)]
+pub(crate) struct UploadProgress {
+    origin: Instant,
+    /// When the upload last moved or waited on the client, in microseconds since `origin`.
+    last_micros: AtomicU64,
+    waiting_on_client: AtomicBool,
+}
+
+impl UploadProgress {
+    fn moved(&self, waiting_on_client: bool) {
+        let micros = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_micros.store(micros, Ordering::Relaxed);
+        self.waiting_on_client
+            .store(waiting_on_client, Ordering::Relaxed);
+    }
+
+    /// When a wait for the upstream that started at the upload's last move would end: `timeout`
+    /// from now while the proxy waits on the client (the client body timeout covers that time).
+    pub(crate) fn upstream_deadline(&self, timeout: Duration) -> Instant {
+        if self.waiting_on_client.load(Ordering::Relaxed) {
+            return Instant::now() + timeout;
+        }
+        let last = Duration::from_micros(self.last_micros.load(Ordering::Relaxed));
+        self.origin + last + timeout
+    }
+}
 
 /// A body cut: how many bytes may still go, and the connection to close after them.
 #[derive(Debug)]
@@ -142,12 +219,12 @@ impl FaultBody {
 
 impl Body for FaultBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if this.cutting {
             // Never end a cut body: ending it early makes hyper report the short body as an error
@@ -174,7 +251,14 @@ impl Body for FaultBody {
                         // Trailers pass as they are.
                         Err(frame) => return Poll::Ready(Some(Ok(frame))),
                     },
-                    end_or_error => return Poll::Ready(end_or_error),
+                    Some(Err(e)) => {
+                        if let Some(BodyError::Stalled(_)) = BodyError::find(e.as_ref()) {
+                            this.flight.metrics().upstream_read_timed_out();
+                        }
+                        // hyper ends the client's connection mid-body: the client sees a short body.
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    None => return Poll::Ready(None),
                 },
             };
             let mut head = chunk;

@@ -40,6 +40,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes `Content-Length` from a message that also has `Transfer-Encoding`: the transfer coding
+/// decides where its body ends, so that length is wrong or a smuggling attempt, and passing it on
+/// beside a body framed another way would make the next hop cut the body or read the rest of it
+/// as a next message (RFC 9112 section 6.3).
+pub fn drop_length_beside_transfer_encoding(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,14 +6,18 @@
 //! - `faults_total{rule,kind}` counts every rule that fired, of every kind, when it is decided;
 //!   `delayed_total{rule}` counts a delay rule when it fires, before the wait.
 //! - every request ends in exactly one of `forwarded_total`, `dropped_total{rule}`,
-//!   `injected_errors_total{rule,status}`, `upstream_errors_total{kind}`, `resets_total{rule}`
-//!   (closed with no response), `hangs_total{rule}` (counted when the hang starts, whether it ends
-//!   with the client giving up or with the cap's 504) or `cancelled_total` (the client went away
-//!   before any of those: the guard counts it on drop). So at rest, `requests_total` equals the
-//!   sum of those seven, and `in_flight` is 0.
+//!   `injected_errors_total{rule,status}`, `upstream_errors_total{kind}` (the upstream failed),
+//!   `client_errors_total{kind}` (the client did: no `Host`, a malformed or stalled body),
+//!   `proxy_errors_total{kind}` (the proxy itself: out of file descriptors, say),
+//!   `resets_total{rule}` (closed with no response), `hangs_total{rule}` (counted when the hang
+//!   starts, whether it ends with the client giving up or with the cap's 504) or `cancelled_total`
+//!   (the client went away before any of those: the guard counts it on drop). So at rest,
+//!   `requests_total` equals the sum of those nine, and `in_flight` is 0.
 //! - what a forwarded response went through: `truncated_total{rule}` (bodies actually cut: a body
 //!   shorter than the limit is not), `throttled_total{rule}` (bodies paced),
-//!   `header_rewrites_total{rule,target}` and `status_rewrites_total{rule,status}`.
+//!   `header_rewrites_total{rule,target}`, `status_rewrites_total{rule,status}`, and
+//!   `upstream_read_timeouts_total` (bodies the upstream stalled past the read timeout: the
+//!   client's connection was closed mid-body).
 //! - `in_flight` covers a request from arrival until its response body is done (or the client has
 //!   gone), so a throttled download counts for as long as it streams.
 
@@ -44,16 +48,22 @@ pub enum Outcome {
     Reset,
     /// A `hang` fault held the request (the client gave up, or the cap's 504 went out).
     Hang,
+    /// The client's request could not be served as sent (400, 408): not the upstream's failure.
+    ClientError,
+    /// The proxy failed on its own account (out of file descriptors, say): not the upstream's.
+    ProxyError,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 6] = [
+    const ALL: [Outcome; 8] = [
         Outcome::Forwarded,
         Outcome::Dropped,
         Outcome::InjectedError,
         Outcome::UpstreamError,
         Outcome::Reset,
         Outcome::Hang,
+        Outcome::ClientError,
+        Outcome::ProxyError,
     ];
 
     fn label(self) -> &'static str {
@@ -64,6 +74,8 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::Reset => "reset",
             Outcome::Hang => "hang",
+            Outcome::ClientError => "client_error",
+            Outcome::ProxyError => "proxy_error",
         }
     }
 }
@@ -78,6 +90,9 @@ pub struct Metrics {
     dropped: IntCounterVec,
     injected_errors: IntCounterVec,
     upstream_errors: IntCounterVec,
+    client_errors: IntCounterVec,
+    proxy_errors: IntCounterVec,
+    upstream_read_timeouts: IntCounter,
     cancelled: IntCounter,
     faults: IntCounterVec,
     resets: IntCounterVec,
@@ -137,6 +152,20 @@ impl Metrics {
             "traceforge_proxy_upstream_errors_total",
             "Forwarding failures: unreachable or failed (502), timeout (504).",
             &["kind"],
+        )?;
+        let client_errors = counter_vec(
+            "traceforge_proxy_client_errors_total",
+            "Requests refused for the client's fault: no or several Host headers (400), a malformed or cut-off body (400), a body stalled past the client body timeout (408).",
+            &["kind"],
+        )?;
+        let proxy_errors = counter_vec(
+            "traceforge_proxy_proxy_errors_total",
+            "Requests the proxy failed on its own account: out of file descriptors, ports or memory (503), an internal error (500).",
+            &["kind"],
+        )?;
+        let upstream_read_timeouts = counter(
+            "traceforge_proxy_upstream_read_timeouts_total",
+            "Forwarded response bodies the upstream stalled past the upstream read timeout; the client's connection was closed mid-body.",
         )?;
         let cancelled = counter(
             "traceforge_proxy_cancelled_total",
@@ -233,6 +262,12 @@ impl Metrics {
         for kind in ["unreachable", "failed", "timeout"] {
             upstream_errors.with_label_values(&[kind]);
         }
+        for kind in ["host", "body", "body_timeout"] {
+            client_errors.with_label_values(&[kind]);
+        }
+        for kind in ["resources", "internal"] {
+            proxy_errors.with_label_values(&[kind]);
+        }
         Ok(Metrics {
             registry,
             requests,
@@ -241,6 +276,9 @@ impl Metrics {
             dropped,
             injected_errors,
             upstream_errors,
+            client_errors,
+            proxy_errors,
+            upstream_read_timeouts,
             cancelled,
             faults,
             resets,
@@ -295,6 +333,11 @@ impl Metrics {
         self.faults.with_label_values(&[rule, kind]).inc();
     }
 
+    /// A forwarded body stalled past the upstream read timeout.
+    pub fn upstream_read_timed_out(&self) {
+        self.upstream_read_timeouts.inc();
+    }
+
     pub fn body_truncated(&self, rule: &str) {
         self.truncated.with_label_values(&[rule]).inc();
     }
@@ -336,7 +379,7 @@ pub struct Flight {
 
 impl Flight {
     /// Records the outcome and the response sent. `detail` names the terminal fault rule, or the
-    /// upstream failure kind. After [`Flight::settle`], only the response is recorded.
+    /// failure kind (upstream, client or proxy). After [`Flight::settle`], only the response is recorded.
     pub fn finish(&mut self, outcome: Outcome, status: u16, detail: &str) {
         if !self.settled {
             self.count(outcome, status, detail);
@@ -362,6 +405,8 @@ impl Flight {
                 .with_label_values(&[detail, &status.to_string()])
                 .inc(),
             Outcome::UpstreamError => m.upstream_errors.with_label_values(&[detail]).inc(),
+            Outcome::ClientError => m.client_errors.with_label_values(&[detail]).inc(),
+            Outcome::ProxyError => m.proxy_errors.with_label_values(&[detail]).inc(),
             Outcome::Reset => m.resets.with_label_values(&[detail]).inc(),
             Outcome::Hang => m.hangs.with_label_values(&[detail]).inc(),
         }

@@ -28,6 +28,18 @@
 //! - The request header `x-traceforge-fault` is a control header: it is never forwarded, whether
 //!   or not header-controlled faults are on. A malformed one is ignored, logged at debug level and
 //!   explained in the [`X_TRACEFORGE_FAULT_ERROR`] response header.
+//! - `x-traceforge-index` and `x-traceforge-attempt` key the proxy's decisions; they reach the
+//!   upstream only with `forward_traceforge_headers`.
+//!
+//! Whose fault a failure is decides its status and its counter:
+//! - the upstream's (unreachable, failed, no head in time): 502 or 504, `upstream_errors_total`;
+//!   a body it stalls past the read timeout closes the client's connection mid-body.
+//! - the client's (no `Host`, a malformed body, a body stalled past the client body timeout): 400
+//!   or 408, `client_errors_total`, and the connection is closed when its body was the trouble.
+//! - the proxy's own (no file descriptor, port or memory left for the upstream connection): 503,
+//!   `proxy_errors_total`. Not 502: nothing is wrong with the upstream, and a dashboard or a retry
+//!   policy that blames it would look in the wrong place. 503 says "this hop is overloaded, try
+//!   again", which is what it is; nginx answers 500 here, which clients do not retry.
 
 mod body;
 mod headers;
@@ -42,7 +54,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -56,8 +68,8 @@ use crate::fault::{self, Decision, Effect, ErrorReply, FaultPlan, RequestFacts, 
 use crate::ids::{IdSource, Ids};
 use crate::scenario::ProxyConfig;
 use crate::scenario::spec::HeaderTarget;
-use crate::server::{self, ConnectionControl, Listening, Shutdown};
-use body::{Cut, FaultBody, Pace};
+use crate::server::{self, BodyError, ClientTimeouts, ConnectionControl, Listening, Shutdown};
+use body::{Cut, FaultBody, Pace, Upload, UploadProgress};
 
 pub use metrics::{Metrics, Outcome};
 
@@ -72,7 +84,14 @@ pub const X_TRACEFORGE_FAULT_ERROR: HeaderName =
     HeaderName::from_static("x-traceforge-fault-error");
 
 /// Response bodies: streamed from the upstream, or small synthetic ones.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// The error of a streamed body: the upstream's, or its read timeout.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The load generator's request index and attempt: read here, forwarded only when asked.
+const INDEX_HEADER: HeaderName = HeaderName::from_static(fault::INDEX_HEADER);
+const ATTEMPT_HEADER: HeaderName = HeaderName::from_static(fault::ATTEMPT_HEADER);
 
 /// What the proxy forwards to and which faults it injects.
 #[derive(Debug, Clone)]
@@ -92,7 +111,7 @@ pub struct Proxy<C = HttpConnector> {
     plan: Arc<FaultPlan>,
     config: ProxyConfig,
     ids: IdSource,
-    client: Client<C, ProxyBody>,
+    client: Client<C, Upload>,
     metrics: Arc<Metrics>,
     /// When the proxy started: time windows in fault rules count from here.
     started: tokio::time::Instant,
@@ -143,6 +162,16 @@ where
         req: Request<Incoming>,
         conn: &ConnectionControl,
     ) -> Response<ProxyBody> {
+        // A request that is not HTTP/1.1 as sent is refused before anything reads it (RFC 9112
+        // section 3.2): which Host would we forward it for? Counted, since it came as traffic.
+        if let Some(problem) = server::host_problem(&req) {
+            let mut flight = self.metrics.start();
+            let mut response = json_response(StatusCode::BAD_REQUEST, &json!({"error": problem}));
+            // Like any malformed request: what else it got wrong is anyone's guess.
+            close_after(&mut response);
+            flight.finish(Outcome::ClientError, 400, "host");
+            return full(response);
+        }
         // The proxy's own endpoint, answered before anything else: it is not traffic, so it gets
         // no ids, no faults and no counts.
         if req.method() == Method::GET && req.uri().path() == "/metrics" {
@@ -196,8 +225,12 @@ where
             None => match self.forward(req, &ids, &decision).await {
                 Ok(response) => (response, Outcome::Forwarded, String::new()),
                 Err(failure) => {
-                    let kind = failure.kind().to_string();
-                    (failure.into_response(), Outcome::UpstreamError, kind)
+                    let (outcome, kind) = (failure.outcome(), failure.kind().to_string());
+                    if outcome == Outcome::ProxyError {
+                        // Unlike an upstream's failure, this one is ours to fix.
+                        tracing::warn!(request_id = %ids.request_id, error = %failure, "proxy error");
+                    }
+                    (failure.into_response(), outcome, kind)
                 }
             },
         };
@@ -346,6 +379,9 @@ where
         let (mut parts, body) = req.into_parts();
         parts.uri = self.upstream_uri(&parts.uri)?;
         // The upstream connection is ours, not the client's: its framing and options are ours too.
+        // A Content-Length sent with Transfer-Encoding is not the body's length (RFC 9112 section
+        // 6.3); hyper drops it from requests already, and this keeps it so whatever parsed them.
+        headers::drop_length_beside_transfer_encoding(&mut parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
         // Like nginx's default `proxy_pass`: the upstream sees its own name in Host.
         if let Some(host) = self
@@ -358,25 +394,27 @@ where
         ids.insert_into(&mut parts.headers);
         // A control header for this proxy, not for the upstream, whether or not it was honoured.
         parts.headers.remove(fault::FAULT_HEADER);
+        // The load generator's bookkeeping, read in step 2; an upstream that sees them could act
+        // on them, which a client without TraceForge would never make it do.
+        if !self.config.forward_traceforge_headers {
+            parts.headers.remove(INDEX_HEADER);
+            parts.headers.remove(ATTEMPT_HEADER);
+        }
         // Request header faults last, so a rule can change anything the upstream sees.
         self.rewrite_headers(decision, HeaderTarget::Request, &mut parts.headers);
         parts.version = Version::HTTP_11;
-        let upstream_req = Request::from_parts(parts, body.boxed());
+        // A body still coming from the client is read with the client body timeout, and the time
+        // spent waiting on it is left out of the upstream timeout below.
+        let (body, progress) = Upload::new(body, self.config.client_body_timeout);
+        let progress = (!body.is_end_stream()).then_some(progress);
+        let upstream_req = Request::from_parts(parts, body);
 
-        let timeout = self.config.upstream_timeout;
-        let response = match tokio::time::timeout(timeout, self.client.request(upstream_req)).await
-        {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
-                return Err(if e.is_connect() {
-                    ForwardError::Unreachable(error_chain(&e))
-                } else {
-                    ForwardError::Failed(error_chain(&e))
-                });
-            }
-            Err(_) => return Err(ForwardError::Timeout(timeout)),
-        };
+        let response = self
+            .await_head(self.client.request(upstream_req), progress.as_deref())
+            .await?
+            .map_err(|e| ForwardError::from_client(&e))?;
         let (mut parts, body) = response.into_parts();
+        headers::drop_length_beside_transfer_encoding(&mut parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
         // The upstream's answer as the faults reshape it; the proxy's own headers (ids, fired
         // rules) go on after, so a rule cannot hide them from the load generator.
@@ -393,7 +431,39 @@ where
             }
         }
         self.rewrite_headers(decision, HeaderTarget::Response, &mut parts.headers);
-        Ok(Response::from_parts(parts, body.boxed()))
+        // An upstream that stalls mid-body must not hold the client forever.
+        let body = server::TimedBody::new(body, self.config.upstream_read_timeout)
+            .map_err(BoxError::from)
+            .boxed();
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Waits for the upstream's response head for at most the upstream timeout, counted from the
+    /// last move of the request body: a client slowly sending its body is the client body
+    /// timeout's business, not a slow upstream.
+    async fn await_head<F, T>(
+        &self,
+        request: F,
+        upload: Option<&UploadProgress>,
+    ) -> Result<T, ForwardError>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let timeout = self.config.upstream_timeout;
+        let mut request = std::pin::pin!(request);
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                biased;
+                response = &mut request => return Ok(response),
+                () = tokio::time::sleep_until(deadline) => {
+                    match upload.map(|u| u.upstream_deadline(timeout)) {
+                        Some(later) if later > deadline => deadline = later,
+                        _ => return Err(ForwardError::Timeout(timeout)),
+                    }
+                }
+            }
+        }
     }
 
     /// Applies the header rules of `target`, in firing order, counting each rule that changed something.
@@ -429,7 +499,7 @@ where
                     .cloned()
                     .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
             );
-            return Uri::from_parts(parts).map_err(|e| ForwardError::Failed(e.to_string()));
+            return Uri::from_parts(parts).map_err(|e| ForwardError::Internal(e.to_string()));
         }
         let path_and_query = original.path_and_query().map_or("/", |pq| pq.as_str());
         let scheme = self.upstream.scheme_str().unwrap_or("http");
@@ -440,28 +510,77 @@ where
             .unwrap_or_default();
         format!("{scheme}://{authority}{base}{path_and_query}")
             .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| ForwardError::Failed(e.to_string()))
+            .map_err(|e: hyper::http::uri::InvalidUri| ForwardError::Internal(e.to_string()))
     }
 }
 
-/// Why forwarding failed, and the response that says so.
-#[derive(Debug)]
+/// Why forwarding failed, whose fault it was, and the response that says so.
+#[derive(Debug, thiserror::Error)]
 enum ForwardError {
     /// Could not connect (refused, unresolvable, unreachable): 502.
+    #[error("upstream unreachable: {0}")]
     Unreachable(String),
     /// Connected, but the exchange failed (reset, malformed response): 502.
+    #[error("upstream request failed: {0}")]
     Failed(String),
     /// No response head within the configured timeout: 504.
+    #[error("upstream timeout")]
     Timeout(std::time::Duration),
+    /// The client's request body was malformed or cut off: 400.
+    #[error("bad request body: {0}")]
+    ClientBody(String),
+    /// The client left its request body without a byte for the client body timeout: 408.
+    #[error("request body timeout")]
+    ClientStalled(std::time::Duration),
+    /// The proxy could not get a file descriptor, a port or memory for the upstream: 503.
+    #[error("out of resources: {0}")]
+    Resources(String),
+    /// A bug of the proxy's: 500.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ForwardError {
-    /// The `kind` label of `traceforge_proxy_upstream_errors_total`.
+    /// Whose fault a failed exchange with the upstream was.
+    fn from_client(e: &hyper_util::client::legacy::Error) -> Self {
+        match BodyError::find(e) {
+            Some(BodyError::Stalled(timeout)) => return ForwardError::ClientStalled(*timeout),
+            Some(BodyError::Read(source)) => {
+                return ForwardError::ClientBody(error_chain(&**source));
+            }
+            None => {}
+        }
+        let detail = error_chain(e);
+        if out_of_resources(e) {
+            ForwardError::Resources(detail)
+        } else if e.is_connect() {
+            ForwardError::Unreachable(detail)
+        } else {
+            ForwardError::Failed(detail)
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        match self {
+            ForwardError::Unreachable(_) | ForwardError::Failed(_) | ForwardError::Timeout(_) => {
+                Outcome::UpstreamError
+            }
+            ForwardError::ClientBody(_) | ForwardError::ClientStalled(_) => Outcome::ClientError,
+            ForwardError::Resources(_) | ForwardError::Internal(_) => Outcome::ProxyError,
+        }
+    }
+
+    /// The `kind` label of the outcome's counter: `upstream_errors_total`, `client_errors_total`
+    /// or `proxy_errors_total`.
     fn kind(&self) -> &'static str {
         match self {
             ForwardError::Unreachable(_) => "unreachable",
             ForwardError::Failed(_) => "failed",
             ForwardError::Timeout(_) => "timeout",
+            ForwardError::ClientBody(_) => "body",
+            ForwardError::ClientStalled(_) => "body_timeout",
+            ForwardError::Resources(_) => "resources",
+            ForwardError::Internal(_) => "internal",
         }
     }
 
@@ -482,9 +601,69 @@ impl ForwardError {
                     "timeout_ms": u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 }),
             ),
+            ForwardError::ClientBody(detail) => {
+                let mut response = json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "malformed request body", "detail": detail}),
+                );
+                close_after(&mut response);
+                response
+            }
+            ForwardError::ClientStalled(timeout) => {
+                let mut response = json_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &json!({
+                        "error": "request body timeout",
+                        "timeout_ms": u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    }),
+                );
+                close_after(&mut response);
+                response
+            }
+            ForwardError::Resources(detail) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "proxy out of resources", "detail": detail}),
+            ),
+            ForwardError::Internal(detail) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "proxy internal error", "detail": detail}),
+            ),
         };
         full(response)
     }
+}
+
+/// Ends the connection after this response: the rest of the request body that failed cannot be
+/// told apart from a next request.
+fn close_after(response: &mut Response<Full<Bytes>>) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+/// True when an error comes from the proxy's host running out of something a connection needs:
+/// file descriptors (`EMFILE`, `ENFILE`), local ports (`EADDRNOTAVAIL`), buffers (`ENOBUFS`) or
+/// memory.
+fn out_of_resources(e: &(dyn std::error::Error + 'static)) -> bool {
+    // The same numbers on Linux, the BSDs and macOS.
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    #[cfg(target_os = "linux")]
+    const ENOBUFS: i32 = 105;
+    #[cfg(not(target_os = "linux"))]
+    const ENOBUFS: i32 = 55;
+    let mut current = Some(e);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            let kind = matches!(
+                io.kind(),
+                std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::AddrNotAvailable
+            );
+            return kind || matches!(io.raw_os_error(), Some(ENFILE | EMFILE | ENOBUFS));
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// A status a response can end with: hyper cannot send a 1xx as a final response, and
@@ -571,6 +750,10 @@ where
     IO: server::Transport,
     C: Connect + Clone + Send + Sync + 'static,
 {
+    let timeouts = ClientTimeouts {
+        header: proxy.config.client_header_timeout,
+        body: proxy.config.client_body_timeout,
+    };
     let make_service = move |conn: ConnectionControl| {
         service_fn(move |req| {
             let proxy = proxy.clone();
@@ -578,7 +761,7 @@ where
             async move { Ok::<_, Infallible>(proxy.handle(req, &conn).await) }
         })
     };
-    server::serve_controlled(io, make_service, shutdown).await;
+    server::serve_controlled(io, make_service, shutdown, timeouts).await;
 }
 
 /// Binds `listen` and runs the proxy until the returned handle is shut down or dropped.

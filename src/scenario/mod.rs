@@ -73,17 +73,37 @@ pub struct Route {
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub add_response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// For the upstream's response head, once the request is sent.
     pub upstream_timeout: Duration,
+    /// Between two reads of the upstream's response body (nginx's `proxy_read_timeout`).
+    pub upstream_read_timeout: Duration,
+    /// For a client's whole request head; also how long an idle keep-alive connection stays open.
+    pub client_header_timeout: Duration,
+    /// Between two reads of a client's request body (nginx's `client_body_timeout`).
+    pub client_body_timeout: Duration,
     /// Honour `x-traceforge-fault` request headers (see `fault::FAULT_HEADER`).
     pub header_faults: bool,
+    /// Pass `x-traceforge-index` and `x-traceforge-attempt` on to the upstream.
+    pub forward_traceforge_headers: bool,
+}
+
+impl ProxyConfig {
+    pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             add_response_headers: Vec::new(),
-            upstream_timeout: Duration::from_secs(30),
+            upstream_timeout: Self::DEFAULT_UPSTREAM_TIMEOUT,
+            upstream_read_timeout: Self::DEFAULT_UPSTREAM_READ_TIMEOUT,
+            client_header_timeout: Self::DEFAULT_CLIENT_HEADER_TIMEOUT,
+            client_body_timeout: Self::DEFAULT_CLIENT_BODY_TIMEOUT,
             header_faults: false,
+            forward_traceforge_headers: false,
         }
     }
 }

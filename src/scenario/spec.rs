@@ -579,15 +579,40 @@ pub struct ProxySpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub add_response_headers: BTreeMap<String, String>,
 
-    /// How long the proxy waits for the upstream before answering 504. Default `"30s"`.
+    /// How long the proxy waits for the upstream's response head before answering 504, counted
+    /// once the request is sent (a request body still arriving from the client does not count).
+    /// Default `"30s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_timeout: Option<DurationSpec>,
+
+    /// How long the upstream may leave its response body without sending a byte (the gap between
+    /// two reads, like nginx's `proxy_read_timeout`); then the proxy closes the client's
+    /// connection, so the client sees a short body. Default `"60s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_read_timeout: Option<DurationSpec>,
+
+    /// How long a client may take to send a request head; also how long an idle keep-alive
+    /// connection stays open. Then the connection is closed. Default `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_header_timeout: Option<DurationSpec>,
+
+    /// How long a client may leave its request body without sending a byte (the gap between two
+    /// reads, like nginx's `client_body_timeout`); then it gets a 408 and its connection is
+    /// closed. Default `"60s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_body_timeout: Option<DurationSpec>,
 
     /// Let clients ask for a fault on one request with the header `x-traceforge-fault` holding a
     /// compact fault (`error:503`, `delay:200ms`, `drop`). It is evaluated after the scenario's
     /// rules, as a rule named `header`. A malformed value is ignored (and reported). Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub header_faults: bool,
+
+    /// Pass the load generator's `x-traceforge-index` and `x-traceforge-attempt` request headers
+    /// on to the upstream. The proxy reads them either way (they key its decisions). Default
+    /// false: the upstream sees the request as a client without TraceForge would send it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_traceforge_headers: bool,
 }
 
 /// The load profile. Three shapes, chosen by which keys are present:

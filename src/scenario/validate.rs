@@ -212,14 +212,46 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
         upstream_timeout: spec
             .proxy
             .upstream_timeout
-            .map_or(Duration::from_secs(30), |d| d.get()),
+            .map_or(ProxyConfig::DEFAULT_UPSTREAM_TIMEOUT, |d| d.get()),
+        upstream_read_timeout: spec
+            .proxy
+            .upstream_read_timeout
+            .map_or(ProxyConfig::DEFAULT_UPSTREAM_READ_TIMEOUT, |d| d.get()),
+        client_header_timeout: spec
+            .proxy
+            .client_header_timeout
+            .map_or(ProxyConfig::DEFAULT_CLIENT_HEADER_TIMEOUT, |d| d.get()),
+        client_body_timeout: spec
+            .proxy
+            .client_body_timeout
+            .map_or(ProxyConfig::DEFAULT_CLIENT_BODY_TIMEOUT, |d| d.get()),
         header_faults: spec.proxy.header_faults,
+        forward_traceforge_headers: spec.proxy.forward_traceforge_headers,
     };
-    c.positive(
-        keys(&["proxy", "upstream_timeout"]),
-        proxy.upstream_timeout,
-        "the upstream timeout",
-    );
+    for (key, value, what) in [
+        (
+            "upstream_timeout",
+            proxy.upstream_timeout,
+            "the upstream timeout",
+        ),
+        (
+            "upstream_read_timeout",
+            proxy.upstream_read_timeout,
+            "the upstream read timeout",
+        ),
+        (
+            "client_header_timeout",
+            proxy.client_header_timeout,
+            "the client header timeout",
+        ),
+        (
+            "client_body_timeout",
+            proxy.client_body_timeout,
+            "the client body timeout",
+        ),
+    ] {
+        c.positive(keys(&["proxy", key]), value, what);
+    }
     let load = check_load(&mut c, spec);
     let expect = check_expect(&mut c, spec, &faults, &load);
 

@@ -3,8 +3,15 @@
 //!
 //! [`spawn`] serves it over TCP; [`serve_connection`] serves one connection of any transport, so a
 //! virtual-time mode can run it over in-memory pipes.
+//!
+//! Static files and `/api/bytes/<n>` are streamed ([`UpstreamBody`]); request bodies are read with
+//! the client body timeout (a 408 when the client stalls); an HTTP/1.1 request without `Host` gets
+//! a 400. Each request is logged at debug level: the upstream sits on the hot path of load tests.
 
+mod body;
 mod static_files;
+
+pub use body::{FileBody, UpstreamBody};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -25,7 +32,7 @@ use tokio::net::TcpListener;
 
 use crate::ids::{IdSource, Ids};
 use crate::scenario::Route;
-use crate::server::{self, Listening, Shutdown};
+use crate::server::{self, BodyError, ClientTimeouts, Listening, Shutdown, TimedBody};
 
 /// The page served at `/` when no static directory is given, or it has no `index.html`.
 pub const BUILTIN_INDEX: &str = include_str!("../../static/index.html");
@@ -39,6 +46,8 @@ pub struct UpstreamOptions {
     pub static_dir: Option<PathBuf>,
     /// Seeds the ids of requests that arrive without them.
     pub seed: u64,
+    /// How long a client may take over a request head, or stall a request body.
+    pub client_timeouts: ClientTimeouts,
 }
 
 /// The upstream's shared state, one per server.
@@ -48,6 +57,7 @@ pub struct Upstream {
     /// Canonical, so containment checks compare like with like.
     static_root: Option<PathBuf>,
     ids: IdSource,
+    client_timeouts: ClientTimeouts,
 }
 
 impl Upstream {
@@ -60,18 +70,32 @@ impl Upstream {
             routes: options.routes,
             static_root,
             ids: IdSource::new(options.seed, "upstream"),
+            client_timeouts: options.client_timeouts,
         }
     }
 
     /// Answers one request. Never fails: every problem is an HTTP response.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<UpstreamBody> {
         // The id middleware: whatever the route, the response carries the request's ids.
         let ids = self.ids.assign(req.headers());
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let mut response = self.route(req, &ids).await;
+        let mut response = match server::host_problem(&req) {
+            // Before routing: a server must refuse such a request whatever it asks for.
+            Some(problem) => {
+                let mut response =
+                    json_response(StatusCode::BAD_REQUEST, &json!({"error": problem}));
+                // Like any malformed request: what else it got wrong is anyone's guess.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response.map(Into::into)
+            }
+            None => self.route(req, &ids).await,
+        };
         ids.insert_into(response.headers_mut());
-        tracing::info!(
+        // Debug, not info: a line per request is megabytes a minute under load.
+        tracing::debug!(
             trace_id = %ids.trace_id,
             request_id = %ids.request_id,
             %method,
@@ -82,7 +106,7 @@ impl Upstream {
         response
     }
 
-    async fn route(&self, req: Request<Incoming>, ids: &Ids) -> Response<Full<Bytes>> {
+    async fn route(&self, req: Request<Incoming>, ids: &Ids) -> Response<UpstreamBody> {
         let path = req.uri().path();
         // Scenario routes first, so a scenario can reshape even the built-in paths.
         if let Some(route) = self
@@ -90,24 +114,24 @@ impl Upstream {
             .iter()
             .find(|r| r.path == path && (r.methods.is_empty() || r.methods.contains(req.method())))
         {
-            return scenario_route(route).await;
+            return scenario_route(route).await.map(Into::into);
         }
         let read_only = [Method::GET, Method::HEAD];
         // Any method on the echo route: tests and users use it to see exactly what arrived.
         if path == "/api/echo" {
-            return echo(req).await;
+            return echo(req, self.client_timeouts.body).await.map(Into::into);
         }
         let known = matches!(path, "/" | "/static/index.html" | "/api/resource")
             || path.starts_with("/static/")
             || path.starts_with(BYTES_PREFIX);
         if !known {
-            return not_found(path);
+            return not_found(path).map(Into::into);
         }
         if let Some(refusal) = refuse_method(&req, &read_only) {
-            return refusal;
+            return refusal.map(Into::into);
         }
         match path {
-            "/" | "/static/index.html" => self.page(ids).await,
+            "/" | "/static/index.html" => self.page(ids).await.map(Into::into),
             "/api/resource" => json_response(
                 StatusCode::OK,
                 &json!({
@@ -116,7 +140,8 @@ impl Upstream {
                     "trace_id": ids.trace_id,
                     "request_id": ids.request_id,
                 }),
-            ),
+            )
+            .map(Into::into),
             _ if path.starts_with(BYTES_PREFIX) => bytes_response(path),
             _ => self.static_file(path).await,
         }
@@ -142,25 +167,31 @@ impl Upstream {
         response
     }
 
-    async fn static_file(&self, path: &str) -> Response<Full<Bytes>> {
+    /// A file under the static root, streamed: reading it whole first would hold every
+    /// download's file in memory at once.
+    async fn static_file(&self, path: &str) -> Response<UpstreamBody> {
         let Some(root) = &self.static_root else {
-            return not_found(path);
+            return not_found(path).map(Into::into);
         };
         let rest = path.strip_prefix("/static/").unwrap_or_default();
         let Some(file) = static_files::resolve(root, rest).await else {
-            return not_found(path);
+            return not_found(path).map(Into::into);
         };
-        match tokio::fs::read(&file).await {
-            Ok(bytes) => {
-                let mut response = Response::new(Full::new(Bytes::from(bytes)));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(static_files::content_type(&file)),
-                );
-                response
-            }
-            Err(_) => not_found(path),
-        }
+        // The length of the file as opened, not as resolved: it is what the body will send.
+        let opened = match tokio::fs::File::open(&file).await {
+            Ok(opened) => opened,
+            Err(_) => return not_found(path).map(Into::into),
+        };
+        let len = match opened.metadata().await {
+            Ok(metadata) if metadata.is_file() => metadata.len(),
+            _ => return not_found(path).map(Into::into),
+        };
+        let mut response = Response::new(UpstreamBody::File(FileBody::new(opened, len)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(static_files::content_type(&file)),
+        );
+        response
     }
 }
 
@@ -169,11 +200,12 @@ pub async fn serve_connection<IO>(io: IO, upstream: Arc<Upstream>, shutdown: Shu
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let timeouts = upstream.client_timeouts;
     let service = service_fn(move |req| {
         let upstream = upstream.clone();
         async move { Ok::<_, Infallible>(upstream.handle(req).await) }
     });
-    server::serve_connection(io, service, shutdown).await;
+    server::serve_connection_with(io, service, shutdown, timeouts).await;
 }
 
 /// Binds `listen` and serves the demo upstream until the returned handle is shut down or dropped.
@@ -210,8 +242,12 @@ async fn scenario_route(route: &Route) -> Response<Full<Bytes>> {
     response
 }
 
-async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, mut body) = req.into_parts();
+/// `/api/echo`: what arrived, the body counted as it streams by. A client that stalls its body for
+/// `body_timeout` gets a 408, one that sends a malformed body a 400, and the connection is closed:
+/// the rest of that body cannot be told apart from a next request.
+async fn echo(req: Request<Incoming>, body_timeout: std::time::Duration) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let mut body = TimedBody::new(body, body_timeout);
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in &parts.headers {
         let value = String::from_utf8_lossy(value.as_bytes());
@@ -233,10 +269,18 @@ async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
                 }
             }
             Err(e) => {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
+                let status = match e {
+                    BodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+                    BodyError::Read(_) => StatusCode::BAD_REQUEST,
+                };
+                let mut response = json_response(
+                    status,
                     &json!({"error": "could not read the request body", "detail": e.to_string()}),
                 );
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
             }
         }
     }
@@ -272,29 +316,24 @@ fn refuse_method(req: &Request<Incoming>, methods: &[Method]) -> Option<Response
 /// `truncate`) can work on without a scenario carrying a large body.
 const BYTES_PREFIX: &str = "/api/bytes/";
 
-/// The largest `/api/bytes/<n>`: big enough for any download test, small enough to build at once.
+/// The largest `/api/bytes/<n>`: big enough for any download test.
 pub const MAX_BYTES: u64 = 16 * 1024 * 1024;
 
-/// `n` bytes of `0123456789abcdef` repeated, as `application/octet-stream`; a 400 for a size that is
-/// not a number or above [`MAX_BYTES`].
-fn bytes_response(path: &str) -> Response<Full<Bytes>> {
+/// `n` bytes of `0123456789abcdef` repeated, as `application/octet-stream`, produced as they are
+/// sent; a 400 for a size that is not a number or above [`MAX_BYTES`].
+fn bytes_response(path: &str) -> Response<UpstreamBody> {
     let size = path
         .strip_prefix(BYTES_PREFIX)
         .and_then(|n| n.parse::<u64>().ok())
         .filter(|n| *n <= MAX_BYTES);
-    let Some(size) = size.and_then(|n| usize::try_from(n).ok()) else {
+    let Some(size) = size else {
         return json_response(
             StatusCode::BAD_REQUEST,
             &json!({"error": format!("/api/bytes/<n> takes a byte count from 0 to {MAX_BYTES}")}),
-        );
+        )
+        .map(Into::into);
     };
-    let body: Vec<u8> = b"0123456789abcdef"
-        .iter()
-        .copied()
-        .cycle()
-        .take(size)
-        .collect();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(UpstreamBody::pattern(size));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
