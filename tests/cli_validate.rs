@@ -216,3 +216,62 @@ fn help_documents_the_exit_codes() {
         }
     }
 }
+
+/// `traceforge load` with `flags` against a port nothing listens on: these must be refused before
+/// a request is sent.
+fn load_refused(flags: &[&str]) -> String {
+    let mut args = vec!["load", "--url", "http://127.0.0.1:9/api"];
+    args.extend_from_slice(flags);
+    let out = traceforge(&args);
+    assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
+    assert_eq!(stdout(&out), "", "{flags:?}: nothing runs");
+    stderr(&out)
+}
+
+#[test]
+fn load_flags_whose_timetable_cannot_be_played_exit_2() {
+    assert_eq!(
+        load_refused(&["--rate", "1e-300", "--n", "2"]),
+        "error: --rate 1e-300 --n 2: the requests would take longer than the maximum of 7 days; raise --rate or lower --n\n"
+    );
+    assert_eq!(
+        load_refused(&["--rate", "1000000", "--duration", "101s"]),
+        "error: --rate x --duration sends 101000000 requests; at most 100000000 are allowed\n"
+    );
+}
+
+#[test]
+fn load_flags_are_held_to_the_caps_of_the_scenario_file() {
+    for (flags, expected) in [
+        (
+            &["--retries", "4294967295"][..],
+            "error: --retries 4294967295: must be between 0 and 20 (the cap of `load.retries` in a scenario file)\n",
+        ),
+        (
+            &["--n", "100000001"],
+            "error: --n 100000001: must be between 1 and 100000000 (the cap of `load.requests` in a scenario file)\n",
+        ),
+        (
+            &["--concurrency", "10001"],
+            "error: --concurrency 10001: must be between 1 and 10000 (the cap of `load.concurrency` in a scenario file)\n",
+        ),
+        (
+            &["--rate", "5", "--concurrency", "1000001"],
+            "error: --concurrency 1000001: must be between 1 and 1000000 (the cap of `load.max_in_flight` in a scenario file)\n",
+        ),
+        (
+            &["--timeout-ms", "604800001"],
+            "error: --timeout-ms 604800001: must be between 1 and 604800000 (7 days, the longest duration a scenario file may name)\n",
+        ),
+        (
+            &["--retry-backoff-ms", "18446744073709551615"],
+            "error: --retry-backoff-ms 18446744073709551615: must be between 0 and 604800000 (7 days, the longest duration a scenario file may name)\n",
+        ),
+        (
+            &["--rate", "1e300"],
+            "error: --rate 1e300: must be more than 0 and at most 1000000\n",
+        ),
+    ] {
+        assert_eq!(load_refused(flags), expected, "{flags:?}");
+    }
+}

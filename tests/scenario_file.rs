@@ -974,3 +974,51 @@ fn thousands_of_mutated_scenarios_never_panic() {
         "valid, invalid: {outcomes:?}"
     );
 }
+
+// ---- load profiles that cannot be played ----
+
+#[test]
+fn a_rate_too_slow_for_its_requests_is_refused_at_the_rate() {
+    assert_eq!(
+        error("name = \"x\"\n[load]\nrate = 1e-300\nrequests = 5\n"),
+        "\
+error: load.rate: at 1e-300 requests per second, 5 requests take longer than the maximum of 7 days
+ --> scenario.toml:3:8
+  |
+3 | rate = 1e-300
+  |        ^^^^^^ too slow
+  |
+  = help: raise `rate` or lower `requests`: at this rate 7 days hold at most 1 request"
+    );
+    let shown = error("name = \"x\"\n[load]\nrate = 0.001\nrequests = 1000\n");
+    assert!(
+        shown.contains("= help: raise `rate` or lower `requests`: at this rate 7 days hold at most 605 requests"),
+        "{shown}"
+    );
+    // The same schedule through an override.
+    let shown = error_with(BASE, &["load.rate=1e-300", "load.concurrency=1"]);
+    assert!(
+        shown.contains("take longer than the maximum of 7 days"),
+        "{shown}"
+    );
+    // A schedule that ends exactly on the cap is fine: one request a day, 8 requests.
+    parse("name = \"x\"\n[load]\nrate = 0.000011574074074074073\nrequests = 8\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn stages_longer_than_the_cap_are_refused() {
+    assert_eq!(
+        error(
+            "name = \"x\"\n[load]\nstages = [{ duration = \"100h\", rate = 1 }, { duration = \"100h\", rate = 1 }]\n"
+        ),
+        "\
+error: load.stages: the stages last 200h in all, longer than the maximum of 7 days
+ --> scenario.toml:3:10
+  |
+3 | stages = [{ duration = \"100h\", rate = 1 }, { duration = \"100h\", rate = 1 }]
+  |          ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ too long
+  |
+  = help: shorten the stages; a load profile must end within 7 days"
+    );
+}

@@ -9,7 +9,7 @@ use hyper::{Method, StatusCode, Uri};
 
 use std::sync::Arc;
 
-use super::duration::{DelaySpec, DurationSpec, format_duration};
+use super::duration::{DelaySpec, DurationSpec, MAX_DURATION, format_duration};
 use super::error::did_you_mean;
 use super::spec::{Clock, Distribution, FaultEntry, FaultKind, FaultSpec, Methods, ScenarioSpec};
 use super::{Expectations, LoadConfig, ProxyConfig, Route, Scenario, Seg, Target, UpstreamConfig};
@@ -883,22 +883,25 @@ fn check_schedule(
 }
 
 fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
-    use super::profile::{Profile, Schedule, Until};
+    use super::profile::{
+        MAX_CONCURRENCY, MAX_IN_FLIGHT, MAX_RATE, MAX_REQUESTS, Profile, Schedule, Until,
+        format_number,
+    };
 
     let l = &spec.load;
     let at = key("load");
     let f = |name: &str| with(&at, Seg::Key(name.into()));
     if let Some(n) = l.requests {
-        c.range(f("requests"), n, 1, 100_000_000);
+        c.range(f("requests"), n, 1, MAX_REQUESTS);
     }
     if let Some(n) = l.concurrency {
-        c.range(f("concurrency"), n, 1, 10_000);
+        c.range(f("concurrency"), n, 1, MAX_CONCURRENCY);
     }
     if let Some(d) = l.duration {
         c.positive(f("duration"), d.get(), "the load duration");
     }
     if let Some(n) = l.max_in_flight {
-        c.range(f("max_in_flight"), n, 1, 1_000_000);
+        c.range(f("max_in_flight"), n, 1, MAX_IN_FLIGHT);
     }
     c.positive(f("timeout"), l.timeout.get(), "the request timeout");
 
@@ -929,11 +932,13 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
         }
         check_stages(c, spec)
     } else if let Some(rate) = l.rate {
-        if !(rate > 0.0 && rate <= 1_000_000.0) {
+        let rate_ok = rate > 0.0 && rate <= MAX_RATE;
+        if !rate_ok {
             c.report(
                 f("rate"),
                 format!(
-                    "must be more than 0 and at most 1000000 requests per second, found {rate}"
+                    "must be more than 0 and at most {MAX_RATE} requests per second, found {}",
+                    format_number(rate)
                 ),
                 "out of range",
                 None,
@@ -948,7 +953,27 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
             );
         }
         let schedule = match (l.requests, l.duration) {
-            (Some(n), None) => Schedule::constant(rate, n),
+            (Some(n), None) => {
+                let schedule = Schedule::constant(rate, n);
+                if rate_ok && !schedule.fits() {
+                    // Request i starts at i / rate: the last must start within the 7-day cap.
+                    let fit = (rate * MAX_DURATION.as_secs_f64()).floor() + 1.0;
+                    c.report(
+                        f("rate"),
+                        format!(
+                            "at {} requests per second, {n} requests take longer than the maximum of 7 days",
+                            format_number(rate)
+                        ),
+                        "too slow",
+                        Some(format!(
+                            "raise `rate` or lower `requests`: at this rate 7 days hold at most {} request{}",
+                            format_number(fit),
+                            if fit == 1.0 { "" } else { "s" }
+                        )),
+                    );
+                }
+                schedule
+            }
             (None, Some(d)) => Schedule::constant_for(rate, d.get()),
             (Some(_), Some(_)) => {
                 conflict(
@@ -1005,10 +1030,10 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
                 "no requests",
                 Some("raise `rate` or `duration`".into()),
             );
-        } else if n > 100_000_000 && l.requests.is_none() {
+        } else if n > MAX_REQUESTS && l.requests.is_none() {
             c.report(
                 at.clone(),
-                format!("this load profile sends {n} requests; at most 100000000 are allowed"),
+                format!("this load profile sends {n} requests; at most {MAX_REQUESTS} are allowed"),
                 "too many requests",
                 None,
             );
@@ -1036,7 +1061,7 @@ fn open_loop(spec: &ScenarioSpec, schedule: super::profile::Schedule) -> super::
 }
 
 fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile {
-    use super::profile::{Profile, Schedule, Stage};
+    use super::profile::{MAX_CONCURRENCY, MAX_RATE, Profile, Schedule, Stage, format_number};
 
     let at = keys(&["load", "stages"]);
     let first_is_rate = spec.load.stages[0].rate.is_some();
@@ -1045,7 +1070,7 @@ fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile
     for (i, s) in spec.load.stages.iter().enumerate() {
         let at_s = with(&at, Seg::Index(i));
         let field = |name: &str| with(&at_s, Seg::Key(name.into()));
-        total += s.duration.get();
+        total = total.saturating_add(s.duration.get());
         let target = match (s.rate, s.concurrency) {
             (Some(_), Some(_)) => {
                 c.report(
@@ -1066,10 +1091,13 @@ fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile
                 continue;
             }
             (Some(rate), None) => {
-                if !(0.0..=1_000_000.0).contains(&rate) {
+                if !(0.0..=MAX_RATE).contains(&rate) {
                     c.report(
                         field("rate"),
-                        format!("must be between 0 and 1000000 requests per second, found {rate}"),
+                        format!(
+                            "must be between 0 and {MAX_RATE} requests per second, found {}",
+                            format_number(rate)
+                        ),
                         "out of range",
                         None,
                     );
@@ -1085,7 +1113,7 @@ fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile
                 rate
             }
             (None, Some(n)) => {
-                c.range(field("concurrency"), n, 0, 10_000);
+                c.range(field("concurrency"), n, 0, MAX_CONCURRENCY);
                 if first_is_rate {
                     c.report(
                         field("concurrency"),
@@ -1108,6 +1136,16 @@ fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile
             "the stages last no time at all",
             "zero duration",
             Some("give at least one stage a duration, like \"10s\"".into()),
+        );
+    } else if total > MAX_DURATION {
+        c.report(
+            at.clone(),
+            format!(
+                "the stages last {} in all, longer than the maximum of 7 days",
+                format_duration(total)
+            ),
+            "too long",
+            Some("shorten the stages; a load profile must end within 7 days".into()),
         );
     }
     if first_is_rate {
@@ -1164,7 +1202,7 @@ fn check_retry(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::RetryPol
     } else {
         keys(&["load", "retries"])
     };
-    c.range(max_path, max, 0, 20);
+    c.range(max_path, max, 0, super::profile::MAX_RETRIES);
     let mut policy = RetryPolicy {
         max,
         backoff: l
