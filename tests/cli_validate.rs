@@ -275,3 +275,20 @@ fn load_flags_are_held_to_the_caps_of_the_scenario_file() {
         assert_eq!(load_refused(flags), expected, "{flags:?}");
     }
 }
+
+#[test]
+fn workers_are_held_between_1_and_1024_on_every_command() {
+    for command in ["run", "load", "proxy", "upstream"] {
+        for workers in ["0", "20000"] {
+            let out = traceforge(&[command, "--workers", workers]);
+            assert_eq!(out.status.code(), Some(2), "{command} --workers {workers}");
+            let err = stderr(&out);
+            assert!(
+                err.starts_with(&format!(
+                    "error: invalid value '{workers}' for '--workers <N>': {workers} is not in 1..=1024\n"
+                )),
+                "{command} --workers {workers}: {err}"
+            );
+        }
+    }
+}

@@ -180,7 +180,7 @@ error: faults[0].kind: an `error` fault needs `status`
 4 | kind = \"error\"
   |        ^^^^^^^ missing `status`
   |
-  = help: add `status = 503` (any status from 100 to 599)"
+  = help: add `status = 503` (any status from 200 to 599)"
     );
 }
 
@@ -1021,4 +1021,96 @@ error: load.stages: the stages last 200h in all, longer than the maximum of 7 da
   |
   = help: shorten the stages; a load profile must end within 7 days"
     );
+}
+
+// ---- values that would be silently changed or dropped ----
+
+#[test]
+fn an_empty_stage_list_is_refused_not_read_as_the_default() {
+    assert_eq!(
+        error("name = \"x\"\n[load]\nstages = []\n"),
+        "\
+error: load.stages: the list of stages is empty
+ --> scenario.toml:3:10
+  |
+3 | stages = []
+  |          ^^ no stages
+  |
+  = help: add a stage such as { duration = \"10s\", rate = 50 }, or remove `stages` for the default of 100 requests"
+    );
+    let shown = error_with(
+        BASE,
+        &["load.stages=[]", "load.requests=1", "load.concurrency=1"],
+    );
+    assert!(shown.contains("the list of stages is empty"), "{shown}");
+}
+
+#[test]
+fn a_count_bound_that_no_count_can_meet() {
+    assert_eq!(
+        error("name = \"x\"\n[expect]\nstatus = { \"503\" = { min_count = 5, max_count = 2 } }\n"),
+        "\
+error: expect.status.503.min_count: `min_count` (5) is above `max_count` (2)
+ --> scenario.toml:3:34
+  |
+3 | status = { \"503\" = { min_count = 5, max_count = 2 } }
+  |                                  ^ empty range
+  |
+  = help: no count can meet both bounds: lower `min_count` or raise `max_count`"
+    );
+    let shown = error(
+        "name = \"x\"\n[expect]\nstatus = { \"5xx\" = { min_share = 0.5, max_share = 0.2 } }\n",
+    );
+    assert!(
+        shown.starts_with(
+            "error: expect.status.5xx.min_share: `min_share` (0.5) is above `max_share` (0.2)\n"
+        ),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_body_on_a_status_that_has_none() {
+    assert_eq!(
+        error("name = \"x\"\n\n[[faults]]\nkind = \"error\"\nstatus = 204\nbody = \"gone\"\n"),
+        "\
+error: faults[0].body: a 204 response has no body
+ --> scenario.toml:6:8
+  |
+6 | body = \"gone\"
+  |        ^^^^^^ never sent
+  |
+  = help: remove `body`, or use a status that carries one, such as 200 or 503"
+    );
+    let shown =
+        error("name = \"x\"\n\n[[upstream.routes]]\npath = \"/x\"\nstatus = 304\nbody = \"old\"\n");
+    assert!(
+        shown.starts_with("error: upstream.routes[0].body: a 304 response has no body\n"),
+        "{shown}"
+    );
+    // Without a body, or with an empty one, they are fine.
+    parse("name = \"x\"\n\n[[upstream.routes]]\npath = \"/x\"\nstatus = 204\nbody = \"\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn an_informational_status_cannot_end_a_response() {
+    assert_eq!(
+        error("name = \"x\"\n\n[[upstream.routes]]\npath = \"/x\"\nstatus = 101\n"),
+        "\
+error: upstream.routes[0].status: 101 is an informational status, which cannot end a response
+ --> scenario.toml:5:10
+  |
+5 | status = 101
+  |          ^^^ not a final status
+  |
+  = help: use a status from 200 to 599"
+    );
+    for text in [
+        "name = \"x\"\nfaults = [\"error:100\"]\n",
+        "name = \"x\"\n[[faults]]\nkind = \"status\"\nstatus = 199\n",
+    ] {
+        let shown = error(text);
+        assert!(shown.contains("is an informational status"), "{shown}");
+    }
 }

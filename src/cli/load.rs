@@ -55,8 +55,8 @@ pub struct LoadArgs {
     /// Seed for request and trace ids.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long, value_name = "N")]
+    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub workers: Option<usize>,
 }
 

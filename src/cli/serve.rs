@@ -59,8 +59,8 @@ pub struct UpstreamArgs {
     /// Seed for the ids of requests that arrive without them.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 }
 
@@ -87,8 +87,8 @@ pub struct ProxyArgs {
     /// How long to wait for the upstream's response before answering 504, like "5s" [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 }
 

@@ -291,7 +291,13 @@ fn check_upstream(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
                 Some("a route path starts with `/` and has no query, like \"/api/slow\"".into()),
             );
         }
-        c.range(with(&at, Seg::Key("status".into())), route.status, 100, 599);
+        final_status(c, with(&at, Seg::Key("status".into())), route.status);
+        no_body_allowed(
+            c,
+            with(&at, Seg::Key("body".into())),
+            route.status,
+            &route.body,
+        );
         let methods = route
             .method
             .as_ref()
@@ -472,8 +478,11 @@ fn check_action(
                 fault,
                 field,
                 "an `error` fault",
-                "add `status = 503` (any status from 100 to 599)",
+                "add `status = 503` (any status from 200 to 599)",
             )?;
+            if let Some(body) = &fault.body {
+                no_body_allowed(c, field("body"), status, body);
+            }
             let headers = fault
                 .headers
                 .as_ref()
@@ -559,15 +568,41 @@ fn required_status(
         );
         return None;
     };
-    if !(100..=599).contains(&status) {
+    final_status(c, field("status"), status);
+    Some(status)
+}
+
+/// A status a server can answer with: 200 to 599. hyper answers a 1xx response with a 500 and
+/// closes the connection, since an informational status cannot end an exchange.
+fn final_status(c: &mut Checker, path: Vec<Seg>, status: u16) {
+    if (100..=199).contains(&status) {
         c.report(
-            field("status"),
+            path,
+            format!("{status} is an informational status, which cannot end a response"),
+            "not a final status",
+            Some("use a status from 200 to 599".into()),
+        );
+    } else if !(200..=599).contains(&status) {
+        c.report(
+            path,
             format!("{status} is not an HTTP status"),
             "not a status",
-            Some("statuses run from 100 to 599".into()),
+            Some("use a status from 200 to 599".into()),
         );
     }
-    Some(status)
+}
+
+/// 204 and 304 responses have no body (RFC 9110 sections 15.3.5 and 15.4.5): the server would
+/// drop it without a word, so a body given for one is a mistake worth pointing at.
+fn no_body_allowed(c: &mut Checker, path: Vec<Seg>, status: u16, body: &str) {
+    if matches!(status, 204 | 304) && !body.is_empty() {
+        c.report(
+            path,
+            format!("a {status} response has no body"),
+            "never sent",
+            Some("remove `body`, or use a status that carries one, such as 200 or 503".into()),
+        );
+    }
 }
 
 fn check_delay(
@@ -913,7 +948,7 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
             Some(help.into()),
         );
     };
-    let profile = if !l.stages.is_empty() {
+    let profile = if let Some(stages) = &l.stages {
         for name in ["requests", "duration", "rate", "concurrency"] {
             let present = match name {
                 "requests" => l.requests.is_some(),
@@ -930,7 +965,7 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
                 );
             }
         }
-        check_stages(c, spec)
+        check_stages(c, spec, stages)
     } else if let Some(rate) = l.rate {
         let rate_ok = rate > 0.0 && rate <= MAX_RATE;
         if !rate_ok {
@@ -1060,14 +1095,27 @@ fn open_loop(spec: &ScenarioSpec, schedule: super::profile::Schedule) -> super::
     }
 }
 
-fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile {
+fn check_stages(
+    c: &mut Checker,
+    spec: &ScenarioSpec,
+    specs: &[super::spec::StageSpec],
+) -> super::profile::Profile {
     use super::profile::{MAX_CONCURRENCY, MAX_RATE, Profile, Schedule, Stage, format_number};
 
     let at = keys(&["load", "stages"]);
-    let first_is_rate = spec.load.stages[0].rate.is_some();
+    let Some(first) = specs.first() else {
+        c.report(
+            at,
+            "the list of stages is empty",
+            "no stages",
+            Some("add a stage such as { duration = \"10s\", rate = 50 }, or remove `stages` for the default of 100 requests".into()),
+        );
+        return Profile::ClosedStages { stages: Vec::new() };
+    };
+    let first_is_rate = first.rate.is_some();
     let mut stages = Vec::new();
     let mut total = Duration::ZERO;
-    for (i, s) in spec.load.stages.iter().enumerate() {
+    for (i, s) in specs.iter().enumerate() {
         let at_s = with(&at, Seg::Index(i));
         let field = |name: &str| with(&at_s, Seg::Key(name.into()));
         total = total.saturating_add(s.duration.get());
@@ -1539,6 +1587,32 @@ fn check_status_bounds(
         ] {
             if let Some(s) = share {
                 c.probability(with(&p, Seg::Key(name.into())), s);
+            }
+        }
+        if let (Some(lo), Some(hi)) = (bound.min_count, bound.max_count) {
+            if lo > hi {
+                c.report(
+                    with(&p, Seg::Key("min_count".into())),
+                    format!("`min_count` ({lo}) is above `max_count` ({hi})"),
+                    "empty range",
+                    Some(
+                        "no count can meet both bounds: lower `min_count` or raise `max_count`"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        if let (Some(lo), Some(hi)) = (bound.min_share, bound.max_share) {
+            if lo > hi {
+                c.report(
+                    with(&p, Seg::Key("min_share".into())),
+                    format!("`min_share` ({lo}) is above `max_share` ({hi})"),
+                    "empty range",
+                    Some(
+                        "no share can meet both bounds: lower `min_share` or raise `max_share`"
+                            .into(),
+                    ),
+                );
             }
         }
         if bound.min_count.is_none()
