@@ -698,7 +698,7 @@ fn impossible_values_are_pointed_at() {
         (
             "set = { \"cache-control\" = \"no-store\" }",
             "set = { \"Content-Length\" = \"5\" }",
-            "faults[8].set.Content-Length: `content-length` is managed by the proxy",
+            "faults[8].set.Content-Length: `content-length` cannot be set: it frames the message",
         ),
         (
             "max_active = 2",
@@ -1113,4 +1113,102 @@ error: upstream.routes[0].status: 101 is an informational status, which cannot e
         let shown = error(text);
         assert!(shown.contains("is an informational status"), "{shown}");
     }
+}
+
+// ---- headers the servers manage ----
+
+#[test]
+fn framing_headers_in_an_error_rule_are_refused_at_the_name() {
+    assert_eq!(
+        error(
+            "name = \"x\"\n\n[[faults]]\nkind = \"error\"\nstatus = 503\nbody = \"0123456789\"\nheaders = { content-length = \"5\" }\n"
+        ),
+        "\
+error: faults[0].headers.content-length: `content-length` cannot be set: it frames the message, which the server does from the body; another value would cut the body short or corrupt the connection
+ --> scenario.toml:7:13
+  |
+7 | headers = { content-length = \"5\" }
+  |             ^^^^^^^^^^^^^^ framing header
+  |
+  = help: remove it: TraceForge's servers and load generator set these headers themselves"
+    );
+}
+
+#[test]
+fn hop_by_hop_headers_are_refused_wherever_traceforge_sends_headers() {
+    assert_eq!(
+        error("name = \"x\"\n[proxy]\nadd_response_headers = { \"Connection\" = \"close\", \"x-ok\" = \"1\" }\n"),
+        "\
+error: proxy.add_response_headers.Connection: `connection` cannot be set: it is a hop-by-hop header, which describes one connection and is managed by the server
+ --> scenario.toml:3:26
+  |
+3 | add_response_headers = { \"Connection\" = \"close\", \"x-ok\" = \"1\" }
+  |                          ^^^^^^^^^^^^ hop-by-hop header
+  |
+  = help: remove it: TraceForge's servers and load generator set these headers themselves"
+    );
+    for (text, expected) in [
+        (
+            "name = \"x\"\n[proxy]\nadd_response_headers = { content-length = \"5\" }\n",
+            "error: proxy.add_response_headers.content-length: `content-length` cannot be set",
+        ),
+        (
+            "name = \"x\"\n[[upstream.routes]]\npath = \"/r\"\nheaders = { \"Transfer-Encoding\" = \"chunked\" }\n",
+            "error: upstream.routes[0].headers.Transfer-Encoding: `transfer-encoding` cannot be set",
+        ),
+        (
+            "name = \"x\"\n[load]\ntargets = [{ path = \"/a\", headers = { te = \"trailers\" } }]\n",
+            "error: load.targets[0].headers.te: `te` cannot be set",
+        ),
+        (
+            "name = \"x\"\n[[faults]]\nkind = \"headers\"\ntarget = \"response\"\nadd = { upgrade = \"h2c\" }\n",
+            "error: faults[0].add.upgrade: `upgrade` cannot be set",
+        ),
+        (
+            "name = \"x\"\n[[faults]]\nkind = \"headers\"\ntarget = \"request\"\nremove = [\"keep-alive\"]\n",
+            "error: faults[0].remove[0]: `keep-alive` cannot be set",
+        ),
+    ] {
+        let shown = error(text);
+        assert!(shown.starts_with(expected), "{text}\n{shown}");
+        assert_eq!(shown.matches("error: ").count(), 1, "{shown}");
+    }
+    // Matching on them is fine: it sends nothing.
+    parse("name = \"x\"\n[[faults]]\nkind = \"drop\"\nmatch = { headers = { transfer-encoding = \"*\" } }\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_target_host_header_is_refused_with_the_way_to_send_one() {
+    assert_eq!(
+        error("name = \"x\"\n[load]\ntargets = [{ path = \"/a\", headers = { Host = \"example.com\" } }]\n"),
+        "\
+error: load.targets[0].headers.Host: `host` cannot be set here: the proxy sends the upstream's own name in Host
+ --> scenario.toml:3:39
+  |
+3 | targets = [{ path = \"/a\", headers = { Host = \"example.com\" } }]
+  |                                       ^^^^ replaced by the proxy
+  |
+  = help: to send another Host upstream, use a `headers` fault with target = \"request\" and set = { host = \"...\" }"
+    );
+}
+
+#[test]
+fn the_caret_for_a_bad_header_name_is_on_the_name() {
+    assert_eq!(
+        error(
+            "name = \"x\"\n[[faults]]\nkind = \"drop\"\nmatch = { headers = { \"x canary\" = \"*\" } }\n"
+        ),
+        "\
+error: faults[0].match.headers.x canary: `x canary` is not a valid header name
+ --> scenario.toml:4:23
+  |
+4 | match = { headers = { \"x canary\" = \"*\" } }
+  |                       ^^^^^^^^^^ invalid header name
+  |
+  = help: header names are letters, digits and `-`"
+    );
+    // A bad value is still pointed at the value.
+    let shown = error("name = \"x\"\n[proxy]\nadd_response_headers = { x-a = \"line\\nbreak\" }\n");
+    assert!(shown.contains(" --> scenario.toml:3:32\n"), "{shown}");
 }

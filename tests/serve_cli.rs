@@ -254,3 +254,16 @@ fn a_taken_port_is_a_runtime_failure() {
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("could not start"), "{stderr}");
 }
+
+#[test]
+fn a_framing_header_in_proxy_mod_header_stops_startup() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = command(dir.path(), &["proxy", "--listen", "127.0.0.1:0"]);
+    cmd.env("PROXY_MOD_HEADER", "Content-Length: 5");
+    let (code, stderr) = run_to_exit(cmd);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        "error: PROXY_MOD_HEADER: `content-length` cannot be set: it frames the message, which the server does from the body; another value would cut the body short or corrupt the connection\n"
+    );
+}

@@ -377,6 +377,9 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
         .ok_or_else(|| format!("`{text}` is not \"Name: value\" (for example \"X-Chaos: on\")"))?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| format!("`{}` is not a valid header name", name.trim()))?;
+    if let Some((_, reason)) = scenario::managed_header(name.as_str()) {
+        return Err(format!("`{name}` cannot be set: {reason}"));
+    }
     let value = HeaderValue::from_str(value.trim())
         .map_err(|_| format!("`{}` is not a valid header value", value.trim()))?;
     Ok((name, value))
@@ -413,6 +416,7 @@ mod tests {
             ("PROXY_DROP_RATE", "1.5"),
             ("PROXY_MOD_HEADER", "no colon"),
             ("PROXY_MOD_HEADER", "bad name: x"),
+            ("PROXY_MOD_HEADER", "Transfer-Encoding: chunked"),
             ("RNG_SEED", "-1"),
         ] {
             let error = env(&[(name, value)]).err().unwrap_or_default();

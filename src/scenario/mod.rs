@@ -12,7 +12,7 @@ pub mod profile;
 pub mod spec;
 mod validate;
 
-pub(crate) use validate::compile_rule;
+pub(crate) use validate::{compile_rule, managed_header};
 
 use std::ops::Range;
 use std::path::Path;
@@ -283,7 +283,7 @@ pub fn parse_str(
             problems
                 .into_iter()
                 .map(|p| {
-                    let span = locate(&document, &p.path);
+                    let span = locate(&document, &p.path, p.at_key);
                     let message = if p.path.is_empty() {
                         p.message
                     } else {
@@ -469,14 +469,21 @@ fn display_path(path: &[Seg]) -> String {
 }
 
 /// The span of the value at `path`, or of the deepest part of it that exists in the document
-/// (a missing key is reported at its table).
-fn locate(root: &Spanned<DeTable<'_>>, path: &[Seg]) -> Option<Range<usize>> {
+/// (a missing key is reported at its table). With `at_key`, the span of the key `path` ends with,
+/// when it is there.
+fn locate(root: &Spanned<DeTable<'_>>, path: &[Seg], at_key: bool) -> Option<Range<usize>> {
     let mut span = root.span();
+    let mut key_span = None;
     let mut current: Option<&DeValue<'_>> = None;
     let mut table = Some(root.get_ref());
-    for seg in path {
+    for (i, seg) in path.iter().enumerate() {
         let next = match (seg, table, current) {
-            (Seg::Key(k), Some(t), _) => t.get(k.as_str()),
+            (Seg::Key(k), Some(t), _) => t.get_key_value(k.as_str()).map(|(key, value)| {
+                if i + 1 == path.len() {
+                    key_span = Some(key.span());
+                }
+                value
+            }),
             (Seg::Index(i), _, Some(DeValue::Array(a))) => a.get(*i),
             _ => None,
         };
@@ -487,6 +494,11 @@ fn locate(root: &Spanned<DeTable<'_>>, path: &[Seg]) -> Option<Range<usize>> {
             DeValue::Table(t) => Some(t),
             _ => None,
         };
+    }
+    if at_key {
+        if let Some(key) = key_span {
+            return Some(key);
+        }
     }
     // The root's span is the whole file; pointing at it says nothing.
     (span != root.span()).then_some(span)

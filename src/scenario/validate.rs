@@ -21,6 +21,8 @@ use crate::fault::{
 /// One validation problem, at a path into the document.
 pub(crate) struct Problem {
     pub path: Vec<Seg>,
+    /// Point at the key the path ends with rather than at its value (a bad header name).
+    pub at_key: bool,
     pub message: String,
     pub label: String,
     pub help: Option<String>,
@@ -42,10 +44,25 @@ impl Checker {
     ) {
         self.problems.push(Problem {
             path,
+            at_key: false,
             message: message.into(),
             label: label.to_string(),
             help,
         });
+    }
+
+    /// Like [`Checker::report`], with the caret on the key the path ends with.
+    fn report_key(
+        &mut self,
+        path: Vec<Seg>,
+        message: impl Into<String>,
+        label: &str,
+        help: Option<String>,
+    ) {
+        self.report(path, message, label, help);
+        if let Some(p) = self.problems.last_mut() {
+            p.at_key = true;
+        }
     }
 
     fn range<T: PartialOrd + std::fmt::Display + Copy>(
@@ -130,7 +147,7 @@ impl Checker {
         for (name, value) in headers {
             let p = with(&path, Seg::Key(name.clone()));
             let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
-                self.report(
+                self.report_key(
                     p,
                     format!("`{name}` is not a valid header name"),
                     "invalid header name",
@@ -150,6 +167,38 @@ impl Checker {
             out.push((n, v));
         }
         out
+    }
+
+    /// Headers TraceForge sends (responses, requests): [`Checker::headers`], and none of the
+    /// names the servers manage themselves.
+    fn headers_to_send(
+        &mut self,
+        path: Vec<Seg>,
+        headers: &BTreeMap<String, String>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let checked = self.headers(path.clone(), headers);
+        for name in headers.keys() {
+            self.managed(with(&path, Seg::Key(name.clone())), name, None);
+        }
+        checked
+    }
+
+    /// Reports `name` when it is one of [`MANAGED_HEADERS`], pointing at it.
+    fn managed(&mut self, path: Vec<Seg>, name: &str, help: Option<&str>) {
+        let lower = name.to_ascii_lowercase();
+        let Some((label, reason)) = managed_header(&lower) else {
+            return;
+        };
+        let help = help.unwrap_or(
+            "remove it: TraceForge's servers and load generator set these headers themselves",
+        );
+        let at_key = matches!(path.last(), Some(Seg::Key(k)) if k == name);
+        let message = format!("`{lower}` cannot be set: {reason}");
+        if at_key {
+            self.report_key(path, message, label, Some(help.into()));
+        } else {
+            self.report(path, message, label, Some(help.into()));
+        }
     }
 
     fn positive(&mut self, path: Vec<Seg>, d: Duration, what: &str) {
@@ -205,7 +254,7 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
     let upstream = check_upstream(&mut c, spec);
     let faults = check_faults(&mut c, spec);
     let proxy = ProxyConfig {
-        add_response_headers: c.headers(
+        add_response_headers: c.headers_to_send(
             keys(&["proxy", "add_response_headers"]),
             &spec.proxy.add_response_headers,
         ),
@@ -303,7 +352,7 @@ fn check_upstream(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
             .as_ref()
             .map(|m| c.methods(with(&at, Seg::Key("method".into())), m))
             .unwrap_or_default();
-        let headers = c.headers(with(&at, Seg::Key("headers".into())), &route.headers);
+        let headers = c.headers_to_send(with(&at, Seg::Key("headers".into())), &route.headers);
         let latency = route.latency.map_or(Duration::ZERO, |d| d.get());
         upstream.routes.push(Route {
             path: route.path.clone(),
@@ -486,7 +535,7 @@ fn check_action(
             let headers = fault
                 .headers
                 .as_ref()
-                .map(|h| c.headers(field("headers"), h))
+                .map(|h| c.headers_to_send(field("headers"), h))
                 .unwrap_or_default();
             Some(FaultAction::Error(Arc::new(ErrorReply {
                 status,
@@ -701,8 +750,38 @@ fn check_delay(
     Some(FaultAction::Delay { model, jitter })
 }
 
-/// Headers the proxy must manage itself: changing them would break the message framing.
-const FRAMING_HEADERS: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
+/// Headers that frame a message or describe one connection (RFC 9112 section 6, RFC 9110 section
+/// 7.6.1). The servers set them from the body and the connection; set from configuration, they
+/// cut bodies short or poison the next response on a keep-alive connection. Header faults, error
+/// rules, routes, load targets, `[proxy] add_response_headers` and `PROXY_MOD_HEADER` all refuse
+/// them.
+pub(crate) const MANAGED_HEADERS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// The label and the reason why `name` (lowercase) cannot be set, when it is a managed header.
+pub(crate) fn managed_header(name: &str) -> Option<(&'static str, &'static str)> {
+    if !MANAGED_HEADERS.contains(&name) {
+        return None;
+    }
+    Some(match name {
+        "content-length" | "transfer-encoding" => (
+            "framing header",
+            "it frames the message, which the server does from the body; another value would cut the body short or corrupt the connection",
+        ),
+        _ => (
+            "hop-by-hop header",
+            "it is a hop-by-hop header, which describes one connection and is managed by the server",
+        ),
+    })
+}
 
 fn check_header_fault(
     c: &mut Checker,
@@ -726,15 +805,11 @@ fn check_header_fault(
         }
     }
     let framing = |c: &mut Checker, name: &str, path: Vec<Seg>| {
-        let lower = name.to_ascii_lowercase();
-        if FRAMING_HEADERS.contains(&lower.as_str()) {
-            c.report(
-                path,
-                format!("`{lower}` is managed by the proxy and cannot be changed"),
-                "framing header",
-                Some("to cut a body short use `kind = \"truncate\"`".into()),
-            );
-        }
+        c.managed(
+            path,
+            name,
+            Some("to cut a body short use `kind = \"truncate\"`; to break connections, `kind = \"reset\"` or `\"drop\"`"),
+        );
     };
     for (map, key) in [(&fault.set, "set"), (&fault.add, "add")] {
         for name in map.iter().flat_map(BTreeMap::keys) {
@@ -1348,7 +1423,15 @@ fn check_targets(c: &mut Checker, spec: &ScenarioSpec) -> Vec<Target> {
                 Some("a target path starts with `/` and may carry a query, like \"/api/resource?id=1\"".into()));
         }
         c.range(field("weight"), t.weight, 1, 1_000_000);
-        let mut headers = c.headers(field("headers"), &t.headers);
+        let mut headers = c.headers_to_send(field("headers"), &t.headers);
+        if let Some(name) = t.headers.keys().find(|n| n.eq_ignore_ascii_case("host")) {
+            c.report_key(
+                with(&field("headers"), Seg::Key(name.clone())),
+                "`host` cannot be set here: the proxy sends the upstream's own name in Host",
+                "replaced by the proxy",
+                Some("to send another Host upstream, use a `headers` fault with target = \"request\" and set = { host = \"...\" }".into()),
+            );
+        }
         let body = match &t.body {
             None => bytes::Bytes::new(),
             Some(BodySpec::Text(text)) => bytes::Bytes::from(text.clone()),
