@@ -292,3 +292,22 @@ fn workers_are_held_between_1_and_1024_on_every_command() {
         }
     }
 }
+
+#[test]
+fn load_urls_with_credentials_or_bad_ports_exit_2() {
+    for (url, expected) in [
+        (
+            "http://admin:hunter2@127.0.0.1:9/api",
+            "error: --url: `http://***@127.0.0.1:9/api` carries a user name or password (remove the part before `@`: TraceForge does not send credentials from a URL, and they would end up in the Host header and in logs)\n",
+        ),
+        (
+            "http://127.0.0.1:99999/api",
+            "error: --url: `http://127.0.0.1:99999/api` has an invalid port `99999` (ports run from 1 to 65535)\n",
+        ),
+    ] {
+        let out = traceforge(&["load", "--url", url, "--n", "1"]);
+        assert_eq!(out.status.code(), Some(2), "{url}: {}", stderr(&out));
+        assert_eq!(stderr(&out), expected);
+        assert_eq!(stdout(&out), "", "nothing runs");
+    }
+}

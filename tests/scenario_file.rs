@@ -1212,3 +1212,46 @@ error: faults[0].match.headers.x canary: `x canary` is not a valid header name
     let shown = error("name = \"x\"\n[proxy]\nadd_response_headers = { x-a = \"line\\nbreak\" }\n");
     assert!(shown.contains(" --> scenario.toml:3:32\n"), "{shown}");
 }
+
+// ---- upstream URLs ----
+
+#[test]
+fn an_upstream_url_with_credentials_is_refused_without_showing_them() {
+    let shown = error("name = \"x\"\n[upstream]\nurl = \"http://admin:hunter2@db:8080\"\n");
+    assert_eq!(
+        shown,
+        "\
+error: upstream.url: `http://***@db:8080` carries a user name or password
+ --> scenario.toml:3:7
+  |
+3 | url = \"http://*************@db:8080\"
+  |       ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ credentials in the URL
+  |
+  = help: remove the part before `@`: TraceForge does not send credentials from a URL, and they would end up in the Host header and in logs"
+    );
+    // Nor through an override, whose text is the origin and the snippet.
+    let shown = error_with(BASE, &["upstream.url=http://admin:hunter2@db:8080"]);
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains(" --> --set upstream.url=http://*************@db:8080:1:14\n"),
+        "{shown}"
+    );
+    // Nor when the file does not even parse on that line.
+    let shown = error("name = \"x\"\n[upstream]\nurl = \"http://admin:hunter2@db:8080\n");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn an_upstream_url_with_an_invalid_port_is_refused() {
+    assert_eq!(
+        error("name = \"x\"\n[upstream]\nurl = \"http://db:99999\"\n"),
+        "\
+error: upstream.url: `http://db:99999` has an invalid port `99999`
+ --> scenario.toml:3:7
+  |
+3 | url = \"http://db:99999\"
+  |       ^^^^^^^^^^^^^^^^^ invalid port
+  |
+  = help: ports run from 1 to 65535"
+    );
+}

@@ -267,3 +267,35 @@ fn a_framing_header_in_proxy_mod_header_stops_startup() {
         "error: PROXY_MOD_HEADER: `content-length` cannot be set: it frames the message, which the server does from the body; another value would cut the body short or corrupt the connection\n"
     );
 }
+
+#[test]
+fn upstream_urls_with_credentials_or_bad_ports_are_refused_by_the_proxy() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (url, expected) in [
+        (
+            "http://admin:hunter2@127.0.0.1:1",
+            "error: --upstream: `http://***@127.0.0.1:1` carries a user name or password (remove the part before `@`: TraceForge does not send credentials from a URL, and they would end up in the Host header and in logs)\n",
+        ),
+        (
+            "http://127.0.0.1:99999",
+            "error: --upstream: `http://127.0.0.1:99999` has an invalid port `99999` (ports run from 1 to 65535)\n",
+        ),
+    ] {
+        let (code, stderr) = run_to_exit(command(
+            dir.path(),
+            &["proxy", "--listen", "127.0.0.1:0", "--upstream", url],
+        ));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(stderr, expected);
+    }
+    // The environment goes through the same check.
+    let mut cmd = command(dir.path(), &["proxy", "--listen", "127.0.0.1:0"]);
+    cmd.env("UPSTREAM_BASE_URL", "http://admin:hunter2@127.0.0.1:1");
+    let (code, stderr) = run_to_exit(cmd);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: UPSTREAM_BASE_URL: `http://***@127.0.0.1:1`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}

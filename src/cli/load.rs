@@ -68,16 +68,7 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
         MAX_CONCURRENCY, MAX_IN_FLIGHT, MAX_RATE, MAX_REQUESTS, MAX_RETRIES, format_number,
     };
 
-    let uri: Uri = args
-        .url
-        .parse()
-        .map_err(|e| format!("--url {}: {e}", args.url))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err(format!(
-            "--url {}: expected an http:// URL with a host",
-            args.url
-        ));
-    }
+    let uri = crate::scenario::url::parse_http_url(&args.url).map_err(|e| format!("--url: {e}"))?;
     let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("--method {}: not an HTTP method", args.method))?;
     let max_ms = MAX_DURATION.as_millis() as u64;
@@ -174,7 +165,7 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
         .authority(uri.authority().map_or("", |a| a.as_str()))
         .path_and_query("/")
         .build()
-        .map_err(|e| format!("--url {}: {e}", args.url))?;
+        .map_err(|e| format!("--url {}: {e}", crate::scenario::url::redact(&args.url)))?;
     Ok(LoadOptions {
         base,
         seed: args.seed,

@@ -359,16 +359,9 @@ fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, Stri
         .map_err(|e| format!("invalid fault in {origin}:\n{e}"))
 }
 
+/// The proxy's upstream, checked like `upstream.url` in a scenario file.
 fn parse_upstream(text: &str) -> Result<Uri, String> {
-    match text.parse::<Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Ok(uri),
-        Ok(uri) if uri.scheme_str() == Some("https") => Err(format!(
-            "`{text}`: https upstreams are not supported; use the service's plain-HTTP address"
-        )),
-        _ => Err(format!(
-            "`{text}` is not an http:// URL with a host (write it like http://127.0.0.1:8081)"
-        )),
-    }
+    scenario::url::parse_http_url(text).map_err(|e| e.to_string())
 }
 
 fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod expectation;
 pub mod profile;
 pub mod spec;
+pub mod url;
 mod validate;
 
 pub(crate) use validate::{compile_rule, managed_header};
@@ -197,7 +198,8 @@ pub fn parse_str(
     text: &str,
     overrides: &[Override],
 ) -> Result<Scenario, ScenarioError> {
-    let source: Arc<str> = text.into();
+    // Errors show lines of the file: never with the credentials of a URL in them.
+    let source: Arc<str> = url::mask_credentials(text).into();
     let file_diag = |span: Option<Range<usize>>,
                      message: String,
                      label: &str,
@@ -328,7 +330,7 @@ impl Sources<'_> {
         });
         match (region, span) {
             (Some(i), Some(span)) => {
-                let text = self.overrides[i].to_string();
+                let text = url::mask_credentials(&self.overrides[i].to_string()).into_owned();
                 let base = self.regions[i].start;
                 let start = (span.start - base).min(text.len());
                 let end = span.end.saturating_sub(base).clamp(start, text.len());

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, StatusCode, Uri};
+use hyper::{Method, StatusCode};
 
 use std::sync::Arc;
 
@@ -300,26 +300,9 @@ fn check_upstream(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
         );
     }
     if let Some(url) = &spec.upstream.url {
-        let path = keys(&["upstream", "url"]);
-        match url.parse::<Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
-                upstream.url = Some(uri)
-            }
-            Ok(uri) if uri.scheme_str() == Some("https") => c.report(
-                path,
-                "https upstreams are not supported",
-                "https",
-                Some(
-                    "point TraceForge at a plain-HTTP address of the service (http://host:port)"
-                        .into(),
-                ),
-            ),
-            _ => c.report(
-                path,
-                format!("`{url}` is not an http:// URL with a host"),
-                "not a URL",
-                Some("write it like \"http://127.0.0.1:8081\"".into()),
-            ),
+        match super::url::parse_http_url(url) {
+            Ok(uri) => upstream.url = Some(uri),
+            Err(e) => c.report(keys(&["upstream", "url"]), e.message, e.label, Some(e.help)),
         }
         if !spec.upstream.routes.is_empty() {
             c.report(
