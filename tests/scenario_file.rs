@@ -750,7 +750,7 @@ fn compact_faults_name_the_table_form_for_other_kinds() {
     assert_eq!(
         error("name = \"x\"\nfaults = [\"hang:30s\"]\n"),
         "\
-error: faults[0]: `hang` faults have no compact form; write a table such as `{ kind = \"hang\" }` (compact faults are `delay`, `error` and `drop`)
+error: faults[0]: `hang` faults have no compact form (compact faults are `delay`, `error` and `drop`); write a table such as `{ kind = \"hang\" }`
  --> scenario.toml:2:11
   |
 2 | faults = [\"hang:30s\"]
@@ -1253,5 +1253,26 @@ error: upstream.url: `http://db:99999` has an invalid port `99999`
   |       ^^^^^^^^^^^^^^^^^ invalid port
   |
   = help: ports run from 1 to 65535"
+    );
+}
+
+// ---- messages in plain words ----
+
+#[test]
+fn a_negative_delay_says_it_is_negative() {
+    assert_eq!(
+        error("name = \"x\"\n\n[[faults]]\nkind = \"delay\"\ndelay = \"-1s\"\n"),
+        "\
+error: faults[0].delay: `-1s` is negative; a delay is zero or more, like \"100ms\" or \"100ms..500ms\"
+ --> scenario.toml:5:9
+  |
+5 | delay = \"-1s\"
+  |         ^^^^^ here
+  |"
+    );
+    let shown = error("name = \"x\"\n[load]\ntimeout = \"-5s\"\n");
+    assert!(
+        shown.starts_with("error: load.timeout: `-5s` is negative; a duration is zero or more"),
+        "{shown}"
     );
 }

@@ -299,3 +299,42 @@ fn upstream_urls_with_credentials_or_bad_ports_are_refused_by_the_proxy() {
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+#[test]
+fn proxy_startup_errors_read_as_one_message() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.display().to_string();
+    let (code, stderr) = run_to_exit(command(
+        dir.path(),
+        &["proxy", "--listen", "127.0.0.1:0", "--scenario", &missing],
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: cannot read {missing}: ")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("error: error:"), "{stderr}");
+
+    for (fault, expected) in [
+        (
+            "reset",
+            "error: --fault `reset`: `reset` faults have no compact form (compact faults are `delay`, `error` and `drop`); declare it as a `[[faults]]` table in a scenario file and pass --scenario FILE instead\n",
+        ),
+        (
+            "error:700",
+            "error: --fault `error:700`: 700 is not an HTTP status (use a status from 200 to 599)\n",
+        ),
+        (
+            "drop:1.5",
+            "error: --fault `drop:1.5`: a probability must be between 0 and 1, found 1.5 (write 0.25 for 25%)\n",
+        ),
+    ] {
+        let (code, stderr) = run_to_exit(command(
+            dir.path(),
+            &["proxy", "--listen", "127.0.0.1:0", "--fault", fault],
+        ));
+        assert_eq!(code, Some(2), "{fault}: {stderr}");
+        assert_eq!(stderr, expected, "{fault}");
+    }
+}

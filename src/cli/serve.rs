@@ -126,7 +126,12 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
-    let options = match proxy_options(args, &env) {
+    // A scenario error is a rendered diagnostic with its own `error:` lines: print it as it is.
+    let scenario = match args.scenario.as_deref().map(load_scenario).transpose() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let options = match proxy_options(args, &env, scenario) {
         Ok(options) => options,
         Err(message) => {
             eprintln!("error: {message}");
@@ -293,12 +298,13 @@ impl Env {
     }
 }
 
-/// Flags, then the scenario file, then the environment, then defaults.
-fn proxy_options(args: &ProxyArgs, env: &Env) -> Result<ProxyOptions, String> {
-    let scenario = match &args.scenario {
-        Some(path) => Some(scenario::load(path, &[]).map_err(|e| e.to_string())?),
-        None => None,
-    };
+/// Flags, then the scenario file (`--scenario`, already loaded), then the environment, then
+/// defaults.
+fn proxy_options(
+    args: &ProxyArgs,
+    env: &Env,
+    scenario: Option<Scenario>,
+) -> Result<ProxyOptions, String> {
     let seed = args
         .seed
         .or(scenario.as_ref().map(|s| s.seed))
@@ -340,23 +346,25 @@ fn proxy_options(args: &ProxyArgs, env: &Env) -> Result<ProxyOptions, String> {
     })
 }
 
-/// Validates compact fault strings exactly as a scenario's `faults = [...]` would be.
+/// Validates compact fault strings exactly as a scenario's `faults = [...]` would be, named as
+/// there (`delay-1`, `error-2`, ...).
 fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, String> {
-    if specs.is_empty() {
-        return Ok(Vec::new());
+    use crate::fault::compact::{self, CompactError};
+
+    let mut rules = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let fault = compact::parse(spec).map_err(|e| match e {
+            CompactError::TableOnly(_) => format!(
+                "{origin} `{spec}`: {e}; declare it as a `[[faults]]` table in a scenario file and pass --scenario FILE instead"
+            ),
+            CompactError::Invalid(_) => format!("{origin} `{spec}`: {e}"),
+        })?;
+        let name = format!("{}-{}", fault.kind, i + 1);
+        let rule =
+            scenario::compile_rule(&fault, &name).map_err(|e| format!("{origin} `{spec}`: {e}"))?;
+        rules.push(rule);
     }
-    for spec in specs {
-        crate::fault::compact::parse(spec).map_err(|e| format!("{origin} `{spec}`: {e}"))?;
-    }
-    // JSON string literals are valid TOML basic strings.
-    let list: Vec<String> = specs
-        .iter()
-        .map(|s| serde_json::Value::String(s.clone()).to_string())
-        .collect();
-    let text = format!("name = \"proxy\"\nfaults = [{}]\n", list.join(", "));
-    scenario::parse_str(origin, &text, &[])
-        .map(|s| s.faults)
-        .map_err(|e| format!("invalid fault in {origin}:\n{e}"))
+    Ok(rules)
 }
 
 /// The proxy's upstream, checked like `upstream.url` in a scenario file.

@@ -159,7 +159,7 @@ impl<'de> Deserialize<'de> for FaultEntry {
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 // Parse now so a malformed string is reported at its own position in the file.
-                crate::fault::compact::parse(v).map_err(E::custom)?;
+                crate::fault::compact::parse(v).map_err(|e| E::custom(e.in_file()))?;
                 Ok(FaultEntry::Compact(v.to_string()))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(

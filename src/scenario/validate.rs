@@ -359,7 +359,7 @@ fn check_faults(c: &mut Checker, spec: &ScenarioSpec) -> Vec<FaultRule> {
             FaultEntry::Compact(s) => match compact::parse(s) {
                 Ok(t) => (t, true),
                 Err(e) => {
-                    c.report(at, e, "invalid fault", None);
+                    c.report(at, e.in_file(), "invalid fault", None);
                     continue;
                 }
             },
@@ -425,7 +425,14 @@ pub(crate) fn compile_rule(fault: &FaultSpec, name: &str) -> Result<FaultRule, S
     let mut c = Checker::default();
     let rule = check_rule(&mut c, fault, name.to_string(), &|_| Vec::new());
     if !c.problems.is_empty() {
-        let messages: Vec<String> = c.problems.into_iter().map(|p| p.message).collect();
+        let messages: Vec<String> = c
+            .problems
+            .into_iter()
+            .map(|p| match p.help {
+                Some(help) => format!("{} ({help})", p.message),
+                None => p.message,
+            })
+            .collect();
         return Err(messages.join("; "));
     }
     rule.ok_or_else(|| "not a usable fault".to_string())
