@@ -421,11 +421,71 @@ impl Sources<'_> {
         }
         self.diagnostic(
             e.span(),
-            format!("{}{message}", prefix(&path)),
+            format!("{}{}", prefix(&path), plain_words(&message)),
             "here",
             None,
         )
     }
+}
+
+/// serde's "invalid type: integer `5`, expected u32" in the words of the file:
+/// "expected a whole number, found 5". Other messages are returned as they are.
+fn plain_words(message: &str) -> String {
+    if message == "wanted string or table" {
+        // toml's word for an enum given a number or a list: the names are quoted strings.
+        return "expected a name in quotes, found another kind of value".into();
+    }
+    let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    else {
+        return message.to_string();
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let number = |text: &str| {
+        text.strip_prefix("integer `")
+            .and_then(|t| t.split_once('`'))
+            .map(|(n, _)| n.to_string())
+    };
+    let integer = number(found);
+    let found = if let Some(n) = &integer {
+        n.clone()
+    } else if let Some(x) = found
+        .strip_prefix("floating point `")
+        .or_else(|| found.strip_prefix("boolean `"))
+        .and_then(|t| t.strip_suffix('`'))
+    {
+        x.to_string()
+    } else if found.starts_with("string ") {
+        format!("the {found}")
+    } else {
+        match found {
+            "sequence" => "a list".to_string(),
+            "map" => "a table".to_string(),
+            other => other.to_string(),
+        }
+    };
+    let unsigned_max = match expected {
+        "u8" => Some(u64::from(u8::MAX)),
+        "u16" => Some(u64::from(u16::MAX)),
+        "u32" => Some(u64::from(u32::MAX)),
+        "u64" | "usize" => Some(u64::MAX),
+        _ => None,
+    };
+    let expected = match (expected, unsigned_max) {
+        // The number is out of the type's range: say the range.
+        (_, Some(max)) if integer.is_some() => format!("a whole number from 0 to {max}"),
+        (_, Some(_)) | ("i8" | "i16" | "i32" | "i64", _) => "a whole number".to_string(),
+        ("f32" | "f64", _) => "a number".to_string(),
+        ("a boolean", _) => "true or false".to_string(),
+        ("a sequence", _) => "a list".to_string(),
+        ("a map", _) => "a table".to_string(),
+        (other, _) if other.starts_with("struct ") => "a table".to_string(),
+        (other, _) => other.to_string(),
+    };
+    format!("expected {expected}, found {found}")
 }
 
 /// The field name in serde's "missing field `x`" message.
@@ -686,4 +746,58 @@ fn nesting_too_deep(text: &str) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_words;
+
+    #[test]
+    fn serde_words_become_plain_words() {
+        for (serde, plain) in [
+            (
+                "invalid type: string \"lots\", expected u32",
+                "expected a whole number, found the string \"lots\"",
+            ),
+            (
+                "invalid value: integer `-1`, expected u64",
+                "expected a whole number from 0 to 18446744073709551615, found -1",
+            ),
+            (
+                "invalid type: integer `99999999999999999999` as i128, expected u64",
+                "expected a whole number from 0 to 18446744073709551615, found 99999999999999999999",
+            ),
+            (
+                "invalid value: integer `5000000000`, expected u32",
+                "expected a whole number from 0 to 4294967295, found 5000000000",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected u64",
+                "expected a whole number, found 1.5",
+            ),
+            (
+                "invalid type: string \"x\", expected f64",
+                "expected a number, found the string \"x\"",
+            ),
+            (
+                "invalid type: integer `1`, expected a boolean",
+                "expected true or false, found 1",
+            ),
+            (
+                "invalid type: integer `5`, expected struct LoadSpec",
+                "expected a table, found 5",
+            ),
+            (
+                "invalid type: map, expected a sequence",
+                "expected a list, found a table",
+            ),
+            (
+                "invalid type: boolean `true`, expected a duration string with a unit, like \"250ms\" or \"1.5s\"",
+                "expected a duration string with a unit, like \"250ms\" or \"1.5s\", found true",
+            ),
+            ("missing field `name`", "missing field `name`"),
+        ] {
+            assert_eq!(plain_words(serde), plain, "{serde}");
+        }
+    }
 }
