@@ -311,3 +311,34 @@ fn load_urls_with_credentials_or_bad_ports_exit_2() {
         assert_eq!(stdout(&out), "", "nothing runs");
     }
 }
+
+#[test]
+fn an_override_error_names_the_scenario_it_was_applied_to() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = write(dir.path(), "a.toml", "name = \"a\"\n");
+    let b = write(dir.path(), "b.toml", "name = \"b\"\n");
+    let folder = dir.path().display().to_string();
+    let out = traceforge(&["run", &folder, "--set", "load.concurrency=0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let block = |file: &str| {
+        format!(
+            "\
+error: load.concurrency: must be between 1 and 10000, found 0
+ --> --set load.concurrency=0:1:18
+  |
+1 | load.concurrency=0
+  |                  ^ out of range
+  |
+  = note: the override was applied to {file}
+"
+        )
+    };
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{}{}error: nothing was run: fix the scenario errors above\n",
+            block(&a),
+            block(&b)
+        )
+    );
+}

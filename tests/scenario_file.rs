@@ -347,7 +347,8 @@ error: load.concurrency: must be between 1 and 10000, found 0
   |
 1 | load.concurrency=0
   |                  ^ out of range
-  |"
+  |
+  = note: the override was applied to scenario.toml"
     );
 }
 
@@ -362,6 +363,7 @@ error: load: unknown key `concurency`
 1 | load.concurency=5
   |      ^^^^^^^^^^ unknown key
   |
+  = note: the override was applied to scenario.toml
   = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `targets`"
     );
 }
@@ -376,7 +378,8 @@ error: in `faults.3.probability`, index 3 is past the end of a list of 1
   |
 1 | faults.3.probability=1
   |        ^ cannot set this
-  |"
+  |
+  = note: the override was applied to scenario.toml"
     );
 }
 
@@ -405,6 +408,7 @@ error: faults[0].probability: a probability must be between 0 and 1, found 2
 1 | faults.0.probability=2
   |                      ^ not a probability
   |
+  = note: the override was applied to scenario.toml
   = help: write 0.25 for 25%"
     );
 
@@ -438,7 +442,8 @@ error: load.concurrency: expected a whole number, found the string \"lots\"
   |
 1 | load.concurrency=lots
   |                  ^^^^ here
-  |"
+  |
+  = note: the override was applied to scenario.toml"
     );
 }
 

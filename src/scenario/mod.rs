@@ -183,6 +183,7 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Scenario, ScenarioErr
                 message: "the file is not UTF-8 text".into(),
                 label: "invalid byte here".into(),
                 help: Some("scenario files are TOML, which must be UTF-8".into()),
+                note: None,
             }]))
         }
     }
@@ -210,6 +211,7 @@ pub fn parse_str(
         message,
         label: label.to_string(),
         help,
+        note: None,
     };
     if let Some(at) = nesting_too_deep(text) {
         return Err(ScenarioError::Invalid(vec![file_diag(
@@ -341,6 +343,8 @@ impl Sources<'_> {
                     message,
                     label: label.to_string(),
                     help,
+                    // The snippet shows only the override: say which scenario it was applied to.
+                    note: Some(format!("the override was applied to {}", self.origin)),
                 }
             }
             (_, span) => Diagnostic {
@@ -350,6 +354,7 @@ impl Sources<'_> {
                 message,
                 label: label.to_string(),
                 help,
+                note: None,
             },
         }
     }
