@@ -338,3 +338,33 @@ fn proxy_startup_errors_read_as_one_message() {
         assert_eq!(stderr, expected, "{fault}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_takes_a_host_name() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(command(
+        dir.path(),
+        &[
+            "upstream",
+            "--listen",
+            "localhost:0",
+            "--static-dir",
+            "none",
+        ],
+    ));
+    assert!(
+        server.url.starts_with("http://127.0.0.1:") || server.url.starts_with("http://[::1]:"),
+        "{}",
+        server.url
+    );
+    let page = get(&client(), &format!("{}/api/resource", server.url), &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    drop(server);
+
+    let (code, stderr) = run_to_exit(command(dir.path(), &["proxy", "--listen", "nowhere"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: invalid value 'nowhere' for '--listen <ADDR>': not an address or a host name with a port (like 127.0.0.1:8080 or localhost:0)"),
+        "{stderr}"
+    );
+}

@@ -47,8 +47,9 @@ Exit codes:
 #[derive(Debug, clap::Args)]
 #[command(after_help = UPSTREAM_HELP)]
 pub struct UpstreamArgs {
-    /// Address to listen on; port 0 picks a free port (the chosen one is printed).
-    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
+    /// Address to listen on, such as 127.0.0.1:8081 or localhost:0; port 0 picks a free port (the
+    /// chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Directory served under /static/; when it does not exist, only the built-in page is served.
     #[arg(long, default_value = "static", value_name = "DIR")]
@@ -68,8 +69,9 @@ pub struct UpstreamArgs {
 #[derive(Debug, clap::Args)]
 #[command(after_help = PROXY_ENV_HELP)]
 pub struct ProxyArgs {
-    /// Address to listen on; port 0 picks a free port (the chosen one is printed).
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    /// Address to listen on, such as 127.0.0.1:8081 or localhost:0; port 0 picks a free port (the
+    /// chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// The upstream to forward to [default: http://127.0.0.1:8081].
     #[arg(long, value_name = "URL")]
@@ -367,6 +369,25 @@ fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, Stri
     Ok(rules)
 }
 
+/// `--listen`: an address, or a host name and port resolved now (`localhost:0`). Of a name's
+/// addresses the first IPv4 one is taken, as scripts expect of `localhost`.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| {
+            format!("not an address or a host name with a port (like 127.0.0.1:8080 or localhost:0): {e}")
+        })?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
 /// The proxy's upstream, checked like `upstream.url` in a scenario file.
 fn parse_upstream(text: &str) -> Result<Uri, String> {
     scenario::url::parse_http_url(text).map_err(|e| e.to_string())
@@ -443,6 +464,19 @@ mod tests {
             (name.as_str(), value.to_str().ok()),
             ("x-chaos", Some("on"))
         );
+    }
+
+    #[test]
+    fn listen_takes_addresses_and_host_names() {
+        assert_eq!(
+            parse_listen("127.0.0.1:0").map(|a| a.to_string()),
+            Ok("127.0.0.1:0".to_string())
+        );
+        assert_eq!(parse_listen("[::1]:80").map(|a| a.port()), Ok(80));
+        let local = parse_listen("localhost:0").unwrap_or_else(|e| panic!("{e}"));
+        assert!(local.ip().is_loopback(), "{local}");
+        assert!(parse_listen("localhost").is_err(), "a port is needed");
+        assert!(parse_listen("127.0.0.1:99999").is_err());
     }
 
     #[test]
