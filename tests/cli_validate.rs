@@ -342,3 +342,48 @@ error: load.concurrency: must be between 1 and 10000, found 0
         )
     );
 }
+
+#[test]
+fn validate_reads_folders_the_way_run_does() {
+    let out = traceforge(&["validate", "scenarios"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = stdout(&out);
+    for file in support::scenario_files() {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        assert!(
+            shown.contains(&format!("ok: scenarios/{name} (")),
+            "{name} not reported:\n{shown}"
+        );
+    }
+    let empty = tempfile::tempdir().expect("temp dir");
+    let out = traceforge(&["validate", &empty.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {} holds no .toml scenario\n",
+            empty.path().display()
+        )
+    );
+}
+
+#[test]
+fn validate_stops_quietly_when_stdout_is_closed() {
+    // Many files, so the reader is gone long before the last line is written.
+    let files = support::scenario_files();
+    let mut child = support::bin()
+        .arg("validate")
+        .args(std::iter::repeat_n(&files, 10).flatten())
+        .current_dir(support::root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the traceforge binary runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("it exits");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}
