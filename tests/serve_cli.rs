@@ -368,3 +368,20 @@ async fn listen_takes_a_host_name() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unquoted_header_in_dotenv_works_as_documented() {
+    let up = demo_upstream().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dotenv = format!(
+        "UPSTREAM_BASE_URL={}\nPROXY_MOD_HEADER=X-Chaos: on\n",
+        up.url()
+    );
+    std::fs::write(dir.path().join(".env"), dotenv).unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(command(dir.path(), &["proxy", "--listen", "127.0.0.1:0"]));
+    let reply = get(&client(), &format!("{}/api/resource", server.url), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-chaos"), Some("on"));
+    drop(server);
+    up.shutdown().await;
+}

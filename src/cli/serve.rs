@@ -233,9 +233,7 @@ impl Env {
     /// Reads the process environment, falling back to `dotenv` (when it exists) for unset names.
     fn read(dotenv: &Path) -> Result<Env, String> {
         let file: Vec<(String, String)> = if dotenv.is_file() {
-            dotenvy::from_path_iter(dotenv)
-                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: {e}", dotenv.display()))?
+            read_dotenv(dotenv)?
         } else {
             Vec::new()
         };
@@ -298,6 +296,47 @@ impl Env {
         }
         faults
     }
+}
+
+/// The `NAME=value` pairs of a `.env` file. dotenvy reads quotes, escapes, `export` and
+/// `${NAME}`, but refuses an unquoted value with spaces, such as `PROXY_MOD_HEADER=X-Chaos: on` as
+/// `--help` shows it: when it refuses the file, such values are quoted and it reads it again.
+fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let parse = |text: &str| {
+        dotenvy::from_read_iter(text.as_bytes()).collect::<Result<Vec<(String, String)>, _>>()
+    };
+    parse(&text)
+        .or_else(|_| parse(&quote_plain_values(&text)))
+        .map_err(|e| match e {
+            dotenvy::Error::LineParse(part, _) => format!(
+                "{}: cannot read `{}`; quote a value that holds quotes or `#`, like NAME=\"a 'b'\"",
+                path.display(),
+                scenario::url::mask_credentials(part.trim())
+            ),
+            e => format!("{}: {e}", path.display()),
+        })
+}
+
+/// Each `NAME=value with spaces` line (optionally after `export`) with its value in double
+/// quotes; the value ends at a ` #` comment. Lines with quotes or backslashes are left alone.
+fn quote_plain_values(text: &str) -> String {
+    let quote = |line: &str| -> Option<String> {
+        let body = line.trim_start();
+        let body = body.strip_prefix("export ").unwrap_or(body);
+        let (name, value) = body.split_once('=')?;
+        let is_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        let value = value.find(" #").map_or(value, |i| &value[..i]).trim();
+        let plain = !value.contains(['"', '\'', '\\']) && value.contains(char::is_whitespace);
+        (is_name && plain).then(|| format!("{name}=\"{value}\""))
+    };
+    text.lines()
+        .map(|line| quote(line).unwrap_or_else(|| line.to_string()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Flags, then the scenario file (`--scenario`, already loaded), then the environment, then
@@ -464,6 +503,33 @@ mod tests {
             (name.as_str(), value.to_str().ok()),
             ("x-chaos", Some("on"))
         );
+    }
+
+    #[test]
+    fn dotenv_values_with_spaces_need_no_quotes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join(".env");
+        let text = "# proxy\nPROXY_MOD_HEADER=X-Chaos: on  # a comment\nexport RNG_SEED=7\nQUOTED=\"a b\"\nPLAIN=x\n";
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let pairs = read_dotenv(&path).unwrap_or_else(|e| panic!("{e}"));
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("PROXY_MOD_HEADER"), Some("X-Chaos: on"));
+        assert_eq!(get("RNG_SEED"), Some("7"));
+        assert_eq!(get("QUOTED"), Some("a b"));
+        assert_eq!(get("PLAIN"), Some("x"));
+
+        std::fs::write(&path, "A=1\nB=\"unclosed\n").unwrap_or_else(|e| panic!("{e}"));
+        let error = read_dotenv(&path).err().unwrap_or_default();
+        assert!(
+            error.starts_with(&format!("{}: cannot read `", path.display())),
+            "{error}"
+        );
+        assert!(!error.contains("line index"), "{error}");
     }
 
     #[test]
