@@ -17,7 +17,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::fault::{FaultPlan, FaultRule};
 use crate::proxy::{self, ProxyOptions};
-use crate::scenario::{self, ProxyConfig, Scenario};
+use crate::scenario::{self, Scenario};
 use crate::server::Listening;
 use crate::upstream::{self, UpstreamOptions};
 
@@ -366,9 +366,7 @@ fn proxy_options(
     } else {
         compile_faults("the environment", &env.faults())?
     };
-    let mut config = scenario
-        .map(|s| s.proxy)
-        .unwrap_or_else(ProxyConfig::default);
+    let mut config = scenario.map(|s| s.proxy).unwrap_or_default();
     if let Some((name, value)) = &env.header {
         if !config.add_response_headers.iter().any(|(n, _)| n == name) {
             config
