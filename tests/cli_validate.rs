@@ -216,3 +216,174 @@ fn help_documents_the_exit_codes() {
         }
     }
 }
+
+/// `traceforge load` with `flags` against a port nothing listens on: these must be refused before
+/// a request is sent.
+fn load_refused(flags: &[&str]) -> String {
+    let mut args = vec!["load", "--url", "http://127.0.0.1:9/api"];
+    args.extend_from_slice(flags);
+    let out = traceforge(&args);
+    assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
+    assert_eq!(stdout(&out), "", "{flags:?}: nothing runs");
+    stderr(&out)
+}
+
+#[test]
+fn load_flags_whose_timetable_cannot_be_played_exit_2() {
+    assert_eq!(
+        load_refused(&["--rate", "1e-300", "--n", "2"]),
+        "error: --rate 1e-300 --n 2: the requests would take longer than the maximum of 7 days; raise --rate or lower --n\n"
+    );
+    assert_eq!(
+        load_refused(&["--rate", "1000000", "--duration", "101s"]),
+        "error: --rate x --duration sends 101000000 requests; at most 100000000 are allowed\n"
+    );
+}
+
+#[test]
+fn load_flags_are_held_to_the_caps_of_the_scenario_file() {
+    for (flags, expected) in [
+        (
+            &["--retries", "4294967295"][..],
+            "error: --retries 4294967295: must be between 0 and 20 (the cap of `load.retries` in a scenario file)\n",
+        ),
+        (
+            &["--n", "100000001"],
+            "error: --n 100000001: must be between 1 and 100000000 (the cap of `load.requests` in a scenario file)\n",
+        ),
+        (
+            &["--concurrency", "10001"],
+            "error: --concurrency 10001: must be between 1 and 10000 (the cap of `load.concurrency` in a scenario file)\n",
+        ),
+        (
+            &["--rate", "5", "--concurrency", "1000001"],
+            "error: --concurrency 1000001: must be between 1 and 1000000 (the cap of `load.max_in_flight` in a scenario file)\n",
+        ),
+        (
+            &["--timeout-ms", "604800001"],
+            "error: --timeout-ms 604800001: must be between 1 and 604800000 (7 days, the longest duration a scenario file may name)\n",
+        ),
+        (
+            &["--retry-backoff-ms", "18446744073709551615"],
+            "error: --retry-backoff-ms 18446744073709551615: must be between 0 and 604800000 (7 days, the longest duration a scenario file may name)\n",
+        ),
+        (
+            &["--rate", "1e300"],
+            "error: --rate 1e300: must be more than 0 and at most 1000000\n",
+        ),
+    ] {
+        assert_eq!(load_refused(flags), expected, "{flags:?}");
+    }
+}
+
+#[test]
+fn workers_are_held_between_1_and_1024_on_every_command() {
+    for command in ["run", "load", "proxy", "upstream"] {
+        for workers in ["0", "20000"] {
+            let out = traceforge(&[command, "--workers", workers]);
+            assert_eq!(out.status.code(), Some(2), "{command} --workers {workers}");
+            let err = stderr(&out);
+            assert!(
+                err.starts_with(&format!(
+                    "error: invalid value '{workers}' for '--workers <N>': {workers} is not in 1..=1024\n"
+                )),
+                "{command} --workers {workers}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn load_urls_with_credentials_or_bad_ports_exit_2() {
+    for (url, expected) in [
+        (
+            "http://admin:hunter2@127.0.0.1:9/api",
+            "error: --url: `http://***@127.0.0.1:9/api` carries a user name or password (remove the part before `@`: TraceForge does not send credentials from a URL, and they would end up in the Host header and in logs)\n",
+        ),
+        (
+            "http://127.0.0.1:99999/api",
+            "error: --url: `http://127.0.0.1:99999/api` has an invalid port `99999` (ports run from 1 to 65535)\n",
+        ),
+    ] {
+        let out = traceforge(&["load", "--url", url, "--n", "1"]);
+        assert_eq!(out.status.code(), Some(2), "{url}: {}", stderr(&out));
+        assert_eq!(stderr(&out), expected);
+        assert_eq!(stdout(&out), "", "nothing runs");
+    }
+}
+
+#[test]
+fn an_override_error_names_the_scenario_it_was_applied_to() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = write(dir.path(), "a.toml", "name = \"a\"\n");
+    let b = write(dir.path(), "b.toml", "name = \"b\"\n");
+    let folder = dir.path().display().to_string();
+    let out = traceforge(&["run", &folder, "--set", "load.concurrency=0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let block = |file: &str| {
+        format!(
+            "\
+error: load.concurrency: must be between 1 and 10000, found 0
+ --> --set load.concurrency=0:1:18
+  |
+1 | load.concurrency=0
+  |                  ^ out of range
+  |
+  = note: the override was applied to {file}
+"
+        )
+    };
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{}{}error: nothing was run: fix the scenario errors above\n",
+            block(&a),
+            block(&b)
+        )
+    );
+}
+
+#[test]
+fn validate_reads_folders_the_way_run_does() {
+    let out = traceforge(&["validate", "scenarios"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = stdout(&out);
+    for file in support::scenario_files() {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        assert!(
+            shown.contains(&format!("ok: scenarios/{name} (")),
+            "{name} not reported:\n{shown}"
+        );
+    }
+    let empty = tempfile::tempdir().expect("temp dir");
+    let out = traceforge(&["validate", &empty.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {} holds no .toml scenario\n",
+            empty.path().display()
+        )
+    );
+}
+
+#[test]
+fn validate_stops_quietly_when_stdout_is_closed() {
+    // Many files, so the reader is gone long before the last line is written.
+    let files = support::scenario_files();
+    let mut child = support::bin()
+        .arg("validate")
+        .args(std::iter::repeat_n(&files, 10).flatten())
+        .current_dir(support::root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the traceforge binary runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("it exits");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}

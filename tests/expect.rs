@@ -149,6 +149,7 @@ error: expect.faults.api-530: there is no fault rule named `api-530`
 1 | expect.faults={api-530={min=1}}
   |                        ^^^^^^^ unknown rule
   |
+  = note: the override was applied to expect.toml
   = help: did you mean `api-503`? rules in this scenario: `slow-api`, `api-503`"
     );
 }
@@ -164,6 +165,7 @@ error: expect.status.5x: `5x` is not a status, a status class or a transport err
 1 | expect.status={\"5x\"={max_share=0.1}}
   |                     ^^^^^^^^^^^^^^^ unknown result
   |
+  = note: the override was applied to expect.toml
   = help: did you mean `5xx`? keys are statuses (100 to 599) or 1xx, 2xx, 3xx, 4xx, 5xx, timeout, connect, reset, protocol"
     );
     let target = error(&["expect.targets=[{path=\"/api/resorce\", success_rate=1.0}]"]);

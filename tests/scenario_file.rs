@@ -180,7 +180,7 @@ error: faults[0].kind: an `error` fault needs `status`
 4 | kind = \"error\"
   |        ^^^^^^^ missing `status`
   |
-  = help: add `status = 503` (any status from 100 to 599)"
+  = help: add `status = 503` (any status from 200 to 599)"
     );
 }
 
@@ -347,7 +347,8 @@ error: load.concurrency: must be between 1 and 10000, found 0
   |
 1 | load.concurrency=0
   |                  ^ out of range
-  |"
+  |
+  = note: the override was applied to scenario.toml"
     );
 }
 
@@ -362,6 +363,7 @@ error: load: unknown key `concurency`
 1 | load.concurency=5
   |      ^^^^^^^^^^ unknown key
   |
+  = note: the override was applied to scenario.toml
   = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `targets`"
     );
 }
@@ -376,7 +378,8 @@ error: in `faults.3.probability`, index 3 is past the end of a list of 1
   |
 1 | faults.3.probability=1
   |        ^ cannot set this
-  |"
+  |
+  = note: the override was applied to scenario.toml"
     );
 }
 
@@ -405,6 +408,7 @@ error: faults[0].probability: a probability must be between 0 and 1, found 2
 1 | faults.0.probability=2
   |                      ^ not a probability
   |
+  = note: the override was applied to scenario.toml
   = help: write 0.25 for 25%"
     );
 
@@ -433,12 +437,13 @@ fn an_override_value_that_is_not_toml_is_a_string() {
     assert_eq!(
         error_with(BASE, &["load.concurrency=lots"]),
         "\
-error: load.concurrency: invalid type: string \"lots\", expected u32
+error: load.concurrency: expected a whole number, found the string \"lots\"
  --> --set load.concurrency=lots:1:18
   |
 1 | load.concurrency=lots
   |                  ^^^^ here
-  |"
+  |
+  = note: the override was applied to scenario.toml"
     );
 }
 
@@ -693,12 +698,12 @@ fn impossible_values_are_pointed_at() {
         (
             "after_bytes = 1024",
             "after_bytes = -1",
-            "faults[6].after_bytes: invalid value: integer `-1`, expected u64",
+            "faults[6].after_bytes: expected a whole number from 0 to 18446744073709551615, found -1",
         ),
         (
             "set = { \"cache-control\" = \"no-store\" }",
             "set = { \"Content-Length\" = \"5\" }",
-            "faults[8].set.Content-Length: `content-length` is managed by the proxy",
+            "faults[8].set.Content-Length: `content-length` cannot be set: it frames the message",
         ),
         (
             "max_active = 2",
@@ -750,7 +755,7 @@ fn compact_faults_name_the_table_form_for_other_kinds() {
     assert_eq!(
         error("name = \"x\"\nfaults = [\"hang:30s\"]\n"),
         "\
-error: faults[0]: `hang` faults have no compact form; write a table such as `{ kind = \"hang\" }` (compact faults are `delay`, `error` and `drop`)
+error: faults[0]: `hang` faults have no compact form (compact faults are `delay`, `error` and `drop`); write a table such as `{ kind = \"hang\" }`
  --> scenario.toml:2:11
   |
 2 | faults = [\"hang:30s\"]
@@ -777,8 +782,18 @@ fn huge_and_negative_numbers_are_errors() {
     for (line, expected) in [
         ("requests = 99999999999999999999", "load.requests: "),
         ("concurrency = 1e400", "load.concurrency: "),
-        ("concurrency = 5000000000", "expected u32"),
-        ("retries = -1", "expected u32"),
+        (
+            "concurrency = 5000000000",
+            "load.concurrency: expected a whole number from 0 to 4294967295, found 5000000000",
+        ),
+        (
+            "retries = -1",
+            "load.retries: expected a whole number from 0 to 4294967295, found -1",
+        ),
+        (
+            "requests = 99999999999999999999",
+            "load.requests: expected a whole number from 0 to 18446744073709551615, found 99999999999999999999",
+        ),
         (
             "timeout = \"99999999999999999999h\"",
             "longer than the maximum of 7 days",
@@ -793,7 +808,7 @@ fn huge_and_negative_numbers_are_errors() {
     let shown = rejected("seed", parse("name = \"x\"\nseed = -1\n"));
     assert!(
         shown.starts_with(
-            "error: seed: invalid value: integer `-1`, expected u64\n --> scenario.toml:2:8"
+            "error: seed: expected a whole number from 0 to 18446744073709551615, found -1\n --> scenario.toml:2:8"
         ),
         "{shown}"
     );
@@ -972,5 +987,307 @@ fn thousands_of_mutated_scenarios_never_panic() {
     assert!(
         outcomes[0] > 100 && outcomes[1] > 1000,
         "valid, invalid: {outcomes:?}"
+    );
+}
+
+// ---- load profiles that cannot be played ----
+
+#[test]
+fn a_rate_too_slow_for_its_requests_is_refused_at_the_rate() {
+    assert_eq!(
+        error("name = \"x\"\n[load]\nrate = 1e-300\nrequests = 5\n"),
+        "\
+error: load.rate: at 1e-300 requests per second, 5 requests take longer than the maximum of 7 days
+ --> scenario.toml:3:8
+  |
+3 | rate = 1e-300
+  |        ^^^^^^ too slow
+  |
+  = help: raise `rate` or lower `requests`: at this rate 7 days hold at most 1 request"
+    );
+    let shown = error("name = \"x\"\n[load]\nrate = 0.001\nrequests = 1000\n");
+    assert!(
+        shown.contains("= help: raise `rate` or lower `requests`: at this rate 7 days hold at most 605 requests"),
+        "{shown}"
+    );
+    // The same schedule through an override.
+    let shown = error_with(BASE, &["load.rate=1e-300", "load.concurrency=1"]);
+    assert!(
+        shown.contains("take longer than the maximum of 7 days"),
+        "{shown}"
+    );
+    // A schedule that ends exactly on the cap is fine: one request a day, 8 requests.
+    parse("name = \"x\"\n[load]\nrate = 0.000011574074074074073\nrequests = 8\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn stages_longer_than_the_cap_are_refused() {
+    assert_eq!(
+        error(
+            "name = \"x\"\n[load]\nstages = [{ duration = \"100h\", rate = 1 }, { duration = \"100h\", rate = 1 }]\n"
+        ),
+        "\
+error: load.stages: the stages last 200h in all, longer than the maximum of 7 days
+ --> scenario.toml:3:10
+  |
+3 | stages = [{ duration = \"100h\", rate = 1 }, { duration = \"100h\", rate = 1 }]
+  |          ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ too long
+  |
+  = help: shorten the stages; a load profile must end within 7 days"
+    );
+}
+
+// ---- values that would be silently changed or dropped ----
+
+#[test]
+fn an_empty_stage_list_is_refused_not_read_as_the_default() {
+    assert_eq!(
+        error("name = \"x\"\n[load]\nstages = []\n"),
+        "\
+error: load.stages: the list of stages is empty
+ --> scenario.toml:3:10
+  |
+3 | stages = []
+  |          ^^ no stages
+  |
+  = help: add a stage such as { duration = \"10s\", rate = 50 }, or remove `stages` for the default of 100 requests"
+    );
+    let shown = error_with(
+        BASE,
+        &["load.stages=[]", "load.requests=1", "load.concurrency=1"],
+    );
+    assert!(shown.contains("the list of stages is empty"), "{shown}");
+}
+
+#[test]
+fn a_count_bound_that_no_count_can_meet() {
+    assert_eq!(
+        error("name = \"x\"\n[expect]\nstatus = { \"503\" = { min_count = 5, max_count = 2 } }\n"),
+        "\
+error: expect.status.503.min_count: `min_count` (5) is above `max_count` (2)
+ --> scenario.toml:3:34
+  |
+3 | status = { \"503\" = { min_count = 5, max_count = 2 } }
+  |                                  ^ empty range
+  |
+  = help: no count can meet both bounds: lower `min_count` or raise `max_count`"
+    );
+    let shown = error(
+        "name = \"x\"\n[expect]\nstatus = { \"5xx\" = { min_share = 0.5, max_share = 0.2 } }\n",
+    );
+    assert!(
+        shown.starts_with(
+            "error: expect.status.5xx.min_share: `min_share` (0.5) is above `max_share` (0.2)\n"
+        ),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_body_on_a_status_that_has_none() {
+    assert_eq!(
+        error("name = \"x\"\n\n[[faults]]\nkind = \"error\"\nstatus = 204\nbody = \"gone\"\n"),
+        "\
+error: faults[0].body: a 204 response has no body
+ --> scenario.toml:6:8
+  |
+6 | body = \"gone\"
+  |        ^^^^^^ never sent
+  |
+  = help: remove `body`, or use a status that carries one, such as 200 or 503"
+    );
+    let shown =
+        error("name = \"x\"\n\n[[upstream.routes]]\npath = \"/x\"\nstatus = 304\nbody = \"old\"\n");
+    assert!(
+        shown.starts_with("error: upstream.routes[0].body: a 304 response has no body\n"),
+        "{shown}"
+    );
+    // Without a body, or with an empty one, they are fine.
+    parse("name = \"x\"\n\n[[upstream.routes]]\npath = \"/x\"\nstatus = 204\nbody = \"\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn an_informational_status_cannot_end_a_response() {
+    assert_eq!(
+        error("name = \"x\"\n\n[[upstream.routes]]\npath = \"/x\"\nstatus = 101\n"),
+        "\
+error: upstream.routes[0].status: 101 is an informational status, which cannot end a response
+ --> scenario.toml:5:10
+  |
+5 | status = 101
+  |          ^^^ not a final status
+  |
+  = help: use a status from 200 to 599"
+    );
+    for text in [
+        "name = \"x\"\nfaults = [\"error:100\"]\n",
+        "name = \"x\"\n[[faults]]\nkind = \"status\"\nstatus = 199\n",
+    ] {
+        let shown = error(text);
+        assert!(shown.contains("is an informational status"), "{shown}");
+    }
+}
+
+// ---- headers the servers manage ----
+
+#[test]
+fn framing_headers_in_an_error_rule_are_refused_at_the_name() {
+    assert_eq!(
+        error(
+            "name = \"x\"\n\n[[faults]]\nkind = \"error\"\nstatus = 503\nbody = \"0123456789\"\nheaders = { content-length = \"5\" }\n"
+        ),
+        "\
+error: faults[0].headers.content-length: `content-length` cannot be set: it frames the message, which the server does from the body; another value would cut the body short or corrupt the connection
+ --> scenario.toml:7:13
+  |
+7 | headers = { content-length = \"5\" }
+  |             ^^^^^^^^^^^^^^ framing header
+  |
+  = help: remove it: TraceForge's servers and load generator set these headers themselves"
+    );
+}
+
+#[test]
+fn hop_by_hop_headers_are_refused_wherever_traceforge_sends_headers() {
+    assert_eq!(
+        error("name = \"x\"\n[proxy]\nadd_response_headers = { \"Connection\" = \"close\", \"x-ok\" = \"1\" }\n"),
+        "\
+error: proxy.add_response_headers.Connection: `connection` cannot be set: it is a hop-by-hop header, which describes one connection and is managed by the server
+ --> scenario.toml:3:26
+  |
+3 | add_response_headers = { \"Connection\" = \"close\", \"x-ok\" = \"1\" }
+  |                          ^^^^^^^^^^^^ hop-by-hop header
+  |
+  = help: remove it: TraceForge's servers and load generator set these headers themselves"
+    );
+    for (text, expected) in [
+        (
+            "name = \"x\"\n[proxy]\nadd_response_headers = { content-length = \"5\" }\n",
+            "error: proxy.add_response_headers.content-length: `content-length` cannot be set",
+        ),
+        (
+            "name = \"x\"\n[[upstream.routes]]\npath = \"/r\"\nheaders = { \"Transfer-Encoding\" = \"chunked\" }\n",
+            "error: upstream.routes[0].headers.Transfer-Encoding: `transfer-encoding` cannot be set",
+        ),
+        (
+            "name = \"x\"\n[load]\ntargets = [{ path = \"/a\", headers = { te = \"trailers\" } }]\n",
+            "error: load.targets[0].headers.te: `te` cannot be set",
+        ),
+        (
+            "name = \"x\"\n[[faults]]\nkind = \"headers\"\ntarget = \"response\"\nadd = { upgrade = \"h2c\" }\n",
+            "error: faults[0].add.upgrade: `upgrade` cannot be set",
+        ),
+        (
+            "name = \"x\"\n[[faults]]\nkind = \"headers\"\ntarget = \"request\"\nremove = [\"keep-alive\"]\n",
+            "error: faults[0].remove[0]: `keep-alive` cannot be set",
+        ),
+    ] {
+        let shown = error(text);
+        assert!(shown.starts_with(expected), "{text}\n{shown}");
+        assert_eq!(shown.matches("error: ").count(), 1, "{shown}");
+    }
+    // Matching on them is fine: it sends nothing.
+    parse("name = \"x\"\n[[faults]]\nkind = \"drop\"\nmatch = { headers = { transfer-encoding = \"*\" } }\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_target_host_header_is_refused_with_the_way_to_send_one() {
+    assert_eq!(
+        error("name = \"x\"\n[load]\ntargets = [{ path = \"/a\", headers = { Host = \"example.com\" } }]\n"),
+        "\
+error: load.targets[0].headers.Host: `host` cannot be set here: the proxy sends the upstream's own name in Host
+ --> scenario.toml:3:39
+  |
+3 | targets = [{ path = \"/a\", headers = { Host = \"example.com\" } }]
+  |                                       ^^^^ replaced by the proxy
+  |
+  = help: to send another Host upstream, use a `headers` fault with target = \"request\" and set = { host = \"...\" }"
+    );
+}
+
+#[test]
+fn the_caret_for_a_bad_header_name_is_on_the_name() {
+    assert_eq!(
+        error(
+            "name = \"x\"\n[[faults]]\nkind = \"drop\"\nmatch = { headers = { \"x canary\" = \"*\" } }\n"
+        ),
+        "\
+error: faults[0].match.headers.x canary: `x canary` is not a valid header name
+ --> scenario.toml:4:23
+  |
+4 | match = { headers = { \"x canary\" = \"*\" } }
+  |                       ^^^^^^^^^^ invalid header name
+  |
+  = help: header names are letters, digits and `-`"
+    );
+    // A bad value is still pointed at the value.
+    let shown = error("name = \"x\"\n[proxy]\nadd_response_headers = { x-a = \"line\\nbreak\" }\n");
+    assert!(shown.contains(" --> scenario.toml:3:32\n"), "{shown}");
+}
+
+// ---- upstream URLs ----
+
+#[test]
+fn an_upstream_url_with_credentials_is_refused_without_showing_them() {
+    let shown = error("name = \"x\"\n[upstream]\nurl = \"http://admin:hunter2@db:8080\"\n");
+    assert_eq!(
+        shown,
+        "\
+error: upstream.url: `http://***@db:8080` carries a user name or password
+ --> scenario.toml:3:7
+  |
+3 | url = \"http://*************@db:8080\"
+  |       ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ credentials in the URL
+  |
+  = help: remove the part before `@`: TraceForge does not send credentials from a URL, and they would end up in the Host header and in logs"
+    );
+    // Nor through an override, whose text is the origin and the snippet.
+    let shown = error_with(BASE, &["upstream.url=http://admin:hunter2@db:8080"]);
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains(" --> --set upstream.url=http://*************@db:8080:1:14\n"),
+        "{shown}"
+    );
+    // Nor when the file does not even parse on that line.
+    let shown = error("name = \"x\"\n[upstream]\nurl = \"http://admin:hunter2@db:8080\n");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn an_upstream_url_with_an_invalid_port_is_refused() {
+    assert_eq!(
+        error("name = \"x\"\n[upstream]\nurl = \"http://db:99999\"\n"),
+        "\
+error: upstream.url: `http://db:99999` has an invalid port `99999`
+ --> scenario.toml:3:7
+  |
+3 | url = \"http://db:99999\"
+  |       ^^^^^^^^^^^^^^^^^ invalid port
+  |
+  = help: ports run from 1 to 65535"
+    );
+}
+
+// ---- messages in plain words ----
+
+#[test]
+fn a_negative_delay_says_it_is_negative() {
+    assert_eq!(
+        error("name = \"x\"\n\n[[faults]]\nkind = \"delay\"\ndelay = \"-1s\"\n"),
+        "\
+error: faults[0].delay: `-1s` is negative; a delay is zero or more, like \"100ms\" or \"100ms..500ms\"
+ --> scenario.toml:5:9
+  |
+5 | delay = \"-1s\"
+  |         ^^^^^ here
+  |"
+    );
+    let shown = error("name = \"x\"\n[load]\ntimeout = \"-5s\"\n");
+    assert!(
+        shown.starts_with("error: load.timeout: `-5s` is negative; a duration is zero or more"),
+        "{shown}"
     );
 }

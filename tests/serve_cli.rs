@@ -254,3 +254,134 @@ fn a_taken_port_is_a_runtime_failure() {
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("could not start"), "{stderr}");
 }
+
+#[test]
+fn a_framing_header_in_proxy_mod_header_stops_startup() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = command(dir.path(), &["proxy", "--listen", "127.0.0.1:0"]);
+    cmd.env("PROXY_MOD_HEADER", "Content-Length: 5");
+    let (code, stderr) = run_to_exit(cmd);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        "error: PROXY_MOD_HEADER: `content-length` cannot be set: it frames the message, which the server does from the body; another value would cut the body short or corrupt the connection\n"
+    );
+}
+
+#[test]
+fn upstream_urls_with_credentials_or_bad_ports_are_refused_by_the_proxy() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (url, expected) in [
+        (
+            "http://admin:hunter2@127.0.0.1:1",
+            "error: --upstream: `http://***@127.0.0.1:1` carries a user name or password (remove the part before `@`: TraceForge does not send credentials from a URL, and they would end up in the Host header and in logs)\n",
+        ),
+        (
+            "http://127.0.0.1:99999",
+            "error: --upstream: `http://127.0.0.1:99999` has an invalid port `99999` (ports run from 1 to 65535)\n",
+        ),
+    ] {
+        let (code, stderr) = run_to_exit(command(
+            dir.path(),
+            &["proxy", "--listen", "127.0.0.1:0", "--upstream", url],
+        ));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(stderr, expected);
+    }
+    // The environment goes through the same check.
+    let mut cmd = command(dir.path(), &["proxy", "--listen", "127.0.0.1:0"]);
+    cmd.env("UPSTREAM_BASE_URL", "http://admin:hunter2@127.0.0.1:1");
+    let (code, stderr) = run_to_exit(cmd);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: UPSTREAM_BASE_URL: `http://***@127.0.0.1:1`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn proxy_startup_errors_read_as_one_message() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.display().to_string();
+    let (code, stderr) = run_to_exit(command(
+        dir.path(),
+        &["proxy", "--listen", "127.0.0.1:0", "--scenario", &missing],
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: cannot read {missing}: ")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("error: error:"), "{stderr}");
+
+    for (fault, expected) in [
+        (
+            "reset",
+            "error: --fault `reset`: `reset` faults have no compact form (compact faults are `delay`, `error` and `drop`); declare it as a `[[faults]]` table in a scenario file and pass --scenario FILE instead\n",
+        ),
+        (
+            "error:700",
+            "error: --fault `error:700`: 700 is not an HTTP status (use a status from 200 to 599)\n",
+        ),
+        (
+            "drop:1.5",
+            "error: --fault `drop:1.5`: a probability must be between 0 and 1, found 1.5 (write 0.25 for 25%)\n",
+        ),
+    ] {
+        let (code, stderr) = run_to_exit(command(
+            dir.path(),
+            &["proxy", "--listen", "127.0.0.1:0", "--fault", fault],
+        ));
+        assert_eq!(code, Some(2), "{fault}: {stderr}");
+        assert_eq!(stderr, expected, "{fault}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_takes_a_host_name() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(command(
+        dir.path(),
+        &[
+            "upstream",
+            "--listen",
+            "localhost:0",
+            "--static-dir",
+            "none",
+        ],
+    ));
+    assert!(
+        server.url.starts_with("http://127.0.0.1:") || server.url.starts_with("http://[::1]:"),
+        "{}",
+        server.url
+    );
+    let page = get(&client(), &format!("{}/api/resource", server.url), &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    drop(server);
+
+    let (code, stderr) = run_to_exit(command(dir.path(), &["proxy", "--listen", "nowhere"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: invalid value 'nowhere' for '--listen <ADDR>': not an address or a host name with a port (like 127.0.0.1:8080 or localhost:0)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unquoted_header_in_dotenv_works_as_documented() {
+    let up = demo_upstream().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dotenv = format!(
+        "UPSTREAM_BASE_URL={}\nPROXY_MOD_HEADER=X-Chaos: on\n",
+        up.url()
+    );
+    std::fs::write(dir.path().join(".env"), dotenv).unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(command(dir.path(), &["proxy", "--listen", "127.0.0.1:0"]));
+    let reply = get(&client(), &format!("{}/api/resource", server.url), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-chaos"), Some("on"));
+    drop(server);
+    up.shutdown().await;
+}

@@ -54,60 +54,109 @@ pub struct LoadArgs {
     /// Seed for request and trace ids.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long, value_name = "N")]
+    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub workers: Option<usize>,
 }
 
-/// Checks the flags and turns them into load options.
+/// Checks the flags and turns them into load options. Every flag is held to the cap of its
+/// scenario-file counterpart, so a value `[load]` refuses is refused here too.
 pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
-    let uri: Uri = args
-        .url
-        .parse()
-        .map_err(|e| format!("--url {}: {e}", args.url))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err(format!(
-            "--url {}: expected an http:// URL with a host",
-            args.url
-        ));
-    }
+    use crate::scenario::duration::{MAX_DURATION, parse_duration};
+    use crate::scenario::profile::{
+        MAX_CONCURRENCY, MAX_IN_FLIGHT, MAX_RATE, MAX_REQUESTS, MAX_RETRIES, format_number,
+    };
+
+    let uri = crate::scenario::url::parse_http_url(&args.url).map_err(|e| format!("--url: {e}"))?;
     let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("--method {}: not an HTTP method", args.method))?;
-    if args.n == 0 || args.concurrency == 0 {
-        return Err("--n and --concurrency must be at least 1".to_string());
-    }
+    let max_ms = MAX_DURATION.as_millis() as u64;
+    let within = |flag: &str, value: u64, min: u64, max: u64, why: &str| {
+        if (min..=max).contains(&value) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{flag} {value}: must be between {min} and {max} ({why})"
+            ))
+        }
+    };
+    let cap_of = |key: &str| format!("the cap of `{key}` in a scenario file");
+    let a_week = "7 days, the longest duration a scenario file may name";
+    within("--n", args.n, 1, MAX_REQUESTS, &cap_of("load.requests"))?;
+    // With --rate, --concurrency is the in-flight cap (`max_in_flight`); otherwise the workers.
+    let (max_concurrency, key) = if args.rate.is_some() {
+        (u64::from(MAX_IN_FLIGHT), "load.max_in_flight")
+    } else {
+        (u64::from(MAX_CONCURRENCY), "load.concurrency")
+    };
+    within(
+        "--concurrency",
+        u64::from(args.concurrency),
+        1,
+        max_concurrency,
+        &cap_of(key),
+    )?;
+    within(
+        "--retries",
+        u64::from(args.retries),
+        0,
+        u64::from(MAX_RETRIES),
+        &cap_of("load.retries"),
+    )?;
+    within(
+        "--retry-backoff-ms",
+        args.retry_backoff_ms,
+        0,
+        max_ms,
+        a_week,
+    )?;
+    within("--timeout-ms", args.timeout_ms, 1, max_ms, a_week)?;
     let duration = args
         .duration
         .as_deref()
-        .map(crate::scenario::duration::parse_duration)
+        .map(parse_duration)
         .transpose()
         .map_err(|e| format!("--duration: {e}"))?;
     if duration.is_some_and(|d| d.is_zero()) {
         return Err("--duration must be longer than zero".to_string());
     }
     let profile = match args.rate {
-        Some(rate) if !(rate > 0.0 && rate <= 1_000_000.0) => {
+        Some(rate) if !(rate > 0.0 && rate <= MAX_RATE) => {
             return Err(format!(
-                "--rate {rate}: must be more than 0 and at most 1000000"
+                "--rate {}: must be more than 0 and at most {MAX_RATE}",
+                format_number(rate)
             ));
         }
-        Some(rate) => Profile::Open {
-            schedule: match duration {
+        Some(rate) => {
+            let schedule = match duration {
                 Some(d) => Schedule::constant_for(rate, d),
                 None => Schedule::constant(rate, args.n),
-            },
-            max_in_flight: args.concurrency,
-        },
+            };
+            if !schedule.fits() {
+                return Err(format!(
+                    "--rate {} --n {}: the requests would take longer than the maximum of 7 days; raise --rate or lower --n",
+                    format_number(rate),
+                    args.n
+                ));
+            }
+            Profile::Open {
+                schedule,
+                max_in_flight: args.concurrency,
+            }
+        }
         None => Profile::Closed {
             concurrency: args.concurrency,
             until: duration.map_or(Until::Requests(args.n), Until::Duration),
         },
     };
-    if profile.fixed_count() == Some(0) {
-        return Err("--rate x --duration sends no request".to_string());
-    }
-    if args.timeout_ms == 0 {
-        return Err("--timeout-ms must be at least 1".to_string());
+    match profile.fixed_count() {
+        Some(0) => return Err("--rate x --duration sends no request".to_string()),
+        Some(n) if n > MAX_REQUESTS => {
+            return Err(format!(
+                "--rate x --duration sends {n} requests; at most {MAX_REQUESTS} are allowed"
+            ));
+        }
+        _ => {}
     }
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let base = Uri::builder()
@@ -115,13 +164,13 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
         .authority(uri.authority().map_or("", |a| a.as_str()))
         .path_and_query("/")
         .build()
-        .map_err(|e| format!("--url {}: {e}", args.url))?;
+        .map_err(|e| format!("--url {}: {e}", crate::scenario::url::redact(&args.url)))?;
     Ok(LoadOptions {
         base,
         seed: args.seed,
         load: LoadConfig {
             retry: RetryPolicy {
-                max: args.retries.min(20),
+                max: args.retries,
                 backoff: Duration::from_millis(args.retry_backoff_ms),
                 ..RetryPolicy::default()
             },

@@ -89,7 +89,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
-    /// Scenario files to check.
+    /// Scenario files to check, or folders of them (every `*.toml` inside), as `run` reads them.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Override a scenario field before validating: --set load.concurrency=64
@@ -154,11 +154,21 @@ pub fn main() -> u8 {
 }
 
 fn validate(args: &ValidateArgs) -> u8 {
+    // Folders hold scenarios the way `run` reads them.
+    let files = match run::expand(&args.files) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let mut out = std::io::stdout().lock();
     let mut worst = EXIT_OK;
-    for file in &args.files {
+    for file in &files {
         match scenario::load(file, &args.overrides) {
             Ok(s) => {
-                println!(
+                let line = writeln!(
+                    out,
                     "ok: {} ({}: {} fault rule{}, {})",
                     file.display(),
                     s.name,
@@ -166,6 +176,15 @@ fn validate(args: &ValidateArgs) -> u8 {
                     if s.faults.len() == 1 { "" } else { "s" },
                     s.load.profile
                 );
+                match line {
+                    Ok(()) => {}
+                    // A closed pipe (`validate ... | head -1`): nobody reads on, stop quietly.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return worst,
+                    Err(e) => {
+                        eprintln!("error: cannot write to stdout: {e}");
+                        return EXIT_RUNTIME;
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("{e}");

@@ -44,8 +44,8 @@ pub struct RunArgs {
     /// Override a scenario field, validated like the file: --set load.concurrency=64
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<Override>,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long, value_name = "N")]
+    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub workers: Option<usize>,
     /// Write a JUnit XML report: one test case per scenario (golden snapshot and expectations)
     /// and one per expectation.

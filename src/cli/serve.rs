@@ -47,8 +47,9 @@ Exit codes:
 #[derive(Debug, clap::Args)]
 #[command(after_help = UPSTREAM_HELP)]
 pub struct UpstreamArgs {
-    /// Address to listen on; port 0 picks a free port (the chosen one is printed).
-    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
+    /// Address to listen on, such as 127.0.0.1:8081 or localhost:0; port 0 picks a free port (the
+    /// chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Directory served under /static/; when it does not exist, only the built-in page is served.
     #[arg(long, default_value = "static", value_name = "DIR")]
@@ -59,8 +60,8 @@ pub struct UpstreamArgs {
     /// Seed for the ids of requests that arrive without them.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     #[command(flatten)]
     pub client_timeouts: ClientTimeoutArgs,
@@ -83,8 +84,9 @@ pub struct ClientTimeoutArgs {
 #[derive(Debug, clap::Args)]
 #[command(after_help = PROXY_ENV_HELP)]
 pub struct ProxyArgs {
-    /// Address to listen on; port 0 picks a free port (the chosen one is printed).
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    /// Address to listen on, such as 127.0.0.1:8081 or localhost:0; port 0 picks a free port (the
+    /// chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// The upstream to forward to [default: http://127.0.0.1:8081].
     #[arg(long, value_name = "URL")]
@@ -112,8 +114,8 @@ pub struct ProxyArgs {
     /// either way).
     #[arg(long)]
     pub forward_traceforge_headers: bool,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 }
 
@@ -158,7 +160,12 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
-    let options = match proxy_options(args, &env) {
+    // A scenario error is a rendered diagnostic with its own `error:` lines: print it as it is.
+    let scenario = match args.scenario.as_deref().map(load_scenario).transpose() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let options = match proxy_options(args, &env, scenario) {
         Ok(options) => options,
         Err(message) => {
             eprintln!("error: {message}");
@@ -258,9 +265,7 @@ impl Env {
     /// Reads the process environment, falling back to `dotenv` (when it exists) for unset names.
     fn read(dotenv: &Path) -> Result<Env, String> {
         let file: Vec<(String, String)> = if dotenv.is_file() {
-            dotenvy::from_path_iter(dotenv)
-                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: {e}", dotenv.display()))?
+            read_dotenv(dotenv)?
         } else {
             Vec::new()
         };
@@ -325,12 +330,54 @@ impl Env {
     }
 }
 
-/// Flags, then the scenario file, then the environment, then defaults.
-fn proxy_options(args: &ProxyArgs, env: &Env) -> Result<ProxyOptions, String> {
-    let scenario = match &args.scenario {
-        Some(path) => Some(scenario::load(path, &[]).map_err(|e| e.to_string())?),
-        None => None,
+/// The `NAME=value` pairs of a `.env` file. dotenvy reads quotes, escapes, `export` and
+/// `${NAME}`, but refuses an unquoted value with spaces, such as `PROXY_MOD_HEADER=X-Chaos: on` as
+/// `--help` shows it: when it refuses the file, such values are quoted and it reads it again.
+fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let parse = |text: &str| {
+        dotenvy::from_read_iter(text.as_bytes()).collect::<Result<Vec<(String, String)>, _>>()
     };
+    parse(&text)
+        .or_else(|_| parse(&quote_plain_values(&text)))
+        .map_err(|e| match e {
+            dotenvy::Error::LineParse(part, _) => format!(
+                "{}: cannot read `{}`; quote a value that holds quotes or `#`, like NAME=\"a 'b'\"",
+                path.display(),
+                scenario::url::mask_credentials(part.trim())
+            ),
+            e => format!("{}: {e}", path.display()),
+        })
+}
+
+/// Each `NAME=value with spaces` line (optionally after `export`) with its value in double
+/// quotes; the value ends at a ` #` comment. Lines with quotes or backslashes are left alone.
+fn quote_plain_values(text: &str) -> String {
+    let quote = |line: &str| -> Option<String> {
+        let body = line.trim_start();
+        let body = body.strip_prefix("export ").unwrap_or(body);
+        let (name, value) = body.split_once('=')?;
+        let is_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        let value = value.find(" #").map_or(value, |i| &value[..i]).trim();
+        let plain = !value.contains(['"', '\'', '\\']) && value.contains(char::is_whitespace);
+        (is_name && plain).then(|| format!("{name}=\"{value}\""))
+    };
+    text.lines()
+        .map(|line| quote(line).unwrap_or_else(|| line.to_string()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Flags, then the scenario file (`--scenario`, already loaded), then the environment, then
+/// defaults.
+fn proxy_options(
+    args: &ProxyArgs,
+    env: &Env,
+    scenario: Option<Scenario>,
+) -> Result<ProxyOptions, String> {
     let seed = args
         .seed
         .or(scenario.as_ref().map(|s| s.seed))
@@ -351,9 +398,7 @@ fn proxy_options(args: &ProxyArgs, env: &Env) -> Result<ProxyOptions, String> {
     } else {
         compile_faults("the environment", &env.faults())?
     };
-    let mut config = scenario
-        .map(|s| s.proxy)
-        .unwrap_or_else(ProxyConfig::default);
+    let mut config = scenario.map(|s| s.proxy).unwrap_or_default();
     if let Some((name, value)) = &env.header {
         if !config.add_response_headers.iter().any(|(n, _)| n == name) {
             config
@@ -411,35 +456,49 @@ fn parse_duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Validates compact fault strings exactly as a scenario's `faults = [...]` would be.
+/// Validates compact fault strings exactly as a scenario's `faults = [...]` would be, named as
+/// there (`delay-1`, `error-2`, ...).
 fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, String> {
-    if specs.is_empty() {
-        return Ok(Vec::new());
+    use crate::fault::compact::{self, CompactError};
+
+    let mut rules = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let fault = compact::parse(spec).map_err(|e| match e {
+            CompactError::TableOnly(_) => format!(
+                "{origin} `{spec}`: {e}; declare it as a `[[faults]]` table in a scenario file and pass --scenario FILE instead"
+            ),
+            CompactError::Invalid(_) => format!("{origin} `{spec}`: {e}"),
+        })?;
+        let name = format!("{}-{}", fault.kind, i + 1);
+        let rule =
+            scenario::compile_rule(&fault, &name).map_err(|e| format!("{origin} `{spec}`: {e}"))?;
+        rules.push(rule);
     }
-    for spec in specs {
-        crate::fault::compact::parse(spec).map_err(|e| format!("{origin} `{spec}`: {e}"))?;
-    }
-    // JSON string literals are valid TOML basic strings.
-    let list: Vec<String> = specs
-        .iter()
-        .map(|s| serde_json::Value::String(s.clone()).to_string())
-        .collect();
-    let text = format!("name = \"proxy\"\nfaults = [{}]\n", list.join(", "));
-    scenario::parse_str(origin, &text, &[])
-        .map(|s| s.faults)
-        .map_err(|e| format!("invalid fault in {origin}:\n{e}"))
+    Ok(rules)
 }
 
-fn parse_upstream(text: &str) -> Result<Uri, String> {
-    match text.parse::<Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Ok(uri),
-        Ok(uri) if uri.scheme_str() == Some("https") => Err(format!(
-            "`{text}`: https upstreams are not supported; use the service's plain-HTTP address"
-        )),
-        _ => Err(format!(
-            "`{text}` is not an http:// URL with a host (write it like http://127.0.0.1:8081)"
-        )),
+/// `--listen`: an address, or a host name and port resolved now (`localhost:0`). Of a name's
+/// addresses the first IPv4 one is taken, as scripts expect of `localhost`.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
     }
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| {
+            format!("not an address or a host name with a port (like 127.0.0.1:8080 or localhost:0): {e}")
+        })?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
+/// The proxy's upstream, checked like `upstream.url` in a scenario file.
+fn parse_upstream(text: &str) -> Result<Uri, String> {
+    scenario::url::parse_http_url(text).map_err(|e| e.to_string())
 }
 
 fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
@@ -448,6 +507,9 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
         .ok_or_else(|| format!("`{text}` is not \"Name: value\" (for example \"X-Chaos: on\")"))?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| format!("`{}` is not a valid header name", name.trim()))?;
+    if let Some((_, reason)) = scenario::managed_header(name.as_str()) {
+        return Err(format!("`{name}` cannot be set: {reason}"));
+    }
     let value = HeaderValue::from_str(value.trim())
         .map_err(|_| format!("`{}` is not a valid header value", value.trim()))?;
     Ok((name, value))
@@ -484,6 +546,7 @@ mod tests {
             ("PROXY_DROP_RATE", "1.5"),
             ("PROXY_MOD_HEADER", "no colon"),
             ("PROXY_MOD_HEADER", "bad name: x"),
+            ("PROXY_MOD_HEADER", "Transfer-Encoding: chunked"),
             ("RNG_SEED", "-1"),
         ] {
             let error = env(&[(name, value)]).err().unwrap_or_default();
@@ -509,6 +572,46 @@ mod tests {
             (name.as_str(), value.to_str().ok()),
             ("x-chaos", Some("on"))
         );
+    }
+
+    #[test]
+    fn dotenv_values_with_spaces_need_no_quotes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join(".env");
+        let text = "# proxy\nPROXY_MOD_HEADER=X-Chaos: on  # a comment\nexport RNG_SEED=7\nQUOTED=\"a b\"\nPLAIN=x\n";
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let pairs = read_dotenv(&path).unwrap_or_else(|e| panic!("{e}"));
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("PROXY_MOD_HEADER"), Some("X-Chaos: on"));
+        assert_eq!(get("RNG_SEED"), Some("7"));
+        assert_eq!(get("QUOTED"), Some("a b"));
+        assert_eq!(get("PLAIN"), Some("x"));
+
+        std::fs::write(&path, "A=1\nB=\"unclosed\n").unwrap_or_else(|e| panic!("{e}"));
+        let error = read_dotenv(&path).err().unwrap_or_default();
+        assert!(
+            error.starts_with(&format!("{}: cannot read `", path.display())),
+            "{error}"
+        );
+        assert!(!error.contains("line index"), "{error}");
+    }
+
+    #[test]
+    fn listen_takes_addresses_and_host_names() {
+        assert_eq!(
+            parse_listen("127.0.0.1:0").map(|a| a.to_string()),
+            Ok("127.0.0.1:0".to_string())
+        );
+        assert_eq!(parse_listen("[::1]:80").map(|a| a.port()), Ok(80));
+        let local = parse_listen("localhost:0").unwrap_or_else(|e| panic!("{e}"));
+        assert!(local.ip().is_loopback(), "{local}");
+        assert!(parse_listen("localhost").is_err(), "a port is needed");
+        assert!(parse_listen("127.0.0.1:99999").is_err());
     }
 
     #[test]

@@ -9,12 +9,54 @@
 //! PATH is a prefix: `/api` covers `/api` itself and everything under `/api/`. A token that starts
 //! with `/` is the path (it takes the rest of the string, colons included); a number is the probability.
 
+use std::fmt;
+
 use crate::scenario::duration::DelaySpec;
 use crate::scenario::spec::{FaultKind, FaultSpec, MatchSpec};
 
+/// Why a string is not a compact fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompactError {
+    /// A kind that exists only as a table (`reset`, `hang`, ...). What to write instead depends on
+    /// where the string came from, so the caller says it.
+    TableOnly(FaultKind),
+    /// Anything else, in words.
+    Invalid(String),
+}
+
+impl CompactError {
+    /// The message for a scenario file, where the table form can be written instead.
+    pub fn in_file(&self) -> String {
+        match self {
+            CompactError::TableOnly(kind) => {
+                format!("{self}; write a table such as `{{ kind = \"{kind}\" }}`")
+            }
+            CompactError::Invalid(message) => message.clone(),
+        }
+    }
+}
+
+impl fmt::Display for CompactError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompactError::TableOnly(kind) => write!(
+                f,
+                "`{kind}` faults have no compact form (compact faults are `delay`, `error` and `drop`)"
+            ),
+            CompactError::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<String> for CompactError {
+    fn from(message: String) -> Self {
+        CompactError::Invalid(message)
+    }
+}
+
 /// Parses one compact fault string into the same [`FaultSpec`] a `[[faults]]` table would give.
 /// Range checks (probability, status) happen in validation, like for tables.
-pub fn parse(text: &str) -> Result<FaultSpec, String> {
+pub fn parse(text: &str) -> Result<FaultSpec, CompactError> {
     let text = text.trim();
     let (kind_text, rest) = match text.split_once(':') {
         Some((k, r)) => (k, Some(r)),
@@ -24,19 +66,17 @@ pub fn parse(text: &str) -> Result<FaultSpec, String> {
         "delay" => FaultKind::Delay,
         "error" => FaultKind::Error,
         "drop" => FaultKind::Drop,
-        other if FaultKind::ALL.iter().any(|k| k.as_str() == other) => {
-            return Err(format!(
-                "`{other}` faults have no compact form; write a table such as `{{ kind = \"{other}\" }}` (compact faults are `delay`, `error` and `drop`)"
-            ));
-        }
         other => {
+            if let Some(kind) = FaultKind::ALL.iter().find(|k| k.as_str() == other) {
+                return Err(CompactError::TableOnly(*kind));
+            }
             let names = ["delay", "error", "drop"];
             let hint = crate::scenario::error::did_you_mean(other, &names)
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
-            return Err(format!(
+            return Err(CompactError::Invalid(format!(
                 "unknown fault kind `{other}` in \"{text}\"{hint}; compact faults are `delay:100ms[-500ms][:P][:/path]`, `error:503[:P][:/path]` or `drop[:P][:/path]`"
-            ));
+            )));
         }
     };
     let mut spec = FaultSpec::new(kind);
@@ -80,9 +120,9 @@ pub fn parse(text: &str) -> Result<FaultSpec, String> {
             }
             Token::Arg(arg) => {
                 if spec.probability.is_some() {
-                    return Err(format!(
+                    return Err(CompactError::Invalid(format!(
                         "in \"{text}\": unexpected `{arg}`; after the probability only a path starting with `/` may follow"
-                    ));
+                    )));
                 }
                 let p = arg.parse::<f64>().map_err(|_| {
                     format!("in \"{text}\": `{arg}` is neither a probability (0 to 1) nor a path starting with `/`")
@@ -190,35 +230,58 @@ mod tests {
         assert!(
             parse("dealy:100ms")
                 .unwrap_err()
+                .to_string()
                 .contains("did you mean `delay`")
         );
-        assert!(parse("delay").unwrap_err().contains("needs a duration"));
+        assert!(
+            parse("delay")
+                .unwrap_err()
+                .to_string()
+                .contains("needs a duration")
+        );
         assert!(
             parse("delay:/api")
                 .unwrap_err()
+                .to_string()
                 .contains("needs a duration")
         );
-        assert!(parse("error").unwrap_err().contains("needs a status"));
+        assert!(
+            parse("error")
+                .unwrap_err()
+                .to_string()
+                .contains("needs a status")
+        );
         assert!(
             parse("error:abc")
                 .unwrap_err()
+                .to_string()
                 .contains("not an HTTP status")
         );
         assert!(
             parse("error:503:x")
                 .unwrap_err()
+                .to_string()
                 .contains("neither a probability")
         );
         assert!(
             parse("drop:0.1:0.2")
                 .unwrap_err()
+                .to_string()
                 .contains("unexpected `0.2`")
         );
-        assert!(parse("delay:100").unwrap_err().contains("no unit"));
         assert!(
-            parse("reset:0.1")
+            parse("delay:100")
                 .unwrap_err()
-                .contains("`reset` faults have no compact form")
+                .to_string()
+                .contains("no unit")
+        );
+        assert_eq!(
+            parse("reset:0.1").err(),
+            Some(CompactError::TableOnly(FaultKind::Reset))
+        );
+        assert_eq!(
+            CompactError::TableOnly(FaultKind::Hang).in_file(),
+            "`hang` faults have no compact form (compact faults are `delay`, `error` and `drop`); write a table such as `{ kind = \"hang\" }`"
         );
     }
 }

@@ -20,6 +20,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if t == "0" {
         return Ok(Duration::ZERO);
     }
+    if t.is_empty() {
+        return Err("the duration is empty; write it like \"250ms\" or \"1.5s\"".into());
+    }
+    if t.starts_with('-') {
+        return Err(format!(
+            "`{t}` is negative; a duration is zero or more, like \"250ms\" or \"1.5s\""
+        ));
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| {
@@ -171,6 +179,12 @@ impl DelaySpec {
     /// the error can point at the scenario's line.
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
+        // A leading `-` is a sign, not the `100ms-500ms` range separator.
+        if t.starts_with('-') {
+            return Err(format!(
+                "`{t}` is negative; a delay is zero or more, like \"100ms\" or \"100ms..500ms\""
+            ));
+        }
         let (lo, hi) = if let Some((lo, hi)) = t.split_once("..") {
             (lo, Some(hi))
         } else if let Some((lo, hi)) = t.split_once('-') {
@@ -178,6 +192,11 @@ impl DelaySpec {
         } else {
             (t, None)
         };
+        if hi.is_some_and(|hi| hi.trim().is_empty()) {
+            return Err(format!(
+                "`{t}` is a range without its upper end; write it like \"100ms..500ms\""
+            ));
+        }
         let lo = parse_duration(lo)?;
         match hi {
             None => Ok(DelaySpec::Fixed(lo)),
@@ -302,5 +321,30 @@ mod tests {
             Ok(DelaySpec::Range(ms(100), ms(500)))
         );
         assert!(DelaySpec::parse("100ms..").is_err());
+    }
+
+    #[test]
+    fn negative_and_empty_values_say_so() {
+        assert_eq!(
+            parse_duration("-1s"),
+            Err("`-1s` is negative; a duration is zero or more, like \"250ms\" or \"1.5s\"".into())
+        );
+        assert_eq!(
+            DelaySpec::parse("-1s"),
+            Err(
+                "`-1s` is negative; a delay is zero or more, like \"100ms\" or \"100ms..500ms\""
+                    .into()
+            )
+        );
+        assert_eq!(
+            DelaySpec::parse("100ms-"),
+            Err("`100ms-` is a range without its upper end; write it like \"100ms..500ms\"".into())
+        );
+        assert!(parse_duration("").unwrap_err().contains("empty"));
+        assert!(parse_duration(" ").unwrap_err().contains("empty"));
+        for text in ["-1s", "100ms..-1s", "100ms--1s", "..", "-", "1s..2s..3s"] {
+            let shown = DelaySpec::parse(text).unwrap_err();
+            assert!(!shown.contains("``"), "{text}: {shown}");
+        }
     }
 }

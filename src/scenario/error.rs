@@ -23,6 +23,8 @@ pub struct Diagnostic {
     pub label: String,
     /// What would be valid, or the closest valid spelling.
     pub help: Option<String>,
+    /// Context that is not in the snippet, such as the file a `--set` override was applied to.
+    pub note: Option<String>,
 }
 
 impl Diagnostic {
@@ -55,6 +57,9 @@ impl Diagnostic {
                 .fold(true)
                 .annotation(Level::Error.span(span).label(&self.label));
             message = message.snippet(snippet);
+        }
+        if let Some(note) = &self.note {
+            message = message.footer(Level::Note.title(note));
         }
         if let Some(help) = &self.help {
             message = message.footer(Level::Help.title(help));
@@ -226,6 +231,7 @@ mod tests {
             message: "m".into(),
             label: "l".into(),
             help: None,
+            note: None,
         };
         assert_eq!(d.line_col(), Some((2, 7)));
     }

@@ -10,9 +10,10 @@ pub mod error;
 pub mod expectation;
 pub mod profile;
 pub mod spec;
+pub mod url;
 mod validate;
 
-pub(crate) use validate::compile_rule;
+pub(crate) use validate::{compile_rule, managed_header};
 
 use std::ops::Range;
 use std::path::Path;
@@ -202,6 +203,7 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Scenario, ScenarioErr
                 message: "the file is not UTF-8 text".into(),
                 label: "invalid byte here".into(),
                 help: Some("scenario files are TOML, which must be UTF-8".into()),
+                note: None,
             }]))
         }
     }
@@ -217,7 +219,8 @@ pub fn parse_str(
     text: &str,
     overrides: &[Override],
 ) -> Result<Scenario, ScenarioError> {
-    let source: Arc<str> = text.into();
+    // Errors show lines of the file: never with the credentials of a URL in them.
+    let source: Arc<str> = url::mask_credentials(text).into();
     let file_diag = |span: Option<Range<usize>>,
                      message: String,
                      label: &str,
@@ -228,6 +231,7 @@ pub fn parse_str(
         message,
         label: label.to_string(),
         help,
+        note: None,
     };
     if let Some(at) = nesting_too_deep(text) {
         return Err(ScenarioError::Invalid(vec![file_diag(
@@ -303,7 +307,7 @@ pub fn parse_str(
             problems
                 .into_iter()
                 .map(|p| {
-                    let span = locate(&document, &p.path);
+                    let span = locate(&document, &p.path, p.at_key);
                     let message = if p.path.is_empty() {
                         p.message
                     } else {
@@ -348,7 +352,7 @@ impl Sources<'_> {
         });
         match (region, span) {
             (Some(i), Some(span)) => {
-                let text = self.overrides[i].to_string();
+                let text = url::mask_credentials(&self.overrides[i].to_string()).into_owned();
                 let base = self.regions[i].start;
                 let start = (span.start - base).min(text.len());
                 let end = span.end.saturating_sub(base).clamp(start, text.len());
@@ -359,6 +363,8 @@ impl Sources<'_> {
                     message,
                     label: label.to_string(),
                     help,
+                    // The snippet shows only the override: say which scenario it was applied to.
+                    note: Some(format!("the override was applied to {}", self.origin)),
                 }
             }
             (_, span) => Diagnostic {
@@ -368,6 +374,7 @@ impl Sources<'_> {
                 message,
                 label: label.to_string(),
                 help,
+                note: None,
             },
         }
     }
@@ -439,11 +446,71 @@ impl Sources<'_> {
         }
         self.diagnostic(
             e.span(),
-            format!("{}{message}", prefix(&path)),
+            format!("{}{}", prefix(&path), plain_words(&message)),
             "here",
             None,
         )
     }
+}
+
+/// serde's "invalid type: integer `5`, expected u32" in the words of the file:
+/// "expected a whole number, found 5". Other messages are returned as they are.
+fn plain_words(message: &str) -> String {
+    if message == "wanted string or table" {
+        // toml's word for an enum given a number or a list: the names are quoted strings.
+        return "expected a name in quotes, found another kind of value".into();
+    }
+    let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    else {
+        return message.to_string();
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let number = |text: &str| {
+        text.strip_prefix("integer `")
+            .and_then(|t| t.split_once('`'))
+            .map(|(n, _)| n.to_string())
+    };
+    let integer = number(found);
+    let found = if let Some(n) = &integer {
+        n.clone()
+    } else if let Some(x) = found
+        .strip_prefix("floating point `")
+        .or_else(|| found.strip_prefix("boolean `"))
+        .and_then(|t| t.strip_suffix('`'))
+    {
+        x.to_string()
+    } else if found.starts_with("string ") {
+        format!("the {found}")
+    } else {
+        match found {
+            "sequence" => "a list".to_string(),
+            "map" => "a table".to_string(),
+            other => other.to_string(),
+        }
+    };
+    let unsigned_max = match expected {
+        "u8" => Some(u64::from(u8::MAX)),
+        "u16" => Some(u64::from(u16::MAX)),
+        "u32" => Some(u64::from(u32::MAX)),
+        "u64" | "usize" => Some(u64::MAX),
+        _ => None,
+    };
+    let expected = match (expected, unsigned_max) {
+        // The number is out of the type's range: say the range.
+        (_, Some(max)) if integer.is_some() => format!("a whole number from 0 to {max}"),
+        (_, Some(_)) | ("i8" | "i16" | "i32" | "i64", _) => "a whole number".to_string(),
+        ("f32" | "f64", _) => "a number".to_string(),
+        ("a boolean", _) => "true or false".to_string(),
+        ("a sequence", _) => "a list".to_string(),
+        ("a map", _) => "a table".to_string(),
+        (other, _) if other.starts_with("struct ") => "a table".to_string(),
+        (other, _) => other.to_string(),
+    };
+    format!("expected {expected}, found {found}")
 }
 
 /// The field name in serde's "missing field `x`" message.
@@ -489,14 +556,21 @@ fn display_path(path: &[Seg]) -> String {
 }
 
 /// The span of the value at `path`, or of the deepest part of it that exists in the document
-/// (a missing key is reported at its table).
-fn locate(root: &Spanned<DeTable<'_>>, path: &[Seg]) -> Option<Range<usize>> {
+/// (a missing key is reported at its table). With `at_key`, the span of the key `path` ends with,
+/// when it is there.
+fn locate(root: &Spanned<DeTable<'_>>, path: &[Seg], at_key: bool) -> Option<Range<usize>> {
     let mut span = root.span();
+    let mut key_span = None;
     let mut current: Option<&DeValue<'_>> = None;
     let mut table = Some(root.get_ref());
-    for seg in path {
+    for (i, seg) in path.iter().enumerate() {
         let next = match (seg, table, current) {
-            (Seg::Key(k), Some(t), _) => t.get(k.as_str()),
+            (Seg::Key(k), Some(t), _) => t.get_key_value(k.as_str()).map(|(key, value)| {
+                if i + 1 == path.len() {
+                    key_span = Some(key.span());
+                }
+                value
+            }),
             (Seg::Index(i), _, Some(DeValue::Array(a))) => a.get(*i),
             _ => None,
         };
@@ -507,6 +581,11 @@ fn locate(root: &Spanned<DeTable<'_>>, path: &[Seg]) -> Option<Range<usize>> {
             DeValue::Table(t) => Some(t),
             _ => None,
         };
+    }
+    if at_key {
+        if let Some(key) = key_span {
+            return Some(key);
+        }
     }
     // The root's span is the whole file; pointing at it says nothing.
     (span != root.span()).then_some(span)
@@ -692,4 +771,58 @@ fn nesting_too_deep(text: &str) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_words;
+
+    #[test]
+    fn serde_words_become_plain_words() {
+        for (serde, plain) in [
+            (
+                "invalid type: string \"lots\", expected u32",
+                "expected a whole number, found the string \"lots\"",
+            ),
+            (
+                "invalid value: integer `-1`, expected u64",
+                "expected a whole number from 0 to 18446744073709551615, found -1",
+            ),
+            (
+                "invalid type: integer `99999999999999999999` as i128, expected u64",
+                "expected a whole number from 0 to 18446744073709551615, found 99999999999999999999",
+            ),
+            (
+                "invalid value: integer `5000000000`, expected u32",
+                "expected a whole number from 0 to 4294967295, found 5000000000",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected u64",
+                "expected a whole number, found 1.5",
+            ),
+            (
+                "invalid type: string \"x\", expected f64",
+                "expected a number, found the string \"x\"",
+            ),
+            (
+                "invalid type: integer `1`, expected a boolean",
+                "expected true or false, found 1",
+            ),
+            (
+                "invalid type: integer `5`, expected struct LoadSpec",
+                "expected a table, found 5",
+            ),
+            (
+                "invalid type: map, expected a sequence",
+                "expected a list, found a table",
+            ),
+            (
+                "invalid type: boolean `true`, expected a duration string with a unit, like \"250ms\" or \"1.5s\"",
+                "expected a duration string with a unit, like \"250ms\" or \"1.5s\", found true",
+            ),
+            ("missing field `name`", "missing field `name`"),
+        ] {
+            assert_eq!(plain_words(serde), plain, "{serde}");
+        }
+    }
 }

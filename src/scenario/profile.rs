@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::record::{Attempt, ErrorKind};
-use crate::scenario::duration::format_duration;
+use crate::scenario::duration::{MAX_DURATION, format_duration};
 
 /// Requests that start more than this far behind their intended send time are counted as late.
 /// Tokio's timer has 1ms granularity and a loaded machine adds a few ms of scheduling jitter, so a
@@ -18,6 +18,20 @@ pub const LATE_AFTER: Duration = Duration::from_millis(10);
 /// errors) and 300 MB of memory. 1000 covers a one-second stall at 1000 requests/s; requests
 /// beyond it wait, start late and are counted late, their latency still measured from schedule.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1_000;
+
+// The caps of a load profile. Scenario files and `traceforge load`'s flags are both held to them,
+// so a value that one refuses the other refuses too.
+
+/// The most logical requests a profile may send.
+pub const MAX_REQUESTS: u64 = 100_000_000;
+/// The most closed-loop workers.
+pub const MAX_CONCURRENCY: u32 = 10_000;
+/// The highest open-loop rate, in requests per second.
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// The highest open-loop in-flight cap.
+pub const MAX_IN_FLIGHT: u32 = 1_000_000;
+/// The most retries after a request's first attempt.
+pub const MAX_RETRIES: u32 = 20;
 
 /// How requests are started.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,9 +120,12 @@ impl fmt::Display for Profile {
                 stages(f, s, " workers")
             }
             Profile::Open { schedule, .. } => match &schedule.shape {
-                Shape::Constant { rate } => {
-                    write!(f, "{} requests at {rate}/s (open loop)", schedule.count)
-                }
+                Shape::Constant { rate } => write!(
+                    f,
+                    "{} requests at {}/s (open loop)",
+                    schedule.count,
+                    format_number(*rate)
+                ),
                 Shape::Ramp(s) => {
                     write!(f, "{} requests, open loop, rate stages: ", schedule.count)?;
                     stages(f, s, "/s")
@@ -165,14 +182,40 @@ impl Schedule {
         self.count
     }
 
-    /// The intended send time of request `index`, from the start of the run.
+    /// The intended send time of request `index`, from the start of the run. Never later than
+    /// [`MAX_DURATION`]: validation refuses schedules that do not fit (see [`Schedule::fits`]), and
+    /// a time that cannot be represented must not panic the load generator either.
     pub fn at(&self, index: u64) -> Duration {
+        self.secs_at(index)
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .map_or(MAX_DURATION, |d| d.min(MAX_DURATION))
+    }
+
+    /// True when the last request is due within [`MAX_DURATION`] of the start.
+    pub fn fits(&self) -> bool {
+        let last = self.count.saturating_sub(1);
+        self.secs_at(last)
+            .is_some_and(|secs| secs <= MAX_DURATION.as_secs_f64())
+    }
+
+    /// Seconds from the start to request `index`, when that is a finite, non-negative number.
+    fn secs_at(&self, index: u64) -> Option<f64> {
         let n = index as f64;
         let secs = match &self.shape {
             Shape::Constant { rate } => n / rate,
             Shape::Ramp(stages) => ramp_time(stages, n),
         };
-        Duration::from_secs_f64(secs.max(0.0))
+        (secs.is_finite() && secs >= 0.0).then_some(secs)
+    }
+}
+
+/// A number as people write it: `50`, `0.25`, and `1e-300` rather than three hundred zeros.
+pub fn format_number(x: f64) -> String {
+    let plain = x.to_string();
+    if plain.len() <= 20 {
+        plain
+    } else {
+        format!("{x:e}")
     }
 }
 
@@ -338,6 +381,30 @@ mod tests {
             assert!(s.at(i) >= last, "the schedule never runs backwards");
             last = s.at(i);
         }
+    }
+
+    #[test]
+    fn a_timetable_past_the_cap_does_not_fit_and_never_panics() {
+        let slow = Schedule::constant(1e-300, 5);
+        assert!(!slow.fits());
+        assert_eq!(slow.at(0), Duration::ZERO);
+        assert_eq!(slow.at(4), MAX_DURATION, "saturates instead of panicking");
+        // One request a day: 8 requests end on day 7, 9 on day 8.
+        let daily = 1.0 / 86_400.0;
+        assert!(Schedule::constant(daily, 8).fits());
+        assert!(!Schedule::constant(daily, 9).fits());
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE] {
+            let s = Schedule::constant(rate, u64::MAX);
+            let _ = (s.at(u64::MAX), s.at(1), s.fits());
+        }
+        let ramp = Schedule::stages(vec![Stage {
+            duration: MAX_DURATION,
+            target: f64::MAX,
+        }]);
+        let _ = (ramp.at(u64::MAX), ramp.fits());
+        assert_eq!(format_number(1e-300), "1e-300");
+        assert_eq!(format_number(0.25), "0.25");
+        assert_eq!(format_number(1_000_000.0), "1000000");
     }
 
     #[test]

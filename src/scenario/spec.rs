@@ -112,9 +112,10 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<Methods>,
 
-    /// The HTTP status to answer with. Default 200.
+    /// The HTTP status to answer with, 200 to 599 (a 1xx status cannot end a response). Default
+    /// 200. A `204` or `304` route has no body.
     #[serde(default = "default_status")]
-    #[schemars(range(min = 100, max = 599))]
+    #[schemars(range(min = 200, max = 599))]
     pub status: u16,
 
     /// The response body. Default empty.
@@ -158,7 +159,7 @@ impl<'de> Deserialize<'de> for FaultEntry {
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 // Parse now so a malformed string is reported at its own position in the file.
-                crate::fault::compact::parse(v).map_err(E::custom)?;
+                crate::fault::compact::parse(v).map_err(|e| E::custom(e.in_file()))?;
                 Ok(FaultEntry::Compact(v.to_string()))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
@@ -248,9 +249,10 @@ pub struct FaultSpec {
     pub jitter: Option<DurationSpec>,
 
     /// For `error`: the status of the synthetic response. For `status`: the status that replaces
-    /// the upstream's. 100 to 599.
+    /// the upstream's. 200 to 599: a 1xx status cannot end a response. A `204` or `304` error has
+    /// no `body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 100, max = 599))]
+    #[schemars(range(min = 200, max = 599))]
     pub status: Option<u16>,
 
     /// For `error`: the body of the synthetic response. Default: a short text naming the rule.
@@ -655,9 +657,11 @@ pub struct LoadSpec {
     pub rate: Option<f64>,
 
     /// Steps that ramp linearly from the previous step's value (the first from 0), all `rate` or
-    /// all `concurrency`. A step with `duration = "0s"` jumps straight to its value.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stages: Vec<StageSpec>,
+    /// all `concurrency`. A step with `duration = "0s"` jumps straight to its value. At least one
+    /// step when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub stages: Option<Vec<StageSpec>>,
 
     /// Open loop: at most this many requests in flight. When the cap is reached the next request
     /// waits for a free slot, starts late and is counted as late; its latency still counts from
@@ -702,7 +706,7 @@ impl Default for LoadSpec {
             duration: None,
             concurrency: None,
             rate: None,
-            stages: Vec::new(),
+            stages: None,
             max_in_flight: None,
             retries: None,
             retry_backoff: None,

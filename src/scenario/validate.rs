@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, StatusCode, Uri};
+use hyper::{Method, StatusCode};
 
 use std::sync::Arc;
 
-use super::duration::{DelaySpec, DurationSpec, format_duration};
+use super::duration::{DelaySpec, DurationSpec, MAX_DURATION, format_duration};
 use super::error::did_you_mean;
 use super::spec::{Clock, Distribution, FaultEntry, FaultKind, FaultSpec, Methods, ScenarioSpec};
 use super::{Expectations, LoadConfig, ProxyConfig, Route, Scenario, Seg, Target, UpstreamConfig};
@@ -21,6 +21,8 @@ use crate::fault::{
 /// One validation problem, at a path into the document.
 pub(crate) struct Problem {
     pub path: Vec<Seg>,
+    /// Point at the key the path ends with rather than at its value (a bad header name).
+    pub at_key: bool,
     pub message: String,
     pub label: String,
     pub help: Option<String>,
@@ -42,10 +44,25 @@ impl Checker {
     ) {
         self.problems.push(Problem {
             path,
+            at_key: false,
             message: message.into(),
             label: label.to_string(),
             help,
         });
+    }
+
+    /// Like [`Checker::report`], with the caret on the key the path ends with.
+    fn report_key(
+        &mut self,
+        path: Vec<Seg>,
+        message: impl Into<String>,
+        label: &str,
+        help: Option<String>,
+    ) {
+        self.report(path, message, label, help);
+        if let Some(p) = self.problems.last_mut() {
+            p.at_key = true;
+        }
     }
 
     fn range<T: PartialOrd + std::fmt::Display + Copy>(
@@ -130,7 +147,7 @@ impl Checker {
         for (name, value) in headers {
             let p = with(&path, Seg::Key(name.clone()));
             let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
-                self.report(
+                self.report_key(
                     p,
                     format!("`{name}` is not a valid header name"),
                     "invalid header name",
@@ -150,6 +167,38 @@ impl Checker {
             out.push((n, v));
         }
         out
+    }
+
+    /// Headers TraceForge sends (responses, requests): [`Checker::headers`], and none of the
+    /// names the servers manage themselves.
+    fn headers_to_send(
+        &mut self,
+        path: Vec<Seg>,
+        headers: &BTreeMap<String, String>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let checked = self.headers(path.clone(), headers);
+        for name in headers.keys() {
+            self.managed(with(&path, Seg::Key(name.clone())), name, None);
+        }
+        checked
+    }
+
+    /// Reports `name` when it is one of [`MANAGED_HEADERS`], pointing at it.
+    fn managed(&mut self, path: Vec<Seg>, name: &str, help: Option<&str>) {
+        let lower = name.to_ascii_lowercase();
+        let Some((label, reason)) = managed_header(&lower) else {
+            return;
+        };
+        let help = help.unwrap_or(
+            "remove it: TraceForge's servers and load generator set these headers themselves",
+        );
+        let at_key = matches!(path.last(), Some(Seg::Key(k)) if k == name);
+        let message = format!("`{lower}` cannot be set: {reason}");
+        if at_key {
+            self.report_key(path, message, label, Some(help.into()));
+        } else {
+            self.report(path, message, label, Some(help.into()));
+        }
     }
 
     fn positive(&mut self, path: Vec<Seg>, d: Duration, what: &str) {
@@ -205,7 +254,7 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
     let upstream = check_upstream(&mut c, spec);
     let faults = check_faults(&mut c, spec);
     let proxy = ProxyConfig {
-        add_response_headers: c.headers(
+        add_response_headers: c.headers_to_send(
             keys(&["proxy", "add_response_headers"]),
             &spec.proxy.add_response_headers,
         ),
@@ -283,26 +332,9 @@ fn check_upstream(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
         );
     }
     if let Some(url) = &spec.upstream.url {
-        let path = keys(&["upstream", "url"]);
-        match url.parse::<Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
-                upstream.url = Some(uri)
-            }
-            Ok(uri) if uri.scheme_str() == Some("https") => c.report(
-                path,
-                "https upstreams are not supported",
-                "https",
-                Some(
-                    "point TraceForge at a plain-HTTP address of the service (http://host:port)"
-                        .into(),
-                ),
-            ),
-            _ => c.report(
-                path,
-                format!("`{url}` is not an http:// URL with a host"),
-                "not a URL",
-                Some("write it like \"http://127.0.0.1:8081\"".into()),
-            ),
+        match super::url::parse_http_url(url) {
+            Ok(uri) => upstream.url = Some(uri),
+            Err(e) => c.report(keys(&["upstream", "url"]), e.message, e.label, Some(e.help)),
         }
         if !spec.upstream.routes.is_empty() {
             c.report(
@@ -323,13 +355,19 @@ fn check_upstream(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
                 Some("a route path starts with `/` and has no query, like \"/api/slow\"".into()),
             );
         }
-        c.range(with(&at, Seg::Key("status".into())), route.status, 100, 599);
+        final_status(c, with(&at, Seg::Key("status".into())), route.status);
+        no_body_allowed(
+            c,
+            with(&at, Seg::Key("body".into())),
+            route.status,
+            &route.body,
+        );
         let methods = route
             .method
             .as_ref()
             .map(|m| c.methods(with(&at, Seg::Key("method".into())), m))
             .unwrap_or_default();
-        let headers = c.headers(with(&at, Seg::Key("headers".into())), &route.headers);
+        let headers = c.headers_to_send(with(&at, Seg::Key("headers".into())), &route.headers);
         let latency = route.latency.map_or(Duration::ZERO, |d| d.get());
         upstream.routes.push(Route {
             path: route.path.clone(),
@@ -353,7 +391,7 @@ fn check_faults(c: &mut Checker, spec: &ScenarioSpec) -> Vec<FaultRule> {
             FaultEntry::Compact(s) => match compact::parse(s) {
                 Ok(t) => (t, true),
                 Err(e) => {
-                    c.report(at, e, "invalid fault", None);
+                    c.report(at, e.in_file(), "invalid fault", None);
                     continue;
                 }
             },
@@ -419,7 +457,14 @@ pub(crate) fn compile_rule(fault: &FaultSpec, name: &str) -> Result<FaultRule, S
     let mut c = Checker::default();
     let rule = check_rule(&mut c, fault, name.to_string(), &|_| Vec::new());
     if !c.problems.is_empty() {
-        let messages: Vec<String> = c.problems.into_iter().map(|p| p.message).collect();
+        let messages: Vec<String> = c
+            .problems
+            .into_iter()
+            .map(|p| match p.help {
+                Some(help) => format!("{} ({help})", p.message),
+                None => p.message,
+            })
+            .collect();
         return Err(messages.join("; "));
     }
     rule.ok_or_else(|| "not a usable fault".to_string())
@@ -504,12 +549,15 @@ fn check_action(
                 fault,
                 field,
                 "an `error` fault",
-                "add `status = 503` (any status from 100 to 599)",
+                "add `status = 503` (any status from 200 to 599)",
             )?;
+            if let Some(body) = &fault.body {
+                no_body_allowed(c, field("body"), status, body);
+            }
             let headers = fault
                 .headers
                 .as_ref()
-                .map(|h| c.headers(field("headers"), h))
+                .map(|h| c.headers_to_send(field("headers"), h))
                 .unwrap_or_default();
             Some(FaultAction::Error(Arc::new(ErrorReply {
                 status,
@@ -591,15 +639,41 @@ fn required_status(
         );
         return None;
     };
-    if !(100..=599).contains(&status) {
+    final_status(c, field("status"), status);
+    Some(status)
+}
+
+/// A status a server can answer with: 200 to 599. hyper answers a 1xx response with a 500 and
+/// closes the connection, since an informational status cannot end an exchange.
+fn final_status(c: &mut Checker, path: Vec<Seg>, status: u16) {
+    if (100..=199).contains(&status) {
         c.report(
-            field("status"),
+            path,
+            format!("{status} is an informational status, which cannot end a response"),
+            "not a final status",
+            Some("use a status from 200 to 599".into()),
+        );
+    } else if !(200..=599).contains(&status) {
+        c.report(
+            path,
             format!("{status} is not an HTTP status"),
             "not a status",
-            Some("statuses run from 100 to 599".into()),
+            Some("use a status from 200 to 599".into()),
         );
     }
-    Some(status)
+}
+
+/// 204 and 304 responses have no body (RFC 9110 sections 15.3.5 and 15.4.5): the server would
+/// drop it without a word, so a body given for one is a mistake worth pointing at.
+fn no_body_allowed(c: &mut Checker, path: Vec<Seg>, status: u16, body: &str) {
+    if matches!(status, 204 | 304) && !body.is_empty() {
+        c.report(
+            path,
+            format!("a {status} response has no body"),
+            "never sent",
+            Some("remove `body`, or use a status that carries one, such as 200 or 503".into()),
+        );
+    }
 }
 
 fn check_delay(
@@ -698,8 +772,38 @@ fn check_delay(
     Some(FaultAction::Delay { model, jitter })
 }
 
-/// Headers the proxy must manage itself: changing them would break the message framing.
-const FRAMING_HEADERS: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
+/// Headers that frame a message or describe one connection (RFC 9112 section 6, RFC 9110 section
+/// 7.6.1). The servers set them from the body and the connection; set from configuration, they
+/// cut bodies short or poison the next response on a keep-alive connection. Header faults, error
+/// rules, routes, load targets, `[proxy] add_response_headers` and `PROXY_MOD_HEADER` all refuse
+/// them.
+pub(crate) const MANAGED_HEADERS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// The label and the reason why `name` (lowercase) cannot be set, when it is a managed header.
+pub(crate) fn managed_header(name: &str) -> Option<(&'static str, &'static str)> {
+    if !MANAGED_HEADERS.contains(&name) {
+        return None;
+    }
+    Some(match name {
+        "content-length" | "transfer-encoding" => (
+            "framing header",
+            "it frames the message, which the server does from the body; another value would cut the body short or corrupt the connection",
+        ),
+        _ => (
+            "hop-by-hop header",
+            "it is a hop-by-hop header, which describes one connection and is managed by the server",
+        ),
+    })
+}
 
 fn check_header_fault(
     c: &mut Checker,
@@ -723,15 +827,11 @@ fn check_header_fault(
         }
     }
     let framing = |c: &mut Checker, name: &str, path: Vec<Seg>| {
-        let lower = name.to_ascii_lowercase();
-        if FRAMING_HEADERS.contains(&lower.as_str()) {
-            c.report(
-                path,
-                format!("`{lower}` is managed by the proxy and cannot be changed"),
-                "framing header",
-                Some("to cut a body short use `kind = \"truncate\"`".into()),
-            );
-        }
+        c.managed(
+            path,
+            name,
+            Some("to cut a body short use `kind = \"truncate\"`; to break connections, `kind = \"reset\"` or `\"drop\"`"),
+        );
     };
     for (map, key) in [(&fault.set, "set"), (&fault.add, "add")] {
         for name in map.iter().flat_map(BTreeMap::keys) {
@@ -915,22 +1015,25 @@ fn check_schedule(
 }
 
 fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
-    use super::profile::{Profile, Schedule, Until};
+    use super::profile::{
+        MAX_CONCURRENCY, MAX_IN_FLIGHT, MAX_RATE, MAX_REQUESTS, Profile, Schedule, Until,
+        format_number,
+    };
 
     let l = &spec.load;
     let at = key("load");
     let f = |name: &str| with(&at, Seg::Key(name.into()));
     if let Some(n) = l.requests {
-        c.range(f("requests"), n, 1, 100_000_000);
+        c.range(f("requests"), n, 1, MAX_REQUESTS);
     }
     if let Some(n) = l.concurrency {
-        c.range(f("concurrency"), n, 1, 10_000);
+        c.range(f("concurrency"), n, 1, MAX_CONCURRENCY);
     }
     if let Some(d) = l.duration {
         c.positive(f("duration"), d.get(), "the load duration");
     }
     if let Some(n) = l.max_in_flight {
-        c.range(f("max_in_flight"), n, 1, 1_000_000);
+        c.range(f("max_in_flight"), n, 1, MAX_IN_FLIGHT);
     }
     c.positive(f("timeout"), l.timeout.get(), "the request timeout");
 
@@ -942,7 +1045,7 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
             Some(help.into()),
         );
     };
-    let profile = if !l.stages.is_empty() {
+    let profile = if let Some(stages) = &l.stages {
         for name in ["requests", "duration", "rate", "concurrency"] {
             let present = match name {
                 "requests" => l.requests.is_some(),
@@ -959,13 +1062,15 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
                 );
             }
         }
-        check_stages(c, spec)
+        check_stages(c, spec, stages)
     } else if let Some(rate) = l.rate {
-        if !(rate > 0.0 && rate <= 1_000_000.0) {
+        let rate_ok = rate > 0.0 && rate <= MAX_RATE;
+        if !rate_ok {
             c.report(
                 f("rate"),
                 format!(
-                    "must be more than 0 and at most 1000000 requests per second, found {rate}"
+                    "must be more than 0 and at most {MAX_RATE} requests per second, found {}",
+                    format_number(rate)
                 ),
                 "out of range",
                 None,
@@ -980,7 +1085,27 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
             );
         }
         let schedule = match (l.requests, l.duration) {
-            (Some(n), None) => Schedule::constant(rate, n),
+            (Some(n), None) => {
+                let schedule = Schedule::constant(rate, n);
+                if rate_ok && !schedule.fits() {
+                    // Request i starts at i / rate: the last must start within the 7-day cap.
+                    let fit = (rate * MAX_DURATION.as_secs_f64()).floor() + 1.0;
+                    c.report(
+                        f("rate"),
+                        format!(
+                            "at {} requests per second, {n} requests take longer than the maximum of 7 days",
+                            format_number(rate)
+                        ),
+                        "too slow",
+                        Some(format!(
+                            "raise `rate` or lower `requests`: at this rate 7 days hold at most {} request{}",
+                            format_number(fit),
+                            if fit == 1.0 { "" } else { "s" }
+                        )),
+                    );
+                }
+                schedule
+            }
             (None, Some(d)) => Schedule::constant_for(rate, d.get()),
             (Some(_), Some(_)) => {
                 conflict(
@@ -1037,10 +1162,10 @@ fn check_load(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
                 "no requests",
                 Some("raise `rate` or `duration`".into()),
             );
-        } else if n > 100_000_000 && l.requests.is_none() {
+        } else if n > MAX_REQUESTS && l.requests.is_none() {
             c.report(
                 at.clone(),
-                format!("this load profile sends {n} requests; at most 100000000 are allowed"),
+                format!("this load profile sends {n} requests; at most {MAX_REQUESTS} are allowed"),
                 "too many requests",
                 None,
             );
@@ -1067,17 +1192,30 @@ fn open_loop(spec: &ScenarioSpec, schedule: super::profile::Schedule) -> super::
     }
 }
 
-fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile {
-    use super::profile::{Profile, Schedule, Stage};
+fn check_stages(
+    c: &mut Checker,
+    spec: &ScenarioSpec,
+    specs: &[super::spec::StageSpec],
+) -> super::profile::Profile {
+    use super::profile::{MAX_CONCURRENCY, MAX_RATE, Profile, Schedule, Stage, format_number};
 
     let at = keys(&["load", "stages"]);
-    let first_is_rate = spec.load.stages[0].rate.is_some();
+    let Some(first) = specs.first() else {
+        c.report(
+            at,
+            "the list of stages is empty",
+            "no stages",
+            Some("add a stage such as { duration = \"10s\", rate = 50 }, or remove `stages` for the default of 100 requests".into()),
+        );
+        return Profile::ClosedStages { stages: Vec::new() };
+    };
+    let first_is_rate = first.rate.is_some();
     let mut stages = Vec::new();
     let mut total = Duration::ZERO;
-    for (i, s) in spec.load.stages.iter().enumerate() {
+    for (i, s) in specs.iter().enumerate() {
         let at_s = with(&at, Seg::Index(i));
         let field = |name: &str| with(&at_s, Seg::Key(name.into()));
-        total += s.duration.get();
+        total = total.saturating_add(s.duration.get());
         let target = match (s.rate, s.concurrency) {
             (Some(_), Some(_)) => {
                 c.report(
@@ -1098,10 +1236,13 @@ fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile
                 continue;
             }
             (Some(rate), None) => {
-                if !(0.0..=1_000_000.0).contains(&rate) {
+                if !(0.0..=MAX_RATE).contains(&rate) {
                     c.report(
                         field("rate"),
-                        format!("must be between 0 and 1000000 requests per second, found {rate}"),
+                        format!(
+                            "must be between 0 and {MAX_RATE} requests per second, found {}",
+                            format_number(rate)
+                        ),
                         "out of range",
                         None,
                     );
@@ -1117,7 +1258,7 @@ fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile
                 rate
             }
             (None, Some(n)) => {
-                c.range(field("concurrency"), n, 0, 10_000);
+                c.range(field("concurrency"), n, 0, MAX_CONCURRENCY);
                 if first_is_rate {
                     c.report(
                         field("concurrency"),
@@ -1140,6 +1281,16 @@ fn check_stages(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::Profile
             "the stages last no time at all",
             "zero duration",
             Some("give at least one stage a duration, like \"10s\"".into()),
+        );
+    } else if total > MAX_DURATION {
+        c.report(
+            at.clone(),
+            format!(
+                "the stages last {} in all, longer than the maximum of 7 days",
+                format_duration(total)
+            ),
+            "too long",
+            Some("shorten the stages; a load profile must end within 7 days".into()),
         );
     }
     if first_is_rate {
@@ -1196,7 +1347,7 @@ fn check_retry(c: &mut Checker, spec: &ScenarioSpec) -> super::profile::RetryPol
     } else {
         keys(&["load", "retries"])
     };
-    c.range(max_path, max, 0, 20);
+    c.range(max_path, max, 0, super::profile::MAX_RETRIES);
     let mut policy = RetryPolicy {
         max,
         backoff: l
@@ -1294,7 +1445,15 @@ fn check_targets(c: &mut Checker, spec: &ScenarioSpec) -> Vec<Target> {
                 Some("a target path starts with `/` and may carry a query, like \"/api/resource?id=1\"".into()));
         }
         c.range(field("weight"), t.weight, 1, 1_000_000);
-        let mut headers = c.headers(field("headers"), &t.headers);
+        let mut headers = c.headers_to_send(field("headers"), &t.headers);
+        if let Some(name) = t.headers.keys().find(|n| n.eq_ignore_ascii_case("host")) {
+            c.report_key(
+                with(&field("headers"), Seg::Key(name.clone())),
+                "`host` cannot be set here: the proxy sends the upstream's own name in Host",
+                "replaced by the proxy",
+                Some("to send another Host upstream, use a `headers` fault with target = \"request\" and set = { host = \"...\" }".into()),
+            );
+        }
         let body = match &t.body {
             None => bytes::Bytes::new(),
             Some(BodySpec::Text(text)) => bytes::Bytes::from(text.clone()),
@@ -1533,6 +1692,32 @@ fn check_status_bounds(
         ] {
             if let Some(s) = share {
                 c.probability(with(&p, Seg::Key(name.into())), s);
+            }
+        }
+        if let (Some(lo), Some(hi)) = (bound.min_count, bound.max_count) {
+            if lo > hi {
+                c.report(
+                    with(&p, Seg::Key("min_count".into())),
+                    format!("`min_count` ({lo}) is above `max_count` ({hi})"),
+                    "empty range",
+                    Some(
+                        "no count can meet both bounds: lower `min_count` or raise `max_count`"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        if let (Some(lo), Some(hi)) = (bound.min_share, bound.max_share) {
+            if lo > hi {
+                c.report(
+                    with(&p, Seg::Key("min_share".into())),
+                    format!("`min_share` ({lo}) is above `max_share` ({hi})"),
+                    "empty range",
+                    Some(
+                        "no share can meet both bounds: lower `min_share` or raise `max_share`"
+                            .into(),
+                    ),
+                );
             }
         }
         if bound.min_count.is_none()
