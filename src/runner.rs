@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub stop: CancellationToken,
     /// Where the output file is registered while it is open, so a forced exit can complete it.
     pub open_files: OpenFiles,
+    /// Keep every outcome in [`RunReport::outcomes`] (for tests; memory grows with the run).
+    pub keep_outcomes: bool,
 }
 
 impl RunOptions {
@@ -60,7 +62,14 @@ impl RunOptions {
             progress: Arc::new(AtomicU64::new(0)),
             stop: CancellationToken::new(),
             open_files: OpenFiles::default(),
+            keep_outcomes: false,
         }
+    }
+
+    /// The same options, keeping every outcome in the report, in index order.
+    pub fn keeping_outcomes(mut self) -> Self {
+        self.keep_outcomes = true;
+        self
     }
 
     /// The same options, accepting every result as the golden file (tests write to a scratch folder).
@@ -83,9 +92,12 @@ pub struct RunReport {
     /// The output file and how many outcomes it holds.
     pub output: Option<(PathBuf, u64)>,
     pub interrupted: bool,
+    /// Every outcome in index order, when [`RunOptions::keep_outcomes`] asked for them.
+    pub outcomes: Vec<crate::record::Outcome>,
 }
 
 impl RunReport {
+    /// True when the run completed and matched its expectations and its golden file.
     pub fn passed(&self) -> bool {
         !self.interrupted
             && self.expectations.iter().all(|v| v.passed)
@@ -169,8 +181,12 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     let base = listening_uri(&proxy, "proxy")?;
     let client = load::tcp_dialer();
     let mut body = BodyBuilder::for_scenario(scenario);
+    let mut kept = Vec::new();
     let played = play_with(client, load_options(scenario, base), options, |outcome| {
-        body.push(outcome)
+        body.push(outcome);
+        if options.keep_outcomes {
+            kept.push(outcome.clone());
+        }
     })
     .await;
     if options.stop.is_cancelled() {
@@ -184,7 +200,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         }
     }
     let (summary, output) = played?;
-    finish(scenario, options, summary, output, body, mark)
+    finish(scenario, options, summary, output, body, mark).map(|r| r.with_outcomes(kept))
 }
 
 /// Plays one scenario on the virtual clock: the same upstream, proxy and load generator, over
@@ -232,11 +248,15 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
         let client = network.connector();
         let base = Uri::from_static("http://proxy.traceforge");
         let mut body = BodyBuilder::for_scenario(scenario);
+        let mut kept = Vec::new();
         let (summary, output) = play_with(client, load_options(scenario, base), options, |o| {
-            body.push(o)
+            body.push(o);
+            if options.keep_outcomes {
+                kept.push(o.clone());
+            }
         })
         .await?;
-        finish(scenario, options, summary, output, body, mark)
+        finish(scenario, options, summary, output, body, mark).map(|r| r.with_outcomes(kept))
     })
 }
 
@@ -325,11 +345,35 @@ fn finish(
         body,
         output,
         interrupted,
+        outcomes: Vec::new(),
     })
 }
 
+impl RunReport {
+    fn with_outcomes(mut self, mut outcomes: Vec<crate::record::Outcome>) -> Self {
+        outcomes.sort_by_key(|o| o.index);
+        self.outcomes = outcomes;
+        self
+    }
+}
+
+/// Plays a scenario from synchronous code, such as a `#[test]`: on a runtime of its own for the
+/// real clock, or on the virtual clock's. Blocking: call it outside any tokio runtime (from async
+/// code, await [`run`] for the real clock).
+pub fn play(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| RunError::Spawn {
+            what: "runtime",
+            addr: LOOPBACK,
+            source,
+        })?;
+    play_scenario(&runtime, scenario, options)
+}
+
 /// Plays a load profile over TCP and records it; see [`play_with`].
-pub async fn play(
+pub async fn play_load(
     load_options: LoadOptions,
     options: &RunOptions,
     observe: impl FnMut(&crate::record::Outcome),

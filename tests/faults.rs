@@ -665,9 +665,11 @@ async fn play_scenario(text: &str) -> Vec<Outcome> {
         load: scenario.load.clone(),
     };
     let mut outcomes = Vec::new();
-    bounded(runner::play(load, &options, |o| outcomes.push(o.clone())))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    bounded(runner::play_load(load, &options, |o| {
+        outcomes.push(o.clone())
+    }))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_settled(&proxy).await;
     proxy.shutdown().await;
     up.shutdown().await;

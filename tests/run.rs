@@ -566,7 +566,7 @@ fn recorded_attempts_agree_with_the_proxy_metrics() {
             seed: scenario.seed,
             load: scenario.load.clone(),
         };
-        let (summary, _) = runner::play(load, &options, |o| outcomes.push(o.clone()))
+        let (summary, _) = runner::play_load(load, &options, |o| outcomes.push(o.clone()))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let samples = parse_exposition(

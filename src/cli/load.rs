@@ -223,7 +223,7 @@ pub fn load(args: &LoadArgs) -> u8 {
         ..RunOptions::new("")
     };
     let planned = load_options.load.profile.fixed_count();
-    let played = runtime.block_on(runner::play(load_options, &options, |_| {}));
+    let played = runtime.block_on(runner::play_load(load_options, &options, |_| {}));
     runtime.shutdown_timeout(Duration::from_secs(1));
     match played {
         Ok((summary, output)) => {

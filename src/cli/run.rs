@@ -401,6 +401,7 @@ pub fn run(args: &RunArgs) -> u8 {
             progress: progress.clone(),
             stop: signals.stop.clone(),
             open_files: open_files.clone(),
+            keep_outcomes: false,
         };
         lock(&reports).current = Some((file.clone(), scenario.name.clone()));
         let ticker = Ticker::start(progress, scenario.load.profile.fixed_count());

@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::ids::{IdSource, Ids};
-use crate::scenario::Route;
+pub use crate::scenario::Route;
 use crate::server::{self, BodyError, ClientTimeouts, Listening, Shutdown, TimedBody};
 
 /// The page served at `/` when no static directory is given, or it has no `index.html`.
@@ -215,6 +215,104 @@ pub async fn spawn(listen: SocketAddr, options: UpstreamOptions) -> std::io::Res
     server::spawn_tcp(listener, move |stream, shutdown| {
         serve_connection(stream, upstream.clone(), shutdown)
     })
+}
+
+/// A demo upstream for Rust tests, spawned on `127.0.0.1:0`:
+///
+/// ```no_run
+/// # async fn example() -> std::io::Result<()> {
+/// use traceforge::upstream::{self, Route};
+/// let server = upstream::builder()
+///     .route(Route::new("/api/orders").status(503).body("down"))
+///     .spawn()
+///     .await?;
+/// println!("serving on {}", server.url());
+/// # Ok(()) }
+/// ```
+pub fn builder() -> Builder {
+    Builder::default()
+}
+
+/// Builds a demo upstream; see [`builder`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    options: UpstreamOptions,
+}
+
+impl Builder {
+    /// Adds a route; routes take precedence over the built-in ones, in the order added.
+    pub fn route(mut self, route: Route) -> Self {
+        self.options.routes.push(route);
+        self
+    }
+
+    /// Serves `/static/...` (and `/`) from this folder.
+    pub fn static_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.options.static_dir = Some(dir.into());
+        self
+    }
+
+    /// Seeds the ids given to requests that arrive without them.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.options.seed = seed;
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and serves until the returned handle is shut down or dropped.
+    pub async fn spawn(self) -> std::io::Result<Listening> {
+        spawn(SocketAddr::from(([127, 0, 0, 1], 0)), self.options).await
+    }
+}
+
+impl Route {
+    /// A route for `path` (a glob such as `/api/*` works too), any method, answering 200 with an
+    /// empty body at once.
+    pub fn new(path: impl Into<String>) -> Route {
+        Route {
+            path: path.into(),
+            methods: Vec::new(),
+            status: StatusCode::OK,
+            body: String::new(),
+            headers: Vec::new(),
+            latency: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Only this method (call again for more).
+    pub fn method(mut self, method: Method) -> Route {
+        self.methods.push(method);
+        self
+    }
+
+    /// The response status; a code that is not a valid status is ignored.
+    pub fn status(mut self, status: u16) -> Route {
+        if let Ok(status) = StatusCode::from_u16(status) {
+            self.status = status;
+        }
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Route {
+        self.body = body.into();
+        self
+    }
+
+    /// A response header; a name or value that is not valid HTTP is ignored.
+    pub fn header(mut self, name: &str, value: &str) -> Route {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            self.headers.push((name, value));
+        }
+        self
+    }
+
+    /// Wait this long before answering.
+    pub fn latency(mut self, latency: std::time::Duration) -> Route {
+        self.latency = latency;
+        self
+    }
 }
 
 async fn scenario_route(route: &Route) -> Response<Full<Bytes>> {
