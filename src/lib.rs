@@ -4,8 +4,9 @@
 //! profile. The library parses and validates scenarios ([`scenario`]), compiles their fault rules
 //! into a pure, seeded decision function ([`fault`]), and derives every random choice from
 //! `(seed, key)` ([`seed`]). The servers every scenario plays against are the demo [`upstream`]
-//! and the fault-injecting [`proxy`], both built on [`server`]. The `traceforge` binary is a thin
-//! layer over it ([`cli`]).
+//! and the fault-injecting [`proxy`], both built on [`server`]. The [`runner`] plays a scenario
+//! and [`report`] renders what it returned (text, JSON, JUnit) with its verdict. The `traceforge`
+//! binary is a thin layer over it ([`cli`]).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod load;
 pub mod panic_watch;
 pub mod proxy;
 pub mod record;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod schema;
