@@ -37,6 +37,7 @@ macro_rules! errln {
 
 pub mod init;
 pub mod load;
+mod progress;
 pub mod run;
 pub mod serve;
 mod signal;

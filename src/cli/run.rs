@@ -1,11 +1,12 @@
 //! `traceforge run`: play scenarios, print their reports, and turn them into one exit code.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::progress::Progress;
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::golden;
 use crate::record::{Format, OpenFiles};
@@ -403,9 +404,9 @@ pub fn run(args: &RunArgs) -> u8 {
             open_files: open_files.clone(),
         };
         lock(&reports).current = Some((file.clone(), scenario.name.clone()));
-        let ticker = Ticker::start(progress, scenario.load.profile.fixed_count());
+        let shown = Progress::start(&runtime, progress, scenario.load.profile.fixed_count());
         let result = runner::play_scenario(&runtime, scenario, &options);
-        drop(ticker);
+        drop(shown);
         let (result, text) = match result {
             Ok(report) => {
                 let text = report::text::report_string(&report, signals.received());
@@ -460,55 +461,5 @@ fn exit_code(verdict: &RunVerdict) -> u8 {
         RunVerdict::Passed => EXIT_OK,
         RunVerdict::Failed(_) => EXIT_FAILED,
         RunVerdict::Stopped(_) | RunVerdict::Error(_) => EXIT_RUNTIME,
-    }
-}
-
-/// A progress line on stderr while a run is going, only when stderr is a terminal.
-struct Ticker {
-    done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(progress: Arc<AtomicU64>, total: Option<u64>) -> Ticker {
-        let done = Arc::new(AtomicBool::new(false));
-        let thread = std::io::stderr().is_terminal().then(|| {
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let started = std::time::Instant::now();
-                let mut shown = false;
-                while !done.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
-                    // Quick runs finish before the first line; only longer ones show progress.
-                    if started.elapsed() >= Duration::from_millis(500) {
-                        let n = progress.load(Ordering::Relaxed);
-                        match total {
-                            Some(total) => eprint!(
-                                "\r    {n}/{total} requests ({:.0}%)",
-                                n as f64 * 100.0 / total.max(1) as f64
-                            ),
-                            None => eprint!(
-                                "\r    {n} requests, {:.0}s",
-                                started.elapsed().as_secs_f64()
-                            ),
-                        }
-                        shown = true;
-                    }
-                }
-                if shown {
-                    eprint!("\r\x1b[2K");
-                }
-            })
-        });
-        Ticker { done, thread }
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
