@@ -55,7 +55,8 @@
 //! From the bottom: the scenario file format and its validation ([`scenario`]), the compiled fault
 //! rules ([`fault`]), the parts that run (the demo [`upstream`], the fault-injecting [`proxy`], the
 //! [`load`](mod@load) generator, the recorder ([`record`]), [`expect`]ations and [`golden`]
-//! snapshots), and the [`runner`] that plays them together. `ARCHITECTURE.md` in the repository
+//! snapshots), the [`runner`] that plays them together, and the [`report`]s of what it found (text,
+//! JSON, JUnit) with the run's verdict. `ARCHITECTURE.md` in the repository
 //! is the map.
 
 #![forbid(unsafe_code)]
@@ -71,6 +72,7 @@ pub mod load;
 pub mod panic_watch;
 pub mod proxy;
 pub mod record;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod schema;

@@ -1,6 +1,6 @@
 //! The only module that knows all the others: scenario -> spawn upstream and proxy -> play the load
-//! -> record outcomes -> summary, expectations and golden verdict. It prints nothing; the CLI
-//! renders the [`RunReport`].
+//! -> record outcomes -> summary, expectations and golden verdict. It prints nothing:
+//! [`crate::report`] renders the [`RunReport`] and the CLI prints it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! The command line: clap definitions and the dispatch that turns library results into terminal
-//! output and exit codes. Only this module and `main.rs` print.
+//! output and exit codes. It parses flags, calls the library (the runner, then [`crate::report`]
+//! to render what it returned), and prints. Only this module and `main.rs` print.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ macro_rules! errln {
 
 pub mod init;
 pub mod load;
-pub mod report;
+mod progress;
 pub mod run;
 pub mod serve;
 mod signal;

@@ -1,17 +1,17 @@
 //! `traceforge run`: play scenarios, print their reports, and turn them into one exit code.
 
-use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::report::{self, Played};
+use super::progress::Progress;
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
-use crate::golden::{self, Verdict};
+use crate::golden;
 use crate::record::{Format, OpenFiles};
-use crate::runner::{self, RunOptions, RunReport};
+use crate::report::{self, Played, RunVerdict};
+use crate::runner::{self, RunOptions};
 use crate::scenario::{self, Override, Scenario};
 
 /// Arguments of `traceforge run`.
@@ -220,7 +220,6 @@ struct Reports {
     junit: Option<PathBuf>,
     summary_json: Option<PathBuf>,
     played: Vec<Played>,
-    texts: Vec<String>,
     /// The scenario being played, reported as stopped if a forced exit comes first.
     current: Option<(PathBuf, String)>,
     written: bool,
@@ -234,37 +233,39 @@ impl Reports {
         }
         self.written = true;
         if let Some((file, name)) = self.current.take() {
+            let why = "stopped by a second signal before it finished";
             self.played.push(Played {
                 file,
                 name,
-                result: Err("stopped by a second signal before it finished".to_string()),
+                result: Err(why.to_string()),
+                text: format!("{why}\n"),
             });
-            self.texts
-                .push("stopped by a second signal before it finished\n".to_string());
         }
         let mut errors = Vec::new();
+        let played = &self.played;
         if let Some(path) = &self.junit {
-            let written = runner::create_parent(path)
-                .and_then(|()| std::fs::File::create(path))
-                .and_then(|f| {
-                    let mut w = std::io::BufWriter::new(f);
-                    report::write_junit(&mut w, &self.played, &self.texts)?;
-                    std::io::Write::flush(&mut w)
-                });
-            if let Err(e) = written {
-                errors.push(format!("cannot write {}: {e}", path.display()));
-            }
+            errors.extend(write_file(path, |w| report::junit::write_junit(w, played)).err());
         }
         if let Some(path) = &self.summary_json {
-            let mut text = serde_json::to_string_pretty(&report::summary_json(&self.played))
-                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-            text.push('\n');
-            if let Err(e) = runner::create_parent(path).and_then(|()| std::fs::write(path, text)) {
-                errors.push(format!("cannot write {}: {e}", path.display()));
-            }
+            errors.extend(write_file(path, |w| report::json::write_summary(w, played)).err());
         }
         errors
     }
+}
+
+/// Creates `path` (and its folders) and writes a report into it; says what went wrong if not.
+fn write_file(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let written = runner::create_parent(path)
+        .and_then(|()| std::fs::File::create(path))
+        .and_then(|f| {
+            let mut w = std::io::BufWriter::new(f);
+            write(&mut w)?;
+            w.flush()
+        });
+    written.map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn lock(reports: &Mutex<Reports>) -> MutexGuard<'_, Reports> {
@@ -404,38 +405,40 @@ pub fn run(args: &RunArgs) -> u8 {
             keep_outcomes: false,
         };
         lock(&reports).current = Some((file.clone(), scenario.name.clone()));
-        let ticker = Ticker::start(progress, scenario.load.profile.fixed_count());
+        let shown = Progress::start(&runtime, progress, scenario.load.profile.fixed_count());
         let result = runner::play_scenario(&runtime, scenario, &options);
-        drop(ticker);
+        drop(shown);
         let (result, text) = match result {
             Ok(report) => {
-                let text = render_report(scenario, &report, signals.received());
+                let text = report::text::report_string(&report, signals.received());
                 out!("{text}");
-                let (code, _, _) = verdict(&report);
-                worst = worst.max(code);
                 (Ok(report), text)
             }
             Err(e) => {
                 errln!("error: {}: {e}", scenario.name);
-                worst = worst.max(EXIT_RUNTIME);
                 (Err(e.to_string()), format!("error: {e}\n"))
             }
         };
-        let mut r = lock(&reports);
-        r.current = None;
-        r.played.push(Played {
+        let played = Played {
             file: file.clone(),
             name: scenario.name.clone(),
             result,
-        });
-        r.texts.push(text);
+            text,
+        };
+        worst = worst.max(exit_code(&played.verdict()));
+        let mut r = lock(&reports);
+        r.current = None;
+        r.played.push(played);
         drop(r);
         outln!();
     }
     {
         let r = lock(&reports);
         if r.played.len() > 1 {
-            outln!("{}", render_results(&r.played));
+            let mut table = Vec::new();
+            // Writing to a Vec cannot fail.
+            let _ = report::text::write_results(&mut table, &r.played);
+            out!("{}", String::from_utf8_lossy(&table));
         }
     }
     if not_run > 0 {
@@ -453,205 +456,11 @@ pub fn run(args: &RunArgs) -> u8 {
     worst
 }
 
-pub(crate) fn verdict(report: &RunReport) -> (u8, &'static str, String) {
-    if report.interrupted {
-        let cancelled = report.summary.errors.get("cancelled").copied().unwrap_or(0);
-        let mut why = format!(
-            "interrupted after {} requests",
-            report.summary.requests - cancelled
-        );
-        if cancelled > 0 {
-            why.push_str(&format!(" ({cancelled} more cut short)"));
-        }
-        return (EXIT_RUNTIME, "STOPPED", why);
-    }
-    let mut why = Vec::new();
-    for v in report.expectations.iter().filter(|v| !v.passed) {
-        why.push(format!(
-            "{} {} (measured {})",
-            v.name, v.threshold, v.measured
-        ));
-    }
-    match &report.golden {
-        Some(Verdict::Mismatch { .. }) => why.push("golden snapshot differs".to_string()),
-        Some(Verdict::Missing { .. }) => why.push("no golden snapshot yet".to_string()),
-        _ => {}
-    }
-    if why.is_empty() {
-        (EXIT_OK, "PASS", String::new())
-    } else {
-        (EXIT_FAILED, "FAIL", why.join("; "))
-    }
-}
-
-/// The report printed after each scenario: summary, expectations, golden verdict. `signal` names
-/// what stopped the run, when something did.
-pub fn render_report(scenario: &Scenario, report: &RunReport, signal: Option<&str>) -> String {
-    let mut out = String::new();
-    for line in report.summary.render_table().lines() {
-        let _ = writeln!(out, "    {line}");
-    }
-    if let Some((path, n)) = &report.output {
-        let _ = writeln!(out, "    outcomes:     {n} written to {}", path.display());
-    }
-    if !report.expectations.is_empty() {
-        out.push('\n');
-        out.push_str(&render_verdicts(&report.expectations));
-    }
-    out.push('\n');
-    match &report.golden {
-        None => {
-            let by = signal.map(|s| format!(" by {s}")).unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "    golden: not compared (the run was interrupted{by})"
-            );
-        }
-        Some(Verdict::Matched { path }) => {
-            let _ = writeln!(out, "    golden: matches {}", path.display());
-        }
-        Some(Verdict::Accepted { path }) => {
-            let _ = writeln!(out, "    golden: accepted, wrote {}", path.display());
-        }
-        Some(Verdict::Missing { path, new }) => {
-            let _ = writeln!(out, "    golden: {} does not exist yet", path.display());
-            if let Some(new) = new {
-                let _ = writeln!(out, "    wrote {} for review", new.display());
-            }
-            let _ = writeln!(
-                out,
-                "    hint: review and accept with `cargo insta review`, or re-run with --accept"
-            );
-        }
-        Some(Verdict::Mismatch { path, new, diff }) => {
-            let _ = writeln!(out, "    golden: this run differs from {}", path.display());
-            for line in diff.lines() {
-                let _ = writeln!(out, "    {line}");
-            }
-            match new {
-                Some(new) => {
-                    let _ = writeln!(
-                        out,
-                        "    wrote {} for review: `cargo insta review` (or re-run with --accept)",
-                        new.display()
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        out,
-                        "    (CI is set: no .snap.new written; pass --write-new to get one)"
-                    );
-                }
-            }
-        }
-    }
-    let (_, label, why) = verdict(report);
-    let _ = write!(out, "{label} {}", scenario.name);
-    if !why.is_empty() {
-        let _ = write!(out, ": {why}");
-    }
-    out.push('\n');
-    out
-}
-
-/// The verdict table: one row per expectation, columns as wide as their longest cell.
-pub fn render_verdicts(verdicts: &[crate::expect::Verdict]) -> String {
-    let width = |f: fn(&crate::expect::Verdict) -> &str, title: &str| {
-        verdicts
-            .iter()
-            .map(|v| f(v).len())
-            .chain([title.len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let name = width(|v| &v.name, "expectation");
-    let threshold = width(|v| &v.threshold, "threshold");
-    let measured = width(|v| &v.measured, "measured");
-    let mut out = format!(
-        "    {:<name$}  {:<threshold$}  {:<measured$}  result\n",
-        "expectation", "threshold", "measured"
-    );
-    for v in verdicts {
-        let _ = writeln!(
-            out,
-            "    {:<name$}  {:<threshold$}  {:<measured$}  {}",
-            v.name,
-            v.threshold,
-            v.measured,
-            if v.passed { "pass" } else { "FAIL" }
-        );
-    }
-    out
-}
-
-fn render_results(played: &[Played]) -> String {
-    let width = played
-        .iter()
-        .map(|p| p.name.len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
-    let mut out = format!("{:<width$}  result   details\n", "scenario");
-    let mut passed = 0;
-    for p in played {
-        let (label, why) = p.verdict();
-        if label == "pass" {
-            passed += 1;
-        }
-        let label = label.to_ascii_uppercase();
-        let row = format!("{:<width$}  {label:<7}  {why}", p.name);
-        let _ = writeln!(out, "{}", row.trim_end());
-    }
-    let _ = write!(out, "{passed} passed, {} failed", played.len() - passed);
-    out
-}
-
-/// A progress line on stderr while a run is going, only when stderr is a terminal.
-struct Ticker {
-    done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(progress: Arc<AtomicU64>, total: Option<u64>) -> Ticker {
-        let done = Arc::new(AtomicBool::new(false));
-        let thread = std::io::stderr().is_terminal().then(|| {
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let started = std::time::Instant::now();
-                let mut shown = false;
-                while !done.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
-                    // Quick runs finish before the first line; only longer ones show progress.
-                    if started.elapsed() >= Duration::from_millis(500) {
-                        let n = progress.load(Ordering::Relaxed);
-                        match total {
-                            Some(total) => eprint!(
-                                "\r    {n}/{total} requests ({:.0}%)",
-                                n as f64 * 100.0 / total.max(1) as f64
-                            ),
-                            None => eprint!(
-                                "\r    {n} requests, {:.0}s",
-                                started.elapsed().as_secs_f64()
-                            ),
-                        }
-                        shown = true;
-                    }
-                }
-                if shown {
-                    eprint!("\r\x1b[2K");
-                }
-            })
-        });
-        Ticker { done, thread }
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+/// The exit code of one scenario's verdict; the run exits with the worst of them.
+fn exit_code(verdict: &RunVerdict) -> u8 {
+    match verdict {
+        RunVerdict::Passed => EXIT_OK,
+        RunVerdict::Failed(_) => EXIT_FAILED,
+        RunVerdict::Stopped(_) | RunVerdict::Error(_) => EXIT_RUNTIME,
     }
 }
