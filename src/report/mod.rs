@@ -86,6 +86,7 @@ pub(crate) mod tests {
             body: None,
             output: None,
             interrupted: false,
+            outcomes: Vec::new(),
         }
     }
 
