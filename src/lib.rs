@@ -25,5 +25,6 @@ pub mod seed;
 pub mod server;
 pub mod transport;
 pub mod upstream;
+pub mod wire;
 
 pub use scenario::{Scenario, ScenarioError, load, parse_str};

@@ -31,18 +31,11 @@ pub use rank::pick_target;
 use crate::scenario::duration::{DelaySpec, MAX_DURATION};
 use crate::scenario::spec::HeaderTarget;
 use crate::scenario::{Scenario, Target};
-use crate::seed;
+use crate::{seed, wire};
 use decision::ActiveSlot;
 use rank::RankTable;
 
-/// The logical request index the load generator sends with every attempt.
-pub const INDEX_HEADER: &str = "x-traceforge-index";
-/// The 0-based attempt number the load generator sends (0 for the first try, 1 for the first retry).
-pub const ATTEMPT_HEADER: &str = "x-traceforge-attempt";
-/// The request header of header-controlled faults (`[proxy] header_faults = true`), holding a
-/// compact fault such as `error:503`. Also the response header naming the rules that fired.
-pub const FAULT_HEADER: &str = "x-traceforge-fault";
-/// The name of the rule a header-controlled fault runs as.
+/// The name of the rule a header-controlled fault ([`wire::FAULT`]) runs as.
 pub const HEADER_RULE: &str = "header";
 
 /// How a `delay` fault picks each request's base delay.
@@ -300,20 +293,6 @@ impl<'a> RequestFacts<'a> {
     }
 }
 
-/// The logical request index in `x-traceforge-index`, if present and a number.
-pub fn index_from_headers(headers: &HeaderMap) -> Option<u64> {
-    number_header(headers, INDEX_HEADER)
-}
-
-/// The attempt in `x-traceforge-attempt`, if present and a number.
-pub fn attempt_from_headers(headers: &HeaderMap) -> Option<u32> {
-    number_header(headers, ATTEMPT_HEADER)
-}
-
-fn number_header<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
-    headers.get(name)?.to_str().ok()?.trim().parse().ok()
-}
-
 /// The compiled fault rules of a scenario, under its seed.
 ///
 /// Cloning shares the `max_active` counters, so every clone serving the same run enforces the
@@ -423,7 +402,7 @@ impl FaultPlan {
             }
         }
         if self.header_faults {
-            if let Some(value) = facts.headers.get(FAULT_HEADER) {
+            if let Some(value) = facts.headers.get(wire::FAULT) {
                 match header_rule(value) {
                     Ok(rule) => {
                         let name: Arc<str> = Arc::from(HEADER_RULE);
@@ -560,9 +539,9 @@ fn draw_delay(model: &DelayModel, jitter: Option<Duration>, rng: &mut Pcg64) -> 
 fn header_rule(value: &HeaderValue) -> Result<FaultRule, String> {
     let text = value
         .to_str()
-        .map_err(|_| format!("{FAULT_HEADER}: the value is not visible ASCII text"))?;
-    let spec = compact::parse(text).map_err(|e| format!("{FAULT_HEADER}: {e}"))?;
-    crate::scenario::compile_rule(&spec, HEADER_RULE).map_err(|e| format!("{FAULT_HEADER}: {e}"))
+        .map_err(|_| format!("{}: the value is not visible ASCII text", wire::FAULT))?;
+    let spec = compact::parse(text).map_err(|e| format!("{}: {e}", wire::FAULT))?;
+    crate::scenario::compile_rule(&spec, HEADER_RULE).map_err(|e| format!("{}: {e}", wire::FAULT))
 }
 
 /// Builds request-header and response-header operations: `remove`, then `set`, then `add`.

@@ -665,7 +665,7 @@ fn header_plan() -> FaultPlan {
 
 fn with_fault_header(plan: &FaultPlan, value: &[u8]) -> Decision {
     let mut map = HeaderMap::new();
-    map.insert(FAULT_HEADER, HeaderValue::from_bytes(value).unwrap());
+    map.insert(wire::FAULT, HeaderValue::from_bytes(value).unwrap());
     plan.decide(&RequestFacts {
         headers: &map,
         ..RequestFacts::new(&Method::GET, "/api/x", "id")
@@ -871,16 +871,4 @@ fn decisions_do_not_depend_on_the_order_requests_arrive_in() {
     backward.reverse();
     assert_eq!(forward, backward);
     assert!(forward.iter().any(|d| d.terminal().is_some()));
-}
-
-#[test]
-fn facts_come_from_the_load_generators_headers() {
-    let map = headers(&[(INDEX_HEADER, "17"), (ATTEMPT_HEADER, "2")]);
-    assert_eq!(index_from_headers(&map), Some(17));
-    assert_eq!(attempt_from_headers(&map), Some(2));
-    let bad = headers(&[(INDEX_HEADER, "-1"), (ATTEMPT_HEADER, "x")]);
-    assert_eq!(
-        (index_from_headers(&bad), attempt_from_headers(&bad)),
-        (None, None)
-    );
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,16 +28,10 @@ pub use channel::{Channel, Dial, OwnConnection};
 use crate::record::{Attempt, ErrorKind, Outcome};
 use crate::scenario::profile::ramp_value;
 use crate::scenario::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
-use crate::seed;
+use crate::{seed, wire};
 
 /// Header names shared with the proxy and the upstream, defined once where they are set.
 pub use crate::ids::{X_REQUEST_ID, X_TRACE_ID};
-pub use crate::proxy::{X_TRACEFORGE_FAULT, X_TRACEFORGE_FAULT_KIND};
-/// Sent by the load generator: the logical request's 0-based index, so the proxy's counting
-/// rules (`first`, `every`, request windows) do not depend on arrival order.
-pub const X_TRACEFORGE_INDEX: HeaderName = HeaderName::from_static("x-traceforge-index");
-/// Sent by the load generator: the 0-based attempt of the logical request.
-pub const X_TRACEFORGE_ATTEMPT: HeaderName = HeaderName::from_static("x-traceforge-attempt");
 
 /// What to play and where.
 #[derive(Debug, Clone)]
@@ -493,8 +487,8 @@ async fn send<D: Dial>(
     let mut builder = Request::builder()
         .method(target.method.clone())
         .uri(uri)
-        .header(X_TRACEFORGE_INDEX, ids.index)
-        .header(X_TRACEFORGE_ATTEMPT, ids.attempt);
+        .header(wire::INDEX, ids.index)
+        .header(wire::ATTEMPT, ids.attempt);
     for (name, value) in &target.headers {
         builder = builder.header(name, value);
     }
@@ -515,7 +509,10 @@ async fn send<D: Dial>(
     let exchange = async {
         let response = channel.send(request).await?;
         let (parts, body) = response.into_parts();
-        head_faults = (fault_names(&parts.headers), fault_kinds(&parts.headers));
+        head_faults = (
+            wire::fault_names(&parts.headers),
+            wire::fault_kinds(&parts.headers),
+        );
         let body = body.collect().await.map_err(|e| classify(&e))?;
         Ok::<_, ErrorKind>((parts, body.to_bytes().len() as u64))
     };
@@ -566,28 +563,6 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// The rule names in `x-traceforge-fault`, in firing order.
-pub fn fault_names(headers: &hyper::HeaderMap) -> Vec<String> {
-    list_header(headers, &X_TRACEFORGE_FAULT)
-}
-
-/// The rule kinds in `x-traceforge-fault-kind`, in the same order as [`fault_names`].
-pub fn fault_kinds(headers: &hyper::HeaderMap) -> Vec<String> {
-    list_header(headers, &X_TRACEFORGE_FAULT_KIND)
-}
-
-fn list_header(headers: &hyper::HeaderMap, name: &HeaderName) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 /// `base` (scheme + authority) joined with a path and query.
@@ -725,15 +700,5 @@ mod tests {
             .map(|u| u.to_string())
             .unwrap_or_default();
         assert_eq!(uri, "http://127.0.0.1:8080/api/resource?x=1");
-    }
-
-    #[test]
-    fn fault_header_lists_rules_in_order() {
-        let mut h = hyper::HeaderMap::new();
-        h.insert(
-            X_TRACEFORGE_FAULT,
-            HeaderValue::from_static("slow-api, api-503"),
-        );
-        assert_eq!(fault_names(&h), vec!["slow-api", "api-503"]);
     }
 }

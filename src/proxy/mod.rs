@@ -17,7 +17,7 @@
 //! - `status`: the upstream's status replaced, its headers and body kept.
 //!
 //! Headers the load generator and users rely on:
-//! - [`X_TRACEFORGE_FAULT`] on every response where at least one rule fired (delays included): the
+//! - [`wire::FAULT`] on every response where at least one rule fired (delays included): the
 //!   fired rule names in firing order, `slow-api, api-503`. On a truncated response it comes with
 //!   the head, before the cut; a reset has no response to carry it. `x-traceforge-fault-kind`
 //!   gives the kind of each, in the same order (`delay, error`).
@@ -27,7 +27,7 @@
 //! - `X-Trace-Id` and `X-Request-Id` on every response, and sent upstream (see [`crate::ids`]).
 //! - The request header `x-traceforge-fault` is a control header: it is never forwarded, whether
 //!   or not header-controlled faults are on. A malformed one is ignored, logged at debug level and
-//!   explained in the [`X_TRACEFORGE_FAULT_ERROR`] response header.
+//!   explained in the [`wire::FAULT_ERROR`] response header.
 //! - `x-traceforge-index` and `x-traceforge-attempt` key the proxy's decisions; they reach the
 //!   upstream only with `forward_traceforge_headers`.
 //!
@@ -64,34 +64,24 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::fault::{self, Decision, Effect, ErrorReply, FaultPlan, RequestFacts, Step};
+use crate::fault::{Decision, Effect, ErrorReply, FaultPlan, RequestFacts, Step};
 use crate::ids::{IdSource, Ids};
 use crate::scenario::ProxyConfig;
 use crate::scenario::spec::HeaderTarget;
 use crate::server::{self, BodyError, ClientTimeouts, ConnectionControl, Listening, Shutdown};
+use crate::wire;
 use body::{Cut, FaultBody, Pace, Upload, UploadProgress};
 
 pub use metrics::{Metrics, Outcome};
 
-/// The fired rule names, in firing order, comma-separated.
-pub const X_TRACEFORGE_FAULT: HeaderName = HeaderName::from_static("x-traceforge-fault");
-/// The kind of each rule in [`X_TRACEFORGE_FAULT`], in the same order: `delay, error`.
-pub const X_TRACEFORGE_FAULT_KIND: HeaderName = HeaderName::from_static("x-traceforge-fault-kind");
 /// Marks a synthetic response (error, drop, hang's 504); its value names the rule.
 pub const X_FAULT_INJECTED: HeaderName = HeaderName::from_static("x-fault-injected");
-/// Why a malformed `x-traceforge-fault` request header was ignored.
-pub const X_TRACEFORGE_FAULT_ERROR: HeaderName =
-    HeaderName::from_static("x-traceforge-fault-error");
 
 /// Response bodies: streamed from the upstream, or small synthetic ones.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// The error of a streamed body: the upstream's, or its read timeout.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The load generator's request index and attempt: read here, forwarded only when asked.
-const INDEX_HEADER: HeaderName = HeaderName::from_static(fault::INDEX_HEADER);
-const ATTEMPT_HEADER: HeaderName = HeaderName::from_static(fault::ATTEMPT_HEADER);
 
 /// What the proxy forwards to and which faults it injects.
 #[derive(Debug, Clone)]
@@ -241,15 +231,15 @@ where
         ids.insert_into(headers);
         if !fired.is_empty() {
             if let Ok(value) = HeaderValue::from_str(&fired) {
-                headers.insert(X_TRACEFORGE_FAULT, value);
+                headers.insert(wire::FAULT, value);
             }
             if let Ok(value) = HeaderValue::from_str(&kinds) {
-                headers.insert(X_TRACEFORGE_FAULT_KIND, value);
+                headers.insert(wire::FAULT_KIND, value);
             }
         }
         if let Some(error) = &decision.header_error {
             if let Ok(value) = HeaderValue::from_str(error) {
-                headers.insert(X_TRACEFORGE_FAULT_ERROR, value);
+                headers.insert(wire::FAULT_ERROR, value);
             }
         }
         for (name, value) in &self.config.add_response_headers {
@@ -280,7 +270,7 @@ where
 
     /// The decision for one request, from its facts.
     fn decide(&self, req: &Request<Incoming>, ids: &Ids) -> Decision {
-        let index = fault::index_from_headers(req.headers()).unwrap_or_else(|| {
+        let index = wire::index(req.headers()).unwrap_or_else(|| {
             self.arrivals
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         });
@@ -291,7 +281,7 @@ where
             headers: req.headers(),
             request_id: &ids.request_id,
             index,
-            attempt: fault::attempt_from_headers(req.headers()).unwrap_or(0),
+            attempt: wire::attempt(req.headers()).unwrap_or(0),
             elapsed: self.started.elapsed(),
         };
         self.plan.decide(&facts)
@@ -393,12 +383,12 @@ where
         }
         ids.insert_into(&mut parts.headers);
         // A control header for this proxy, not for the upstream, whether or not it was honoured.
-        parts.headers.remove(fault::FAULT_HEADER);
+        parts.headers.remove(wire::FAULT);
         // The load generator's bookkeeping, read in step 2; an upstream that sees them could act
         // on them, which a client without TraceForge would never make it do.
         if !self.config.forward_traceforge_headers {
-            parts.headers.remove(INDEX_HEADER);
-            parts.headers.remove(ATTEMPT_HEADER);
+            parts.headers.remove(wire::INDEX);
+            parts.headers.remove(wire::ATTEMPT);
         }
         // Request header faults last, so a rule can change anything the upstream sees.
         self.rewrite_headers(decision, HeaderTarget::Request, &mut parts.headers);

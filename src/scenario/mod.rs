@@ -82,7 +82,7 @@ pub struct ProxyConfig {
     pub client_header_timeout: Duration,
     /// Between two reads of a client's request body (nginx's `client_body_timeout`).
     pub client_body_timeout: Duration,
-    /// Honour `x-traceforge-fault` request headers (see `fault::FAULT_HEADER`).
+    /// Honour `x-traceforge-fault` request headers (see `wire::FAULT`).
     pub header_faults: bool,
     /// Pass `x-traceforge-index` and `x-traceforge-attempt` on to the upstream.
     pub forward_traceforge_headers: bool,
