@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
 use tokio::io::AsyncWriteExt;
-use traceforge::fault::FaultPlan;
+use traceforge::fault::{FaultPlan, RequestFacts};
 use traceforge::proxy::{self, ProxyOptions};
 use traceforge::scenario::{ProxyConfig, Route};
 use traceforge::server::Listening;
@@ -323,7 +323,7 @@ async fn error_half_the_time_is_about_half_and_the_same_ids_get_the_same_decisio
     // And they are exactly what the pure decision function says.
     let reference = plan(seed, faults);
     for (id, status) in &first {
-        let decided = reference.decide_basic(&Method::GET, "/api/resource", id);
+        let decided = reference.decide(&RequestFacts::new(&Method::GET, "/api/resource", id));
         assert_eq!(decided.terminal().is_some(), *status == 503, "{id}");
     }
     proxy.shutdown().await;

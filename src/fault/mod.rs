@@ -24,7 +24,7 @@ use rand::Rng;
 use rand_distr::Distribution as _;
 use rand_pcg::Pcg64;
 
-pub use decision::{Decision, Effect, ErrorReply, HeaderOp, RuleRef, Step};
+pub use decision::{Action, Decision, Effect, ErrorReply, HeaderOp, RuleRef, Step};
 pub use matcher::{Matcher, PathGlob, ValueMatch};
 pub use rank::pick_target;
 
@@ -65,73 +65,29 @@ impl From<DelaySpec> for DelayModel {
     }
 }
 
-/// What a rule does when it fires.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FaultAction {
-    /// Hold the request for a drawn delay plus a uniform jitter in `[-jitter, +jitter]`
-    /// (never below zero), then go on.
-    Delay {
-        model: DelayModel,
-        jitter: Option<Duration>,
-    },
-    /// Answer with a synthetic response without forwarding.
-    Error(Arc<ErrorReply>),
-    /// Answer 503 without forwarding.
-    Drop,
-    /// Close the connection without a response.
-    Reset,
-    /// Never answer; with a cap, answer 504 after it.
-    Hang { cap: Option<Duration> },
-    /// Cut the response body after this many bytes and close.
-    Truncate { after_bytes: u64 },
-    /// Stream the response body at this rate.
-    Throttle { bytes_per_second: u64 },
-    /// Change request or response headers.
-    Headers {
-        target: HeaderTarget,
-        ops: Arc<[HeaderOp]>,
-    },
-    /// Replace the upstream's status, keeping its body.
-    Status(u16),
+/// What a rule does when it fires: an [`Action`] whose delay is still to be drawn.
+pub type FaultAction = Action<RandomDelay>;
+
+/// A `delay` fault before the draw: a base delay from `model`, plus a uniform jitter in
+/// `[-jitter, +jitter]` (never below zero).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomDelay {
+    pub model: DelayModel,
+    pub jitter: Option<Duration>,
 }
 
 impl FaultAction {
     /// A plain delay, fixed or a uniform range, without jitter.
     pub fn delay(spec: DelaySpec) -> Self {
-        FaultAction::Delay {
+        Action::Delay(RandomDelay {
             model: spec.into(),
             jitter: None,
-        }
+        })
     }
 
     /// An error with only a status.
     pub fn error(status: u16) -> Self {
-        FaultAction::Error(Arc::new(ErrorReply::status(status)))
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            FaultAction::Delay { .. } => "delay",
-            FaultAction::Error(_) => "error",
-            FaultAction::Drop => "drop",
-            FaultAction::Reset => "reset",
-            FaultAction::Hang { .. } => "hang",
-            FaultAction::Truncate { .. } => "truncate",
-            FaultAction::Throttle { .. } => "throttle",
-            FaultAction::Headers { .. } => "headers",
-            FaultAction::Status(_) => "status",
-        }
-    }
-
-    /// Terminal actions answer the request themselves; evaluation stops at the first one.
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            FaultAction::Error(_)
-                | FaultAction::Drop
-                | FaultAction::Reset
-                | FaultAction::Hang { .. }
-        )
+        Action::Error(Arc::new(ErrorReply::status(status)))
     }
 }
 
@@ -139,7 +95,7 @@ impl FaultAction {
 /// request index and attempt, time windows, and the `max_active` limit. All given conditions must
 /// hold; the default is always eligible.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Schedule {
+pub struct Window {
     /// Rank below this (`first = N`).
     pub first: Option<u64>,
     /// Rank at least this (`after = N`).
@@ -160,7 +116,7 @@ pub struct Schedule {
     pub max_active: Option<u32>,
 }
 
-impl Schedule {
+impl Window {
     /// Whether the rule counts matching requests (`first`, `after`, `every`).
     pub fn needs_rank(&self) -> bool {
         self.first.is_some() || self.after.is_some() || self.every.is_some()
@@ -191,7 +147,7 @@ pub struct FaultRule {
     /// In `[0, 1]`.
     pub probability: f64,
     pub matcher: Matcher,
-    pub schedule: Schedule,
+    pub window: Window,
 }
 
 impl FaultRule {
@@ -202,7 +158,7 @@ impl FaultRule {
             action,
             probability: 1.0,
             matcher: Matcher::default(),
-            schedule: Schedule::default(),
+            window: Window::default(),
         }
     }
 }
@@ -212,7 +168,7 @@ impl fmt::Display for FaultRule {
         use crate::scenario::duration::format_duration as fd;
         write!(f, "{} ({}", self.name, self.action.kind())?;
         match &self.action {
-            FaultAction::Delay { model, jitter } => {
+            FaultAction::Delay(RandomDelay { model, jitter }) => {
                 match model {
                     DelayModel::Fixed(d) => write!(f, " {}", fd(*d))?,
                     DelayModel::Uniform(lo, hi) => write!(f, " {}..{}", fd(*lo), fd(*hi))?,
@@ -344,7 +300,7 @@ impl FaultPlan {
         let matchers: Vec<(&Matcher, bool)> = self
             .rules
             .iter()
-            .map(|r| (&r.matcher, r.schedule.needs_rank()))
+            .map(|r| (&r.matcher, r.window.needs_rank()))
             .collect();
         let table = RankTable::build(self.seed, targets, requests, &matchers);
         self.ranks = Some(Arc::new(table));
@@ -378,7 +334,7 @@ impl FaultPlan {
     ///
     /// Pure given `(seed, rules, load profile, facts)`, except for `max_active`, which counts the
     /// decisions still alive. Rules are evaluated in order. A rule fires when its `match`
-    /// conditions hold, its schedule admits the request (attempt, index window, time window,
+    /// conditions hold, its window admits the request (attempt, index window, time window,
     /// rank), its probability roll succeeds, and a `max_active` slot is free. Each rule draws from
     /// its own stream, keyed `fault/<rule-name>/<request-id>`: first the probability roll (always,
     /// even at probability 1), then any value it needs (a delay, then its jitter).
@@ -417,12 +373,6 @@ impl FaultPlan {
         decision
     }
 
-    /// [`FaultPlan::decide`] for a request known only by method, path and id: no headers, index 0,
-    /// attempt 0, elapsed 0. For callers written before [`RequestFacts`].
-    pub fn decide_basic(&self, method: &Method, path: &str, request_id: &str) -> Decision {
-        self.decide(&RequestFacts::new(method, path, request_id))
-    }
-
     /// One rule against one request: the step it fires, if it does.
     fn evaluate(
         &self,
@@ -431,11 +381,11 @@ impl FaultPlan {
         name: &Arc<str>,
         facts: &RequestFacts<'_>,
     ) -> Option<Step> {
-        if !rule.matcher.matches(facts) || !rule.schedule.admits(facts) {
+        if !rule.matcher.matches(facts) || !rule.window.admits(facts) {
             return None;
         }
         if let RuleRef::Index(i) = which {
-            if rule.schedule.needs_rank() && !rule.schedule.admits_rank(self.rank(i, facts.index)) {
+            if rule.window.needs_rank() && !rule.window.admits_rank(self.rank(i, facts.index)) {
                 return None;
             }
         }
@@ -447,7 +397,7 @@ impl FaultPlan {
             return None;
         }
         let effect = effect_of(&rule.action, &mut rng);
-        let slot = match (which, rule.schedule.max_active) {
+        let slot = match (which, rule.window.max_active) {
             (RuleRef::Index(i), Some(limit)) => {
                 Some(Arc::new(ActiveSlot::acquire(&self.active[i], limit)?))
             }
@@ -464,24 +414,7 @@ impl FaultPlan {
 
 /// The effect of a firing rule, drawing any random value from the rule's stream.
 fn effect_of(action: &FaultAction, rng: &mut Pcg64) -> Effect {
-    match action {
-        FaultAction::Delay { model, jitter } => Effect::Delay(draw_delay(model, *jitter, rng)),
-        FaultAction::Error(reply) => Effect::Error(reply.clone()),
-        FaultAction::Drop => Effect::Drop,
-        FaultAction::Reset => Effect::Reset,
-        FaultAction::Hang { cap } => Effect::Hang { cap: *cap },
-        FaultAction::Truncate { after_bytes } => Effect::Truncate {
-            after_bytes: *after_bytes,
-        },
-        FaultAction::Throttle { bytes_per_second } => Effect::Throttle {
-            bytes_per_second: *bytes_per_second,
-        },
-        FaultAction::Headers { target, ops } => Effect::Headers {
-            target: *target,
-            ops: ops.clone(),
-        },
-        FaultAction::Status(status) => Effect::Status(*status),
-    }
+    action.map_delay(|d| draw_delay(&d.model, d.jitter, rng))
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -23,15 +23,15 @@ fn rule(name: &str, action: FaultAction, probability: f64, path: Option<&str>) -
     }
 }
 
-fn with_schedule(action: FaultAction, schedule: Schedule) -> FaultRule {
+fn with_window(action: FaultAction, window: Window) -> FaultRule {
     FaultRule {
-        schedule,
+        window,
         ..FaultRule::new("r", action)
     }
 }
 
 fn get(plan: &FaultPlan, path: &str, request_id: &str) -> Decision {
-    plan.decide_basic(&Method::GET, path, request_id)
+    plan.decide(&RequestFacts::new(&Method::GET, path, request_id))
 }
 
 /// The decision for request `index` (attempt 0) of `GET /`, with the id the load generator uses.
@@ -269,13 +269,13 @@ fn normal_delays_have_their_mean_and_are_reproducible() {
             5,
             vec![FaultRule::new(
                 "n",
-                FaultAction::Delay {
+                FaultAction::Delay(RandomDelay {
                     model: DelayModel::Normal {
                         mean: ms(mean),
                         stddev: ms(stddev),
                     },
                     jitter: None,
-                },
+                }),
             )],
         )
     };
@@ -308,13 +308,13 @@ fn lognormal_delays_have_their_mean_and_a_right_tail() {
         5,
         vec![FaultRule::new(
             "l",
-            FaultAction::Delay {
+            FaultAction::Delay(RandomDelay {
                 model: DelayModel::LogNormal {
                     mean: ms(200),
                     stddev: ms(100),
                 },
                 jitter: None,
-            },
+            }),
         )],
     );
     let values = delays(&plan, 4000);
@@ -337,10 +337,10 @@ fn jitter_stays_within_its_bounds_and_never_below_zero() {
             8,
             vec![FaultRule::new(
                 "j",
-                FaultAction::Delay {
+                FaultAction::Delay(RandomDelay {
                     model: DelayModel::Fixed(ms(base)),
                     jitter: Some(ms(jitter)),
-                },
+                }),
             )],
         )
     };
@@ -407,27 +407,27 @@ fn firing(plan: &FaultPlan, indices: std::ops::Range<u64>) -> Vec<u64> {
 
 #[test]
 fn first_after_and_every_count_by_index_without_targets() {
-    let plan = |schedule| FaultPlan::new(2, vec![with_schedule(FaultAction::Drop, schedule)]);
-    let first = plan(Schedule {
+    let plan = |window| FaultPlan::new(2, vec![with_window(FaultAction::Drop, window)]);
+    let first = plan(Window {
         first: Some(3),
-        ..Schedule::default()
+        ..Window::default()
     });
     assert_eq!(firing(&first, 0..10), [0, 1, 2]);
-    let after = plan(Schedule {
+    let after = plan(Window {
         after: Some(7),
-        ..Schedule::default()
+        ..Window::default()
     });
     assert_eq!(firing(&after, 0..10), [7, 8, 9]);
-    let every = plan(Schedule {
+    let every = plan(Window {
         every: Some(4),
-        ..Schedule::default()
+        ..Window::default()
     });
     assert_eq!(firing(&every, 0..10), [0, 4, 8]);
-    let window = plan(Schedule {
+    let window = plan(Window {
         after: Some(2),
         first: Some(5),
         every: Some(2),
-        ..Schedule::default()
+        ..Window::default()
     });
     assert_eq!(firing(&window, 0..10), [2, 4]);
 }
@@ -464,11 +464,11 @@ fn first_counts_only_the_requests_that_match_with_targets() {
             query: vec![("kind".into(), ValueMatch::Exact("x".into()))],
             ..Matcher::default()
         },
-        ..with_schedule(
+        ..with_window(
             FaultAction::error(503),
-            Schedule {
+            Window {
                 first: Some(5),
-                ..Schedule::default()
+                ..Window::default()
             },
         )
     };
@@ -492,12 +492,12 @@ fn first_counts_only_the_requests_that_match_with_targets() {
                 path: PathGlob::new("/a").ok(),
                 ..Matcher::default()
             },
-            ..with_schedule(
+            ..with_window(
                 FaultAction::Drop,
-                Schedule {
+                Window {
                     every: Some(3),
                     after: Some(1),
-                    ..Schedule::default()
+                    ..Window::default()
                 },
             )
         }],
@@ -519,12 +519,12 @@ fn first_counts_only_the_requests_that_match_with_targets() {
 fn attempts_lets_retries_through() {
     let plan = FaultPlan::new(
         4,
-        vec![with_schedule(
+        vec![with_window(
             FaultAction::error(503),
-            Schedule {
+            Window {
                 attempts: Some(1),
                 first: Some(2),
-                ..Schedule::default()
+                ..Window::default()
             },
         )],
     );
@@ -539,12 +539,12 @@ fn attempts_lets_retries_through() {
 fn request_windows_include_the_start_and_exclude_the_end() {
     let plan = FaultPlan::new(
         4,
-        vec![with_schedule(
+        vec![with_window(
             FaultAction::Reset,
-            Schedule {
+            Window {
                 from_request: 3,
                 until_request: Some(6),
-                ..Schedule::default()
+                ..Window::default()
             },
         )],
     );
@@ -555,12 +555,12 @@ fn request_windows_include_the_start_and_exclude_the_end() {
 fn time_windows_include_the_start_and_exclude_the_end() {
     let plan = FaultPlan::new(
         4,
-        vec![with_schedule(
+        vec![with_window(
             FaultAction::Drop,
-            Schedule {
+            Window {
                 from: Duration::from_secs(2),
                 until: Some(Duration::from_secs(5)),
-                ..Schedule::default()
+                ..Window::default()
             },
         )],
     );
@@ -585,13 +585,13 @@ fn max_active_slots_are_released_when_decisions_drop() {
     let plan = FaultPlan::new(
         4,
         vec![
-            with_schedule(
+            with_window(
                 FaultAction::Throttle {
                     bytes_per_second: 100,
                 },
-                Schedule {
+                Window {
                     max_active: Some(2),
-                    ..Schedule::default()
+                    ..Window::default()
                 },
             ),
             FaultRule::new("always", FaultAction::Status(500)),
@@ -629,11 +629,11 @@ fn a_terminal_fault_releases_the_slots_of_discarded_steps() {
     let plan = FaultPlan::new(
         4,
         vec![
-            with_schedule(
+            with_window(
                 FaultAction::Truncate { after_bytes: 1 },
-                Schedule {
+                Window {
                     max_active: Some(1),
-                    ..Schedule::default()
+                    ..Window::default()
                 },
             ),
             FaultRule {
@@ -833,13 +833,13 @@ fn decisions_do_not_depend_on_the_order_requests_arrive_in() {
                 ..Matcher::default()
             },
             probability: 0.7,
-            ..with_schedule(
+            ..with_window(
                 FaultAction::error(503),
-                Schedule {
+                Window {
                     every: Some(2),
                     first: Some(40),
                     attempts: Some(2),
-                    ..Schedule::default()
+                    ..Window::default()
                 },
             )
         },
@@ -847,13 +847,13 @@ fn decisions_do_not_depend_on_the_order_requests_arrive_in() {
             probability: 0.3,
             ..FaultRule::new(
                 "jitter",
-                FaultAction::Delay {
+                FaultAction::Delay(RandomDelay {
                     model: DelayModel::Normal {
                         mean: ms(50),
                         stddev: ms(20),
                     },
                     jitter: Some(ms(5)),
-                },
+                }),
             )
         },
     ];

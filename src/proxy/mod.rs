@@ -72,7 +72,7 @@ use crate::server::{self, BodyError, ClientTimeouts, ConnectionControl, Listenin
 use crate::wire;
 use body::{Cut, FaultBody, Pace, Upload, UploadProgress};
 
-pub use metrics::{Metrics, Outcome};
+pub use metrics::{Disposition, Metrics};
 
 /// Marks a synthetic response (error, drop, hang's 504); its value names the rule.
 pub const X_FAULT_INJECTED: HeaderName = HeaderName::from_static("x-fault-injected");
@@ -159,7 +159,7 @@ where
             let mut response = json_response(StatusCode::BAD_REQUEST, &json!({"error": problem}));
             // Like any malformed request: what else it got wrong is anyone's guess.
             close_after(&mut response);
-            flight.finish(Outcome::ClientError, 400, "host");
+            flight.finish(Disposition::ClientError, 400, "host");
             return full(response);
         }
         // The proxy's own endpoint, answered before anything else: it is not traffic, so it gets
@@ -213,10 +213,10 @@ where
             }
             // 5. Forward: only requests no terminal rule answered reach the upstream.
             None => match self.forward(req, &ids, &decision).await {
-                Ok(response) => (response, Outcome::Forwarded, String::new()),
+                Ok(response) => (response, Disposition::Forwarded, String::new()),
                 Err(failure) => {
                     let (outcome, kind) = (failure.outcome(), failure.kind().to_string());
-                    if outcome == Outcome::ProxyError {
+                    if outcome == Disposition::ProxyError {
                         // Unlike an upstream's failure, this one is ours to fix.
                         tracing::warn!(request_id = %ids.request_id, error = %failure, "proxy error");
                     }
@@ -260,7 +260,7 @@ where
 
         // 8. Body faults apply to forwarded bodies only. The body keeps the flight and the decision
         // (its `max_active` slots) until it is done, so both cover the whole download.
-        if outcome != Outcome::Forwarded {
+        if outcome != Disposition::Forwarded {
             return response;
         }
         let cut = self.cut(&decision, conn);
@@ -294,14 +294,14 @@ where
         step: &Step,
         flight: &mut metrics::Flight,
         conn: &ConnectionControl,
-    ) -> (Response<ProxyBody>, Outcome) {
+    ) -> (Response<ProxyBody>, Disposition) {
         let rule: &str = &step.name;
         match &step.effect {
-            Effect::Error(reply) => (error_reply(rule, reply), Outcome::InjectedError),
-            Effect::Drop => (synthetic(rule, "drop", 503), Outcome::Dropped),
+            Effect::Error(reply) => (error_reply(rule, reply), Disposition::InjectedError),
+            Effect::Drop => (synthetic(rule, "drop", 503), Disposition::Dropped),
             Effect::Reset => {
                 // Counted before the connection goes, since this future goes with it.
-                flight.settle(Outcome::Reset, rule);
+                flight.settle(Disposition::Reset, rule);
                 conn.reset();
                 let never: Infallible = std::future::pending().await;
                 match never {}
@@ -309,7 +309,7 @@ where
             Effect::Hang { cap } => {
                 // Counted when the hang starts: it ends with the client giving up (this future is
                 // dropped) or with the cap's 504, and either way it was a hang.
-                flight.settle(Outcome::Hang, rule);
+                flight.settle(Disposition::Hang, rule);
                 match cap {
                     Some(cap) => tokio::time::sleep(*cap).await,
                     None => {
@@ -317,10 +317,13 @@ where
                         match never {}
                     }
                 }
-                (synthetic(rule, "hang", 504), Outcome::Hang)
+                (synthetic(rule, "hang", 504), Disposition::Hang)
             }
             // `Decision::terminal` never returns the others; were it to, a plain 500 says so.
-            other => (synthetic(rule, other.kind(), 500), Outcome::InjectedError),
+            other => (
+                synthetic(rule, other.kind(), 500),
+                Disposition::InjectedError,
+            ),
         }
     }
 
@@ -550,13 +553,15 @@ impl ForwardError {
         }
     }
 
-    fn outcome(&self) -> Outcome {
+    fn outcome(&self) -> Disposition {
         match self {
             ForwardError::Unreachable(_) | ForwardError::Failed(_) | ForwardError::Timeout(_) => {
-                Outcome::UpstreamError
+                Disposition::UpstreamError
             }
-            ForwardError::ClientBody(_) | ForwardError::ClientStalled(_) => Outcome::ClientError,
-            ForwardError::Resources(_) | ForwardError::Internal(_) => Outcome::ProxyError,
+            ForwardError::ClientBody(_) | ForwardError::ClientStalled(_) => {
+                Disposition::ClientError
+            }
+            ForwardError::Resources(_) | ForwardError::Internal(_) => Disposition::ProxyError,
         }
     }
 

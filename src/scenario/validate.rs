@@ -14,8 +14,8 @@ use super::error::did_you_mean;
 use super::spec::{Clock, Distribution, FaultEntry, FaultKind, FaultSpec, Methods, ScenarioSpec};
 use super::{Expectations, LoadConfig, ProxyConfig, Route, Scenario, Seg, Target, UpstreamConfig};
 use crate::fault::{
-    DelayModel, ErrorReply, FaultAction, FaultRule, Matcher, PathGlob, Schedule, ValueMatch,
-    compact, header_ops,
+    DelayModel, ErrorReply, FaultAction, FaultRule, Matcher, PathGlob, RandomDelay, ValueMatch,
+    Window, compact, header_ops,
 };
 
 /// One validation problem, at a path into the document.
@@ -441,13 +441,13 @@ fn check_rule(
     c.probability(field("probability"), probability);
     let action = check_action(c, fault, field);
     let matcher = check_matcher(c, fault, field);
-    let schedule = check_schedule(c, fault, field);
+    let window = check_window(c, fault, field);
     Some(FaultRule {
         name,
         action: action?,
         probability,
         matcher,
-        schedule,
+        window,
     })
 }
 
@@ -769,7 +769,7 @@ fn check_delay(
             }
         }
     };
-    Some(FaultAction::Delay { model, jitter })
+    Some(FaultAction::Delay(RandomDelay { model, jitter }))
 }
 
 /// Headers that frame a message or describe one connection (RFC 9112 section 6, RFC 9110 section
@@ -935,11 +935,7 @@ fn check_matcher(c: &mut Checker, fault: &FaultSpec, field: &dyn Fn(&str) -> Vec
     matcher
 }
 
-fn check_schedule(
-    c: &mut Checker,
-    fault: &FaultSpec,
-    field: &dyn Fn(&str) -> Vec<Seg>,
-) -> Schedule {
+fn check_window(c: &mut Checker, fault: &FaultSpec, field: &dyn Fn(&str) -> Vec<Seg>) -> Window {
     let at_least_one = |c: &mut Checker, name: &str, value: Option<u64>, help: &str| {
         if value == Some(0) {
             c.report(
@@ -1001,7 +997,7 @@ fn check_schedule(
             );
         }
     }
-    Schedule {
+    Window {
         first: fault.first,
         after: fault.after,
         every: fault.every,
@@ -1561,11 +1557,11 @@ fn check_expect(
         match faults.iter().find(|r| r.name == *name) {
             None => unknown_rule(c, p, name),
             Some(rule) => match &rule.action {
-                FaultAction::Delay {
+                FaultAction::Delay(RandomDelay {
                     model: DelayModel::Fixed(d) | DelayModel::Uniform(d, _),
                     jitter,
-                } => delays.push((name.clone(), d.saturating_sub(jitter.unwrap_or_default()))),
-                FaultAction::Delay { .. } => c.report(
+                }) => delays.push((name.clone(), d.saturating_sub(jitter.unwrap_or_default()))),
+                FaultAction::Delay(_) => c.report(
                     p,
                     format!(
                         "`{name}` draws its delay from a distribution, which has no lower bound"
