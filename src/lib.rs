@@ -23,6 +23,7 @@ pub mod scenario;
 pub mod schema;
 pub mod seed;
 pub mod server;
+pub mod spec;
 pub mod transport;
 pub mod upstream;
 pub mod wire;

@@ -19,8 +19,8 @@ use crate::panic_watch;
 use crate::proxy::{self, Proxy, ProxyOptions};
 use crate::record::{Format, OpenFiles, Summary};
 use crate::scenario::Scenario;
-use crate::scenario::spec::Clock;
 use crate::server::{Listening, Shutdown};
+use crate::spec::Clock;
 use crate::transport::MemoryNetwork;
 use crate::upstream::{self, Upstream, UpstreamOptions};
 

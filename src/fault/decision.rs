@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::scenario::spec::HeaderTarget;
+use crate::spec::HeaderTarget;
 
 /// What a fault does. A compiled rule holds an [`Action`] whose delay is still a distribution
 /// ([`crate::fault::FaultAction`]); a decision holds one whose delay is drawn (an [`Effect`]).

@@ -8,7 +8,7 @@
 //! `first`/`after`/`every`, and [`pick_target`]), [`decision`] (what the proxy must do),
 //! [`compact`] (the `delay:100ms` grammar).
 
-pub mod compact;
+pub mod compile;
 pub mod decision;
 pub mod matcher;
 mod rank;
@@ -28,9 +28,9 @@ pub use decision::{Action, Decision, Effect, ErrorReply, HeaderOp, RuleRef, Step
 pub use matcher::{Matcher, PathGlob, ValueMatch};
 pub use rank::pick_target;
 
-use crate::scenario::duration::{DelaySpec, MAX_DURATION};
-use crate::scenario::spec::HeaderTarget;
 use crate::scenario::{Scenario, Target};
+use crate::spec::HeaderTarget;
+use crate::spec::duration::{DelaySpec, MAX_DURATION};
 use crate::{seed, wire};
 use decision::ActiveSlot;
 use rank::RankTable;
@@ -165,7 +165,7 @@ impl FaultRule {
 
 impl fmt::Display for FaultRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::scenario::duration::format_duration as fd;
+        use crate::spec::duration::format_duration as fd;
         write!(f, "{} ({}", self.name, self.action.kind())?;
         match &self.action {
             FaultAction::Delay(RandomDelay { model, jitter }) => {
@@ -473,8 +473,8 @@ fn header_rule(value: &HeaderValue) -> Result<FaultRule, String> {
     let text = value
         .to_str()
         .map_err(|_| format!("{}: the value is not visible ASCII text", wire::FAULT))?;
-    let spec = compact::parse(text).map_err(|e| format!("{}: {e}", wire::FAULT))?;
-    crate::scenario::compile_rule(&spec, HEADER_RULE).map_err(|e| format!("{}: {e}", wire::FAULT))
+    let spec = crate::spec::compact::parse(text).map_err(|e| format!("{}: {e}", wire::FAULT))?;
+    compile::compile_rule(&spec, HEADER_RULE).map_err(|e| format!("{}: {e}", wire::FAULT))
 }
 
 /// Builds request-header and response-header operations: `remove`, then `set`, then `add`.

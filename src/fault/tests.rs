@@ -2,7 +2,7 @@
 //! Pure and fast: no sockets, no clock.
 
 use super::*;
-use crate::scenario::spec::HeaderTarget;
+use crate::spec::HeaderTarget;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::record::{Outcome, Summary};
 use crate::scenario::Scenario;
-use crate::scenario::spec::Clock;
+use crate::spec::Clock;
 
 /// One request's golden line, in columns: target, final result, trace id, then every attempt with
 /// its result and the faults that fired:

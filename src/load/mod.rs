@@ -329,7 +329,7 @@ pub fn retry_wait(
 /// whole timetable spent waiting for a slot. Capped at the longest duration a scenario can name;
 /// the latency histograms are sized with it, so nothing a run measures is clamped.
 pub fn longest_latency(options: &LoadOptions) -> Duration {
-    use crate::scenario::duration::MAX_DURATION;
+    use crate::spec::duration::MAX_DURATION;
     let load = &options.load;
     let policy = &load.retry;
     let cap = |d: Duration| policy.max_backoff.map_or(d, |m| d.min(m));

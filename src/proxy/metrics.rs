@@ -30,7 +30,7 @@ use prometheus::{
 use tokio::time::Instant;
 
 use crate::fault::{FaultAction, FaultRule};
-use crate::scenario::spec::HeaderTarget;
+use crate::spec::HeaderTarget;
 
 /// Latency buckets, in seconds: from sub-millisecond loopback hops to the default 30s timeout.
 const BUCKETS: &[f64] = &[

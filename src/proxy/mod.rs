@@ -67,8 +67,8 @@ use tokio::net::TcpListener;
 use crate::fault::{Decision, Effect, ErrorReply, FaultPlan, RequestFacts, Step};
 use crate::ids::{IdSource, Ids};
 use crate::scenario::ProxyConfig;
-use crate::scenario::spec::HeaderTarget;
 use crate::server::{self, BodyError, ClientTimeouts, ConnectionControl, Listening, Shutdown};
+use crate::spec::HeaderTarget;
 use crate::wire;
 use body::{Cut, FaultBody, Pace, Upload, UploadProgress};
 

@@ -5,15 +5,9 @@
 //! point at the exact line and column. `--set KEY=VALUE` overrides are applied to the parsed
 //! document and go through the same deserialization and validation as the file.
 
-pub mod duration;
-pub mod error;
 pub mod expectation;
 pub mod profile;
-pub mod spec;
-pub mod url;
 mod validate;
-
-pub(crate) use validate::{compile_rule, managed_header};
 
 use std::ops::Range;
 use std::path::Path;
@@ -26,12 +20,14 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-pub use error::{Diagnostic, ScenarioError};
+pub use crate::spec::ScenarioSpec;
+pub use crate::spec::error::{Diagnostic, ScenarioError};
 pub use expectation::Expectations;
 pub use profile::{Profile, RetryPolicy, Schedule, Stage, Until};
-pub use spec::ScenarioSpec;
 
 use crate::fault::FaultRule;
+use crate::spec::check::Seg;
+use crate::spec::{self, error, url};
 
 /// A validated scenario: every value checked, every default filled in.
 #[derive(Debug, Clone)]
@@ -180,7 +176,7 @@ impl std::fmt::Display for Override {
 /// True when `name` can name a scenario and its golden file: letters, digits, `-`, `_` and `.`,
 /// starting with a letter or digit, at most 100 characters.
 pub fn is_usable_name(name: &str) -> bool {
-    validate::is_file_name(name)
+    spec::check::is_file_name(name)
 }
 
 /// Reads and validates a scenario file.
@@ -530,13 +526,6 @@ fn required_field_help(field: &str) -> Option<String> {
         _ => return None,
     };
     Some(example.to_string())
-}
-
-/// One step of a path into the document.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Seg {
-    Key(String),
-    Index(usize),
 }
 
 fn display_path(path: &[Seg]) -> String {

@@ -5,12 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::record::{Attempt, ErrorKind};
-use crate::scenario::duration::{MAX_DURATION, format_duration};
-
-/// Requests that start more than this far behind their intended send time are counted as late.
-/// Tokio's timer has 1ms granularity and a loaded machine adds a few ms of scheduling jitter, so a
-/// lower threshold would count noise.
-pub const LATE_AFTER: Duration = Duration::from_millis(10);
+use crate::spec::duration::{MAX_DURATION, format_duration};
 
 /// The default open-loop in-flight cap. In `traceforge run` every request in flight holds four
 /// sockets (client, proxy in and out, upstream) and tens of kilobytes of buffers: at 10000 a
