@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::expect;
-use crate::fault::FaultPlan;
 use crate::golden::{self, BodyBuilder};
 use crate::load::{self, LoadOptions};
 use crate::panic_watch;
@@ -256,7 +255,7 @@ fn upstream_options(scenario: &Scenario, options: &RunOptions) -> UpstreamOption
 fn proxy_options(scenario: &Scenario, upstream: Uri) -> ProxyOptions {
     ProxyOptions {
         upstream,
-        plan: Arc::new(FaultPlan::from_scenario(scenario)),
+        plan: Arc::new(scenario.fault_plan()),
         config: scenario.proxy.clone(),
         seed: scenario.seed,
     }

@@ -651,7 +651,7 @@ async fn play_scenario(text: &str) -> Vec<Outcome> {
         loopback(),
         traceforge::proxy::ProxyOptions {
             upstream: up.url().parse().unwrap_or_else(|e| panic!("{e}")),
-            plan: Arc::new(FaultPlan::from_scenario(&scenario)),
+            plan: Arc::new(scenario.fault_plan()),
             config: scenario.proxy.clone(),
             seed: scenario.seed,
         },

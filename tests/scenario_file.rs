@@ -502,7 +502,7 @@ fn a_scenario_with_every_fault_kind_validates() {
     );
     assert_eq!(s.faults[5].window.max_active, Some(2));
     // The plan `traceforge run` builds from it.
-    let plan = traceforge::fault::FaultPlan::from_scenario(&s);
+    let plan = s.fault_plan();
     assert_eq!(plan.rules().len(), 10);
     assert!(plan.header_faults());
 }

@@ -7,9 +7,9 @@ use hyper::{Method, Uri};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use crate::load::LoadOptions;
+use crate::load::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
 use crate::record::{Format, OpenFiles};
 use crate::runner::{self, RunOptions};
-use crate::scenario::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
 
 /// Arguments of `traceforge load`.
 #[derive(Debug, clap::Args)]
@@ -62,7 +62,7 @@ pub struct LoadArgs {
 /// Checks the flags and turns them into load options. Every flag is held to the cap of its
 /// scenario-file counterpart, so a value `[load]` refuses is refused here too.
 pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
-    use crate::scenario::profile::{
+    use crate::load::plan::{
         MAX_CONCURRENCY, MAX_IN_FLIGHT, MAX_RATE, MAX_REQUESTS, MAX_RETRIES, format_number,
     };
     use crate::spec::duration::{MAX_DURATION, parse_duration};

@@ -5,7 +5,7 @@
 //! requests in flight and is documented as order-dependent.
 //!
 //! Modules: [`matcher`] (which requests a rule applies to), `rank` (request ranks for
-//! `first`/`after`/`every`, and [`pick_target`]), [`decision`] (what the proxy must do),
+//! `first`/`after`/`every`), [`decision`] (what the proxy must do),
 //! [`compact`] (the `delay:100ms` grammar).
 
 pub mod compile;
@@ -26,9 +26,8 @@ use rand_pcg::Pcg64;
 
 pub use decision::{Action, Decision, Effect, ErrorReply, HeaderOp, RuleRef, Step};
 pub use matcher::{Matcher, PathGlob, ValueMatch};
-pub use rank::pick_target;
 
-use crate::scenario::{Scenario, Target};
+use crate::load::Target;
 use crate::spec::HeaderTarget;
 use crate::spec::duration::{DelaySpec, MAX_DURATION};
 use crate::{seed, wire};
@@ -276,20 +275,8 @@ impl FaultPlan {
         }
     }
 
-    /// The plan `traceforge run` uses: the scenario's rules and seed, its `header_faults` setting,
-    /// and its load profile for ranks. A load whose request count is not known in advance (a closed
-    /// loop for a duration) ranks by request index among all requests.
-    pub fn from_scenario(scenario: &Scenario) -> Self {
-        let plan = FaultPlan::new(scenario.seed, scenario.faults.clone())
-            .with_header_faults(scenario.proxy.header_faults);
-        match scenario.load.profile.fixed_count() {
-            Some(requests) => plan.with_targets(scenario.load.targets.clone(), requests),
-            None => plan,
-        }
-    }
-
     /// Gives the plan the load profile, so `first`/`after`/`every` count only the requests that
-    /// meet a rule's `match` conditions: request `i` sends [`pick_target`]`(seed, i, targets)`, and
+    /// meet a rule's `match` conditions: request `i` sends [`crate::load::pick_target`]`(seed, i, targets)`, and
     /// whether it matches is decided from the target's method, path and query. Header conditions
     /// cannot be known in advance, so for ranks they count as met: a rule with header conditions
     /// counts every index whose target passes its method, path and query conditions.

@@ -2,6 +2,7 @@
 //! Pure and fast: no sockets, no clock.
 
 use super::*;
+use crate::load::pick_target;
 use crate::spec::HeaderTarget;
 
 fn ms(n: u64) -> Duration {

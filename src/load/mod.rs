@@ -4,6 +4,9 @@
 //! policy (doubling backoff, cap, seeded jitter, `Retry-After`). Every request id derives from
 //! `(seed, index, attempt)`, so a run is the same run at any concurrency. Outcomes go to a channel
 //! as they finish; the caller records them.
+//!
+//! The plan it plays lives beside it: [`plan`] (profile, retry policy, targets) and [`compile`]
+//! (from `[load]`). Neither imports the generator.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,13 +25,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub mod channel;
+pub mod compile;
+pub mod plan;
 
 pub use channel::{Channel, Dial, OwnConnection};
 
 use crate::record::{Attempt, ErrorKind, Outcome};
-use crate::scenario::profile::ramp_value;
-use crate::scenario::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
 use crate::{seed, wire};
+use plan::ramp_value;
+pub use plan::{LoadConfig, Profile, RetryPolicy, Schedule, Stage, Target, Until, pick_target};
 
 /// Header names shared with the proxy and the upstream, defined once where they are set.
 pub use crate::ids::{X_REQUEST_ID, X_TRACE_ID};
@@ -284,10 +289,6 @@ async fn open_loop<D: Dial>(
     }
     join_all(tasks).await
 }
-
-/// Picks request `index`'s target by weight, from the stream keyed `load/target/<index>`. The fault
-/// plan uses the same function to count matching requests in index order.
-pub use crate::fault::pick_target;
 
 /// The wait before retry number `retry` (1-based): the backoff doubled for each earlier retry.
 pub fn backoff(base: Duration, retry: u32) -> Duration {

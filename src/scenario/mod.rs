@@ -6,7 +6,6 @@
 //! document and go through the same deserialization and validation as the file.
 
 pub mod expectation;
-pub mod profile;
 mod validate;
 
 use std::ops::Range;
@@ -23,9 +22,9 @@ use toml::de::{DeTable, DeValue};
 pub use crate::spec::ScenarioSpec;
 pub use crate::spec::error::{Diagnostic, ScenarioError};
 pub use expectation::Expectations;
-pub use profile::{Profile, RetryPolicy, Schedule, Stage, Until};
 
-use crate::fault::FaultRule;
+use crate::fault::{FaultPlan, FaultRule};
+use crate::load::LoadConfig;
 use crate::spec::check::Seg;
 use crate::spec::{self, error, url};
 
@@ -44,6 +43,20 @@ pub struct Scenario {
     pub clock: spec::Clock,
     /// The effective spec, after overrides; reports and summaries show it.
     pub spec: ScenarioSpec,
+}
+
+impl Scenario {
+    /// The fault plan `traceforge run` plays: the scenario's rules and seed, its `header_faults`
+    /// setting, and its load profile for ranks. A load whose request count is not known in
+    /// advance (a closed loop for a duration) ranks by request index among all requests.
+    pub fn fault_plan(&self) -> FaultPlan {
+        let plan = FaultPlan::new(self.seed, self.faults.clone())
+            .with_header_faults(self.proxy.header_faults);
+        match self.load.profile.fixed_count() {
+            Some(requests) => plan.with_targets(self.load.targets.clone(), requests),
+            None => plan,
+        }
+    }
 }
 
 /// The demo upstream's extra routes, or an external upstream.
@@ -101,41 +114,6 @@ impl Default for ProxyConfig {
             client_body_timeout: Self::DEFAULT_CLIENT_BODY_TIMEOUT,
             header_faults: false,
             forward_traceforge_headers: false,
-        }
-    }
-}
-
-/// The load profile.
-#[derive(Debug, Clone)]
-pub struct LoadConfig {
-    pub profile: Profile,
-    pub retry: RetryPolicy,
-    pub timeout: Duration,
-    pub client_trace: bool,
-    pub targets: Vec<Target>,
-}
-
-/// One entry of the request mix.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    pub method: Method,
-    /// Path and query, starting with `/`.
-    pub path: String,
-    pub weight: u32,
-    /// Sent on every attempt (a JSON body adds `content-type: application/json`).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: bytes::Bytes,
-}
-
-impl Target {
-    /// A bodiless target with no extra headers.
-    pub fn new(method: Method, path: impl Into<String>, weight: u32) -> Target {
-        Target {
-            method,
-            path: path.into(),
-            weight,
-            headers: Vec::new(),
-            body: bytes::Bytes::new(),
         }
     }
 }

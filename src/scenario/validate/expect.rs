@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::fault::{DelayModel, FaultAction, FaultRule, RandomDelay};
+use crate::load::LoadConfig;
 use crate::record::ResultName;
-use crate::scenario::{Expectations, LoadConfig};
+use crate::scenario::Expectations;
 use crate::spec::ScenarioSpec;
 use crate::spec::check::{Checker, Seg, key, with};
 use crate::spec::error::did_you_mean;

@@ -1,15 +1,15 @@
 //! Validation: a parsed [`ScenarioSpec`] becomes a checked [`Scenario`], or a list of every problem
 //! found, each with the path of the offending value so the caller can point at it in the file.
 //! One module per concern: [`upstream`], the faults (compiled by [`crate::fault::compile`]),
-//! [`load`] and [`expect`]; the `[proxy]` table is checked here.
+//! the load (compiled by [`crate::load::compile`]) and [`expect`]; the `[proxy]` table is
+//! checked here.
 
 mod expect;
-mod load;
 mod upstream;
 
-use crate::fault;
 use crate::spec::ScenarioSpec;
 use crate::spec::check::{Checker, Problem, is_file_name, key, keys};
+use crate::{fault, load};
 
 use super::{ProxyConfig, Scenario};
 
@@ -75,7 +75,7 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
     ] {
         c.positive(keys(&["proxy", key]), value, what);
     }
-    let load = load::check(&mut c, spec);
+    let load = load::compile::compile(&mut c, &spec.load);
     let expect = expect::check(&mut c, spec, &faults, &load);
 
     if !c.problems.is_empty() {

@@ -1,24 +1,26 @@
-//! Validation of `[load]`: the profile (closed loop, open loop, stages), the retry policy and the
-//! request mix.
+//! The load plan compiler: `[load]` (a [`LoadSpec`]) becomes a [`LoadConfig`], or problems at
+//! paths into the document: the profile (closed loop, open loop, stages), the retry policy and
+//! the request mix, each held to the caps in [`super::plan`].
 
 use std::time::Duration;
 
 use hyper::header::HeaderValue;
 
+use super::plan::{LoadConfig, Target};
 use crate::record::ResultName;
-use crate::scenario::{LoadConfig, Target};
-use crate::spec::ScenarioSpec;
+use crate::spec::LoadSpec;
 use crate::spec::check::{Checker, Seg, key, keys, with};
 use crate::spec::duration::{MAX_DURATION, format_duration};
 use crate::spec::error::did_you_mean;
 
-pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
-    use crate::scenario::profile::{
+/// Compiles `[load]` into a [`LoadConfig`], reporting every problem at its path under `load`.
+/// Scenario files and `traceforge load`'s flags both go through it.
+pub fn compile(c: &mut Checker, l: &LoadSpec) -> LoadConfig {
+    use super::plan::{
         MAX_CONCURRENCY, MAX_IN_FLIGHT, MAX_RATE, MAX_REQUESTS, Profile, Schedule, Until,
         format_number,
     };
 
-    let l = &spec.load;
     let at = key("load");
     let f = |name: &str| with(&at, Seg::Key(name.into()));
     if let Some(n) = l.requests {
@@ -60,7 +62,7 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
                 );
             }
         }
-        check_stages(c, spec, stages)
+        check_stages(c, l, stages)
     } else if let Some(rate) = l.rate {
         let rate_ok = rate > 0.0 && rate <= MAX_RATE;
         if !rate_ok {
@@ -124,7 +126,7 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
                 Schedule::constant(rate, 1)
             }
         };
-        open_loop(spec, schedule)
+        open_loop(l, schedule)
     } else {
         if l.max_in_flight.is_some() {
             conflict(
@@ -169,8 +171,8 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
             );
         }
     }
-    let retry = check_retry(c, spec);
-    let targets = check_targets(c, spec);
+    let retry = check_retry(c, l);
+    let targets = check_targets(c, l);
     LoadConfig {
         profile,
         retry,
@@ -180,27 +182,21 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> LoadConfig {
     }
 }
 
-fn open_loop(
-    spec: &ScenarioSpec,
-    schedule: crate::scenario::profile::Schedule,
-) -> crate::scenario::profile::Profile {
-    crate::scenario::profile::Profile::Open {
+fn open_loop(l: &LoadSpec, schedule: super::plan::Schedule) -> super::plan::Profile {
+    super::plan::Profile::Open {
         schedule,
-        max_in_flight: spec
-            .load
+        max_in_flight: l
             .max_in_flight
-            .unwrap_or(crate::scenario::profile::DEFAULT_MAX_IN_FLIGHT),
+            .unwrap_or(super::plan::DEFAULT_MAX_IN_FLIGHT),
     }
 }
 
 fn check_stages(
     c: &mut Checker,
-    spec: &ScenarioSpec,
+    l: &LoadSpec,
     specs: &[crate::spec::StageSpec],
-) -> crate::scenario::profile::Profile {
-    use crate::scenario::profile::{
-        MAX_CONCURRENCY, MAX_RATE, Profile, Schedule, Stage, format_number,
-    };
+) -> super::plan::Profile {
+    use super::plan::{MAX_CONCURRENCY, MAX_RATE, Profile, Schedule, Stage, format_number};
 
     let at = keys(&["load", "stages"]);
     let Some(first) = specs.first() else {
@@ -297,9 +293,9 @@ fn check_stages(
         );
     }
     if first_is_rate {
-        open_loop(spec, Schedule::stages(stages))
+        open_loop(l, Schedule::stages(stages))
     } else {
-        if spec.load.max_in_flight.is_some() {
+        if l.max_in_flight.is_some() {
             c.report(
                 keys(&["load", "max_in_flight"]),
                 "`max_in_flight` applies to open loops (`rate` or rate stages)",
@@ -319,11 +315,10 @@ fn check_stages(
     }
 }
 
-fn check_retry(c: &mut Checker, spec: &ScenarioSpec) -> crate::scenario::profile::RetryPolicy {
-    use crate::scenario::profile::{RetryOn, RetryPolicy};
+fn check_retry(c: &mut Checker, l: &LoadSpec) -> super::plan::RetryPolicy {
+    use super::plan::{RetryOn, RetryPolicy};
     use crate::spec::RetryOnSpec;
 
-    let l = &spec.load;
     let r = l.retry.clone().unwrap_or_default();
     let at = keys(&["load", "retry"]);
     let field = |name: &str| with(&at, Seg::Key(name.into()));
@@ -349,7 +344,7 @@ fn check_retry(c: &mut Checker, spec: &ScenarioSpec) -> crate::scenario::profile
     } else {
         keys(&["load", "retries"])
     };
-    c.range(max_path, max, 0, crate::scenario::profile::MAX_RETRIES);
+    c.range(max_path, max, 0, super::plan::MAX_RETRIES);
     let mut policy = RetryPolicy {
         max,
         backoff: l
@@ -414,10 +409,9 @@ fn check_retry(c: &mut Checker, spec: &ScenarioSpec) -> crate::scenario::profile
     policy
 }
 
-fn check_targets(c: &mut Checker, spec: &ScenarioSpec) -> Vec<Target> {
+fn check_targets(c: &mut Checker, l: &LoadSpec) -> Vec<Target> {
     use crate::spec::BodySpec;
 
-    let l = &spec.load;
     let at = keys(&["load", "targets"]);
     if l.targets.is_empty() {
         c.report(
