@@ -257,7 +257,6 @@ fn proxy_options(scenario: &Scenario, upstream: Uri) -> ProxyOptions {
         upstream,
         plan: Arc::new(scenario.fault_plan()),
         config: scenario.proxy.clone(),
-        seed: scenario.seed,
     }
 }
 

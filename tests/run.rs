@@ -554,7 +554,6 @@ fn recorded_attempts_agree_with_the_proxy_metrics() {
                 upstream: upstream.url().parse().unwrap_or_else(|e| panic!("{e}")),
                 plan: Arc::new(FaultPlan::new(scenario.seed, scenario.faults.clone())),
                 config: scenario.proxy.clone(),
-                seed: scenario.seed,
             },
         )
         .await

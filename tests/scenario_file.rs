@@ -504,7 +504,7 @@ fn a_scenario_with_every_fault_kind_validates() {
     // The plan `traceforge run` builds from it.
     let plan = s.fault_plan();
     assert_eq!(plan.rules().len(), 10);
-    assert!(plan.header_faults());
+    assert!(s.proxy.header_faults);
 }
 
 /// The every-kind scenario with one line replaced; the replacement must be there to replace.

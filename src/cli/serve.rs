@@ -414,7 +414,6 @@ fn proxy_options(
         upstream,
         plan: Arc::new(FaultPlan::new(seed, rules)),
         config,
-        seed,
     })
 }
 

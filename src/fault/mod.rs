@@ -221,6 +221,9 @@ pub struct RequestFacts<'a> {
     /// The query string without `?`, if any.
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
+    /// The [`wire::FAULT`] request header, when the proxy honours it (`[proxy] header_faults`,
+    /// which only the proxy's configuration holds); `None` otherwise.
+    pub fault_header: Option<&'a HeaderValue>,
     /// Keys the per-rule random streams, `fault/<rule>/<request-id>`.
     pub request_id: &'a str,
     /// The logical request index: the `x-traceforge-index` header the load generator sends, or,
@@ -240,6 +243,7 @@ impl<'a> RequestFacts<'a> {
             path,
             query: None,
             headers: &NO_HEADERS,
+            fault_header: None,
             request_id,
             index: 0,
             attempt: 0,
@@ -259,11 +263,10 @@ pub struct FaultPlan {
     names: Vec<Arc<str>>,
     active: Vec<Arc<AtomicU32>>,
     ranks: Option<Arc<RankTable>>,
-    header_faults: bool,
 }
 
 impl FaultPlan {
-    /// A plan without a load profile (ranks are request indices) and without header faults.
+    /// A plan without a load profile (ranks are request indices).
     pub fn new(seed: u64, rules: Vec<FaultRule>) -> Self {
         FaultPlan {
             seed,
@@ -271,7 +274,6 @@ impl FaultPlan {
             active: rules.iter().map(|_| Arc::default()).collect(),
             rules,
             ranks: None,
-            header_faults: false,
         }
     }
 
@@ -294,22 +296,12 @@ impl FaultPlan {
         self
     }
 
-    /// Turns header-controlled faults (`x-traceforge-fault`) on or off.
-    pub fn with_header_faults(mut self, on: bool) -> Self {
-        self.header_faults = on;
-        self
-    }
-
     pub fn rules(&self) -> &[FaultRule] {
         &self.rules
     }
 
     pub fn seed(&self) -> u64 {
         self.seed
-    }
-
-    pub fn header_faults(&self) -> bool {
-        self.header_faults
     }
 
     /// How many requests `first`/`after`/`every` of rule `rule` count before request `index`.
@@ -328,7 +320,7 @@ impl FaultPlan {
     ///
     /// Combination: delays add up; the first terminal fault (error, drop, reset, hang) ends
     /// evaluation and discards the body, header and status steps before it; truncate, throttle,
-    /// headers and status steps compose (see [`Decision`]). With `header_faults` on, a valid
+    /// headers and status steps compose (see [`Decision`]). With [`RequestFacts::fault_header`] set, a valid
     /// `x-traceforge-fault` header is evaluated last as a rule named `header`, unless a terminal
     /// fault already fired; a malformed one is ignored and explained in
     /// [`Decision::header_error`].
@@ -344,17 +336,15 @@ impl FaultPlan {
                 }
             }
         }
-        if self.header_faults {
-            if let Some(value) = facts.headers.get(wire::FAULT) {
-                match header_rule(value) {
-                    Ok(rule) => {
-                        let name: Arc<str> = Arc::from(HEADER_RULE);
-                        if let Some(step) = self.evaluate(RuleRef::Header, &rule, &name, facts) {
-                            decision.push(step);
-                        }
+        if let Some(value) = facts.fault_header {
+            match header_rule(value) {
+                Ok(rule) => {
+                    let name: Arc<str> = Arc::from(HEADER_RULE);
+                    if let Some(step) = self.evaluate(RuleRef::Header, &rule, &name, facts) {
+                        decision.push(step);
                     }
-                    Err(e) => decision.header_error = Some(e),
                 }
+                Err(e) => decision.header_error = Some(e),
             }
         }
         decision

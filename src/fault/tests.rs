@@ -661,14 +661,19 @@ fn header_plan() -> FaultPlan {
             None,
         )],
     )
-    .with_header_faults(true)
 }
 
+/// A request carrying `value` in `x-traceforge-fault`, with header faults on.
 fn with_fault_header(plan: &FaultPlan, value: &[u8]) -> Decision {
+    fault_header(plan, value, true)
+}
+
+fn fault_header(plan: &FaultPlan, value: &[u8], on: bool) -> Decision {
     let mut map = HeaderMap::new();
     map.insert(wire::FAULT, HeaderValue::from_bytes(value).unwrap());
     plan.decide(&RequestFacts {
         headers: &map,
+        fault_header: if on { map.get(wire::FAULT) } else { None },
         ..RequestFacts::new(&Method::GET, "/api/x", "id")
     })
 }
@@ -691,8 +696,7 @@ fn header_faults_apply_to_their_request_only_when_enabled() {
     // A path in the header is a condition like any other.
     assert_eq!(with_fault_header(&plan, b"drop:1:/other").steps.len(), 1);
     // Off by default: the header is not even read.
-    let off = FaultPlan::new(6, plan.rules().to_vec());
-    let d = with_fault_header(&off, b"error:503");
+    let d = fault_header(&plan, b"error:503", false);
     assert_eq!((d.steps.len(), d.header_error.clone()), (1, None));
     // Probability in the header draws from `fault/header/<request-id>`: the same id, the same result.
     let a = with_fault_header(&plan, b"error:500:0.5");
@@ -719,8 +723,7 @@ fn malformed_fault_headers_are_ignored_and_explained() {
 
 #[test]
 fn header_faults_are_skipped_after_a_terminal() {
-    let plan =
-        FaultPlan::new(6, vec![FaultRule::new("gone", FaultAction::Drop)]).with_header_faults(true);
+    let plan = FaultPlan::new(6, vec![FaultRule::new("gone", FaultAction::Drop)]);
     let d = with_fault_header(&plan, b"error:503");
     assert_eq!(d.fired_rules(), ["gone"]);
     let d = with_fault_header(&plan, b"nonsense");

@@ -90,8 +90,6 @@ pub struct ProxyOptions {
     pub upstream: Uri,
     pub plan: Arc<FaultPlan>,
     pub config: ProxyConfig,
-    /// Seeds the ids of requests that arrive without them.
-    pub seed: u64,
 }
 
 /// The proxy's shared state, one per server: the plan, the pooled upstream client, the metrics.
@@ -130,9 +128,10 @@ where
             .build(connector);
         Ok(Proxy {
             upstream: options.upstream,
+            // Requests that arrive without ids get them from the plan's seed: the one seed of a run.
+            ids: IdSource::new(options.plan.seed(), "proxy"),
             plan: options.plan,
             config: options.config,
-            ids: IdSource::new(options.seed, "proxy"),
             client,
             metrics: Arc::new(metrics),
             started: tokio::time::Instant::now(),
@@ -279,6 +278,11 @@ where
             path: req.uri().path(),
             query: req.uri().query(),
             headers: req.headers(),
+            fault_header: self
+                .config
+                .header_faults
+                .then(|| req.headers().get(wire::FAULT))
+                .flatten(),
             request_id: &ids.request_id,
             index,
             attempt: wire::attempt(req.headers()).unwrap_or(0),

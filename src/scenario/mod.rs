@@ -42,12 +42,11 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// The fault plan `traceforge run` plays: the scenario's rules and seed, its `header_faults`
-    /// setting, and its load profile for ranks. A load whose request count is not known in
+    /// The fault plan `traceforge run` plays: the scenario's rules and seed, and its load profile
+    /// for ranks. A load whose request count is not known in
     /// advance (a closed loop for a duration) ranks by request index among all requests.
     pub fn fault_plan(&self) -> FaultPlan {
-        let plan = FaultPlan::new(self.seed, self.faults.clone())
-            .with_header_faults(self.proxy.header_faults);
+        let plan = FaultPlan::new(self.seed, self.faults.clone());
         match self.load.profile.fixed_count() {
             Some(requests) => plan.with_targets(self.load.targets.clone(), requests),
             None => plan,
