@@ -101,6 +101,12 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The runtime a run plays on could not be built; nothing was bound yet.
+    #[error("cannot start the {what}: {source}")]
+    Runtime {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("the upstream {url} is unreachable: {source}")]
     Unreachable { url: Uri, source: std::io::Error },
     #[error("cannot write {}: {source}", path.display())]
@@ -196,9 +202,8 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
         .enable_time()
         .start_paused(true)
         .build()
-        .map_err(|source| RunError::Spawn {
+        .map_err(|source| RunError::Runtime {
             what: "virtual-time runtime",
-            addr: LOOPBACK,
             source,
         })?;
     let mark = panic_watch::count();
@@ -451,5 +456,23 @@ async fn check_reachable(url: &Uri, stop: &CancellationToken) -> Result<(), RunE
             url: url.clone(),
             source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 5s"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_failure_names_no_address() {
+        let e = RunError::Runtime {
+            what: "virtual-time runtime",
+            source: std::io::Error::other("no timer"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot start the virtual-time runtime: no timer"
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 }
