@@ -17,9 +17,8 @@ use crate::load::{self, LoadOptions};
 use crate::panic_watch;
 use crate::proxy::{self, Proxy, ProxyOptions};
 use crate::record::{Format, OpenFiles, Summary};
-use crate::scenario::Scenario;
+use crate::scenario::{Clock, Scenario};
 use crate::server::{Listening, Shutdown};
-use crate::spec::Clock;
 use crate::transport::MemoryNetwork;
 use crate::upstream::{self, Upstream, UpstreamOptions};
 

@@ -10,12 +10,12 @@ use std::time::Duration;
 use hyper::header::HeaderName;
 
 use super::{
-    DelayModel, ErrorReply, FaultAction, FaultRule, Matcher, PathGlob, RandomDelay, ValueMatch,
-    Window, header_ops,
+    DelayModel, ErrorReply, FaultAction, FaultRule, HeaderSide, Matcher, PathGlob, RandomDelay,
+    ValueMatch, Window, header_ops,
 };
 use crate::spec::check::{Checker, Seg, final_status, is_file_name, no_body_allowed, with};
 use crate::spec::duration::{DelaySpec, DurationSpec, format_duration};
-use crate::spec::{Distribution, FaultEntry, FaultKind, FaultSpec};
+use crate::spec::{Distribution, FaultEntry, FaultKind, FaultSpec, HeaderTarget};
 
 /// How a fault was written. Problems point at a table's fields; a compact string has no fields of
 /// its own, so they point at the string.
@@ -428,7 +428,10 @@ fn check_header_fault(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option
         );
         return None;
     }
-    let Some(target) = fault.target else {
+    let Some(target) = fault.target.map(|t| match t {
+        HeaderTarget::Request => HeaderSide::Request,
+        HeaderTarget::Response => HeaderSide::Response,
+    }) else {
         c.report(
             at.field("kind"),
             "a `headers` fault needs `target`",

@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::spec::HeaderTarget;
-
 /// What a fault does. A compiled rule holds an [`Action`] whose delay is still a distribution
 /// ([`crate::fault::FaultAction`]); a decision holds one whose delay is drawn (an [`Effect`]).
 /// One type for both, so a kind has one name and one set of rules (terminal or not).
@@ -47,7 +45,7 @@ pub enum Action<D = Duration> {
     Throttle { bytes_per_second: u64 },
     /// Change the request sent upstream or the response sent back: apply `ops` in order.
     Headers {
-        target: HeaderTarget,
+        target: HeaderSide,
         ops: Arc<[HeaderOp]>,
     },
     /// Forward, then answer with this status instead of the upstream's, keeping its headers and body.
@@ -101,6 +99,23 @@ impl<D> Action<D> {
                 ops: ops.clone(),
             },
             Action::Status(status) => Action::Status(*status),
+        }
+    }
+}
+
+/// Which message a `headers` fault changes: the request sent upstream, or the response sent back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderSide {
+    Request,
+    Response,
+}
+
+impl HeaderSide {
+    /// As written in scenario files and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeaderSide::Request => "request",
+            HeaderSide::Response => "response",
         }
     }
 }
@@ -269,15 +284,15 @@ impl Decision {
 
     /// Changes to the request before it is forwarded, in the order to apply them.
     pub fn request_headers(&self) -> impl Iterator<Item = &HeaderOp> {
-        self.header_ops(HeaderTarget::Request)
+        self.header_ops(HeaderSide::Request)
     }
 
     /// Changes to the upstream's response before it is returned, in the order to apply them.
     pub fn response_headers(&self) -> impl Iterator<Item = &HeaderOp> {
-        self.header_ops(HeaderTarget::Response)
+        self.header_ops(HeaderSide::Response)
     }
 
-    fn header_ops(&self, want: HeaderTarget) -> impl Iterator<Item = &HeaderOp> {
+    fn header_ops(&self, want: HeaderSide) -> impl Iterator<Item = &HeaderOp> {
         self.steps.iter().flat_map(move |s| match &s.effect {
             Effect::Headers { target, ops } if *target == want => ops.iter(),
             _ => [].iter(),

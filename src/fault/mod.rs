@@ -24,11 +24,10 @@ use rand::Rng;
 use rand_distr::Distribution as _;
 use rand_pcg::Pcg64;
 
-pub use decision::{Action, Decision, Effect, ErrorReply, HeaderOp, RuleRef, Step};
+pub use decision::{Action, Decision, Effect, ErrorReply, HeaderOp, HeaderSide, RuleRef, Step};
 pub use matcher::{Matcher, PathGlob, ValueMatch};
 
 use crate::load::Target;
-use crate::spec::HeaderTarget;
 use crate::spec::duration::{DelaySpec, MAX_DURATION};
 use crate::{seed, wire};
 use decision::ActiveSlot;
@@ -187,10 +186,7 @@ impl fmt::Display for FaultRule {
             FaultAction::Truncate { after_bytes } => write!(f, " after {after_bytes} bytes")?,
             FaultAction::Throttle { bytes_per_second } => write!(f, " {bytes_per_second} B/s")?,
             FaultAction::Headers { target, .. } => {
-                f.write_str(match target {
-                    HeaderTarget::Request => " request",
-                    HeaderTarget::Response => " response",
-                })?;
+                write!(f, " {}", target.as_str())?;
             }
             FaultAction::Status(status) => write!(f, " {status}")?,
             FaultAction::Drop | FaultAction::Reset | FaultAction::Hang { cap: None } => {}

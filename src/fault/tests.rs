@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::load::pick_target;
-use crate::spec::HeaderTarget;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -217,11 +216,11 @@ fn every_kind_decides_its_effect() {
         ),
         (
             FaultAction::Headers {
-                target: HeaderTarget::Response,
+                target: HeaderSide::Response,
                 ops: ops.clone(),
             },
             Effect::Headers {
-                target: HeaderTarget::Response,
+                target: HeaderSide::Response,
                 ops: ops.clone(),
             },
             false,
@@ -243,7 +242,7 @@ fn every_kind_decides_its_effect() {
         vec![FaultRule::new(
             "h",
             FaultAction::Headers {
-                target: HeaderTarget::Response,
+                target: HeaderSide::Response,
                 ops: ops.clone(),
             },
         )],
@@ -758,21 +757,21 @@ fn body_header_and_status_faults_compose() {
             FaultRule::new(
                 "req",
                 FaultAction::Headers {
-                    target: HeaderTarget::Request,
+                    target: HeaderSide::Request,
                     ops: header_ops(&[name("x-drop")], &[(name("x-a"), value("1"))], &[]),
                 },
             ),
             FaultRule::new(
                 "resp1",
                 FaultAction::Headers {
-                    target: HeaderTarget::Response,
+                    target: HeaderSide::Response,
                     ops: header_ops(&[], &[(name("x-b"), value("1"))], &[]),
                 },
             ),
             FaultRule::new(
                 "resp2",
                 FaultAction::Headers {
-                    target: HeaderTarget::Response,
+                    target: HeaderSide::Response,
                     ops: header_ops(&[], &[], &[(name("x-b"), value("2"))]),
                 },
             ),

@@ -29,8 +29,7 @@ use prometheus::{
 };
 use tokio::time::Instant;
 
-use crate::fault::{FaultAction, FaultRule};
-use crate::spec::HeaderTarget;
+use crate::fault::{FaultAction, FaultRule, HeaderSide};
 
 /// Latency buckets, in seconds: from sub-millisecond loopback hops to the default 30s timeout.
 const BUCKETS: &[f64] = &[
@@ -253,7 +252,7 @@ impl Metrics {
                     throttled.with_label_values(&[rule.name.as_str()]);
                 }
                 FaultAction::Headers { target, .. } => {
-                    header_rewrites.with_label_values(&[rule.name.as_str(), target_label(*target)]);
+                    header_rewrites.with_label_values(&[rule.name.as_str(), target.as_str()]);
                 }
                 FaultAction::Status(status) => {
                     status_rewrites.with_label_values(&[rule.name.as_str(), &status.to_string()]);
@@ -347,9 +346,9 @@ impl Metrics {
         self.throttled.with_label_values(&[rule]).inc();
     }
 
-    pub fn headers_rewritten(&self, rule: &str, target: HeaderTarget) {
+    pub fn headers_rewritten(&self, rule: &str, target: HeaderSide) {
         self.header_rewrites
-            .with_label_values(&[rule, target_label(target)])
+            .with_label_values(&[rule, target.as_str()])
             .inc();
     }
 
@@ -357,13 +356,6 @@ impl Metrics {
         self.status_rewrites
             .with_label_values(&[rule, &status.to_string()])
             .inc();
-    }
-}
-
-fn target_label(target: HeaderTarget) -> &'static str {
-    match target {
-        HeaderTarget::Request => "request",
-        HeaderTarget::Response => "response",
     }
 }
 

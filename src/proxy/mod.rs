@@ -64,11 +64,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::fault::{Decision, Effect, ErrorReply, FaultPlan, RequestFacts, Step};
+use crate::fault::{Decision, Effect, ErrorReply, FaultPlan, HeaderSide, RequestFacts, Step};
 use crate::ids::{IdSource, Ids};
 use crate::scenario::ProxyConfig;
 use crate::server::{self, BodyError, ClientTimeouts, ConnectionControl, Listening, Shutdown};
-use crate::spec::HeaderTarget;
 use crate::wire;
 use body::{Cut, FaultBody, Pace, Upload, UploadProgress};
 
@@ -398,7 +397,7 @@ where
             parts.headers.remove(wire::ATTEMPT);
         }
         // Request header faults last, so a rule can change anything the upstream sees.
-        self.rewrite_headers(decision, HeaderTarget::Request, &mut parts.headers);
+        self.rewrite_headers(decision, HeaderSide::Request, &mut parts.headers);
         parts.version = Version::HTTP_11;
         // A body still coming from the client is read with the client body timeout, and the time
         // spent waiting on it is left out of the upstream timeout below.
@@ -427,7 +426,7 @@ where
                     .status_rewritten(&step.name, parts.status.as_u16());
             }
         }
-        self.rewrite_headers(decision, HeaderTarget::Response, &mut parts.headers);
+        self.rewrite_headers(decision, HeaderSide::Response, &mut parts.headers);
         // An upstream that stalls mid-body must not hold the client forever.
         let body = server::TimedBody::new(body, self.config.upstream_read_timeout)
             .map_err(BoxError::from)
@@ -464,7 +463,7 @@ where
     }
 
     /// Applies the header rules of `target`, in firing order, counting each rule that changed something.
-    fn rewrite_headers(&self, decision: &Decision, target: HeaderTarget, headers: &mut HeaderMap) {
+    fn rewrite_headers(&self, decision: &Decision, target: HeaderSide, headers: &mut HeaderMap) {
         for step in &decision.steps {
             if let Effect::Headers { target: t, ops } = &step.effect {
                 if *t == target {

@@ -36,7 +36,7 @@ pub struct Scenario {
     pub load: LoadConfig,
     pub expect: Expectations,
     /// The clock the scenario plays on.
-    pub clock: spec::Clock,
+    pub clock: Clock,
     /// The effective spec, after overrides; reports and summaries show it.
     pub spec: ScenarioSpec,
 }
@@ -52,6 +52,15 @@ impl Scenario {
             None => plan,
         }
     }
+}
+
+/// Which clock a scenario plays on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Real time over loopback TCP.
+    Real,
+    /// Virtual time over in-memory pipes: exact latencies, a paused runtime.
+    Virtual,
 }
 
 /// The demo upstream's extra routes, or an external upstream.

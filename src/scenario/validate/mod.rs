@@ -7,11 +7,11 @@
 mod expect;
 mod upstream;
 
-use crate::spec::ScenarioSpec;
 use crate::spec::check::{Checker, Problem, is_file_name, key, keys};
+use crate::spec::{self, ScenarioSpec};
 use crate::{fault, load};
 
-use super::{ProxyConfig, Scenario};
+use super::{Clock, ProxyConfig, Scenario};
 
 pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
     let mut c = Checker::default();
@@ -90,7 +90,10 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
         proxy,
         load,
         expect,
-        clock: spec.run.clock,
+        clock: match spec.run.clock {
+            spec::Clock::Real => Clock::Real,
+            spec::Clock::Virtual => Clock::Virtual,
+        },
         spec: spec.clone(),
     })
 }
