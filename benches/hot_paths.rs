@@ -18,7 +18,7 @@ fn plan() -> FaultPlan {
         faults = ["delay:100ms-500ms:0.3:/api", "error:503:0.25:/api", "drop:0.01"]
     "#;
     match traceforge::scenario::parse_str("bench.toml", text, &[]) {
-        Ok(s) => FaultPlan::from_scenario(&s),
+        Ok(s) => s.fault_plan(),
         Err(e) => panic!("{e}"),
     }
 }

@@ -52,8 +52,8 @@
 //!
 //! # The layers
 //!
-//! From the bottom: the scenario file format and its validation ([`scenario`]), the compiled fault
-//! rules ([`fault`]), the parts that run (the demo [`upstream`], the fault-injecting [`proxy`], the
+//! From the bottom: the scenario file format ([`spec`]), the compiled fault rules ([`fault`]) and
+//! load plan ([`load::plan`]), their validation into a [`Scenario`] ([`scenario`]), the parts that run (the demo [`upstream`], the fault-injecting [`proxy`], the
 //! [`load`](mod@load) generator, the recorder ([`record`]), [`expect`]ations and [`golden`]
 //! snapshots), the [`runner`] that plays them together, and the [`report`]s of what it found (text,
 //! JSON, JUnit) with the run's verdict. `ARCHITECTURE.md` in the repository
@@ -80,9 +80,11 @@ pub mod schema;
 pub mod seed;
 #[doc(hidden)]
 pub mod server;
+pub mod spec;
 #[doc(hidden)]
 pub mod transport;
 pub mod upstream;
+pub mod wire;
 
 pub use runner::{RunError, RunOptions, RunReport, play};
 pub use scenario::{Override, Scenario, ScenarioError, load, parse_str};

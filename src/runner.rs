@@ -12,14 +12,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::expect;
-use crate::fault::FaultPlan;
 use crate::golden::{self, BodyBuilder};
 use crate::load::{self, LoadOptions};
 use crate::panic_watch;
 use crate::proxy::{self, Proxy, ProxyOptions};
 use crate::record::{Format, OpenFiles, Summary};
-use crate::scenario::Scenario;
-use crate::scenario::spec::Clock;
+use crate::scenario::{Clock, Scenario};
 use crate::server::{Listening, Shutdown};
 use crate::transport::MemoryNetwork;
 use crate::upstream::{self, Upstream, UpstreamOptions};
@@ -112,6 +110,12 @@ pub enum RunError {
     Spawn {
         what: &'static str,
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The runtime a run plays on could not be built; nothing was bound yet.
+    #[error("cannot start the {what}: {source}")]
+    Runtime {
+        what: &'static str,
         source: std::io::Error,
     },
     #[error("the upstream {url} is unreachable: {source}")]
@@ -213,9 +217,8 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
         .enable_time()
         .start_paused(true)
         .build()
-        .map_err(|source| RunError::Spawn {
+        .map_err(|source| RunError::Runtime {
             what: "virtual-time runtime",
-            addr: LOOPBACK,
             source,
         })?;
     let mark = panic_watch::count();
@@ -276,9 +279,8 @@ fn upstream_options(scenario: &Scenario, options: &RunOptions) -> UpstreamOption
 fn proxy_options(scenario: &Scenario, upstream: Uri) -> ProxyOptions {
     ProxyOptions {
         upstream,
-        plan: Arc::new(FaultPlan::from_scenario(scenario)),
+        plan: Arc::new(scenario.fault_plan()),
         config: scenario.proxy.clone(),
-        seed: scenario.seed,
     }
 }
 
@@ -497,5 +499,23 @@ async fn check_reachable(url: &Uri, stop: &CancellationToken) -> Result<(), RunE
             url: url.clone(),
             source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 5s"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_failure_names_no_address() {
+        let e = RunError::Runtime {
+            what: "virtual-time runtime",
+            source: std::io::Error::other("no timer"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot start the virtual-time runtime: no timer"
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 }

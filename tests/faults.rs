@@ -36,7 +36,7 @@ fn big_route(path: &str, size: usize) -> Route {
 /// A proxy with `faults` (TOML) in front of the demo upstream with `routes`.
 async fn setup(seed: u64, faults: &str, routes: Vec<Route>) -> (Listening, Listening) {
     let up = demo_upstream(routes).await;
-    let proxy = start_proxy(&up.url(), plan(seed, faults), ProxyConfig::default(), seed).await;
+    let proxy = start_proxy(&up.url(), plan(seed, faults), ProxyConfig::default()).await;
     (up, proxy)
 }
 
@@ -100,7 +100,7 @@ async fn assert_settled(proxy: &Listening) -> Vec<crate::support::Sample> {
 async fn reset_closes_the_connection_with_no_response() {
     let (up, hits) = counting_upstream().await;
     let faults = "[[faults]]\nname = \"rst\"\nkind = \"reset\"\nmatch = { path = \"/api/*\" }";
-    let proxy = start_proxy(&up.url(), plan(1, faults), ProxyConfig::default(), 1).await;
+    let proxy = start_proxy(&up.url(), plan(1, faults), ProxyConfig::default()).await;
 
     // A raw socket reads no byte at all: a reset (or, on platforms without RST, a bare EOF).
     let (bytes, error) = raw(proxy.addr, &get_request("/api/resource")).await;
@@ -154,7 +154,6 @@ async fn hang_without_a_cap_never_answers_until_the_client_gives_up() {
         &up.url(),
         plan(2, "[[faults]]\nname = \"stuck\"\nkind = \"hang\""),
         ProxyConfig::default(),
-        2,
     )
     .await;
     let started = Instant::now();
@@ -188,7 +187,7 @@ async fn hang_without_a_cap_never_answers_until_the_client_gives_up() {
 async fn hang_with_a_cap_answers_504_after_the_cap() {
     let (up, hits) = counting_upstream().await;
     let faults = "[[faults]]\nname = \"slow-gw\"\nkind = \"hang\"\ncap = \"300ms\"";
-    let proxy = start_proxy(&up.url(), plan(3, faults), ProxyConfig::default(), 3).await;
+    let proxy = start_proxy(&up.url(), plan(3, faults), ProxyConfig::default()).await;
     let started = Instant::now();
     let reply = get(&client(), &format!("{}/api/resource", proxy.url()), &[]).await;
     let took = started.elapsed();
@@ -407,7 +406,7 @@ status = 503
 body = '{"maintenance":true}'
 match = { path = "/json" }
 "#;
-    let proxy = start_proxy(&up.url(), plan(9, faults), ProxyConfig::default(), 9).await;
+    let proxy = start_proxy(&up.url(), plan(9, faults), ProxyConfig::default()).await;
     let reply = get(&client(), &format!("{}/limited", proxy.url()), &[]).await;
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(reply.text(), "slow down");
@@ -651,9 +650,8 @@ async fn play_scenario(text: &str) -> Vec<Outcome> {
         loopback(),
         traceforge::proxy::ProxyOptions {
             upstream: up.url().parse().unwrap_or_else(|e| panic!("{e}")),
-            plan: Arc::new(FaultPlan::from_scenario(&scenario)),
+            plan: Arc::new(scenario.fault_plan()),
             config: scenario.proxy.clone(),
-            seed: scenario.seed,
         },
     )
     .await
@@ -827,7 +825,7 @@ until = "800ms"
     let up = demo_upstream(vec![]).await;
     // The proxy's clock starts while it is spawned, between these two instants.
     let before = Instant::now();
-    let proxy = start_proxy(&up.url(), plan(18, faults), ProxyConfig::default(), 18).await;
+    let proxy = start_proxy(&up.url(), plan(18, faults), ProxyConfig::default()).await;
     let spawned = before.elapsed();
     let margin = Duration::from_millis(40);
     let c = client();
@@ -915,8 +913,8 @@ async fn the_fault_header_applies_to_its_request_only_when_enabled() {
         header_faults: true,
         ..ProxyConfig::default()
     };
-    let plan_on = FaultPlan::new(seed, Vec::new()).with_header_faults(true);
-    let proxy = start_proxy(&up.url(), plan_on, on, seed).await;
+    let plan_on = FaultPlan::new(seed, Vec::new());
+    let proxy = start_proxy(&up.url(), plan_on, on).await;
     let c = client();
     let echo = format!("{}/api/echo", proxy.url());
 
@@ -955,7 +953,6 @@ async fn the_fault_header_applies_to_its_request_only_when_enabled() {
         &up.url(),
         FaultPlan::new(seed, Vec::new()),
         ProxyConfig::default(),
-        seed,
     )
     .await;
     let reply = get(

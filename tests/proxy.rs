@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
 use tokio::io::AsyncWriteExt;
-use traceforge::fault::FaultPlan;
+use traceforge::fault::{FaultPlan, RequestFacts};
 use traceforge::proxy::{self, ProxyOptions};
 use traceforge::scenario::{ProxyConfig, Route};
 use traceforge::server::Listening;
@@ -29,12 +29,7 @@ pub(crate) fn plan(seed: u64, faults_toml: &str) -> FaultPlan {
     FaultPlan::new(seed, scenario.faults)
 }
 
-pub(crate) async fn start_proxy(
-    upstream: &str,
-    plan: FaultPlan,
-    config: ProxyConfig,
-    seed: u64,
-) -> Listening {
+pub(crate) async fn start_proxy(upstream: &str, plan: FaultPlan, config: ProxyConfig) -> Listening {
     let upstream: Uri = upstream.parse().unwrap_or_else(|e| panic!("{e}"));
     proxy::spawn(
         loopback(),
@@ -42,7 +37,6 @@ pub(crate) async fn start_proxy(
             upstream,
             plan: Arc::new(plan),
             config,
-            seed,
         },
     )
     .await
@@ -73,9 +67,8 @@ async fn ids_are_generated_when_absent_kept_when_present_and_the_same_upstream_a
     let seed = 11;
     let proxy = start_proxy(
         &up.url(),
-        FaultPlan::default(),
+        FaultPlan::new(seed, Vec::new()),
         ProxyConfig::default(),
-        seed,
     )
     .await;
     let echo = format!("{}/api/echo", proxy.url());
@@ -151,7 +144,6 @@ async fn a_delay_rule_holds_every_matched_response_for_at_least_its_delay() {
         &up.url(),
         plan(1, r#"faults = ["delay:150ms:/api"]"#),
         ProxyConfig::default(),
-        1,
     )
     .await;
     let c = client();
@@ -181,7 +173,6 @@ async fn a_drop_rule_of_one_answers_503_and_the_upstream_sees_nothing() {
         &up.url(),
         plan(3, r#"faults = ["drop:1.0"]"#),
         ProxyConfig::default(),
-        3,
     )
     .await;
     let c = client();
@@ -237,7 +228,7 @@ match = { path = "/api/*" }
         )],
         ..ProxyConfig::default()
     };
-    let proxy = start_proxy(&up.url(), plan(5, faults), config, 5).await;
+    let proxy = start_proxy(&up.url(), plan(5, faults), config).await;
     let reply = get(&client(), &format!("{}/api/resource", proxy.url()), &[]).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -302,7 +293,7 @@ async fn error_half_the_time_is_about_half_and_the_same_ids_get_the_same_decisio
         .collect();
 
     let (up, hits) = counting_upstream().await;
-    let proxy = start_proxy(&up.url(), plan(seed, faults), ProxyConfig::default(), seed).await;
+    let proxy = start_proxy(&up.url(), plan(seed, faults), ProxyConfig::default()).await;
     let first = statuses(&proxy, &ids, 32).await;
     proxy.shutdown().await;
     assert_eq!(first.len(), 1000);
@@ -317,13 +308,13 @@ async fn error_half_the_time_is_about_half_and_the_same_ids_get_the_same_decisio
     );
 
     // A fresh proxy, another concurrency: the same ids get the same answers.
-    let proxy = start_proxy(&up.url(), plan(seed, faults), ProxyConfig::default(), seed).await;
+    let proxy = start_proxy(&up.url(), plan(seed, faults), ProxyConfig::default()).await;
     let second = statuses(&proxy, &ids, 3).await;
     assert_eq!(first, second, "decisions changed with concurrency");
     // And they are exactly what the pure decision function says.
     let reference = plan(seed, faults);
     for (id, status) in &first {
-        let decided = reference.decide_basic(&Method::GET, "/api/resource", id);
+        let decided = reference.decide(&RequestFacts::new(&Method::GET, "/api/resource", id));
         assert_eq!(decided.terminal().is_some(), *status == 503, "{id}");
     }
     proxy.shutdown().await;
@@ -354,7 +345,7 @@ async fn hop_by_hop_headers_reach_neither_the_upstream_nor_the_client() {
         latency: Duration::ZERO,
     };
     let up = demo_upstream(vec![hop_route]).await;
-    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default(), 0).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default()).await;
 
     // Client -> upstream, over raw bytes so nothing between the test and the proxy rewrites them.
     let request = "GET /api/echo HTTP/1.1\r\n\
@@ -449,7 +440,7 @@ name = "gone"
 kind = "drop"
 match = { path = "/api/drop" }
 "#;
-    let proxy = start_proxy(&up.url(), plan(9, faults), ProxyConfig::default(), 9).await;
+    let proxy = start_proxy(&up.url(), plan(9, faults), ProxyConfig::default()).await;
     let c = client();
     for (path, times) in [
         ("/api/slow", 3),
@@ -521,7 +512,7 @@ match = { path = "/api/drop" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bytes_get_a_400_and_the_proxy_keeps_serving() {
     let (up, hits) = counting_upstream().await;
-    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default(), 0).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default()).await;
     let response = raw_exchange(
         proxy.addr,
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
@@ -544,7 +535,6 @@ async fn a_client_that_disconnects_mid_delay_is_counted_as_cancelled_and_never_f
         &up.url(),
         plan(4, r#"faults = ["delay:30s:/slow"]"#),
         ProxyConfig::default(),
-        4,
     )
     .await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr)
@@ -596,7 +586,6 @@ async fn an_unreachable_upstream_is_a_502_with_a_json_body() {
         &format!("http://{dead}"),
         FaultPlan::default(),
         ProxyConfig::default(),
-        0,
     )
     .await;
     let reply = get(
@@ -641,7 +630,7 @@ async fn a_slow_upstream_is_a_504_after_the_configured_timeout() {
         upstream_timeout: timeout,
         ..ProxyConfig::default()
     };
-    let proxy = start_proxy(&up.url(), FaultPlan::default(), config, 0).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), config).await;
     let started = tokio::time::Instant::now();
     let reply = get(&client(), &format!("{}/slow", proxy.url()), &[]).await;
     assert!(started.elapsed() >= timeout);
@@ -671,7 +660,6 @@ async fn bodies_stream_through_and_metrics_are_not_forwarded() {
         &up_counting.url(),
         FaultPlan::default(),
         ProxyConfig::default(),
-        0,
     )
     .await;
     scrape(&proxy).await;
@@ -679,7 +667,7 @@ async fn bodies_stream_through_and_metrics_are_not_forwarded() {
     proxy.shutdown().await;
 
     let up = demo_upstream(vec![]).await;
-    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default(), 0).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default()).await;
     let body = "x".repeat(256 * 1024);
     let reply = send(
         &client(),
@@ -732,7 +720,7 @@ async fn an_upstream_that_stalls_mid_body_is_cut_off_after_the_read_timeout() {
         upstream_read_timeout: Duration::from_millis(200),
         ..ProxyConfig::default()
     };
-    let proxy = start_proxy(&format!("http://{up}"), FaultPlan::default(), config, 0).await;
+    let proxy = start_proxy(&format!("http://{up}"), FaultPlan::default(), config).await;
     let mut stream = raw_client(proxy.addr, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let response = String::from_utf8_lossy(&read_to_close(&mut stream).await).into_owned();
     // The client got the head and the bytes that came, then the connection closed: a short body.
@@ -755,7 +743,7 @@ async fn a_client_that_stalls_its_body_gets_a_408_and_its_connection_closed() {
         client_body_timeout: Duration::from_millis(200),
         ..ProxyConfig::default()
     };
-    let proxy = start_proxy(&up.url(), FaultPlan::default(), config, 0).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), config).await;
     // 3 of the 100 bytes announced, then nothing; the test holds the connection open.
     let mut stream = raw_client(
         proxy.addr,
@@ -790,7 +778,7 @@ async fn a_client_that_stalls_its_head_is_disconnected_after_the_header_timeout(
         client_header_timeout: Duration::from_millis(200),
         ..ProxyConfig::default()
     };
-    let proxy = start_proxy(&up.url(), FaultPlan::default(), config, 0).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), config).await;
     let mut stream = raw_client(proxy.addr, b"GET / HTTP/1.1\r\nHo").await;
     // Closed by the proxy, without forwarding anything.
     read_to_close(&mut stream).await;
@@ -807,7 +795,7 @@ async fn a_slow_but_steady_upload_is_not_an_upstream_timeout() {
         client_body_timeout: Duration::from_secs(10),
         ..ProxyConfig::default()
     };
-    let proxy = start_proxy(&up.url(), FaultPlan::default(), config, 0).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), config).await;
     let mut stream = raw_client(
         proxy.addr,
         b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n",
@@ -834,7 +822,7 @@ async fn a_slow_but_steady_upload_is_not_an_upstream_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_request_body_is_the_clients_fault_not_the_upstreams() {
     let up = demo_upstream(vec![]).await;
-    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default(), 0).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default()).await;
     let response = raw_exchange(
         proxy.addr,
         b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
@@ -866,7 +854,7 @@ async fn a_malformed_request_body_is_the_clients_fault_not_the_upstreams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_without_host_is_refused_with_400_and_never_forwarded() {
     let (up, hits) = counting_upstream().await;
-    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default(), 0).await;
+    let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default()).await;
     for request in [
         &b"GET /api/resource HTTP/1.1\r\n\r\n"[..],
         b"GET /api/resource HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -903,7 +891,6 @@ async fn a_content_length_beside_transfer_encoding_is_not_passed_on() {
         &format!("http://{up}"),
         FaultPlan::default(),
         ProxyConfig::default(),
-        0,
     )
     .await;
     // Two requests on one connection: the second answer must start where the first ended.
@@ -936,7 +923,7 @@ async fn the_load_generators_headers_reach_the_upstream_only_when_asked() {
             forward_traceforge_headers: forward,
             ..ProxyConfig::default()
         };
-        let proxy = start_proxy(&up.url(), FaultPlan::default(), config, 0).await;
+        let proxy = start_proxy(&up.url(), FaultPlan::default(), config).await;
         let seen = get(&client(), &format!("{}/api/echo", proxy.url()), &sent)
             .await
             .json();

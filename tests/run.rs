@@ -49,7 +49,7 @@ fn every_shipped_scenario_is_identical_at_concurrency_1_and_64_and_run_after_run
             traceforge::scenario::load(&root().join(&file), &[]).unwrap_or_else(|e| panic!("{e}"));
         // Fewer requests keep concurrency 1 quick; the property is the same at any size. An open
         // loop is capped by `max_in_flight` instead: 40 requests in 100ms, at most 1 or 64 in flight.
-        let virtual_clock = scenario.clock == traceforge::scenario::spec::Clock::Virtual;
+        let virtual_clock = scenario.clock == traceforge::scenario::Clock::Virtual;
         let sets: [Vec<&str>; 3] = if virtual_clock && scenario.load.profile.is_open() {
             // On the virtual clock a whole run takes moments: play it as shipped, with caps on
             // requests in flight that never bind, and once more.
@@ -554,7 +554,6 @@ fn recorded_attempts_agree_with_the_proxy_metrics() {
                 upstream: upstream.url().parse().unwrap_or_else(|e| panic!("{e}")),
                 plan: Arc::new(FaultPlan::new(scenario.seed, scenario.faults.clone())),
                 config: scenario.proxy.clone(),
-                seed: scenario.seed,
             },
         )
         .await

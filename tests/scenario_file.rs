@@ -461,7 +461,7 @@ fn override_syntax_errors_say_what_is_expected() {
 
 #[test]
 fn a_scenario_with_every_fault_kind_validates() {
-    use traceforge::fault::{DelayModel, FaultAction};
+    use traceforge::fault::{DelayModel, FaultAction, RandomDelay};
     let s = parse(support::EVERY_FAULT_KIND).unwrap_or_else(|e| panic!("{e}"));
     let kinds: Vec<&str> = s.faults.iter().map(|r| r.action.kind()).collect();
     assert_eq!(
@@ -482,10 +482,10 @@ fn a_scenario_with_every_fault_kind_validates() {
     assert_eq!(slow.matcher.query.len(), 2);
     assert!(matches!(
         s.faults[1].action,
-        FaultAction::Delay {
+        FaultAction::Delay(RandomDelay {
             model: DelayModel::LogNormal { .. },
             jitter: None
-        }
+        })
     ));
     let FaultAction::Error(reply) = &s.faults[2].action else {
         panic!("an error rule")
@@ -494,17 +494,17 @@ fn a_scenario_with_every_fault_kind_validates() {
         reply.retry_after_value().as_ref().map(|v| v.as_bytes()),
         Some(&b"2"[..])
     );
-    let schedule = &s.faults[2].schedule;
-    assert_eq!((schedule.first, schedule.attempts), (Some(5), Some(1)));
+    let window = &s.faults[2].window;
+    assert_eq!((window.first, window.attempts), (Some(5), Some(1)));
     assert_eq!(
         s.faults[3].name, "drop-4",
         "default names count positions from 1"
     );
-    assert_eq!(s.faults[5].schedule.max_active, Some(2));
+    assert_eq!(s.faults[5].window.max_active, Some(2));
     // The plan `traceforge run` builds from it.
-    let plan = traceforge::fault::FaultPlan::from_scenario(&s);
+    let plan = s.fault_plan();
     assert_eq!(plan.rules().len(), 10);
-    assert!(plan.header_faults());
+    assert!(s.proxy.header_faults);
 }
 
 /// The every-kind scenario with one line replaced; the replacement must be there to replace.

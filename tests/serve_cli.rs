@@ -184,6 +184,34 @@ async fn the_upstream_prints_its_address_and_serves_the_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_honours_header_faults_from_its_scenario_file() {
+    // `[proxy] header_faults = true` in the file given to `traceforge proxy --scenario`: the
+    // header-controlled fault answers, it is not forwarded to a 200.
+    let up = demo_upstream().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("f.toml");
+    let text = format!(
+        "name = \"f\"\n[upstream]\nurl = \"{}\"\n[proxy]\nheader_faults = true\n",
+        up.url()
+    );
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+    let file = file.to_string_lossy().to_string();
+    let server = Server::start(command(
+        dir.path(),
+        &["proxy", "--listen", "127.0.0.1:0", "--scenario", &file],
+    ));
+    let c = client();
+    let url = format!("{}/api/resource", server.url);
+    let teapot = get(&c, &url, &[("x-traceforge-fault", "error:418")]).await;
+    assert_eq!(teapot.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(teapot.header("x-traceforge-fault"), Some("header"));
+    let ok = get(&c, &url, &[]).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    drop(server);
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_reads_the_classic_variables_from_a_dotenv_file() {
     let up = demo_upstream().await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -344,7 +344,7 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, String> {
             dotenvy::Error::LineParse(part, _) => format!(
                 "{}: cannot read `{}`; quote a value that holds quotes or `#`, like NAME=\"a 'b'\"",
                 path.display(),
-                scenario::url::mask_credentials(part.trim())
+                crate::spec::url::mask_credentials(part.trim())
             ),
             e => format!("{}: {e}", path.display()),
         })
@@ -414,7 +414,6 @@ fn proxy_options(
         upstream,
         plan: Arc::new(FaultPlan::new(seed, rules)),
         config,
-        seed,
     })
 }
 
@@ -449,7 +448,7 @@ fn apply_proxy_timeouts(args: &ProxyArgs, config: &mut ProxyConfig) -> Result<()
 
 /// A positive duration given to `flag`, like "5s".
 fn parse_duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
-    let d = scenario::duration::parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
+    let d = crate::spec::duration::parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
     if d.is_zero() {
         return Err(format!("{flag} must be longer than 0"));
     }
@@ -459,7 +458,7 @@ fn parse_duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
 /// Validates compact fault strings exactly as a scenario's `faults = [...]` would be, named as
 /// there (`delay-1`, `error-2`, ...).
 fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, String> {
-    use crate::fault::compact::{self, CompactError};
+    use crate::spec::compact::{self, CompactError};
 
     let mut rules = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
@@ -470,8 +469,8 @@ fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, Stri
             CompactError::Invalid(_) => format!("{origin} `{spec}`: {e}"),
         })?;
         let name = format!("{}-{}", fault.kind, i + 1);
-        let rule =
-            scenario::compile_rule(&fault, &name).map_err(|e| format!("{origin} `{spec}`: {e}"))?;
+        let rule = crate::fault::compile::compile_rule(&fault, &name)
+            .map_err(|e| format!("{origin} `{spec}`: {e}"))?;
         rules.push(rule);
     }
     Ok(rules)
@@ -498,7 +497,7 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 /// The proxy's upstream, checked like `upstream.url` in a scenario file.
 fn parse_upstream(text: &str) -> Result<Uri, String> {
-    scenario::url::parse_http_url(text).map_err(|e| e.to_string())
+    crate::spec::url::parse_http_url(text).map_err(|e| e.to_string())
 }
 
 fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
@@ -507,7 +506,7 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
         .ok_or_else(|| format!("`{text}` is not \"Name: value\" (for example \"X-Chaos: on\")"))?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| format!("`{}` is not a valid header name", name.trim()))?;
-    if let Some((_, reason)) = scenario::managed_header(name.as_str()) {
+    if let Some((_, reason)) = crate::spec::check::managed_header(name.as_str()) {
         return Err(format!("`{name}` cannot be set: {reason}"));
     }
     let value = HeaderValue::from_str(value.trim())
@@ -516,8 +515,8 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let d =
-        scenario::duration::parse_duration(text).map_err(|e| format!("--upstream-timeout: {e}"))?;
+    let d = crate::spec::duration::parse_duration(text)
+        .map_err(|e| format!("--upstream-timeout: {e}"))?;
     if d.is_zero() {
         return Err("--upstream-timeout must be longer than 0".into());
     }

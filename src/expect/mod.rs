@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::record::Summary;
 use crate::record::summary::Latency;
 use crate::scenario::Expectations;
-use crate::scenario::duration::{format_duration, format_millis};
 use crate::scenario::expectation::{LatencyBound, ResultKey, Statistic, StatusBound};
+use crate::spec::duration::{format_duration, format_millis};
 
 /// One expectation's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::scenario::spec::HeaderTarget;
-
-/// The effect of a fired rule, with any random values already drawn.
+/// What a fault does. A compiled rule holds an [`Action`] whose delay is still a distribution
+/// ([`crate::fault::FaultAction`]); a decision holds one whose delay is drawn (an [`Effect`]).
+/// One type for both, so a kind has one name and one set of rules (terminal or not).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
+pub enum Action<D = Duration> {
     /// Hold the request this long before anything else. Delays of several rules add up.
-    Delay(Duration),
+    Delay(D),
     /// Terminal. Answer with [`ErrorReply`] without forwarding.
     Error(Arc<ErrorReply>),
     /// Terminal. Answer `503 Service Unavailable` without forwarding.
@@ -45,35 +45,78 @@ pub enum Effect {
     Throttle { bytes_per_second: u64 },
     /// Change the request sent upstream or the response sent back: apply `ops` in order.
     Headers {
-        target: HeaderTarget,
+        target: HeaderSide,
         ops: Arc<[HeaderOp]>,
     },
     /// Forward, then answer with this status instead of the upstream's, keeping its headers and body.
     Status(u16),
 }
 
-impl Effect {
+/// The effect of a fired rule, with any random values already drawn.
+pub type Effect = Action<Duration>;
+
+impl<D> Action<D> {
     /// The fault kind, as written in scenario files (`delay`, `error`, ...): for metrics and outcomes.
     pub fn kind(&self) -> &'static str {
         match self {
-            Effect::Delay(_) => "delay",
-            Effect::Error(_) => "error",
-            Effect::Drop => "drop",
-            Effect::Reset => "reset",
-            Effect::Hang { .. } => "hang",
-            Effect::Truncate { .. } => "truncate",
-            Effect::Throttle { .. } => "throttle",
-            Effect::Headers { .. } => "headers",
-            Effect::Status(_) => "status",
+            Action::Delay(_) => "delay",
+            Action::Error(_) => "error",
+            Action::Drop => "drop",
+            Action::Reset => "reset",
+            Action::Hang { .. } => "hang",
+            Action::Truncate { .. } => "truncate",
+            Action::Throttle { .. } => "throttle",
+            Action::Headers { .. } => "headers",
+            Action::Status(_) => "status",
         }
     }
 
-    /// Terminal effects answer the request themselves (or never answer it): nothing is forwarded.
+    /// Terminal actions answer the request themselves (or never answer it): nothing is
+    /// forwarded, and rule evaluation stops at the first one.
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            Effect::Error(_) | Effect::Drop | Effect::Reset | Effect::Hang { .. }
+            Action::Error(_) | Action::Drop | Action::Reset | Action::Hang { .. }
         )
+    }
+
+    /// The same action with its delay replaced by `delay(d)`.
+    pub fn map_delay<E>(&self, delay: impl FnOnce(&D) -> E) -> Action<E> {
+        match self {
+            Action::Delay(d) => Action::Delay(delay(d)),
+            Action::Error(reply) => Action::Error(reply.clone()),
+            Action::Drop => Action::Drop,
+            Action::Reset => Action::Reset,
+            Action::Hang { cap } => Action::Hang { cap: *cap },
+            Action::Truncate { after_bytes } => Action::Truncate {
+                after_bytes: *after_bytes,
+            },
+            Action::Throttle { bytes_per_second } => Action::Throttle {
+                bytes_per_second: *bytes_per_second,
+            },
+            Action::Headers { target, ops } => Action::Headers {
+                target: *target,
+                ops: ops.clone(),
+            },
+            Action::Status(status) => Action::Status(*status),
+        }
+    }
+}
+
+/// Which message a `headers` fault changes: the request sent upstream, or the response sent back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderSide {
+    Request,
+    Response,
+}
+
+impl HeaderSide {
+    /// As written in scenario files and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeaderSide::Request => "request",
+            HeaderSide::Response => "response",
+        }
     }
 }
 
@@ -241,15 +284,15 @@ impl Decision {
 
     /// Changes to the request before it is forwarded, in the order to apply them.
     pub fn request_headers(&self) -> impl Iterator<Item = &HeaderOp> {
-        self.header_ops(HeaderTarget::Request)
+        self.header_ops(HeaderSide::Request)
     }
 
     /// Changes to the upstream's response before it is returned, in the order to apply them.
     pub fn response_headers(&self) -> impl Iterator<Item = &HeaderOp> {
-        self.header_ops(HeaderTarget::Response)
+        self.header_ops(HeaderSide::Response)
     }
 
-    fn header_ops(&self, want: HeaderTarget) -> impl Iterator<Item = &HeaderOp> {
+    fn header_ops(&self, want: HeaderSide) -> impl Iterator<Item = &HeaderOp> {
         self.steps.iter().flat_map(move |s| match &s.effect {
             Effect::Headers { target, ops } if *target == want => ops.iter(),
             _ => [].iter(),

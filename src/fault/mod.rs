@@ -5,10 +5,10 @@
 //! requests in flight and is documented as order-dependent.
 //!
 //! Modules: [`matcher`] (which requests a rule applies to), `rank` (request ranks for
-//! `first`/`after`/`every`, and [`pick_target`]), [`decision`] (what the proxy must do),
+//! `first`/`after`/`every`), [`decision`] (what the proxy must do),
 //! [`compact`] (the `delay:100ms` grammar).
 
-pub mod compact;
+pub mod compile;
 pub mod decision;
 pub mod matcher;
 mod rank;
@@ -24,25 +24,16 @@ use rand::Rng;
 use rand_distr::Distribution as _;
 use rand_pcg::Pcg64;
 
-pub use decision::{Decision, Effect, ErrorReply, HeaderOp, RuleRef, Step};
+pub use decision::{Action, Decision, Effect, ErrorReply, HeaderOp, HeaderSide, RuleRef, Step};
 pub use matcher::{Matcher, PathGlob, ValueMatch};
-pub use rank::pick_target;
 
-use crate::scenario::duration::{DelaySpec, MAX_DURATION};
-use crate::scenario::spec::HeaderTarget;
-use crate::scenario::{Scenario, Target};
-use crate::seed;
+use crate::load::Target;
+use crate::spec::duration::{DelaySpec, MAX_DURATION};
+use crate::{seed, wire};
 use decision::ActiveSlot;
 use rank::RankTable;
 
-/// The logical request index the load generator sends with every attempt.
-pub const INDEX_HEADER: &str = "x-traceforge-index";
-/// The 0-based attempt number the load generator sends (0 for the first try, 1 for the first retry).
-pub const ATTEMPT_HEADER: &str = "x-traceforge-attempt";
-/// The request header of header-controlled faults (`[proxy] header_faults = true`), holding a
-/// compact fault such as `error:503`. Also the response header naming the rules that fired.
-pub const FAULT_HEADER: &str = "x-traceforge-fault";
-/// The name of the rule a header-controlled fault runs as.
+/// The name of the rule a header-controlled fault ([`wire::FAULT`]) runs as.
 pub const HEADER_RULE: &str = "header";
 
 /// How a `delay` fault picks each request's base delay.
@@ -72,73 +63,29 @@ impl From<DelaySpec> for DelayModel {
     }
 }
 
-/// What a rule does when it fires.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FaultAction {
-    /// Hold the request for a drawn delay plus a uniform jitter in `[-jitter, +jitter]`
-    /// (never below zero), then go on.
-    Delay {
-        model: DelayModel,
-        jitter: Option<Duration>,
-    },
-    /// Answer with a synthetic response without forwarding.
-    Error(Arc<ErrorReply>),
-    /// Answer 503 without forwarding.
-    Drop,
-    /// Close the connection without a response.
-    Reset,
-    /// Never answer; with a cap, answer 504 after it.
-    Hang { cap: Option<Duration> },
-    /// Cut the response body after this many bytes and close.
-    Truncate { after_bytes: u64 },
-    /// Stream the response body at this rate.
-    Throttle { bytes_per_second: u64 },
-    /// Change request or response headers.
-    Headers {
-        target: HeaderTarget,
-        ops: Arc<[HeaderOp]>,
-    },
-    /// Replace the upstream's status, keeping its body.
-    Status(u16),
+/// What a rule does when it fires: an [`Action`] whose delay is still to be drawn.
+pub type FaultAction = Action<RandomDelay>;
+
+/// A `delay` fault before the draw: a base delay from `model`, plus a uniform jitter in
+/// `[-jitter, +jitter]` (never below zero).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomDelay {
+    pub model: DelayModel,
+    pub jitter: Option<Duration>,
 }
 
 impl FaultAction {
     /// A plain delay, fixed or a uniform range, without jitter.
     pub fn delay(spec: DelaySpec) -> Self {
-        FaultAction::Delay {
+        Action::Delay(RandomDelay {
             model: spec.into(),
             jitter: None,
-        }
+        })
     }
 
     /// An error with only a status.
     pub fn error(status: u16) -> Self {
-        FaultAction::Error(Arc::new(ErrorReply::status(status)))
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            FaultAction::Delay { .. } => "delay",
-            FaultAction::Error(_) => "error",
-            FaultAction::Drop => "drop",
-            FaultAction::Reset => "reset",
-            FaultAction::Hang { .. } => "hang",
-            FaultAction::Truncate { .. } => "truncate",
-            FaultAction::Throttle { .. } => "throttle",
-            FaultAction::Headers { .. } => "headers",
-            FaultAction::Status(_) => "status",
-        }
-    }
-
-    /// Terminal actions answer the request themselves; evaluation stops at the first one.
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            FaultAction::Error(_)
-                | FaultAction::Drop
-                | FaultAction::Reset
-                | FaultAction::Hang { .. }
-        )
+        Action::Error(Arc::new(ErrorReply::status(status)))
     }
 }
 
@@ -146,7 +93,7 @@ impl FaultAction {
 /// request index and attempt, time windows, and the `max_active` limit. All given conditions must
 /// hold; the default is always eligible.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Schedule {
+pub struct Window {
     /// Rank below this (`first = N`).
     pub first: Option<u64>,
     /// Rank at least this (`after = N`).
@@ -167,7 +114,7 @@ pub struct Schedule {
     pub max_active: Option<u32>,
 }
 
-impl Schedule {
+impl Window {
     /// Whether the rule counts matching requests (`first`, `after`, `every`).
     pub fn needs_rank(&self) -> bool {
         self.first.is_some() || self.after.is_some() || self.every.is_some()
@@ -198,7 +145,7 @@ pub struct FaultRule {
     /// In `[0, 1]`.
     pub probability: f64,
     pub matcher: Matcher,
-    pub schedule: Schedule,
+    pub window: Window,
 }
 
 impl FaultRule {
@@ -209,17 +156,17 @@ impl FaultRule {
             action,
             probability: 1.0,
             matcher: Matcher::default(),
-            schedule: Schedule::default(),
+            window: Window::default(),
         }
     }
 }
 
 impl fmt::Display for FaultRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::scenario::duration::format_duration as fd;
+        use crate::spec::duration::format_duration as fd;
         write!(f, "{} ({}", self.name, self.action.kind())?;
         match &self.action {
-            FaultAction::Delay { model, jitter } => {
+            FaultAction::Delay(RandomDelay { model, jitter }) => {
                 match model {
                     DelayModel::Fixed(d) => write!(f, " {}", fd(*d))?,
                     DelayModel::Uniform(lo, hi) => write!(f, " {}..{}", fd(*lo), fd(*hi))?,
@@ -239,10 +186,7 @@ impl fmt::Display for FaultRule {
             FaultAction::Truncate { after_bytes } => write!(f, " after {after_bytes} bytes")?,
             FaultAction::Throttle { bytes_per_second } => write!(f, " {bytes_per_second} B/s")?,
             FaultAction::Headers { target, .. } => {
-                f.write_str(match target {
-                    HeaderTarget::Request => " request",
-                    HeaderTarget::Response => " response",
-                })?;
+                write!(f, " {}", target.as_str())?;
             }
             FaultAction::Status(status) => write!(f, " {status}")?,
             FaultAction::Drop | FaultAction::Reset | FaultAction::Hang { cap: None } => {}
@@ -273,6 +217,9 @@ pub struct RequestFacts<'a> {
     /// The query string without `?`, if any.
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
+    /// The [`wire::FAULT`] request header, when the proxy honours it (`[proxy] header_faults`,
+    /// which only the proxy's configuration holds); `None` otherwise.
+    pub fault_header: Option<&'a HeaderValue>,
     /// Keys the per-rule random streams, `fault/<rule>/<request-id>`.
     pub request_id: &'a str,
     /// The logical request index: the `x-traceforge-index` header the load generator sends, or,
@@ -292,26 +239,13 @@ impl<'a> RequestFacts<'a> {
             path,
             query: None,
             headers: &NO_HEADERS,
+            fault_header: None,
             request_id,
             index: 0,
             attempt: 0,
             elapsed: Duration::ZERO,
         }
     }
-}
-
-/// The logical request index in `x-traceforge-index`, if present and a number.
-pub fn index_from_headers(headers: &HeaderMap) -> Option<u64> {
-    number_header(headers, INDEX_HEADER)
-}
-
-/// The attempt in `x-traceforge-attempt`, if present and a number.
-pub fn attempt_from_headers(headers: &HeaderMap) -> Option<u32> {
-    number_header(headers, ATTEMPT_HEADER)
-}
-
-fn number_header<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
-    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// The compiled fault rules of a scenario, under its seed.
@@ -325,11 +259,10 @@ pub struct FaultPlan {
     names: Vec<Arc<str>>,
     active: Vec<Arc<AtomicU32>>,
     ranks: Option<Arc<RankTable>>,
-    header_faults: bool,
 }
 
 impl FaultPlan {
-    /// A plan without a load profile (ranks are request indices) and without header faults.
+    /// A plan without a load profile (ranks are request indices).
     pub fn new(seed: u64, rules: Vec<FaultRule>) -> Self {
         FaultPlan {
             seed,
@@ -337,24 +270,11 @@ impl FaultPlan {
             active: rules.iter().map(|_| Arc::default()).collect(),
             rules,
             ranks: None,
-            header_faults: false,
-        }
-    }
-
-    /// The plan `traceforge run` uses: the scenario's rules and seed, its `header_faults` setting,
-    /// and its load profile for ranks. A load whose request count is not known in advance (a closed
-    /// loop for a duration) ranks by request index among all requests.
-    pub fn from_scenario(scenario: &Scenario) -> Self {
-        let plan = FaultPlan::new(scenario.seed, scenario.faults.clone())
-            .with_header_faults(scenario.proxy.header_faults);
-        match scenario.load.profile.fixed_count() {
-            Some(requests) => plan.with_targets(scenario.load.targets.clone(), requests),
-            None => plan,
         }
     }
 
     /// Gives the plan the load profile, so `first`/`after`/`every` count only the requests that
-    /// meet a rule's `match` conditions: request `i` sends [`pick_target`]`(seed, i, targets)`, and
+    /// meet a rule's `match` conditions: request `i` sends [`crate::load::pick_target`]`(seed, i, targets)`, and
     /// whether it matches is decided from the target's method, path and query. Header conditions
     /// cannot be known in advance, so for ranks they count as met: a rule with header conditions
     /// counts every index whose target passes its method, path and query conditions.
@@ -365,16 +285,10 @@ impl FaultPlan {
         let matchers: Vec<(&Matcher, bool)> = self
             .rules
             .iter()
-            .map(|r| (&r.matcher, r.schedule.needs_rank()))
+            .map(|r| (&r.matcher, r.window.needs_rank()))
             .collect();
         let table = RankTable::build(self.seed, targets, requests, &matchers);
         self.ranks = Some(Arc::new(table));
-        self
-    }
-
-    /// Turns header-controlled faults (`x-traceforge-fault`) on or off.
-    pub fn with_header_faults(mut self, on: bool) -> Self {
-        self.header_faults = on;
         self
     }
 
@@ -386,10 +300,6 @@ impl FaultPlan {
         self.seed
     }
 
-    pub fn header_faults(&self) -> bool {
-        self.header_faults
-    }
-
     /// How many requests `first`/`after`/`every` of rule `rule` count before request `index`.
     pub fn rank(&self, rule: usize, index: u64) -> u64 {
         self.ranks.as_ref().map_or(index, |t| t.rank(rule, index))
@@ -399,14 +309,14 @@ impl FaultPlan {
     ///
     /// Pure given `(seed, rules, load profile, facts)`, except for `max_active`, which counts the
     /// decisions still alive. Rules are evaluated in order. A rule fires when its `match`
-    /// conditions hold, its schedule admits the request (attempt, index window, time window,
+    /// conditions hold, its window admits the request (attempt, index window, time window,
     /// rank), its probability roll succeeds, and a `max_active` slot is free. Each rule draws from
     /// its own stream, keyed `fault/<rule-name>/<request-id>`: first the probability roll (always,
     /// even at probability 1), then any value it needs (a delay, then its jitter).
     ///
     /// Combination: delays add up; the first terminal fault (error, drop, reset, hang) ends
     /// evaluation and discards the body, header and status steps before it; truncate, throttle,
-    /// headers and status steps compose (see [`Decision`]). With `header_faults` on, a valid
+    /// headers and status steps compose (see [`Decision`]). With [`RequestFacts::fault_header`] set, a valid
     /// `x-traceforge-fault` header is evaluated last as a rule named `header`, unless a terminal
     /// fault already fired; a malformed one is ignored and explained in
     /// [`Decision::header_error`].
@@ -422,26 +332,18 @@ impl FaultPlan {
                 }
             }
         }
-        if self.header_faults {
-            if let Some(value) = facts.headers.get(FAULT_HEADER) {
-                match header_rule(value) {
-                    Ok(rule) => {
-                        let name: Arc<str> = Arc::from(HEADER_RULE);
-                        if let Some(step) = self.evaluate(RuleRef::Header, &rule, &name, facts) {
-                            decision.push(step);
-                        }
+        if let Some(value) = facts.fault_header {
+            match header_rule(value) {
+                Ok(rule) => {
+                    let name: Arc<str> = Arc::from(HEADER_RULE);
+                    if let Some(step) = self.evaluate(RuleRef::Header, &rule, &name, facts) {
+                        decision.push(step);
                     }
-                    Err(e) => decision.header_error = Some(e),
                 }
+                Err(e) => decision.header_error = Some(e),
             }
         }
         decision
-    }
-
-    /// [`FaultPlan::decide`] for a request known only by method, path and id: no headers, index 0,
-    /// attempt 0, elapsed 0. For callers written before [`RequestFacts`].
-    pub fn decide_basic(&self, method: &Method, path: &str, request_id: &str) -> Decision {
-        self.decide(&RequestFacts::new(method, path, request_id))
     }
 
     /// One rule against one request: the step it fires, if it does.
@@ -452,11 +354,11 @@ impl FaultPlan {
         name: &Arc<str>,
         facts: &RequestFacts<'_>,
     ) -> Option<Step> {
-        if !rule.matcher.matches(facts) || !rule.schedule.admits(facts) {
+        if !rule.matcher.matches(facts) || !rule.window.admits(facts) {
             return None;
         }
         if let RuleRef::Index(i) = which {
-            if rule.schedule.needs_rank() && !rule.schedule.admits_rank(self.rank(i, facts.index)) {
+            if rule.window.needs_rank() && !rule.window.admits_rank(self.rank(i, facts.index)) {
                 return None;
             }
         }
@@ -468,7 +370,7 @@ impl FaultPlan {
             return None;
         }
         let effect = effect_of(&rule.action, &mut rng);
-        let slot = match (which, rule.schedule.max_active) {
+        let slot = match (which, rule.window.max_active) {
             (RuleRef::Index(i), Some(limit)) => {
                 Some(Arc::new(ActiveSlot::acquire(&self.active[i], limit)?))
             }
@@ -485,24 +387,7 @@ impl FaultPlan {
 
 /// The effect of a firing rule, drawing any random value from the rule's stream.
 fn effect_of(action: &FaultAction, rng: &mut Pcg64) -> Effect {
-    match action {
-        FaultAction::Delay { model, jitter } => Effect::Delay(draw_delay(model, *jitter, rng)),
-        FaultAction::Error(reply) => Effect::Error(reply.clone()),
-        FaultAction::Drop => Effect::Drop,
-        FaultAction::Reset => Effect::Reset,
-        FaultAction::Hang { cap } => Effect::Hang { cap: *cap },
-        FaultAction::Truncate { after_bytes } => Effect::Truncate {
-            after_bytes: *after_bytes,
-        },
-        FaultAction::Throttle { bytes_per_second } => Effect::Throttle {
-            bytes_per_second: *bytes_per_second,
-        },
-        FaultAction::Headers { target, ops } => Effect::Headers {
-            target: *target,
-            ops: ops.clone(),
-        },
-        FaultAction::Status(status) => Effect::Status(*status),
-    }
+    action.map_delay(|d| draw_delay(&d.model, d.jitter, rng))
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -560,9 +445,9 @@ fn draw_delay(model: &DelayModel, jitter: Option<Duration>, rng: &mut Pcg64) -> 
 fn header_rule(value: &HeaderValue) -> Result<FaultRule, String> {
     let text = value
         .to_str()
-        .map_err(|_| format!("{FAULT_HEADER}: the value is not visible ASCII text"))?;
-    let spec = compact::parse(text).map_err(|e| format!("{FAULT_HEADER}: {e}"))?;
-    crate::scenario::compile_rule(&spec, HEADER_RULE).map_err(|e| format!("{FAULT_HEADER}: {e}"))
+        .map_err(|_| format!("{}: the value is not visible ASCII text", wire::FAULT))?;
+    let spec = crate::spec::compact::parse(text).map_err(|e| format!("{}: {e}", wire::FAULT))?;
+    compile::compile_rule(&spec, HEADER_RULE).map_err(|e| format!("{}: {e}", wire::FAULT))
 }
 
 /// Builds request-header and response-header operations: `remove`, then `set`, then `add`.

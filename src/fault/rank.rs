@@ -1,45 +1,13 @@
 //! Request ranks for `first`, `after` and `every`: how many requests with a smaller index also
 //! meet a rule's `match` conditions. With the load profile known, the rank is a pure function of
 //! `(seed, targets, index)`, so it does not depend on arrival order; [`RankTable`] answers it from a
-//! compact prefix table. Also home of [`pick_target`], the load generator's choice of target.
-
-use rand::Rng;
+//! compact prefix table, over the load generator's own choice of target ([`pick_target`]).
 
 use super::Matcher;
-use crate::scenario::Target;
-use crate::seed;
+use crate::load::plan::{Target, pick_index};
 
 /// Indices between two stored prefix counts: a lookup re-picks at most `BLOCK - 1` targets.
 const BLOCK: u64 = 64;
-
-/// The target request `index` sends, chosen by weight from the stream `load/target/<index>`. The
-/// load generator and the fault plan must agree on it bit for bit: both call this function.
-pub fn pick_target(seed: u64, index: u64, targets: &[Target]) -> Option<&Target> {
-    pick_index(seed, index, targets).map(|i| &targets[i])
-}
-
-/// The position in `targets` of [`pick_target`]'s choice.
-fn pick_index(seed: u64, index: u64, targets: &[Target]) -> Option<usize> {
-    if targets.is_empty() {
-        return None;
-    }
-    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
-    if total == 0 {
-        return Some(0);
-    }
-    // The key is `load/target/<index>`, hashed in pieces: this runs for every request, and up to
-    // 63 times more per counting rule when ranking.
-    let mut roll = seed::rng_parts(seed, &["load", "target", seed::Digits::new(index).as_str()])
-        .random_range(0..total);
-    for (i, t) in targets.iter().enumerate() {
-        let w = u64::from(t.weight);
-        if roll < w {
-            return Some(i);
-        }
-        roll -= w;
-    }
-    Some(targets.len() - 1)
-}
 
 /// Ranks of one rule over the load profile.
 #[derive(Debug)]
@@ -145,7 +113,10 @@ fn split_target(path: &str) -> (&str, Option<&str>) {
 mod tests {
     use super::*;
     use crate::fault::PathGlob;
+    use crate::load::plan::pick_target;
+    use crate::seed;
     use hyper::Method;
+    use rand::Rng;
 
     fn target(path: &str, weight: u32) -> Target {
         Target::new(Method::GET, path, weight)

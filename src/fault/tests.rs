@@ -2,7 +2,7 @@
 //! Pure and fast: no sockets, no clock.
 
 use super::*;
-use crate::scenario::spec::HeaderTarget;
+use crate::load::pick_target;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -23,15 +23,15 @@ fn rule(name: &str, action: FaultAction, probability: f64, path: Option<&str>) -
     }
 }
 
-fn with_schedule(action: FaultAction, schedule: Schedule) -> FaultRule {
+fn with_window(action: FaultAction, window: Window) -> FaultRule {
     FaultRule {
-        schedule,
+        window,
         ..FaultRule::new("r", action)
     }
 }
 
 fn get(plan: &FaultPlan, path: &str, request_id: &str) -> Decision {
-    plan.decide_basic(&Method::GET, path, request_id)
+    plan.decide(&RequestFacts::new(&Method::GET, path, request_id))
 }
 
 /// The decision for request `index` (attempt 0) of `GET /`, with the id the load generator uses.
@@ -216,11 +216,11 @@ fn every_kind_decides_its_effect() {
         ),
         (
             FaultAction::Headers {
-                target: HeaderTarget::Response,
+                target: HeaderSide::Response,
                 ops: ops.clone(),
             },
             Effect::Headers {
-                target: HeaderTarget::Response,
+                target: HeaderSide::Response,
                 ops: ops.clone(),
             },
             false,
@@ -242,7 +242,7 @@ fn every_kind_decides_its_effect() {
         vec![FaultRule::new(
             "h",
             FaultAction::Headers {
-                target: HeaderTarget::Response,
+                target: HeaderSide::Response,
                 ops: ops.clone(),
             },
         )],
@@ -269,13 +269,13 @@ fn normal_delays_have_their_mean_and_are_reproducible() {
             5,
             vec![FaultRule::new(
                 "n",
-                FaultAction::Delay {
+                FaultAction::Delay(RandomDelay {
                     model: DelayModel::Normal {
                         mean: ms(mean),
                         stddev: ms(stddev),
                     },
                     jitter: None,
-                },
+                }),
             )],
         )
     };
@@ -308,13 +308,13 @@ fn lognormal_delays_have_their_mean_and_a_right_tail() {
         5,
         vec![FaultRule::new(
             "l",
-            FaultAction::Delay {
+            FaultAction::Delay(RandomDelay {
                 model: DelayModel::LogNormal {
                     mean: ms(200),
                     stddev: ms(100),
                 },
                 jitter: None,
-            },
+            }),
         )],
     );
     let values = delays(&plan, 4000);
@@ -337,10 +337,10 @@ fn jitter_stays_within_its_bounds_and_never_below_zero() {
             8,
             vec![FaultRule::new(
                 "j",
-                FaultAction::Delay {
+                FaultAction::Delay(RandomDelay {
                     model: DelayModel::Fixed(ms(base)),
                     jitter: Some(ms(jitter)),
-                },
+                }),
             )],
         )
     };
@@ -407,27 +407,27 @@ fn firing(plan: &FaultPlan, indices: std::ops::Range<u64>) -> Vec<u64> {
 
 #[test]
 fn first_after_and_every_count_by_index_without_targets() {
-    let plan = |schedule| FaultPlan::new(2, vec![with_schedule(FaultAction::Drop, schedule)]);
-    let first = plan(Schedule {
+    let plan = |window| FaultPlan::new(2, vec![with_window(FaultAction::Drop, window)]);
+    let first = plan(Window {
         first: Some(3),
-        ..Schedule::default()
+        ..Window::default()
     });
     assert_eq!(firing(&first, 0..10), [0, 1, 2]);
-    let after = plan(Schedule {
+    let after = plan(Window {
         after: Some(7),
-        ..Schedule::default()
+        ..Window::default()
     });
     assert_eq!(firing(&after, 0..10), [7, 8, 9]);
-    let every = plan(Schedule {
+    let every = plan(Window {
         every: Some(4),
-        ..Schedule::default()
+        ..Window::default()
     });
     assert_eq!(firing(&every, 0..10), [0, 4, 8]);
-    let window = plan(Schedule {
+    let window = plan(Window {
         after: Some(2),
         first: Some(5),
         every: Some(2),
-        ..Schedule::default()
+        ..Window::default()
     });
     assert_eq!(firing(&window, 0..10), [2, 4]);
 }
@@ -464,11 +464,11 @@ fn first_counts_only_the_requests_that_match_with_targets() {
             query: vec![("kind".into(), ValueMatch::Exact("x".into()))],
             ..Matcher::default()
         },
-        ..with_schedule(
+        ..with_window(
             FaultAction::error(503),
-            Schedule {
+            Window {
                 first: Some(5),
-                ..Schedule::default()
+                ..Window::default()
             },
         )
     };
@@ -492,12 +492,12 @@ fn first_counts_only_the_requests_that_match_with_targets() {
                 path: PathGlob::new("/a").ok(),
                 ..Matcher::default()
             },
-            ..with_schedule(
+            ..with_window(
                 FaultAction::Drop,
-                Schedule {
+                Window {
                     every: Some(3),
                     after: Some(1),
-                    ..Schedule::default()
+                    ..Window::default()
                 },
             )
         }],
@@ -519,12 +519,12 @@ fn first_counts_only_the_requests_that_match_with_targets() {
 fn attempts_lets_retries_through() {
     let plan = FaultPlan::new(
         4,
-        vec![with_schedule(
+        vec![with_window(
             FaultAction::error(503),
-            Schedule {
+            Window {
                 attempts: Some(1),
                 first: Some(2),
-                ..Schedule::default()
+                ..Window::default()
             },
         )],
     );
@@ -539,12 +539,12 @@ fn attempts_lets_retries_through() {
 fn request_windows_include_the_start_and_exclude_the_end() {
     let plan = FaultPlan::new(
         4,
-        vec![with_schedule(
+        vec![with_window(
             FaultAction::Reset,
-            Schedule {
+            Window {
                 from_request: 3,
                 until_request: Some(6),
-                ..Schedule::default()
+                ..Window::default()
             },
         )],
     );
@@ -555,12 +555,12 @@ fn request_windows_include_the_start_and_exclude_the_end() {
 fn time_windows_include_the_start_and_exclude_the_end() {
     let plan = FaultPlan::new(
         4,
-        vec![with_schedule(
+        vec![with_window(
             FaultAction::Drop,
-            Schedule {
+            Window {
                 from: Duration::from_secs(2),
                 until: Some(Duration::from_secs(5)),
-                ..Schedule::default()
+                ..Window::default()
             },
         )],
     );
@@ -585,13 +585,13 @@ fn max_active_slots_are_released_when_decisions_drop() {
     let plan = FaultPlan::new(
         4,
         vec![
-            with_schedule(
+            with_window(
                 FaultAction::Throttle {
                     bytes_per_second: 100,
                 },
-                Schedule {
+                Window {
                     max_active: Some(2),
-                    ..Schedule::default()
+                    ..Window::default()
                 },
             ),
             FaultRule::new("always", FaultAction::Status(500)),
@@ -629,11 +629,11 @@ fn a_terminal_fault_releases_the_slots_of_discarded_steps() {
     let plan = FaultPlan::new(
         4,
         vec![
-            with_schedule(
+            with_window(
                 FaultAction::Truncate { after_bytes: 1 },
-                Schedule {
+                Window {
                     max_active: Some(1),
-                    ..Schedule::default()
+                    ..Window::default()
                 },
             ),
             FaultRule {
@@ -660,14 +660,19 @@ fn header_plan() -> FaultPlan {
             None,
         )],
     )
-    .with_header_faults(true)
 }
 
+/// A request carrying `value` in `x-traceforge-fault`, with header faults on.
 fn with_fault_header(plan: &FaultPlan, value: &[u8]) -> Decision {
+    fault_header(plan, value, true)
+}
+
+fn fault_header(plan: &FaultPlan, value: &[u8], on: bool) -> Decision {
     let mut map = HeaderMap::new();
-    map.insert(FAULT_HEADER, HeaderValue::from_bytes(value).unwrap());
+    map.insert(wire::FAULT, HeaderValue::from_bytes(value).unwrap());
     plan.decide(&RequestFacts {
         headers: &map,
+        fault_header: if on { map.get(wire::FAULT) } else { None },
         ..RequestFacts::new(&Method::GET, "/api/x", "id")
     })
 }
@@ -690,8 +695,7 @@ fn header_faults_apply_to_their_request_only_when_enabled() {
     // A path in the header is a condition like any other.
     assert_eq!(with_fault_header(&plan, b"drop:1:/other").steps.len(), 1);
     // Off by default: the header is not even read.
-    let off = FaultPlan::new(6, plan.rules().to_vec());
-    let d = with_fault_header(&off, b"error:503");
+    let d = fault_header(&plan, b"error:503", false);
     assert_eq!((d.steps.len(), d.header_error.clone()), (1, None));
     // Probability in the header draws from `fault/header/<request-id>`: the same id, the same result.
     let a = with_fault_header(&plan, b"error:500:0.5");
@@ -718,8 +722,7 @@ fn malformed_fault_headers_are_ignored_and_explained() {
 
 #[test]
 fn header_faults_are_skipped_after_a_terminal() {
-    let plan =
-        FaultPlan::new(6, vec![FaultRule::new("gone", FaultAction::Drop)]).with_header_faults(true);
+    let plan = FaultPlan::new(6, vec![FaultRule::new("gone", FaultAction::Drop)]);
     let d = with_fault_header(&plan, b"error:503");
     assert_eq!(d.fired_rules(), ["gone"]);
     let d = with_fault_header(&plan, b"nonsense");
@@ -754,21 +757,21 @@ fn body_header_and_status_faults_compose() {
             FaultRule::new(
                 "req",
                 FaultAction::Headers {
-                    target: HeaderTarget::Request,
+                    target: HeaderSide::Request,
                     ops: header_ops(&[name("x-drop")], &[(name("x-a"), value("1"))], &[]),
                 },
             ),
             FaultRule::new(
                 "resp1",
                 FaultAction::Headers {
-                    target: HeaderTarget::Response,
+                    target: HeaderSide::Response,
                     ops: header_ops(&[], &[(name("x-b"), value("1"))], &[]),
                 },
             ),
             FaultRule::new(
                 "resp2",
                 FaultAction::Headers {
-                    target: HeaderTarget::Response,
+                    target: HeaderSide::Response,
                     ops: header_ops(&[], &[], &[(name("x-b"), value("2"))]),
                 },
             ),
@@ -833,13 +836,13 @@ fn decisions_do_not_depend_on_the_order_requests_arrive_in() {
                 ..Matcher::default()
             },
             probability: 0.7,
-            ..with_schedule(
+            ..with_window(
                 FaultAction::error(503),
-                Schedule {
+                Window {
                     every: Some(2),
                     first: Some(40),
                     attempts: Some(2),
-                    ..Schedule::default()
+                    ..Window::default()
                 },
             )
         },
@@ -847,13 +850,13 @@ fn decisions_do_not_depend_on_the_order_requests_arrive_in() {
             probability: 0.3,
             ..FaultRule::new(
                 "jitter",
-                FaultAction::Delay {
+                FaultAction::Delay(RandomDelay {
                     model: DelayModel::Normal {
                         mean: ms(50),
                         stddev: ms(20),
                     },
                     jitter: Some(ms(5)),
-                },
+                }),
             )
         },
     ];
@@ -871,16 +874,4 @@ fn decisions_do_not_depend_on_the_order_requests_arrive_in() {
     backward.reverse();
     assert_eq!(forward, backward);
     assert!(forward.iter().any(|d| d.terminal().is_some()));
-}
-
-#[test]
-fn facts_come_from_the_load_generators_headers() {
-    let map = headers(&[(INDEX_HEADER, "17"), (ATTEMPT_HEADER, "2")]);
-    assert_eq!(index_from_headers(&map), Some(17));
-    assert_eq!(attempt_from_headers(&map), Some(2));
-    let bad = headers(&[(INDEX_HEADER, "-1"), (ATTEMPT_HEADER, "x")]);
-    assert_eq!(
-        (index_from_headers(&bad), attempt_from_headers(&bad)),
-        (None, None)
-    );
 }

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::record::{Outcome, Summary};
-use crate::scenario::Scenario;
-use crate::scenario::spec::Clock;
+use crate::scenario::{Clock, Scenario};
 
 /// One request's golden line, in columns: target, final result, trace id, then every attempt with
 /// its result and the faults that fired:

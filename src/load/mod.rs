@@ -4,6 +4,9 @@
 //! policy (doubling backoff, cap, seeded jitter, `Retry-After`). Every request id derives from
 //! `(seed, index, attempt)`, so a run is the same run at any concurrency. Outcomes go to a channel
 //! as they finish; the caller records them.
+//!
+//! The plan it plays lives beside it: [`plan`] (profile, retry policy, targets) and [`compile`]
+//! (from `[load]`). Neither imports the generator.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -22,22 +25,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub mod channel;
+pub mod compile;
+pub mod plan;
 
 pub use channel::{Channel, Dial, OwnConnection};
 
 use crate::record::{Attempt, ErrorKind, Outcome};
-use crate::scenario::profile::ramp_value;
-use crate::scenario::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
-use crate::seed;
+use crate::{seed, wire};
+use plan::ramp_value;
+pub use plan::{LoadConfig, Profile, RetryPolicy, Schedule, Stage, Target, Until, pick_target};
 
 /// Header names shared with the proxy and the upstream, defined once where they are set.
 pub use crate::ids::{X_REQUEST_ID, X_TRACE_ID};
-pub use crate::proxy::{X_TRACEFORGE_FAULT, X_TRACEFORGE_FAULT_KIND};
-/// Sent by the load generator: the logical request's 0-based index, so the proxy's counting
-/// rules (`first`, `every`, request windows) do not depend on arrival order.
-pub const X_TRACEFORGE_INDEX: HeaderName = HeaderName::from_static("x-traceforge-index");
-/// Sent by the load generator: the 0-based attempt of the logical request.
-pub const X_TRACEFORGE_ATTEMPT: HeaderName = HeaderName::from_static("x-traceforge-attempt");
 
 /// What to play and where.
 #[derive(Debug, Clone)]
@@ -291,10 +290,6 @@ async fn open_loop<D: Dial>(
     join_all(tasks).await
 }
 
-/// Picks request `index`'s target by weight, from the stream keyed `load/target/<index>`. The fault
-/// plan uses the same function to count matching requests in index order.
-pub use crate::fault::pick_target;
-
 /// The wait before retry number `retry` (1-based): the backoff doubled for each earlier retry.
 pub fn backoff(base: Duration, retry: u32) -> Duration {
     let factor = 1u32
@@ -335,7 +330,7 @@ pub fn retry_wait(
 /// whole timetable spent waiting for a slot. Capped at the longest duration a scenario can name;
 /// the latency histograms are sized with it, so nothing a run measures is clamped.
 pub fn longest_latency(options: &LoadOptions) -> Duration {
-    use crate::scenario::duration::MAX_DURATION;
+    use crate::spec::duration::MAX_DURATION;
     let load = &options.load;
     let policy = &load.retry;
     let cap = |d: Duration| policy.max_backoff.map_or(d, |m| d.min(m));
@@ -493,8 +488,8 @@ async fn send<D: Dial>(
     let mut builder = Request::builder()
         .method(target.method.clone())
         .uri(uri)
-        .header(X_TRACEFORGE_INDEX, ids.index)
-        .header(X_TRACEFORGE_ATTEMPT, ids.attempt);
+        .header(wire::INDEX, ids.index)
+        .header(wire::ATTEMPT, ids.attempt);
     for (name, value) in &target.headers {
         builder = builder.header(name, value);
     }
@@ -515,7 +510,10 @@ async fn send<D: Dial>(
     let exchange = async {
         let response = channel.send(request).await?;
         let (parts, body) = response.into_parts();
-        head_faults = (fault_names(&parts.headers), fault_kinds(&parts.headers));
+        head_faults = (
+            wire::fault_names(&parts.headers),
+            wire::fault_kinds(&parts.headers),
+        );
         let body = body.collect().await.map_err(|e| classify(&e))?;
         Ok::<_, ErrorKind>((parts, body.to_bytes().len() as u64))
     };
@@ -566,28 +564,6 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// The rule names in `x-traceforge-fault`, in firing order.
-pub fn fault_names(headers: &hyper::HeaderMap) -> Vec<String> {
-    list_header(headers, &X_TRACEFORGE_FAULT)
-}
-
-/// The rule kinds in `x-traceforge-fault-kind`, in the same order as [`fault_names`].
-pub fn fault_kinds(headers: &hyper::HeaderMap) -> Vec<String> {
-    list_header(headers, &X_TRACEFORGE_FAULT_KIND)
-}
-
-fn list_header(headers: &hyper::HeaderMap, name: &HeaderName) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 /// `base` (scheme + authority) joined with a path and query.
@@ -725,15 +701,5 @@ mod tests {
             .map(|u| u.to_string())
             .unwrap_or_default();
         assert_eq!(uri, "http://127.0.0.1:8080/api/resource?x=1");
-    }
-
-    #[test]
-    fn fault_header_lists_rules_in_order() {
-        let mut h = hyper::HeaderMap::new();
-        h.insert(
-            X_TRACEFORGE_FAULT,
-            HeaderValue::from_static("slow-api, api-503"),
-        );
-        assert_eq!(fault_names(&h), vec!["slow-api", "api-503"]);
     }
 }

@@ -29,17 +29,17 @@ use prometheus::{
 };
 use tokio::time::Instant;
 
-use crate::fault::{FaultAction, FaultRule};
-use crate::scenario::spec::HeaderTarget;
+use crate::fault::{FaultAction, FaultRule, HeaderSide};
 
 /// Latency buckets, in seconds: from sub-millisecond loopback hops to the default 30s timeout.
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// How a request ended; labels the latency histogram.
+/// How the proxy disposed of a request (forwarded, answered with a fault, failed); labels the
+/// latency histogram. Not the load generator's [`crate::record::Outcome`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Disposition {
     Forwarded,
     Dropped,
     InjectedError,
@@ -54,28 +54,28 @@ pub enum Outcome {
     ProxyError,
 }
 
-impl Outcome {
-    const ALL: [Outcome; 8] = [
-        Outcome::Forwarded,
-        Outcome::Dropped,
-        Outcome::InjectedError,
-        Outcome::UpstreamError,
-        Outcome::Reset,
-        Outcome::Hang,
-        Outcome::ClientError,
-        Outcome::ProxyError,
+impl Disposition {
+    const ALL: [Disposition; 8] = [
+        Disposition::Forwarded,
+        Disposition::Dropped,
+        Disposition::InjectedError,
+        Disposition::UpstreamError,
+        Disposition::Reset,
+        Disposition::Hang,
+        Disposition::ClientError,
+        Disposition::ProxyError,
     ];
 
     fn label(self) -> &'static str {
         match self {
-            Outcome::Forwarded => "forwarded",
-            Outcome::Dropped => "dropped",
-            Outcome::InjectedError => "injected_error",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::Reset => "reset",
-            Outcome::Hang => "hang",
-            Outcome::ClientError => "client_error",
-            Outcome::ProxyError => "proxy_error",
+            Disposition::Forwarded => "forwarded",
+            Disposition::Dropped => "dropped",
+            Disposition::InjectedError => "injected_error",
+            Disposition::UpstreamError => "upstream_error",
+            Disposition::Reset => "reset",
+            Disposition::Hang => "hang",
+            Disposition::ClientError => "client_error",
+            Disposition::ProxyError => "proxy_error",
         }
     }
 }
@@ -106,7 +106,7 @@ pub struct Metrics {
     by_status: Arc<[std::sync::OnceLock<IntCounter>]>,
     in_flight: IntGauge,
     duration: HistogramVec,
-    /// `duration` by outcome, resolved at startup for the same reason, in `Outcome::ALL` order.
+    /// `duration` by outcome, resolved at startup for the same reason, in `Disposition::ALL` order.
     by_outcome: Arc<[prometheus::Histogram]>,
 }
 
@@ -229,7 +229,7 @@ impl Metrics {
         for rule in rules {
             faults.with_label_values(&[rule.name.as_str(), rule.action.kind()]);
             match &rule.action {
-                FaultAction::Delay { .. } => {
+                FaultAction::Delay(_) => {
                     delayed.with_label_values(&[rule.name.as_str()]);
                 }
                 FaultAction::Drop => {
@@ -252,7 +252,7 @@ impl Metrics {
                     throttled.with_label_values(&[rule.name.as_str()]);
                 }
                 FaultAction::Headers { target, .. } => {
-                    header_rewrites.with_label_values(&[rule.name.as_str(), target_label(*target)]);
+                    header_rewrites.with_label_values(&[rule.name.as_str(), target.as_str()]);
                 }
                 FaultAction::Status(status) => {
                     status_rewrites.with_label_values(&[rule.name.as_str(), &status.to_string()]);
@@ -288,7 +288,7 @@ impl Metrics {
             header_rewrites,
             status_rewrites,
             by_status: (0..600).map(|_| std::sync::OnceLock::new()).collect(),
-            by_outcome: Outcome::ALL
+            by_outcome: Disposition::ALL
                 .iter()
                 .map(|o| duration.with_label_values(&[o.label()]))
                 .collect(),
@@ -346,9 +346,9 @@ impl Metrics {
         self.throttled.with_label_values(&[rule]).inc();
     }
 
-    pub fn headers_rewritten(&self, rule: &str, target: HeaderTarget) {
+    pub fn headers_rewritten(&self, rule: &str, target: HeaderSide) {
         self.header_rewrites
-            .with_label_values(&[rule, target_label(target)])
+            .with_label_values(&[rule, target.as_str()])
             .inc();
     }
 
@@ -356,13 +356,6 @@ impl Metrics {
         self.status_rewrites
             .with_label_values(&[rule, &status.to_string()])
             .inc();
-    }
-}
-
-fn target_label(target: HeaderTarget) -> &'static str {
-    match target {
-        HeaderTarget::Request => "request",
-        HeaderTarget::Response => "response",
     }
 }
 
@@ -380,7 +373,7 @@ pub struct Flight {
 impl Flight {
     /// Records the outcome and the response sent. `detail` names the terminal fault rule, or the
     /// failure kind (upstream, client or proxy). After [`Flight::settle`], only the response is recorded.
-    pub fn finish(&mut self, outcome: Outcome, status: u16, detail: &str) {
+    pub fn finish(&mut self, outcome: Disposition, status: u16, detail: &str) {
         if !self.settled {
             self.count(outcome, status, detail);
         }
@@ -389,32 +382,32 @@ impl Flight {
 
     /// Records how the request ended before any response: a reset never sends one, a hang may send
     /// its cap's 504 later ([`Flight::finish`] then records only that response).
-    pub fn settle(&mut self, outcome: Outcome, detail: &str) {
+    pub fn settle(&mut self, outcome: Disposition, detail: &str) {
         if !self.settled {
             self.count(outcome, 0, detail);
         }
     }
 
-    fn count(&mut self, outcome: Outcome, status: u16, detail: &str) {
+    fn count(&mut self, outcome: Disposition, status: u16, detail: &str) {
         let m = &self.metrics;
         match outcome {
-            Outcome::Forwarded => m.forwarded.inc(),
-            Outcome::Dropped => m.dropped.with_label_values(&[detail]).inc(),
-            Outcome::InjectedError => m
+            Disposition::Forwarded => m.forwarded.inc(),
+            Disposition::Dropped => m.dropped.with_label_values(&[detail]).inc(),
+            Disposition::InjectedError => m
                 .injected_errors
                 .with_label_values(&[detail, &status.to_string()])
                 .inc(),
-            Outcome::UpstreamError => m.upstream_errors.with_label_values(&[detail]).inc(),
-            Outcome::ClientError => m.client_errors.with_label_values(&[detail]).inc(),
-            Outcome::ProxyError => m.proxy_errors.with_label_values(&[detail]).inc(),
-            Outcome::Reset => m.resets.with_label_values(&[detail]).inc(),
-            Outcome::Hang => m.hangs.with_label_values(&[detail]).inc(),
+            Disposition::UpstreamError => m.upstream_errors.with_label_values(&[detail]).inc(),
+            Disposition::ClientError => m.client_errors.with_label_values(&[detail]).inc(),
+            Disposition::ProxyError => m.proxy_errors.with_label_values(&[detail]).inc(),
+            Disposition::Reset => m.resets.with_label_values(&[detail]).inc(),
+            Disposition::Hang => m.hangs.with_label_values(&[detail]).inc(),
         }
         self.settled = true;
     }
 
     /// Records a response head sent: its status and the time since arrival.
-    fn responded(&mut self, outcome: Outcome, status: u16) {
+    fn responded(&mut self, outcome: Disposition, status: u16) {
         let m = &self.metrics;
         match m.by_status.get(usize::from(status)) {
             Some(slot) => slot
@@ -423,7 +416,7 @@ impl Flight {
             None => m.responses.with_label_values(&[&status.to_string()]).inc(),
         }
         let seconds = self.started.elapsed().as_secs_f64();
-        // `by_outcome` holds one histogram per `Outcome::ALL` entry, in declaration order.
+        // `by_outcome` holds one histogram per `Disposition::ALL` entry, in declaration order.
         match m.by_outcome.get(outcome as usize) {
             Some(histogram) => histogram.observe(seconds),
             None => m
@@ -452,7 +445,7 @@ mod tests {
     #[test]
     fn outcomes_are_listed_in_declaration_order() {
         // `Flight::responded` indexes `by_outcome` with `outcome as usize`.
-        for (i, outcome) in super::Outcome::ALL.iter().enumerate() {
+        for (i, outcome) in super::Disposition::ALL.iter().enumerate() {
             assert_eq!(*outcome as usize, i);
         }
     }

@@ -17,7 +17,7 @@
 //! - `status`: the upstream's status replaced, its headers and body kept.
 //!
 //! Headers the load generator and users rely on:
-//! - [`X_TRACEFORGE_FAULT`] on every response where at least one rule fired (delays included): the
+//! - [`wire::FAULT`] on every response where at least one rule fired (delays included): the
 //!   fired rule names in firing order, `slow-api, api-503`. On a truncated response it comes with
 //!   the head, before the cut; a reset has no response to carry it. `x-traceforge-fault-kind`
 //!   gives the kind of each, in the same order (`delay, error`).
@@ -27,7 +27,7 @@
 //! - `X-Trace-Id` and `X-Request-Id` on every response, and sent upstream (see [`crate::ids`]).
 //! - The request header `x-traceforge-fault` is a control header: it is never forwarded, whether
 //!   or not header-controlled faults are on. A malformed one is ignored, logged at debug level and
-//!   explained in the [`X_TRACEFORGE_FAULT_ERROR`] response header.
+//!   explained in the [`wire::FAULT_ERROR`] response header.
 //! - `x-traceforge-index` and `x-traceforge-attempt` key the proxy's decisions; they reach the
 //!   upstream only with `forward_traceforge_headers`.
 //!
@@ -64,34 +64,23 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::fault::{self, Decision, Effect, ErrorReply, FaultPlan, RequestFacts, Step};
+use crate::fault::{Decision, Effect, ErrorReply, FaultPlan, HeaderSide, RequestFacts, Step};
 use crate::ids::{IdSource, Ids};
 use crate::scenario::ProxyConfig;
-use crate::scenario::spec::HeaderTarget;
 use crate::server::{self, BodyError, ClientTimeouts, ConnectionControl, Listening, Shutdown};
+use crate::wire;
 use body::{Cut, FaultBody, Pace, Upload, UploadProgress};
 
-pub use metrics::{Metrics, Outcome};
+pub use metrics::{Disposition, Metrics};
 
-/// The fired rule names, in firing order, comma-separated.
-pub const X_TRACEFORGE_FAULT: HeaderName = HeaderName::from_static("x-traceforge-fault");
-/// The kind of each rule in [`X_TRACEFORGE_FAULT`], in the same order: `delay, error`.
-pub const X_TRACEFORGE_FAULT_KIND: HeaderName = HeaderName::from_static("x-traceforge-fault-kind");
 /// Marks a synthetic response (error, drop, hang's 504); its value names the rule.
 pub const X_FAULT_INJECTED: HeaderName = HeaderName::from_static("x-fault-injected");
-/// Why a malformed `x-traceforge-fault` request header was ignored.
-pub const X_TRACEFORGE_FAULT_ERROR: HeaderName =
-    HeaderName::from_static("x-traceforge-fault-error");
 
 /// Response bodies: streamed from the upstream, or small synthetic ones.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// The error of a streamed body: the upstream's, or its read timeout.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The load generator's request index and attempt: read here, forwarded only when asked.
-const INDEX_HEADER: HeaderName = HeaderName::from_static(fault::INDEX_HEADER);
-const ATTEMPT_HEADER: HeaderName = HeaderName::from_static(fault::ATTEMPT_HEADER);
 
 /// What the proxy forwards to and which faults it injects.
 #[derive(Debug, Clone)]
@@ -100,8 +89,6 @@ pub struct ProxyOptions {
     pub upstream: Uri,
     pub plan: Arc<FaultPlan>,
     pub config: ProxyConfig,
-    /// Seeds the ids of requests that arrive without them.
-    pub seed: u64,
 }
 
 /// The proxy's shared state, one per server: the plan, the pooled upstream client, the metrics.
@@ -140,9 +127,10 @@ where
             .build(connector);
         Ok(Proxy {
             upstream: options.upstream,
+            // Requests that arrive without ids get them from the plan's seed: the one seed of a run.
+            ids: IdSource::new(options.plan.seed(), "proxy"),
             plan: options.plan,
             config: options.config,
-            ids: IdSource::new(options.seed, "proxy"),
             client,
             metrics: Arc::new(metrics),
             started: tokio::time::Instant::now(),
@@ -169,7 +157,7 @@ where
             let mut response = json_response(StatusCode::BAD_REQUEST, &json!({"error": problem}));
             // Like any malformed request: what else it got wrong is anyone's guess.
             close_after(&mut response);
-            flight.finish(Outcome::ClientError, 400, "host");
+            flight.finish(Disposition::ClientError, 400, "host");
             return full(response);
         }
         // The proxy's own endpoint, answered before anything else: it is not traffic, so it gets
@@ -223,10 +211,10 @@ where
             }
             // 5. Forward: only requests no terminal rule answered reach the upstream.
             None => match self.forward(req, &ids, &decision).await {
-                Ok(response) => (response, Outcome::Forwarded, String::new()),
+                Ok(response) => (response, Disposition::Forwarded, String::new()),
                 Err(failure) => {
                     let (outcome, kind) = (failure.outcome(), failure.kind().to_string());
-                    if outcome == Outcome::ProxyError {
+                    if outcome == Disposition::ProxyError {
                         // Unlike an upstream's failure, this one is ours to fix.
                         tracing::warn!(request_id = %ids.request_id, error = %failure, "proxy error");
                     }
@@ -241,15 +229,15 @@ where
         ids.insert_into(headers);
         if !fired.is_empty() {
             if let Ok(value) = HeaderValue::from_str(&fired) {
-                headers.insert(X_TRACEFORGE_FAULT, value);
+                headers.insert(wire::FAULT, value);
             }
             if let Ok(value) = HeaderValue::from_str(&kinds) {
-                headers.insert(X_TRACEFORGE_FAULT_KIND, value);
+                headers.insert(wire::FAULT_KIND, value);
             }
         }
         if let Some(error) = &decision.header_error {
             if let Ok(value) = HeaderValue::from_str(error) {
-                headers.insert(X_TRACEFORGE_FAULT_ERROR, value);
+                headers.insert(wire::FAULT_ERROR, value);
             }
         }
         for (name, value) in &self.config.add_response_headers {
@@ -270,7 +258,7 @@ where
 
         // 8. Body faults apply to forwarded bodies only. The body keeps the flight and the decision
         // (its `max_active` slots) until it is done, so both cover the whole download.
-        if outcome != Outcome::Forwarded {
+        if outcome != Disposition::Forwarded {
             return response;
         }
         let cut = self.cut(&decision, conn);
@@ -280,7 +268,7 @@ where
 
     /// The decision for one request, from its facts.
     fn decide(&self, req: &Request<Incoming>, ids: &Ids) -> Decision {
-        let index = fault::index_from_headers(req.headers()).unwrap_or_else(|| {
+        let index = wire::index(req.headers()).unwrap_or_else(|| {
             self.arrivals
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         });
@@ -289,9 +277,14 @@ where
             path: req.uri().path(),
             query: req.uri().query(),
             headers: req.headers(),
+            fault_header: self
+                .config
+                .header_faults
+                .then(|| req.headers().get(wire::FAULT))
+                .flatten(),
             request_id: &ids.request_id,
             index,
-            attempt: fault::attempt_from_headers(req.headers()).unwrap_or(0),
+            attempt: wire::attempt(req.headers()).unwrap_or(0),
             elapsed: self.started.elapsed(),
         };
         self.plan.decide(&facts)
@@ -304,14 +297,14 @@ where
         step: &Step,
         flight: &mut metrics::Flight,
         conn: &ConnectionControl,
-    ) -> (Response<ProxyBody>, Outcome) {
+    ) -> (Response<ProxyBody>, Disposition) {
         let rule: &str = &step.name;
         match &step.effect {
-            Effect::Error(reply) => (error_reply(rule, reply), Outcome::InjectedError),
-            Effect::Drop => (synthetic(rule, "drop", 503), Outcome::Dropped),
+            Effect::Error(reply) => (error_reply(rule, reply), Disposition::InjectedError),
+            Effect::Drop => (synthetic(rule, "drop", 503), Disposition::Dropped),
             Effect::Reset => {
                 // Counted before the connection goes, since this future goes with it.
-                flight.settle(Outcome::Reset, rule);
+                flight.settle(Disposition::Reset, rule);
                 conn.reset();
                 let never: Infallible = std::future::pending().await;
                 match never {}
@@ -319,7 +312,7 @@ where
             Effect::Hang { cap } => {
                 // Counted when the hang starts: it ends with the client giving up (this future is
                 // dropped) or with the cap's 504, and either way it was a hang.
-                flight.settle(Outcome::Hang, rule);
+                flight.settle(Disposition::Hang, rule);
                 match cap {
                     Some(cap) => tokio::time::sleep(*cap).await,
                     None => {
@@ -327,10 +320,13 @@ where
                         match never {}
                     }
                 }
-                (synthetic(rule, "hang", 504), Outcome::Hang)
+                (synthetic(rule, "hang", 504), Disposition::Hang)
             }
             // `Decision::terminal` never returns the others; were it to, a plain 500 says so.
-            other => (synthetic(rule, other.kind(), 500), Outcome::InjectedError),
+            other => (
+                synthetic(rule, other.kind(), 500),
+                Disposition::InjectedError,
+            ),
         }
     }
 
@@ -393,15 +389,15 @@ where
         }
         ids.insert_into(&mut parts.headers);
         // A control header for this proxy, not for the upstream, whether or not it was honoured.
-        parts.headers.remove(fault::FAULT_HEADER);
+        parts.headers.remove(wire::FAULT);
         // The load generator's bookkeeping, read in step 2; an upstream that sees them could act
         // on them, which a client without TraceForge would never make it do.
         if !self.config.forward_traceforge_headers {
-            parts.headers.remove(INDEX_HEADER);
-            parts.headers.remove(ATTEMPT_HEADER);
+            parts.headers.remove(wire::INDEX);
+            parts.headers.remove(wire::ATTEMPT);
         }
         // Request header faults last, so a rule can change anything the upstream sees.
-        self.rewrite_headers(decision, HeaderTarget::Request, &mut parts.headers);
+        self.rewrite_headers(decision, HeaderSide::Request, &mut parts.headers);
         parts.version = Version::HTTP_11;
         // A body still coming from the client is read with the client body timeout, and the time
         // spent waiting on it is left out of the upstream timeout below.
@@ -430,7 +426,7 @@ where
                     .status_rewritten(&step.name, parts.status.as_u16());
             }
         }
-        self.rewrite_headers(decision, HeaderTarget::Response, &mut parts.headers);
+        self.rewrite_headers(decision, HeaderSide::Response, &mut parts.headers);
         // An upstream that stalls mid-body must not hold the client forever.
         let body = server::TimedBody::new(body, self.config.upstream_read_timeout)
             .map_err(BoxError::from)
@@ -467,7 +463,7 @@ where
     }
 
     /// Applies the header rules of `target`, in firing order, counting each rule that changed something.
-    fn rewrite_headers(&self, decision: &Decision, target: HeaderTarget, headers: &mut HeaderMap) {
+    fn rewrite_headers(&self, decision: &Decision, target: HeaderSide, headers: &mut HeaderMap) {
         for step in &decision.steps {
             if let Effect::Headers { target: t, ops } = &step.effect {
                 if *t == target {
@@ -560,13 +556,15 @@ impl ForwardError {
         }
     }
 
-    fn outcome(&self) -> Outcome {
+    fn outcome(&self) -> Disposition {
         match self {
             ForwardError::Unreachable(_) | ForwardError::Failed(_) | ForwardError::Timeout(_) => {
-                Outcome::UpstreamError
+                Disposition::UpstreamError
             }
-            ForwardError::ClientBody(_) | ForwardError::ClientStalled(_) => Outcome::ClientError,
-            ForwardError::Resources(_) | ForwardError::Internal(_) => Outcome::ProxyError,
+            ForwardError::ClientBody(_) | ForwardError::ClientStalled(_) => {
+                Disposition::ClientError
+            }
+            ForwardError::Resources(_) | ForwardError::Internal(_) => Disposition::ProxyError,
         }
     }
 

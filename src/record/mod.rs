@@ -46,6 +46,37 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// A result as scenario files name it, besides a plain status: a status class (`5xx`) or a
+/// transport error (`timeout`). `load.retry.on` and the `expect` status keys share this
+/// vocabulary and this parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultName {
+    /// The hundreds digit: `5xx` is 5.
+    Class(u16),
+    Error(ErrorKind),
+}
+
+impl ResultName {
+    /// Every name, in the order help texts list them.
+    pub const NAMES: [&'static str; 9] = [
+        "1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "connect", "reset", "protocol",
+    ];
+
+    /// The result `name` stands for; `None` for anything else (statuses are numbers, read apart).
+    pub fn parse(name: &str) -> Option<ResultName> {
+        Some(match name {
+            "timeout" => ResultName::Error(ErrorKind::Timeout),
+            "connect" => ResultName::Error(ErrorKind::Connect),
+            "reset" => ResultName::Error(ErrorKind::Reset),
+            "protocol" => ResultName::Error(ErrorKind::Protocol),
+            n if n.len() == 3 && n.ends_with("xx") && Self::NAMES.contains(&n) => {
+                ResultName::Class(u16::from(n.as_bytes()[0] - b'0'))
+            }
+            _ => return None,
+        })
+    }
+}
+
 /// One try of a logical request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {

@@ -8,7 +8,12 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::Outcome;
-use crate::scenario::duration::format_millis;
+use crate::spec::duration::format_millis;
+
+/// Requests that start more than this far behind their intended send time are counted as late.
+/// Tokio's timer has 1ms granularity and a loaded machine adds a few ms of scheduling jitter, so a
+/// lower threshold would count noise.
+pub const LATE_AFTER: Duration = Duration::from_millis(10);
 
 /// Latencies are recorded in microseconds with 3 significant digits; a histogram is sized for an
 /// hour unless the run says it can take longer ([`Latency::up_to`]).
@@ -165,7 +170,7 @@ pub struct Summary {
     pub service: Latency,
     /// Per attempt.
     pub attempt_latency: Latency,
-    /// Requests that started more than [`crate::scenario::profile::LATE_AFTER`] behind schedule.
+    /// Requests that started more than [`LATE_AFTER`] behind schedule.
     pub late: u64,
     /// The most any request started behind schedule.
     pub max_late: Duration,
@@ -241,7 +246,7 @@ impl Summary {
         self.latency.record(o.latency);
         self.service.record(o.service);
         let late = o.late_by();
-        if late > crate::scenario::profile::LATE_AFTER {
+        if late > LATE_AFTER {
             self.late += 1;
         }
         self.max_late = self.max_late.max(late);
@@ -317,7 +322,7 @@ impl Summary {
     pub fn render_table(&self) -> String {
         let mut out = self.render_counts();
         out.push_str(&self.render_latency());
-        if self.service.count() > 0 && self.max_late > crate::scenario::profile::LATE_AFTER {
+        if self.service.count() > 0 && self.max_late > LATE_AFTER {
             let s = &self.service;
             let _ = writeln!(
                 out,

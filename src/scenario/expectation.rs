@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::record::ErrorKind;
-use crate::scenario::duration::format_duration;
+use crate::spec::duration::format_duration;
 
 /// Thresholds checked after the run, in the order they are reported.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -1,6 +1,15 @@
-//! The scenario file as written: inert `*Spec` types that serde reads from TOML and schemars turns
-//! into `traceforge.schema.json`. Doc comments here are what an editor shows on hover.
-//! Validation (`validate.rs`) turns a [`ScenarioSpec`] into a checked [`super::Scenario`].
+//! The file format, the bottom layer: inert `*Spec` types that serde reads from TOML and schemars
+//! turns into `traceforge.schema.json` (doc comments here are what an editor shows on hover), with
+//! what reading them needs: durations ([`duration`]), the compact fault grammar ([`compact`]),
+//! URLs ([`url`]), located errors and "did you mean" ([`error`]), and the checks every compiler
+//! shares ([`check`]). It imports nothing else of the crate. The fault compiler, the load plan and
+//! scenario validation (`crate::scenario`) turn these types into checked ones.
+
+pub mod check;
+pub mod compact;
+pub mod duration;
+pub mod error;
+pub mod url;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -9,7 +18,7 @@ use std::fmt;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::duration::{DelaySpec, DurationSpec};
+use self::duration::{DelaySpec, DurationSpec};
 
 /// A TraceForge chaos scenario: an upstream, the faults the proxy injects in front of it, a seed, a
 /// load profile and what the run must show. `traceforge run FILE` plays it and checks it against
@@ -138,11 +147,11 @@ fn default_status() -> u16 {
 /// One fault rule: a table, or the compact string grammar.
 // A scenario holds a handful of these, read once: boxing the table would buy nothing.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum FaultEntry {
-    /// `"delay:100ms"`, `"delay:100ms-500ms:/api"`, `"error:503:0.5"`, `"error:500:0.1:/api"`, `"drop:0.1"`.
-    Compact(String),
+    /// `"delay:100ms"`, `"delay:100ms-500ms:/api"`, `"error:503:0.5"`, `"error:500:0.1:/api"`, `"drop:0.1"`:
+    /// the text as written, and the table it stands for, parsed once when the file is read.
+    Compact { text: String, spec: FaultSpec },
     /// A `[[faults]]` table.
     Table(FaultSpec),
 }
@@ -158,9 +167,13 @@ impl<'de> Deserialize<'de> for FaultEntry {
                 )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                // Parse now so a malformed string is reported at its own position in the file.
-                crate::fault::compact::parse(v).map_err(|e| E::custom(e.in_file()))?;
-                Ok(FaultEntry::Compact(v.to_string()))
+                // Parse now, and only now: a malformed string is reported at its own position in
+                // the file, and the compiler gets the table.
+                let spec = compact::parse(v).map_err(|e| E::custom(e.in_file()))?;
+                Ok(FaultEntry::Compact {
+                    text: v.to_string(),
+                    spec,
+                })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -172,6 +185,16 @@ impl<'de> Deserialize<'de> for FaultEntry {
             }
         }
         deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Written back as it was read: a compact fault as its text.
+impl Serialize for FaultEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FaultEntry::Compact { text, .. } => serializer.serialize_str(text),
+            FaultEntry::Table(spec) => spec.serialize(serializer),
+        }
     }
 }
 

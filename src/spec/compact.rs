@@ -11,8 +11,8 @@
 
 use std::fmt;
 
-use crate::scenario::duration::DelaySpec;
-use crate::scenario::spec::{FaultKind, FaultSpec, MatchSpec};
+use super::duration::DelaySpec;
+use super::{FaultKind, FaultSpec, MatchSpec};
 
 /// Why a string is not a compact fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub fn parse(text: &str) -> Result<FaultSpec, CompactError> {
                 return Err(CompactError::TableOnly(*kind));
             }
             let names = ["delay", "error", "drop"];
-            let hint = crate::scenario::error::did_you_mean(other, &names)
+            let hint = super::error::did_you_mean(other, &names)
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
             return Err(CompactError::Invalid(format!(

@@ -142,7 +142,14 @@ impl fmt::Display for ScenarioError {
     }
 }
 
-impl std::error::Error for ScenarioError {}
+impl std::error::Error for ScenarioError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ScenarioError::Io { source, .. } => Some(source),
+            ScenarioError::Invalid(_) => None,
+        }
+    }
+}
 
 /// The closest candidate to `input`, if one is close enough to be a plausible typo.
 pub fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
@@ -199,6 +206,17 @@ pub(crate) fn parse_unknown(message: &str) -> Option<Unknown> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_failure_keeps_its_cause() {
+        let e = ScenarioError::Io {
+            path: PathBuf::from("f.toml"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(cause.as_deref(), Some("gone"));
+        assert!(std::error::Error::source(&ScenarioError::Invalid(Vec::new())).is_none());
+    }
 
     #[test]
     fn suggests_close_names_only() {

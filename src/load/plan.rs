@@ -1,16 +1,82 @@
-//! The validated load profile: closed loop, open-loop schedule, stages, and the retry policy. The
-//! load generator plays a [`Profile`]; the golden writer asks it whether its request count is fixed.
+//! The load plan: the validated load profile (closed loop, open-loop schedule, stages), the retry
+//! policy, the request mix ([`Target`]) and the choice of target per request ([`pick_target`]).
+//! [`super::compile`] builds it from `[load]`; the load generator plays it, the fault plan ranks
+//! requests over it, the golden writer asks whether its request count is fixed.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::record::{Attempt, ErrorKind};
-use crate::scenario::duration::{MAX_DURATION, format_duration};
+use hyper::Method;
+use hyper::header::{HeaderName, HeaderValue};
+use rand::Rng;
 
-/// Requests that start more than this far behind their intended send time are counted as late.
-/// Tokio's timer has 1ms granularity and a loaded machine adds a few ms of scheduling jitter, so a
-/// lower threshold would count noise.
-pub const LATE_AFTER: Duration = Duration::from_millis(10);
+use crate::record::{Attempt, ErrorKind};
+use crate::seed;
+use crate::spec::duration::{MAX_DURATION, format_duration};
+
+/// The load plan: how requests start, how they retry, and what they send.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub profile: Profile,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    pub client_trace: bool,
+    pub targets: Vec<Target>,
+}
+
+/// One entry of the request mix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub method: Method,
+    /// Path and query, starting with `/`.
+    pub path: String,
+    pub weight: u32,
+    /// Sent on every attempt (a JSON body adds `content-type: application/json`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: bytes::Bytes,
+}
+
+impl Target {
+    /// A bodiless target with no extra headers.
+    pub fn new(method: Method, path: impl Into<String>, weight: u32) -> Target {
+        Target {
+            method,
+            path: path.into(),
+            weight,
+            headers: Vec::new(),
+            body: bytes::Bytes::new(),
+        }
+    }
+}
+
+/// The target request `index` sends, chosen by weight from the stream `load/target/<index>`. The
+/// load generator and the fault plan must agree on it bit for bit: both call this function.
+pub fn pick_target(seed: u64, index: u64, targets: &[Target]) -> Option<&Target> {
+    pick_index(seed, index, targets).map(|i| &targets[i])
+}
+
+/// The position in `targets` of [`pick_target`]'s choice.
+pub(crate) fn pick_index(seed: u64, index: u64, targets: &[Target]) -> Option<usize> {
+    if targets.is_empty() {
+        return None;
+    }
+    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+    if total == 0 {
+        return Some(0);
+    }
+    // The key is `load/target/<index>`, hashed in pieces: this runs for every request, and up to
+    // 63 times more per counting rule when ranking.
+    let mut roll = seed::rng_parts(seed, &["load", "target", seed::Digits::new(index).as_str()])
+        .random_range(0..total);
+    for (i, t) in targets.iter().enumerate() {
+        let w = u64::from(t.weight);
+        if roll < w {
+            return Some(i);
+        }
+        roll -= w;
+    }
+    Some(targets.len() - 1)
+}
 
 /// The default open-loop in-flight cap. In `traceforge run` every request in flight holds four
 /// sockets (client, proxy in and out, upstream) and tens of kilobytes of buffers: at 10000 a

@@ -1,0 +1,576 @@
+//! The fault rule compiler: a [`FaultSpec`] (a `[[faults]]` table, a compact string, a
+//! `--fault` flag or an `x-traceforge-fault` header) becomes a [`FaultRule`], or problems at paths
+//! into the document. Scenario validation compiles a file's faults with [`compile`]; the proxy's
+//! flags and header-controlled faults use [`compile_rule`]. Every source gets the same checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::HeaderName;
+
+use super::{
+    DelayModel, ErrorReply, FaultAction, FaultRule, HeaderSide, Matcher, PathGlob, RandomDelay,
+    ValueMatch, Window, header_ops,
+};
+use crate::spec::check::{Checker, Seg, final_status, is_file_name, no_body_allowed, with};
+use crate::spec::duration::{DelaySpec, DurationSpec, format_duration};
+use crate::spec::{Distribution, FaultEntry, FaultKind, FaultSpec, HeaderTarget};
+
+/// How a fault was written. Problems point at a table's fields; a compact string has no fields of
+/// its own, so they point at the string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Table,
+    Compact,
+}
+
+/// Where the fault being compiled sits in the document, and how it was written.
+pub struct At<'a> {
+    pub path: &'a [Seg],
+    pub form: Form,
+}
+
+impl At<'_> {
+    /// The path of one of the fault's fields.
+    fn field(&self, name: &str) -> Vec<Seg> {
+        match self.form {
+            Form::Table => with(self.path, Seg::Key(name.into())),
+            Form::Compact => self.path.to_vec(),
+        }
+    }
+
+    /// The path of a field inside one of the fault's tables (`match.path`).
+    fn sub_field(&self, table: &str, name: &str) -> Vec<Seg> {
+        match self.form {
+            Form::Table => with(&self.field(table), Seg::Key(name.into())),
+            Form::Compact => self.path.to_vec(),
+        }
+    }
+}
+
+/// Compiles a scenario's fault list, at `path` in the document: names each rule (given, or
+/// `<kind>-<position>`), refuses unusable and duplicate names, and compiles every rule.
+pub fn compile(c: &mut Checker, path: &[Seg], entries: &[FaultEntry]) -> Vec<FaultRule> {
+    let mut rules = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let here = with(path, Seg::Index(i));
+        let (fault, form) = match entry {
+            FaultEntry::Table(t) => (t, Form::Table),
+            FaultEntry::Compact { spec, .. } => (spec, Form::Compact),
+        };
+        let at = At { path: &here, form };
+        let name = fault
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", fault.kind, i + 1));
+        if !is_file_name(&name) || name.len() > 64 {
+            c.report(at.field("name"), format!("`{name}` is not a usable rule name"), "invalid name",
+                Some("use letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 64 characters".into()));
+        }
+        if !names.insert(name.clone()) {
+            c.report(
+                at.field("name"),
+                format!("two rules are named `{name}`"),
+                "duplicate name",
+                Some(
+                    "rule names must be unique: they label metrics, outcomes and expectations"
+                        .into(),
+                ),
+            );
+        }
+        if let Some(rule) = check_rule(c, fault, name, &at) {
+            rules.push(rule);
+        }
+    }
+    rules
+}
+
+/// Compiles one fault outside a scenario file (a `--fault` flag, the `x-traceforge-fault` header)
+/// with the same checks, or says what is wrong in one line.
+pub fn compile_rule(fault: &FaultSpec, name: &str) -> Result<FaultRule, String> {
+    let mut c = Checker::default();
+    let at = At {
+        path: &[],
+        form: Form::Compact,
+    };
+    let rule = check_rule(&mut c, fault, name.to_string(), &at);
+    if !c.problems.is_empty() {
+        return Err(crate::spec::check::one_line(c.problems));
+    }
+    rule.ok_or_else(|| "not a usable fault".to_string())
+}
+
+/// Checks one fault, table or compact, and compiles it.
+fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> Option<FaultRule> {
+    let probability = fault.probability.unwrap_or(1.0);
+    c.probability(at.field("probability"), probability);
+    let action = check_action(c, fault, at);
+    let matcher = check_matcher(c, fault, at);
+    let window = check_window(c, fault, at);
+    Some(FaultRule {
+        name,
+        action: action?,
+        probability,
+        matcher,
+        window,
+    })
+}
+
+/// Every kind-specific field, whether it is given, and the kinds it applies to.
+fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 16] {
+    use FaultKind as K;
+    [
+        ("delay", f.delay.is_some(), &[K::Delay]),
+        ("distribution", f.distribution.is_some(), &[K::Delay]),
+        ("mean", f.mean.is_some(), &[K::Delay]),
+        ("stddev", f.stddev.is_some(), &[K::Delay]),
+        ("jitter", f.jitter.is_some(), &[K::Delay]),
+        ("status", f.status.is_some(), &[K::Error, K::Status]),
+        ("body", f.body.is_some(), &[K::Error]),
+        ("headers", f.headers.is_some(), &[K::Error]),
+        ("retry_after", f.retry_after.is_some(), &[K::Error]),
+        ("cap", f.cap.is_some(), &[K::Hang]),
+        ("after_bytes", f.after_bytes.is_some(), &[K::Truncate]),
+        (
+            "bytes_per_second",
+            f.bytes_per_second.is_some(),
+            &[K::Throttle],
+        ),
+        ("target", f.target.is_some(), &[K::Headers]),
+        ("add", f.add.is_some(), &[K::Headers]),
+        ("set", f.set.is_some(), &[K::Headers]),
+        ("remove", f.remove.is_some(), &[K::Headers]),
+    ]
+}
+
+/// "a" or "an", for "an `error` fault".
+fn article(kind: FaultKind) -> &'static str {
+    if kind == FaultKind::Error { "an" } else { "a" }
+}
+
+/// "`a`", "`a` and `b`", "`a`, `b` and `c`".
+fn kind_list(kinds: &[FaultKind]) -> String {
+    let names: Vec<String> = kinds.iter().map(|k| format!("`{k}`")).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
+fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultAction> {
+    let kind = fault.kind;
+    let mut misplaced = false;
+    for (name, present, kinds) in kind_fields(fault) {
+        if !present || kinds.contains(&kind) {
+            continue;
+        }
+        misplaced = true;
+        let help = if kind == FaultKind::Headers && name == "headers" {
+            "a `headers` fault changes headers with `add`, `set` and `remove`; `headers` is for the response of an `error` fault".to_string()
+        } else {
+            format!(
+                "`{name}` belongs to {} faults; remove it or change `kind`",
+                kind_list(kinds)
+            )
+        };
+        c.report(
+            at.field(name),
+            format!(
+                "`{name}` does not apply to {} `{kind}` fault",
+                article(kind)
+            ),
+            "not used by this kind",
+            Some(help),
+        );
+    }
+    let action = match kind {
+        FaultKind::Delay => check_delay(c, fault, at),
+        FaultKind::Error => {
+            let status = required_status(
+                c,
+                fault,
+                at,
+                "an `error` fault",
+                "add `status = 503` (any status from 200 to 599)",
+            )?;
+            if let Some(body) = &fault.body {
+                no_body_allowed(c, at.field("body"), status, body);
+            }
+            let headers = fault
+                .headers
+                .as_ref()
+                .map(|h| c.headers_to_send(at.field("headers"), h))
+                .unwrap_or_default();
+            Some(FaultAction::Error(Arc::new(ErrorReply {
+                status,
+                body: fault.body.clone(),
+                headers,
+                retry_after: fault.retry_after.map(DurationSpec::get),
+            })))
+        }
+        FaultKind::Drop => Some(FaultAction::Drop),
+        FaultKind::Reset => Some(FaultAction::Reset),
+        FaultKind::Hang => {
+            let cap = fault.cap.map(DurationSpec::get);
+            if let Some(cap) = cap {
+                c.positive(at.field("cap"), cap, "the hang's cap");
+            }
+            Some(FaultAction::Hang { cap })
+        }
+        FaultKind::Truncate => {
+            let Some(after_bytes) = fault.after_bytes else {
+                c.report(
+                    at.field("kind"),
+                    "a `truncate` fault needs `after_bytes`",
+                    "missing `after_bytes`",
+                    Some("add `after_bytes = 1024`: how much of the body the client gets (0 for none)".into()),
+                );
+                return None;
+            };
+            Some(FaultAction::Truncate { after_bytes })
+        }
+        FaultKind::Throttle => {
+            let Some(bytes_per_second) = fault.bytes_per_second else {
+                c.report(
+                    at.field("kind"),
+                    "a `throttle` fault needs `bytes_per_second`",
+                    "missing `bytes_per_second`",
+                    Some("add `bytes_per_second = 20480` (20 KB/s)".into()),
+                );
+                return None;
+            };
+            if bytes_per_second == 0 {
+                c.report(
+                    at.field("bytes_per_second"),
+                    "a throttle of 0 bytes per second would never send the body",
+                    "zero",
+                    Some("use at least 1; to test a response that never comes, use `kind = \"hang\"`".into()),
+                );
+            }
+            Some(FaultAction::Throttle { bytes_per_second })
+        }
+        FaultKind::Headers => check_header_fault(c, fault, at),
+        FaultKind::Status => {
+            let status = required_status(
+                c,
+                fault,
+                at,
+                "a `status` fault",
+                "add `status = 500`: the status that replaces the upstream's",
+            )?;
+            Some(FaultAction::Status(status))
+        }
+    };
+    // A misplaced field is reported once; the action is not used when the fault has problems.
+    if misplaced { None } else { action }
+}
+
+fn required_status(
+    c: &mut Checker,
+    fault: &FaultSpec,
+    at: &At<'_>,
+    what: &str,
+    help: &str,
+) -> Option<u16> {
+    let Some(status) = fault.status else {
+        c.report(
+            at.field("kind"),
+            format!("{what} needs `status`"),
+            "missing `status`",
+            Some(help.into()),
+        );
+        return None;
+    };
+    final_status(c, at.field("status"), status);
+    Some(status)
+}
+
+fn check_delay(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultAction> {
+    let jitter = fault.jitter.map(DurationSpec::get);
+    let model = match (fault.delay, fault.distribution) {
+        (Some(_), Some(_)) => {
+            c.report(
+                at.field("distribution"),
+                "a `delay` fault takes `delay` or `distribution`, not both",
+                "conflicts with `delay`",
+                Some("keep `delay` for a fixed value or a range, or `distribution` with `mean` and `stddev`".into()),
+            );
+            return None;
+        }
+        (None, None) => {
+            c.report(
+                at.field("kind"),
+                "a `delay` fault needs `delay` or `distribution`",
+                "missing `delay`",
+                Some("add `delay = \"100ms\"`, a range `delay = \"100ms..500ms\"`, or `distribution = \"normal\"` with `mean` and `stddev`".into()),
+            );
+            return None;
+        }
+        (Some(delay), None) => {
+            for name in ["mean", "stddev"] {
+                let given = if name == "mean" {
+                    fault.mean
+                } else {
+                    fault.stddev
+                };
+                if given.is_some() {
+                    c.report(
+                        at.field(name),
+                        format!("`{name}` needs `distribution`"),
+                        "without `distribution`",
+                        Some("add `distribution = \"normal\"` or `\"lognormal\"` instead of `delay`, or remove `mean` and `stddev`".into()),
+                    );
+                }
+            }
+            if let DelaySpec::Range(lo, hi) = delay {
+                if lo > hi {
+                    c.report(
+                        at.field("delay"),
+                        format!(
+                            "the range {}..{} runs backwards",
+                            format_duration(lo),
+                            format_duration(hi)
+                        ),
+                        "lower bound above upper bound",
+                        Some(format!(
+                            "write \"{}..{}\"",
+                            format_duration(hi),
+                            format_duration(lo)
+                        )),
+                    );
+                }
+            }
+            DelayModel::from(delay)
+        }
+        (None, Some(distribution)) => {
+            let (Some(mean), Some(stddev)) = (fault.mean, fault.stddev) else {
+                let missing = if fault.mean.is_none() {
+                    "mean"
+                } else {
+                    "stddev"
+                };
+                c.report(
+                    at.field("distribution"),
+                    format!("a `{distribution}` delay needs `mean` and `stddev`"),
+                    &format!("missing `{missing}`"),
+                    Some("add `mean = \"200ms\"` and `stddev = \"50ms\"`".into()),
+                );
+                return None;
+            };
+            let (mean, stddev) = (mean.get(), stddev.get());
+            match distribution {
+                Distribution::Normal => DelayModel::Normal { mean, stddev },
+                Distribution::Lognormal => {
+                    if mean.is_zero() {
+                        c.report(
+                            at.field("mean"),
+                            "a `lognormal` delay needs a mean above zero",
+                            "zero",
+                            Some("use `distribution = \"normal\"` for delays around zero".into()),
+                        );
+                    }
+                    DelayModel::LogNormal { mean, stddev }
+                }
+            }
+        }
+    };
+    Some(FaultAction::Delay(RandomDelay { model, jitter }))
+}
+
+fn check_header_fault(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultAction> {
+    let empty = BTreeMap::new();
+    let set = c.headers(at.field("set"), fault.set.as_ref().unwrap_or(&empty));
+    let add = c.headers(at.field("add"), fault.add.as_ref().unwrap_or(&empty));
+    let mut remove = Vec::new();
+    for (i, name) in fault.remove.iter().flatten().enumerate() {
+        let p = with(&at.field("remove"), Seg::Index(i));
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => remove.push((n, p)),
+            Err(_) => c.report(
+                p,
+                format!("`{name}` is not a valid header name"),
+                "invalid header name",
+                Some("header names are letters, digits and `-`".into()),
+            ),
+        }
+    }
+    let framing = |c: &mut Checker, name: &str, path: Vec<Seg>| {
+        c.managed(
+            path,
+            name,
+            Some("to cut a body short use `kind = \"truncate\"`; to break connections, `kind = \"reset\"` or `\"drop\"`"),
+        );
+    };
+    for (map, key) in [(&fault.set, "set"), (&fault.add, "add")] {
+        for name in map.iter().flat_map(BTreeMap::keys) {
+            framing(c, name, with(&at.field(key), Seg::Key(name.clone())));
+        }
+    }
+    for (n, p) in &remove {
+        framing(c, n.as_str(), p.clone());
+    }
+    if set.is_empty()
+        && add.is_empty()
+        && remove.is_empty()
+        && fault.set.iter().chain(&fault.add).all(BTreeMap::is_empty)
+        && fault.remove.iter().all(Vec::is_empty)
+    {
+        c.report(
+            at.field("kind"),
+            "this `headers` fault has nothing to add, set or remove",
+            "does nothing",
+            Some(
+                "add `set = { \"x-chaos\" = \"1\" }`, `add = { ... }` or `remove = [\"etag\"]`"
+                    .into(),
+            ),
+        );
+        return None;
+    }
+    let Some(target) = fault.target.map(|t| match t {
+        HeaderTarget::Request => HeaderSide::Request,
+        HeaderTarget::Response => HeaderSide::Response,
+    }) else {
+        c.report(
+            at.field("kind"),
+            "a `headers` fault needs `target`",
+            "missing `target`",
+            Some("add `target = \"request\"` (sent upstream) or `target = \"response\"` (sent to the client)".into()),
+        );
+        return None;
+    };
+    let remove: Vec<HeaderName> = remove.into_iter().map(|(n, _)| n).collect();
+    Some(FaultAction::Headers {
+        target,
+        ops: header_ops(&remove, &set, &add),
+    })
+}
+
+fn check_matcher(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Matcher {
+    let mut matcher = Matcher::default();
+    let Some(spec) = &fault.matcher else {
+        return matcher;
+    };
+    let sub = |name: &str| at.sub_field("match", name);
+    if let Some(path) = &spec.path {
+        let p = sub("path");
+        if !path.starts_with(['/', '*', '{', '?', '[']) {
+            c.report(
+                p.clone(),
+                format!("the path glob `{path}` can never match: request paths start with `/`"),
+                "does not start with `/`",
+                Some(format!("write \"/{path}\"")),
+            );
+        }
+        match PathGlob::new(path) {
+            Ok(glob) => matcher.path = Some(glob),
+            Err(e) => c.report(
+                p,
+                format!("`{path}` is not a valid glob: {e}"),
+                "invalid glob",
+                Some("use `*` within a segment, `**` across segments, `{a,b}` for either".into()),
+            ),
+        }
+    }
+    if let Some(methods) = &spec.method {
+        matcher.methods = c.methods(sub("method"), methods);
+    }
+    if let Some(headers) = &spec.headers {
+        matcher.headers = c
+            .headers(sub("headers"), headers)
+            .into_iter()
+            .map(|(n, v)| (n, ValueMatch::parse(v.to_str().unwrap_or_default())))
+            .collect();
+    }
+    if let Some(query) = &spec.query {
+        for (name, value) in query {
+            if name.is_empty() {
+                c.report(
+                    with(&sub("query"), Seg::Key(name.clone())),
+                    "a query parameter needs a name",
+                    "empty name",
+                    None,
+                );
+                continue;
+            }
+            matcher.query.push((name.clone(), ValueMatch::parse(value)));
+        }
+    }
+    matcher
+}
+
+fn check_window(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Window {
+    let at_least_one = |c: &mut Checker, name: &str, value: Option<u64>, help: &str| {
+        if value == Some(0) {
+            c.report(
+                at.field(name),
+                format!("`{name}` must be at least 1, found 0"),
+                "zero",
+                Some(help.into()),
+            );
+        }
+    };
+    at_least_one(
+        c,
+        "first",
+        fault.first,
+        "`first = N` fires for the first N matching requests; leave it out to fire for all",
+    );
+    at_least_one(
+        c,
+        "every",
+        fault.every,
+        "`every = N` fires for every Nth matching request; `every = 1` is every one",
+    );
+    at_least_one(
+        c,
+        "attempts",
+        fault.attempts.map(u64::from),
+        "`attempts = K` fires on the first K attempts of a request; leave it out for all attempts",
+    );
+    at_least_one(
+        c,
+        "max_active",
+        fault.max_active.map(u64::from),
+        "`max_active = N` lets at most N requests be under this fault at once; leave it out for no limit",
+    );
+    let from_request = fault.from_request.unwrap_or(0);
+    if let Some(until) = fault.until_request {
+        if from_request >= until {
+            c.report(
+                at.field("until_request"),
+                format!("the request window from {from_request} until {until} is empty"),
+                "not after `from_request`",
+                Some("`until_request` is the first index after the window: make it larger than `from_request`".into()),
+            );
+        }
+    }
+    let from = fault.from.map_or(Duration::ZERO, DurationSpec::get);
+    let until = fault.until.map(DurationSpec::get);
+    if let Some(until) = until {
+        if from >= until {
+            c.report(
+                at.field("until"),
+                format!(
+                    "the time window from {} until {} is empty",
+                    format_duration(from),
+                    format_duration(until)
+                ),
+                "not after `from`",
+                Some("`until` is when the window ends: make it later than `from`".into()),
+            );
+        }
+    }
+    Window {
+        first: fault.first,
+        after: fault.after,
+        every: fault.every,
+        attempts: fault.attempts,
+        from_request,
+        until_request: fault.until_request,
+        from,
+        until,
+        max_active: fault.max_active,
+    }
+}
