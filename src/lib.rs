@@ -53,16 +53,15 @@
 //! # The layers
 //!
 //! From the bottom: the scenario file format ([`spec`]), the compiled fault rules ([`fault`]) and
-//! load plan ([`load::plan`]), their validation into a [`Scenario`] ([`scenario`]), the parts that run (the demo [`upstream`], the fault-injecting [`proxy`], the
-//! [`load`](mod@load) generator, the recorder ([`record`]), [`expect`]ations and [`golden`]
-//! snapshots), the [`runner`] that plays them together, and the [`report`]s of what it found (text,
-//! JSON, JUnit) with the run's verdict. `ARCHITECTURE.md` in the repository
-//! is the map.
+//! load plan ([`load::plan`]), their validation into a [`Scenario`] ([`scenario`]), the parts that
+//! run (the demo [`upstream`], the fault-injecting [`proxy`], the [`load`](mod@load) generator, the
+//! recorder ([`record`]), [`expect`]ations and [`golden`] snapshots), the [`runner`] that plays
+//! them together, and the [`report`]s of what it found (text, JSON, JUnit) with the run's verdict.
+//! The `traceforge` binary's command line is not part of the library. `ARCHITECTURE.md` in the
+//! repository is the map.
 
 #![forbid(unsafe_code)]
 
-#[doc(hidden)]
-pub mod cli;
 pub mod expect;
 pub mod fault;
 pub mod golden;

@@ -2,10 +2,12 @@
 
 use std::process::ExitCode;
 
+mod cli;
+
 fn main() -> ExitCode {
     // Count every panic, on any thread or task: a run that saw one cannot pass.
     traceforge::panic_watch::install();
-    match std::panic::catch_unwind(traceforge::cli::main) {
+    match std::panic::catch_unwind(cli::main) {
         Ok(code) => ExitCode::from(code),
         // The hook already printed the message. A panic is a bug, never a pass: a runtime failure.
         Err(_) => {
@@ -13,7 +15,7 @@ fn main() -> ExitCode {
                 &mut std::io::stderr(),
                 b"error: traceforge panicked (a bug); nothing it reported can be trusted\n",
             );
-            ExitCode::from(traceforge::cli::EXIT_RUNTIME)
+            ExitCode::from(cli::EXIT_RUNTIME)
         }
     }
 }

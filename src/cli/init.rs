@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
-use crate::scenario;
+use traceforge::scenario;
 
 /// Arguments of `traceforge init`.
 #[derive(Debug, clap::Args)]

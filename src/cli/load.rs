@@ -6,10 +6,10 @@ use std::time::Duration;
 use hyper::{Method, Uri};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
-use crate::load::LoadOptions;
-use crate::load::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
-use crate::record::{Format, OpenFiles};
-use crate::runner::{self, RunOptions};
+use traceforge::load::LoadOptions;
+use traceforge::load::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
+use traceforge::record::{Format, OpenFiles};
+use traceforge::runner::{self, RunOptions};
 
 /// Arguments of `traceforge load`.
 #[derive(Debug, clap::Args)]
@@ -62,12 +62,12 @@ pub struct LoadArgs {
 /// Checks the flags and turns them into load options. Every flag is held to the cap of its
 /// scenario-file counterpart, so a value `[load]` refuses is refused here too.
 pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
-    use crate::load::plan::{
+    use traceforge::load::plan::{
         MAX_CONCURRENCY, MAX_IN_FLIGHT, MAX_RATE, MAX_REQUESTS, MAX_RETRIES, format_number,
     };
-    use crate::spec::duration::{MAX_DURATION, parse_duration};
+    use traceforge::spec::duration::{MAX_DURATION, parse_duration};
 
-    let uri = crate::spec::url::parse_http_url(&args.url).map_err(|e| format!("--url: {e}"))?;
+    let uri = traceforge::spec::url::parse_http_url(&args.url).map_err(|e| format!("--url: {e}"))?;
     let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("--method {}: not an HTTP method", args.method))?;
     let max_ms = MAX_DURATION.as_millis() as u64;
@@ -164,7 +164,7 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
         .authority(uri.authority().map_or("", |a| a.as_str()))
         .path_and_query("/")
         .build()
-        .map_err(|e| format!("--url {}: {e}", crate::spec::url::redact(&args.url)))?;
+        .map_err(|e| format!("--url {}: {e}", traceforge::spec::url::redact(&args.url)))?;
     Ok(LoadOptions {
         base,
         seed: args.seed,

@@ -1,5 +1,5 @@
 //! The command line: clap definitions and the dispatch that turns library results into terminal
-//! output and exit codes. It parses flags, calls the library (the runner, then [`crate::report`]
+//! output and exit codes. It parses flags, calls the library (the runner, then [`traceforge::report`]
 //! to render what it returned), and prints. Only this module and `main.rs` print.
 
 use std::io::Write;
@@ -7,8 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use crate::record::Format;
-use crate::scenario::{self, Override, ScenarioError};
+use traceforge::scenario::{self, Override, ScenarioError};
 
 /// `println!` that a closed stdout (`traceforge run … | head -1`) cannot turn into a panic: the
 /// command goes on, finishes every file, and its exit code is its verdict.
@@ -136,7 +135,7 @@ pub fn main() -> u8 {
         Command::Validate(args) => validate(&args),
         Command::Schema => {
             let mut out = std::io::stdout().lock();
-            match out.write_all(crate::schema::json().as_bytes()) {
+            match out.write_all(traceforge::schema::json().as_bytes()) {
                 Ok(()) => EXIT_OK,
                 // A closed pipe (`traceforge schema | head`) is not a failure.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,

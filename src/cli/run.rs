@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use super::progress::Progress;
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
-use crate::golden;
-use crate::record::{Format, OpenFiles};
-use crate::report::{self, Played, RunVerdict};
-use crate::runner::{self, RunOptions};
-use crate::scenario::{self, Override, Scenario};
+use traceforge::golden;
+use traceforge::record::{Format, OpenFiles};
+use traceforge::report::{self, Played, RunVerdict};
+use traceforge::runner::{self, RunOptions};
+use traceforge::scenario::{self, Override, Scenario};
 
 /// Arguments of `traceforge run`.
 #[derive(Debug, clap::Args)]

@@ -15,11 +15,11 @@ use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
-use crate::fault::{FaultPlan, FaultRule};
-use crate::proxy::{self, ProxyOptions};
-use crate::scenario::{self, ProxyConfig, Scenario};
-use crate::server::{ClientTimeouts, Listening};
-use crate::upstream::{self, UpstreamOptions};
+use traceforge::fault::{FaultPlan, FaultRule};
+use traceforge::proxy::{self, ProxyOptions};
+use traceforge::scenario::{self, ProxyConfig, Scenario};
+use traceforge::server::{ClientTimeouts, Listening};
+use traceforge::upstream::{self, UpstreamOptions};
 
 const PROXY_ENV_HELP: &str = "Environment (also read from ./.env; flags and --scenario win):
   UPSTREAM_BASE_URL   the upstream, like --upstream (http://host:port)
@@ -344,7 +344,7 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, String> {
             dotenvy::Error::LineParse(part, _) => format!(
                 "{}: cannot read `{}`; quote a value that holds quotes or `#`, like NAME=\"a 'b'\"",
                 path.display(),
-                crate::spec::url::mask_credentials(part.trim())
+                traceforge::spec::url::mask_credentials(part.trim())
             ),
             e => format!("{}: {e}", path.display()),
         })
@@ -448,7 +448,7 @@ fn apply_proxy_timeouts(args: &ProxyArgs, config: &mut ProxyConfig) -> Result<()
 
 /// A positive duration given to `flag`, like "5s".
 fn parse_duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
-    let d = crate::spec::duration::parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
+    let d = traceforge::spec::duration::parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
     if d.is_zero() {
         return Err(format!("{flag} must be longer than 0"));
     }
@@ -458,7 +458,7 @@ fn parse_duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
 /// Validates compact fault strings exactly as a scenario's `faults = [...]` would be, named as
 /// there (`delay-1`, `error-2`, ...).
 fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, String> {
-    use crate::spec::compact::{self, CompactError};
+    use traceforge::spec::compact::{self, CompactError};
 
     let mut rules = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
@@ -469,7 +469,7 @@ fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, Stri
             CompactError::Invalid(_) => format!("{origin} `{spec}`: {e}"),
         })?;
         let name = format!("{}-{}", fault.kind, i + 1);
-        let rule = crate::fault::compile::compile_rule(&fault, &name)
+        let rule = traceforge::fault::compile::compile_rule(&fault, &name)
             .map_err(|e| format!("{origin} `{spec}`: {e}"))?;
         rules.push(rule);
     }
@@ -497,7 +497,7 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 /// The proxy's upstream, checked like `upstream.url` in a scenario file.
 fn parse_upstream(text: &str) -> Result<Uri, String> {
-    crate::spec::url::parse_http_url(text).map_err(|e| e.to_string())
+    traceforge::spec::url::parse_http_url(text).map_err(|e| e.to_string())
 }
 
 fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
@@ -506,7 +506,7 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
         .ok_or_else(|| format!("`{text}` is not \"Name: value\" (for example \"X-Chaos: on\")"))?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| format!("`{}` is not a valid header name", name.trim()))?;
-    if let Some((_, reason)) = crate::spec::check::managed_header(name.as_str()) {
+    if let Some((_, reason)) = traceforge::spec::check::managed_header(name.as_str()) {
         return Err(format!("`{name}` cannot be set: {reason}"));
     }
     let value = HeaderValue::from_str(value.trim())
@@ -515,7 +515,7 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let d = crate::spec::duration::parse_duration(text)
+    let d = traceforge::spec::duration::parse_duration(text)
         .map_err(|e| format!("--upstream-timeout: {e}"))?;
     if d.is_zero() {
         return Err("--upstream-timeout must be longer than 0".into());

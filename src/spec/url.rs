@@ -108,7 +108,7 @@ fn userinfo(text: &str) -> Option<Range<usize>> {
 /// `text` (a scenario file, an override) with the user info of every `scheme://user@host` in it
 /// replaced by as many `*` bytes, so error snippets can show its lines without the credentials
 /// and every byte offset into it still holds.
-pub(crate) fn mask_credentials(text: &str) -> Cow<'_, str> {
+pub fn mask_credentials(text: &str) -> Cow<'_, str> {
     if !text.contains("://") || !text.contains('@') {
         return text.into();
     }
