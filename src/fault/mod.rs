@@ -6,7 +6,7 @@
 //!
 //! Modules: [`matcher`] (which requests a rule applies to), `rank` (request ranks for
 //! `first`/`after`/`every`), [`decision`] (what the proxy must do),
-//! [`compact`] (the `delay:100ms` grammar).
+//! [`compact`](crate::spec::compact) (the `delay:100ms` grammar).
 
 pub mod compile;
 pub mod decision;

@@ -1,6 +1,6 @@
 //! A checked [`Scenario`] and how one is made: the file text read as a span-preserving document
-//! with `--set` overrides applied ([`document`]), deserialized into the `*Spec` types of
-//! [`crate::spec`], then validated ([`validate`]), which compiles the faults
+//! with `--set` overrides applied (`document`), deserialized into the `*Spec` types of
+//! [`crate::spec`], then validated (`validate`), which compiles the faults
 //! ([`crate::fault::compile`]) and the load ([`crate::load::compile`]). Callers use [`load`] or
 //! [`parse_str`]. Errors point at the exact line and column, in the file or in an override.
 
