@@ -232,11 +232,11 @@ fn load_refused(flags: &[&str]) -> String {
 fn load_flags_whose_timetable_cannot_be_played_exit_2() {
     assert_eq!(
         load_refused(&["--rate", "1e-300", "--n", "2"]),
-        "error: --rate 1e-300 --n 2: the requests would take longer than the maximum of 7 days; raise --rate or lower --n\n"
+        "error: --rate: at 1e-300 requests per second, 2 requests take longer than the maximum of 7 days\n  = help: raise `--rate` or lower `--n`: at this rate 7 days hold at most 1 request\n"
     );
     assert_eq!(
         load_refused(&["--rate", "1000000", "--duration", "101s"]),
-        "error: --rate x --duration sends 101000000 requests; at most 100000000 are allowed\n"
+        "error: --rate x --duration: this load profile sends 101000000 requests; at most 100000000 are allowed\n"
     );
 }
 
@@ -245,34 +245,89 @@ fn load_flags_are_held_to_the_caps_of_the_scenario_file() {
     for (flags, expected) in [
         (
             &["--retries", "4294967295"][..],
-            "error: --retries 4294967295: must be between 0 and 20 (the cap of `load.retries` in a scenario file)\n",
+            "error: --retries: must be between 0 and 20, found 4294967295\n",
         ),
         (
             &["--n", "100000001"],
-            "error: --n 100000001: must be between 1 and 100000000 (the cap of `load.requests` in a scenario file)\n",
+            "error: --n: must be between 1 and 100000000, found 100000001\n",
         ),
         (
             &["--concurrency", "10001"],
-            "error: --concurrency 10001: must be between 1 and 10000 (the cap of `load.concurrency` in a scenario file)\n",
+            "error: --concurrency: must be between 1 and 10000, found 10001\n",
         ),
         (
             &["--rate", "5", "--concurrency", "1000001"],
-            "error: --concurrency 1000001: must be between 1 and 1000000 (the cap of `load.max_in_flight` in a scenario file)\n",
+            "error: --concurrency: must be between 1 and 1000000, found 1000001\n",
         ),
         (
             &["--timeout-ms", "604800001"],
-            "error: --timeout-ms 604800001: must be between 1 and 604800000 (7 days, the longest duration a scenario file may name)\n",
+            "error: --timeout-ms: `604800001ms` is longer than the maximum of 7 days\n",
         ),
         (
             &["--retry-backoff-ms", "18446744073709551615"],
-            "error: --retry-backoff-ms 18446744073709551615: must be between 0 and 604800000 (7 days, the longest duration a scenario file may name)\n",
+            "error: --retry-backoff-ms: `18446744073709551615ms` is longer than the maximum of 7 days\n",
         ),
         (
             &["--rate", "1e300"],
-            "error: --rate 1e300: must be more than 0 and at most 1000000\n",
+            "error: --rate: must be more than 0 and at most 1000000 requests per second, found 1e300\n",
         ),
     ] {
         assert_eq!(load_refused(flags), expected, "{flags:?}");
+    }
+}
+
+/// The flags and `[load]` share one validator: a value the file refuses, the flag refuses with
+/// the same words, and a flag that sets two ends of the load is refused as the file refuses both
+/// keys.
+#[test]
+fn load_flags_and_the_load_table_refuse_with_the_same_rule() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (flags, table, flag, message) in [
+        (
+            &["--method", "FOO"][..],
+            "[[load.targets]]\npath = \"/api\"\nmethod = \"FOO\"\n",
+            "--method",
+            "`FOO` is not an HTTP method",
+        ),
+        (
+            &["--method", "GTE"],
+            "[[load.targets]]\npath = \"/api\"\nmethod = \"GTE\"\n",
+            "--method",
+            "did you mean `GET`?",
+        ),
+        (
+            &["--retries", "21"],
+            "[load]\nretries = 21\n",
+            "--retries",
+            "must be between 0 and 20, found 21",
+        ),
+        (
+            &["--timeout-ms", "0"],
+            "[load]\ntimeout = \"0ms\"\n",
+            "--timeout-ms",
+            "the request timeout must be longer than zero",
+        ),
+        (
+            &["--n", "5", "--duration", "1s"],
+            "[load]\nrequests = 5\nduration = \"1s\"\n",
+            "--duration",
+            "both say when a closed loop ends",
+        ),
+    ] {
+        let file = write(dir.path(), "load.toml", &format!("name = \"x\"\n{table}"));
+        let validated = traceforge(&["validate", &file]);
+        assert_eq!(validated.status.code(), Some(2), "{table}");
+        assert!(
+            stderr(&validated).contains(message),
+            "{table}: {}",
+            stderr(&validated)
+        );
+        let err = load_refused(flags);
+        assert!(
+            err.starts_with(&format!("error: {flag}: ")),
+            "{flags:?}: {err}"
+        );
+        assert!(err.contains(message), "{flags:?}: {err}");
     }
 }
 

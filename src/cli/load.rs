@@ -1,15 +1,21 @@
 //! `traceforge load`: the load generator on its own, against any HTTP URL, with the classic flags.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hyper::{Method, Uri};
+use hyper::Uri;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use traceforge::load::LoadOptions;
-use traceforge::load::{LoadConfig, Profile, RetryPolicy, Schedule, Target, Until};
 use traceforge::record::{Format, OpenFiles};
 use traceforge::runner::{self, RunOptions};
+use traceforge::spec::check::{Checker, Problem, Seg};
+use traceforge::spec::duration::{DurationSpec, parse_duration};
+use traceforge::spec::{LoadSpec, TargetSpec};
+
+/// Requests sent when neither `--n` nor `--duration` says how many; a file's default too.
+const DEFAULT_REQUESTS: u64 = 100;
 
 /// Arguments of `traceforge load`.
 #[derive(Debug, clap::Args)]
@@ -17,9 +23,10 @@ pub struct LoadArgs {
     /// The URL to load, such as http://127.0.0.1:8080/api/resource
     #[arg(long)]
     pub url: String,
-    /// How many logical requests to send (retries not counted).
-    #[arg(long = "n", visible_alias = "requests", default_value_t = 100)]
-    pub n: u64,
+    /// How many logical requests to send (retries not counted). Default 100 unless --duration
+    /// says how long to send instead.
+    #[arg(long = "n", visible_alias = "requests")]
+    pub n: Option<u64>,
     /// At most this many requests in flight (closed loop; with --rate, the in-flight cap).
     #[arg(long, short = 'c', default_value_t = 10)]
     pub concurrency: u32,
@@ -42,7 +49,7 @@ pub struct LoadArgs {
     /// Send X-Trace-Id from the client (derived from the seed and the request index).
     #[arg(long)]
     pub client_trace: bool,
-    /// The HTTP method.
+    /// The HTTP method: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE or CONNECT.
     #[arg(long, default_value = "GET")]
     pub method: String,
     /// Stream every outcome to this file.
@@ -59,106 +66,29 @@ pub struct LoadArgs {
     pub workers: Option<usize>,
 }
 
-/// Checks the flags and turns them into load options. Every flag is held to the cap of its
-/// scenario-file counterpart, so a value `[load]` refuses is refused here too.
+/// Checks the flags and turns them into load options. The flags become a `[load]` table (a
+/// [`LoadSpec`]) and go through the scenario file's own compiler, so a value `[load]` refuses is
+/// refused here with the same rule; each problem is reported under the flag that set it.
 pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
-    use traceforge::load::plan::{
-        MAX_CONCURRENCY, MAX_IN_FLIGHT, MAX_RATE, MAX_REQUESTS, MAX_RETRIES, format_number,
-    };
-    use traceforge::spec::duration::{MAX_DURATION, parse_duration};
-
-    let uri = traceforge::spec::url::parse_http_url(&args.url).map_err(|e| format!("--url: {e}"))?;
-    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| format!("--method {}: not an HTTP method", args.method))?;
-    let max_ms = MAX_DURATION.as_millis() as u64;
-    let within = |flag: &str, value: u64, min: u64, max: u64, why: &str| {
-        if (min..=max).contains(&value) {
-            Ok(())
-        } else {
-            Err(format!(
-                "{flag} {value}: must be between {min} and {max} ({why})"
-            ))
-        }
-    };
-    let cap_of = |key: &str| format!("the cap of `{key}` in a scenario file");
-    let a_week = "7 days, the longest duration a scenario file may name";
-    within("--n", args.n, 1, MAX_REQUESTS, &cap_of("load.requests"))?;
-    // With --rate, --concurrency is the in-flight cap (`max_in_flight`); otherwise the workers.
-    let (max_concurrency, key) = if args.rate.is_some() {
-        (u64::from(MAX_IN_FLIGHT), "load.max_in_flight")
-    } else {
-        (u64::from(MAX_CONCURRENCY), "load.concurrency")
-    };
-    within(
-        "--concurrency",
-        u64::from(args.concurrency),
-        1,
-        max_concurrency,
-        &cap_of(key),
-    )?;
-    within(
-        "--retries",
-        u64::from(args.retries),
-        0,
-        u64::from(MAX_RETRIES),
-        &cap_of("load.retries"),
-    )?;
-    within(
-        "--retry-backoff-ms",
-        args.retry_backoff_ms,
-        0,
-        max_ms,
-        a_week,
-    )?;
-    within("--timeout-ms", args.timeout_ms, 1, max_ms, a_week)?;
-    let duration = args
-        .duration
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| format!("--duration: {e}"))?;
-    if duration.is_some_and(|d| d.is_zero()) {
-        return Err("--duration must be longer than zero".to_string());
-    }
-    let profile = match args.rate {
-        Some(rate) if !(rate > 0.0 && rate <= MAX_RATE) => {
-            return Err(format!(
-                "--rate {}: must be more than 0 and at most {MAX_RATE}",
-                format_number(rate)
-            ));
-        }
-        Some(rate) => {
-            let schedule = match duration {
-                Some(d) => Schedule::constant_for(rate, d),
-                None => Schedule::constant(rate, args.n),
-            };
-            if !schedule.fits() {
-                return Err(format!(
-                    "--rate {} --n {}: the requests would take longer than the maximum of 7 days; raise --rate or lower --n",
-                    format_number(rate),
-                    args.n
-                ));
-            }
-            Profile::Open {
-                schedule,
-                max_in_flight: args.concurrency,
-            }
-        }
-        None => Profile::Closed {
-            concurrency: args.concurrency,
-            until: duration.map_or(Until::Requests(args.n), Until::Duration),
-        },
-    };
-    match profile.fixed_count() {
-        Some(0) => return Err("--rate x --duration sends no request".to_string()),
-        Some(n) if n > MAX_REQUESTS => {
-            return Err(format!(
-                "--rate x --duration sends {n} requests; at most {MAX_REQUESTS} are allowed"
-            ));
-        }
-        _ => {}
-    }
+    let uri =
+        traceforge::spec::url::parse_http_url(&args.url).map_err(|e| format!("--url: {e}"))?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let spec = spec(args, path)?;
+    let mut checker = Checker::default();
+    let load = traceforge::load::compile::compile(&mut checker, &spec);
+    if !checker.problems.is_empty() {
+        // A problem with the whole profile ("sends no request") follows from a bad flag when
+        // there is one: name the flag alone.
+        let at_flag = |p: &&Problem| p.path.len() > 1;
+        let any_at_flag = checker.problems.iter().any(|p| at_flag(&p));
+        let messages: Vec<String> = checker
+            .problems
+            .iter()
+            .filter(|p| !any_at_flag || at_flag(p))
+            .map(|p| flag_message(p, &spec))
+            .collect();
+        return Err(messages.join("\nerror: "));
+    }
     let base = Uri::builder()
         .scheme("http")
         .authority(uri.authority().map_or("", |a| a.as_str()))
@@ -168,17 +98,114 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
     Ok(LoadOptions {
         base,
         seed: args.seed,
-        load: LoadConfig {
-            retry: RetryPolicy {
-                max: args.retries,
-                backoff: Duration::from_millis(args.retry_backoff_ms),
-                ..RetryPolicy::default()
-            },
-            timeout: Duration::from_millis(args.timeout_ms),
-            client_trace: args.client_trace,
-            profile,
-            targets: vec![Target::new(method, path, 1)],
+        load,
+    })
+}
+
+/// The `[load]` table the flags stand for. Only the text of `--duration` and the millisecond
+/// flags are read here, with the file's own duration rule; every other check is the compiler's.
+fn spec(args: &LoadArgs, path: String) -> Result<LoadSpec, String> {
+    let duration = args
+        .duration
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| format!("--duration: {e}"))?
+        .map(DurationSpec);
+    // The same rule as `"<ms>ms"` written in a file: at most 7 days.
+    let millis = |flag: &str, ms: u64| {
+        parse_duration(&format!("{ms}ms"))
+            .map(DurationSpec)
+            .map_err(|e| format!("{flag}: {e}"))
+    };
+    let open = args.rate.is_some();
+    Ok(LoadSpec {
+        // `--n` has a default of 100; `--duration` ends the load instead when it is given alone.
+        requests: match (args.n, duration) {
+            (None, Some(_)) => None,
+            (n, _) => Some(n.unwrap_or(DEFAULT_REQUESTS)),
         },
+        duration,
+        // With --rate, --concurrency is the in-flight cap; otherwise the number of workers.
+        concurrency: (!open).then_some(args.concurrency),
+        max_in_flight: open.then_some(args.concurrency),
+        rate: args.rate,
+        stages: None,
+        retries: Some(args.retries),
+        retry_backoff: Some(millis("--retry-backoff-ms", args.retry_backoff_ms)?),
+        retry: None,
+        timeout: millis("--timeout-ms", args.timeout_ms)?,
+        client_trace: args.client_trace,
+        targets: vec![TargetSpec {
+            path,
+            method: args.method.clone(),
+            weight: 1,
+            headers: BTreeMap::new(),
+            body: None,
+        }],
+    })
+}
+
+/// The flag behind each `[load]` key the flags set.
+const FLAGS: [(&str, &str); 9] = [
+    ("requests", "--n"),
+    ("duration", "--duration"),
+    ("concurrency", "--concurrency"),
+    ("max_in_flight", "--concurrency"),
+    ("rate", "--rate"),
+    ("retries", "--retries"),
+    ("retry_backoff", "--retry-backoff-ms"),
+    ("timeout", "--timeout-ms"),
+    ("client_trace", "--client-trace"),
+];
+
+/// A problem the compiler found at a path under `load`, told in terms of the flags: the path
+/// becomes the flag that set it, and a key named in the text becomes its flag.
+fn flag_message(p: &Problem, spec: &LoadSpec) -> String {
+    let keys: Vec<&str> = p
+        .path
+        .iter()
+        .filter_map(|s| match s {
+            Seg::Key(k) => Some(k.as_str()),
+            Seg::Index(_) => None,
+        })
+        .collect();
+    let flag = match keys.as_slice() {
+        ["load", "targets", "method"] => Some("--method".to_string()),
+        ["load", "targets", "path"] => Some("--url".to_string()),
+        ["load", key] => FLAGS
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, flag)| flag.to_string()),
+        // The profile as a whole: name the flags that shape it.
+        ["load"] => {
+            let mut shaping = Vec::new();
+            if spec.rate.is_some() {
+                shaping.push("--rate");
+            }
+            if spec.duration.is_some() {
+                shaping.push("--duration");
+            }
+            if shaping.is_empty() {
+                shaping.push("--n");
+            }
+            Some(shaping.join(" x "))
+        }
+        _ => None,
+    };
+    // A path no flag sets cannot come from the flags; name it as the file would, just in case.
+    let flag = flag.unwrap_or_else(|| keys.join("."));
+    let mut message = format!("{flag}: {}", in_flags(&p.message));
+    if let Some(help) = &p.help {
+        message.push_str(&format!("\n  = help: {}", in_flags(help)));
+    }
+    message
+}
+
+/// `text` with every `` `key` `` of [`FLAGS`] written as its flag.
+fn in_flags(text: &str) -> String {
+    FLAGS.iter().fold(text.to_string(), |text, (key, flag)| {
+        text.replace(&format!("`{key}`"), &format!("`{flag}`"))
     })
 }
 
