@@ -12,7 +12,7 @@
 //!   [`Override`]s;
 //! - [`play`] it (on the real or the virtual clock, as the scenario says) with [`RunOptions`];
 //! - read the [`RunReport`]: [`RunReport::passed`], the [`Summary`](record::Summary), the
-//!   expectations, the golden verdict and, when asked, every [`Outcome`](record::Outcome).
+//!   expectations, the golden comparison and, when asked, every [`Outcome`](record::Outcome).
 //!
 //! ```
 //! use traceforge::RunOptions;

@@ -1,5 +1,5 @@
 //! The only module that knows all the others: scenario -> spawn upstream and proxy -> play the load
-//! -> record outcomes -> summary, expectations and golden verdict. It prints nothing:
+//! -> record outcomes -> summary, expectations, golden comparison and verdict. It prints nothing:
 //! [`crate::report`] renders the [`RunReport`] and the CLI prints it.
 
 use std::net::SocketAddr;
@@ -84,7 +84,7 @@ pub struct RunReport {
     pub summary: Summary,
     pub expectations: Vec<expect::Verdict>,
     /// `None` when the run was interrupted: a partial run is not compared.
-    pub golden: Option<golden::Verdict>,
+    pub golden: Option<golden::Comparison>,
     /// The golden body this run produced (`None` when interrupted).
     pub body: Option<String>,
     /// The output file and how many outcomes it holds.
@@ -99,7 +99,7 @@ impl RunReport {
     pub fn passed(&self) -> bool {
         !self.interrupted
             && self.expectations.iter().all(|v| v.passed)
-            && self.golden.as_ref().is_some_and(golden::Verdict::passed)
+            && self.golden.as_ref().is_some_and(golden::Comparison::passed)
     }
 }
 
@@ -300,7 +300,7 @@ fn listening_uri(listening: &Listening, what: &'static str) -> Result<Uri, RunEr
     })
 }
 
-/// Expectations and the golden verdict, once every outcome is in. `mark` is the panic count when
+/// Expectations and the golden comparison, once every outcome is in. `mark` is the panic count when
 /// the run began: any panic since fails the run.
 fn finish(
     scenario: &Scenario,
@@ -331,13 +331,12 @@ fn finish(
         (None, None)
     } else {
         let text = body.finish(scenario, &summary);
-        let verdict = golden::check(&options.golden_dir, scenario, &text, options.golden).map_err(
-            |source| RunError::Golden {
+        let comparison = golden::check(&options.golden_dir, scenario, &text, options.golden)
+            .map_err(|source| RunError::Golden {
                 dir: options.golden_dir.clone(),
                 source,
-            },
-        )?;
-        (Some(verdict), Some(text))
+            })?;
+        (Some(comparison), Some(text))
     };
     Ok(RunReport {
         scenario: scenario.name.clone(),

@@ -122,7 +122,7 @@ async fn a_failed_expectation_fails_the_run_even_when_the_golden_matches() {
             .report
             .golden
             .as_ref()
-            .is_some_and(traceforge::golden::Verdict::passed)
+            .is_some_and(traceforge::golden::Comparison::passed)
     );
     assert!(!played.report.passed());
 }

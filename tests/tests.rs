@@ -12,7 +12,7 @@ mod front_door; // the library as Rust tests use it: parse, override, play, outc
 mod layers; // the layers point down: reports never use the CLI, nothing below them uses reports
 mod load_profile; // open loops, stalls, ramps, durations, request mix, retry policy
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
-mod run; // `traceforge run` end to end, golden verdicts, outputs, the standalone load generator
+mod run; // `traceforge run` end to end, golden comparisons, outputs, the standalone load generator
 mod scenario_file; // rendered scenario errors, overrides, no panic on any input
 mod schema; // the committed JSON schema and the shipped scenarios against it
 mod serve_cli; // `traceforge upstream|proxy` as processes: printed address, SIGTERM, env and .env

@@ -131,10 +131,10 @@ mod tests {
 
     #[test]
     fn scenarios_and_expectations_are_test_cases_with_typed_failures() {
-        let matched = Some(golden::Verdict::Matched {
+        let matched = Some(golden::Comparison::Matched {
             path: "golden/a.snap".into(),
         });
-        let missing = Some(golden::Verdict::Missing {
+        let missing = Some(golden::Comparison::Missing {
             path: "golden/b.snap".into(),
             new: None,
         });

@@ -76,7 +76,7 @@ pub(crate) mod tests {
 
     pub(crate) fn report(
         expectations: Vec<expect::Verdict>,
-        golden: Option<golden::Verdict>,
+        golden: Option<golden::Comparison>,
     ) -> RunReport {
         RunReport {
             scenario: "checkout".to_string(),

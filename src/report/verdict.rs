@@ -58,8 +58,8 @@ impl RunVerdict {
             .map(Reason::Expectation)
             .collect();
         match &report.golden {
-            Some(golden::Verdict::Mismatch { .. }) => reasons.push(Reason::GoldenDiffers),
-            Some(golden::Verdict::Missing { .. }) => reasons.push(Reason::GoldenMissing),
+            Some(golden::Comparison::Mismatch { .. }) => reasons.push(Reason::GoldenDiffers),
+            Some(golden::Comparison::Missing { .. }) => reasons.push(Reason::GoldenMissing),
             _ => {}
         }
         if reasons.is_empty() {
@@ -138,7 +138,7 @@ mod tests {
     fn a_run_that_matched_everything_passes() {
         let r = report(
             vec![expectation("success_rate", true)],
-            Some(golden::Verdict::Matched {
+            Some(golden::Comparison::Matched {
                 path: "golden/a.snap".into(),
             }),
         );
@@ -153,7 +153,7 @@ mod tests {
                 expectation("success_rate", true),
                 expectation("status.200", false),
             ],
-            Some(golden::Verdict::Missing {
+            Some(golden::Comparison::Missing {
                 path: "golden/a.snap".into(),
                 new: None,
             }),
