@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::{Played, Reason, RunVerdict};
+use super::Played;
+use crate::runner::{Reason, RunVerdict};
 
 const SUITE: &str = "traceforge";
 

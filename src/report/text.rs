@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use super::{Played, RunVerdict};
+use super::Played;
 use crate::expect;
 use crate::golden;
 use crate::runner::RunReport;
@@ -27,7 +27,7 @@ pub fn write_report<W: Write>(
     }
     writeln!(w)?;
     write_golden(w, report.golden.as_ref(), signal)?;
-    let verdict = RunVerdict::of(report);
+    let verdict = report.verdict();
     write!(
         w,
         "{} {}",
