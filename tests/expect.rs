@@ -134,7 +134,8 @@ fn error(set: &[&str]) -> String {
         .collect();
     match scenario::parse_str("expect.toml", BASE, &overrides) {
         Ok(_) => panic!("{set:?} should be rejected"),
-        Err(e) => e.to_string(),
+        // As the CLI prints it.
+        Err(e) => format!("error: {e}"),
     }
 }
 

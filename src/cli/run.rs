@@ -288,7 +288,7 @@ pub fn run(args: &RunArgs) -> u8 {
         match scenario::load(file, &args.overrides) {
             Ok(s) => scenarios.push((file.clone(), s)),
             Err(e) => {
-                errln!("{e}");
+                errln!("error: {e}");
                 invalid = true;
             }
         }
