@@ -11,8 +11,9 @@
 //! - [`load`](fn@load) a scenario from a file or [`parse_str`] one from text, with `--set`-style
 //!   [`Override`]s;
 //! - [`play`] it (on the real or the virtual clock, as the scenario says) with [`RunOptions`];
-//! - read the [`RunReport`]: [`RunReport::passed`], the [`Summary`](record::Summary), the
-//!   expectations, the golden verdict and, when asked, every [`Outcome`](record::Outcome).
+//! - read the [`RunReport`]: its [`RunVerdict`] ([`RunReport::verdict`], or just
+//!   [`RunReport::passed`]), the [`Summary`](record::Summary), the
+//!   expectations, the golden comparison and, when asked, every [`Outcome`](record::Outcome).
 //!
 //! ```
 //! use traceforge::RunOptions;
@@ -56,7 +57,8 @@
 //! load plan ([`load::plan`]), their validation into a [`Scenario`] ([`scenario`]), the parts that
 //! run (the demo [`upstream`], the fault-injecting [`proxy`], the [`load`](mod@load) generator, the
 //! recorder ([`record`]), [`expect`]ations and [`golden`] snapshots), the [`runner`] that plays
-//! them together, and the [`report`]s of what it found (text, JSON, JUnit) with the run's verdict.
+//! them together and decides the run's verdict, and the [`report`]s of what it found (text, JSON,
+//! JUnit).
 //! The `traceforge` binary's command line is not part of the library. `ARCHITECTURE.md` in the
 //! repository is the map.
 
@@ -85,7 +87,7 @@ pub mod transport;
 pub mod upstream;
 pub mod wire;
 
-pub use runner::{RunError, RunOptions, RunReport, play};
+pub use runner::{RunError, RunOptions, RunReport, RunVerdict, play};
 pub use scenario::{Override, Scenario, ScenarioError, load, parse_str};
 
 /// The README's Rust examples, compiled and run by `cargo test` like any doc example.

@@ -1,6 +1,6 @@
 //! The only module that knows all the others: scenario -> spawn upstream and proxy -> play the load
-//! -> record outcomes -> summary, expectations and golden verdict. It prints nothing:
-//! [`crate::report`] renders the [`RunReport`] and the CLI prints it.
+//! -> record outcomes -> summary, expectations, golden comparison and the typed [`RunVerdict`].
+//! It prints nothing: [`crate::report`] renders the [`RunReport`] and the CLI prints it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +21,10 @@ use crate::scenario::{Clock, Scenario};
 use crate::server::{Listening, Shutdown};
 use crate::transport::MemoryNetwork;
 use crate::upstream::{self, Upstream, UpstreamOptions};
+
+mod verdict;
+
+pub use verdict::{Reason, RunVerdict, Stop};
 
 /// How to run a scenario and where its results go.
 #[derive(Debug, Clone)]
@@ -77,14 +81,14 @@ impl RunOptions {
     }
 }
 
-/// Everything a run found.
+/// Everything a run found; [`RunReport::verdict`] says whether it passed.
 #[derive(Debug)]
 pub struct RunReport {
     pub scenario: String,
     pub summary: Summary,
     pub expectations: Vec<expect::Verdict>,
     /// `None` when the run was interrupted: a partial run is not compared.
-    pub golden: Option<golden::Verdict>,
+    pub golden: Option<golden::Comparison>,
     /// The golden body this run produced (`None` when interrupted).
     pub body: Option<String>,
     /// The output file and how many outcomes it holds.
@@ -92,15 +96,6 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Every outcome in index order, when [`RunOptions::keep_outcomes`] asked for them.
     pub outcomes: Vec<crate::record::Outcome>,
-}
-
-impl RunReport {
-    /// True when the run completed and matched its expectations and its golden file.
-    pub fn passed(&self) -> bool {
-        !self.interrupted
-            && self.expectations.iter().all(|v| v.passed)
-            && self.golden.as_ref().is_some_and(golden::Verdict::passed)
-    }
 }
 
 /// Why a run could not complete.
@@ -300,7 +295,7 @@ fn listening_uri(listening: &Listening, what: &'static str) -> Result<Uri, RunEr
     })
 }
 
-/// Expectations and the golden verdict, once every outcome is in. `mark` is the panic count when
+/// Expectations and the golden comparison, once every outcome is in. `mark` is the panic count when
 /// the run began: any panic since fails the run.
 fn finish(
     scenario: &Scenario,
@@ -331,13 +326,12 @@ fn finish(
         (None, None)
     } else {
         let text = body.finish(scenario, &summary);
-        let verdict = golden::check(&options.golden_dir, scenario, &text, options.golden).map_err(
-            |source| RunError::Golden {
+        let comparison = golden::check(&options.golden_dir, scenario, &text, options.golden)
+            .map_err(|source| RunError::Golden {
                 dir: options.golden_dir.clone(),
                 source,
-            },
-        )?;
-        (Some(verdict), Some(text))
+            })?;
+        (Some(comparison), Some(text))
     };
     Ok(RunReport {
         scenario: scenario.name.clone(),
@@ -503,8 +497,58 @@ async fn check_reachable(url: &Uri, stop: &CancellationToken) -> Result<(), RunE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    //! Unit tests, and reports built by hand for the unit tests of the verdict and of every report.
+
+    use std::time::Duration;
+
     use super::*;
+
+    pub(crate) fn expectation(name: &str, passed: bool) -> expect::Verdict {
+        let (threshold, measured) = match name {
+            "success_rate" => (">= 50.0%", "100.0%"),
+            _ => ("<= 0", "10 (100.0%)"),
+        };
+        expect::Verdict {
+            name: name.to_string(),
+            threshold: threshold.to_string(),
+            measured: measured.to_string(),
+            passed,
+        }
+    }
+
+    /// Ten requests, all answered 200 in 1ms.
+    fn summary() -> Summary {
+        let mut s = Summary {
+            requests: 10,
+            succeeded: 10,
+            attempts: 10,
+            elapsed: Duration::from_millis(1500),
+            ..Summary::default()
+        };
+        s.statuses.insert(200, 10);
+        for _ in 0..10 {
+            s.latency.record(Duration::from_millis(1));
+            s.service.record(Duration::from_millis(1));
+        }
+        s
+    }
+
+    pub(crate) fn report(
+        expectations: Vec<expect::Verdict>,
+        golden: Option<golden::Comparison>,
+    ) -> RunReport {
+        RunReport {
+            scenario: "checkout".to_string(),
+            summary: summary(),
+            expectations,
+            golden,
+            body: None,
+            output: None,
+            interrupted: false,
+            outcomes: Vec::new(),
+        }
+    }
 
     #[test]
     fn a_runtime_failure_names_no_address() {

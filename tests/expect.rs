@@ -122,7 +122,7 @@ async fn a_failed_expectation_fails_the_run_even_when_the_golden_matches() {
             .report
             .golden
             .as_ref()
-            .is_some_and(traceforge::golden::Verdict::passed)
+            .is_some_and(traceforge::golden::Comparison::passed)
     );
     assert!(!played.report.passed());
 }
@@ -134,7 +134,8 @@ fn error(set: &[&str]) -> String {
         .collect();
     match scenario::parse_str("expect.toml", BASE, &overrides) {
         Ok(_) => panic!("{set:?} should be rejected"),
-        Err(e) => e.to_string(),
+        // As the CLI prints it.
+        Err(e) => format!("error: {e}"),
     }
 }
 

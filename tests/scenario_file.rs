@@ -29,11 +29,12 @@ fn overrides(list: &[&str]) -> Vec<Override> {
         .collect()
 }
 
-/// The full rendered error for `text` (with overrides), which must be invalid.
+/// The full rendered error for `text` (with overrides), which must be invalid, as the CLI prints
+/// it: the error after `error: `.
 fn error_with(text: &str, sets: &[&str]) -> String {
     match scenario::parse_str("scenario.toml", text, &overrides(sets)) {
         Ok(s) => panic!("expected an error, got a valid scenario {:?}", s.name),
-        Err(e) => e.to_string(),
+        Err(e) => format!("error: {e}"),
     }
 }
 
@@ -767,14 +768,18 @@ error: faults[0]: `hang` faults have no compact form (compact faults are `delay`
 // ---- no panic on any input ----
 
 /// The input must be rejected with at least one located or file-level diagnostic, rendered
-/// without panicking.
+/// without panicking, and is returned as the CLI prints it (after `error: `, which the error
+/// itself does not carry).
 fn rejected(origin: &str, result: Result<Scenario, ScenarioError>) -> String {
     let shown = match result {
         Ok(s) => panic!("{origin}: expected an error, got scenario {:?}", s.name),
         Err(e) => e.to_string(),
     };
-    assert!(shown.starts_with("error: "), "{shown}");
-    shown
+    assert!(
+        !shown.is_empty() && !shown.starts_with("error: "),
+        "{shown}"
+    );
+    format!("error: {shown}")
 }
 
 #[test]
@@ -976,8 +981,7 @@ fn thousands_of_mutated_scenarios_never_panic() {
             match result {
                 Ok(_) => outcomes[0] += 1,
                 Err(e) => {
-                    let shown = e.to_string();
-                    assert!(shown.starts_with("error: "), "{shown}");
+                    rejected("mutant", Err(e));
                     outcomes[1] += 1;
                 }
             }

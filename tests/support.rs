@@ -393,7 +393,7 @@ pub struct Played {
 }
 
 /// Parses `text` with `overrides` (`KEY=VALUE`) and plays it; golden files go to a scratch folder
-/// and are accepted, so the golden verdict never fails the run.
+/// and are accepted, so the golden comparison never fails the run.
 pub async fn play_text(text: &str, overrides: &[&str]) -> Played {
     let overrides: Vec<traceforge::scenario::Override> = overrides
         .iter()

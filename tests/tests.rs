@@ -9,10 +9,10 @@ mod cli_validate; // the binary: `validate`, `schema`, `run` on invalid input, e
 mod expect; // every expectation kind passing and failing; names that refer to nothing
 mod faults; // every fault kind, matcher and timing over real sockets: the client sees what the issue says
 mod front_door; // the library as Rust tests use it: parse, override, play, outcomes; upstream builder
-mod layers; // the layers point down: reports never use the CLI, nothing below them uses reports
+mod layers; // the layers point down: nothing below the reports uses them
 mod load_profile; // open loops, stalls, ramps, durations, request mix, retry policy
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
-mod run; // `traceforge run` end to end, golden verdicts, outputs, the standalone load generator
+mod run; // `traceforge run` end to end, golden comparisons, outputs, the standalone load generator
 mod scenario_file; // rendered scenario errors, overrides, no panic on any input
 mod schema; // the committed JSON schema and the shipped scenarios against it
 mod serve_cli; // `traceforge upstream|proxy` as processes: printed address, SIGTERM, env and .env

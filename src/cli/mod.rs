@@ -187,7 +187,7 @@ fn validate(args: &ValidateArgs) -> u8 {
                 }
             }
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("error: {e}");
                 worst = worst.max(match e {
                     ScenarioError::Io { .. } => EXIT_INVALID,
                     ScenarioError::Invalid(_) => EXIT_INVALID,

@@ -10,7 +10,8 @@ use super::progress::Progress;
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use traceforge::golden;
 use traceforge::record::{Format, OpenFiles};
-use traceforge::report::{self, Played, RunVerdict};
+use traceforge::report::{self, Played};
+use traceforge::runner::RunVerdict;
 use traceforge::runner::{self, RunOptions};
 use traceforge::scenario::{self, Override, Scenario};
 
@@ -287,7 +288,7 @@ pub fn run(args: &RunArgs) -> u8 {
         match scenario::load(file, &args.overrides) {
             Ok(s) => scenarios.push((file.clone(), s)),
             Err(e) => {
-                errln!("{e}");
+                errln!("error: {e}");
                 invalid = true;
             }
         }

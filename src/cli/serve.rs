@@ -246,7 +246,7 @@ fn init_logging() {
 
 fn load_scenario(path: &Path) -> Result<Scenario, u8> {
     scenario::load(path, &[]).map_err(|e| {
-        eprintln!("{e}");
+        eprintln!("error: {e}");
         EXIT_INVALID
     })
 }

@@ -232,7 +232,7 @@ fn yaml_string(s: &str) -> String {
 
 /// The result of comparing a run with its golden file.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub enum Comparison {
     /// The body matched the golden file.
     Matched { path: PathBuf },
     /// `--accept`: the golden file was (re)written.
@@ -247,9 +247,12 @@ pub enum Verdict {
     },
 }
 
-impl Verdict {
+impl Comparison {
     pub fn passed(&self) -> bool {
-        matches!(self, Verdict::Matched { .. } | Verdict::Accepted { .. })
+        matches!(
+            self,
+            Comparison::Matched { .. } | Comparison::Accepted { .. }
+        )
     }
 }
 
@@ -274,14 +277,19 @@ impl Policy {
 }
 
 /// Compares `body` with the golden file in `dir` and applies `policy`.
-pub fn check(dir: &Path, scenario: &Scenario, body: &str, policy: Policy) -> io::Result<Verdict> {
+pub fn check(
+    dir: &Path,
+    scenario: &Scenario,
+    body: &str,
+    policy: Policy,
+) -> io::Result<Comparison> {
     let path = snap_path(dir, &scenario.name);
     let new = new_path(dir, &scenario.name);
     if policy.accept {
         std::fs::create_dir_all(dir)?;
         std::fs::write(&path, to_file(scenario, body))?;
         remove_if_present(&new)?;
-        return Ok(Verdict::Accepted { path });
+        return Ok(Comparison::Accepted { path });
     }
     let existing = match std::fs::read_to_string(&path) {
         Ok(text) => Some(text),
@@ -291,7 +299,7 @@ pub fn check(dir: &Path, scenario: &Scenario, body: &str, policy: Policy) -> io:
     if let Some(text) = &existing {
         if normalize(body_of(text)) == normalize(body) {
             remove_if_present(&new)?;
-            return Ok(Verdict::Matched { path });
+            return Ok(Comparison::Matched { path });
         }
     }
     let written = if policy.write_new {
@@ -302,8 +310,8 @@ pub fn check(dir: &Path, scenario: &Scenario, body: &str, policy: Policy) -> io:
         None
     };
     Ok(match existing {
-        None => Verdict::Missing { path, new: written },
-        Some(text) => Verdict::Mismatch {
+        None => Comparison::Missing { path, new: written },
+        Some(text) => Comparison::Mismatch {
             diff: diff(body_of(&text), body),
             path,
             new: written,

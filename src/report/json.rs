@@ -128,16 +128,16 @@ fn scenario(p: &Played) -> ScenarioDoc<'_> {
     doc
 }
 
-fn golden(verdict: Option<&golden::Verdict>) -> GoldenJson {
+fn golden(verdict: Option<&golden::Comparison>) -> GoldenJson {
     let shown = |p: &std::path::Path| Some(p.display().to_string());
     let (result, path, new) = match verdict {
         None => ("not_compared", None, None),
-        Some(golden::Verdict::Matched { path }) => ("matched", shown(path), None),
-        Some(golden::Verdict::Accepted { path }) => ("accepted", shown(path), None),
-        Some(golden::Verdict::Missing { path, new }) => {
+        Some(golden::Comparison::Matched { path }) => ("matched", shown(path), None),
+        Some(golden::Comparison::Accepted { path }) => ("accepted", shown(path), None),
+        Some(golden::Comparison::Missing { path, new }) => {
             ("missing", shown(path), new.as_deref().and_then(shown))
         }
-        Some(golden::Verdict::Mismatch { path, new, .. }) => {
+        Some(golden::Comparison::Mismatch { path, new, .. }) => {
             ("mismatch", shown(path), new.as_deref().and_then(shown))
         }
     };
@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn the_document_holds_every_scenario_in_the_documented_shape() {
-        let golden = Some(golden::Verdict::Missing {
+        let golden = Some(golden::Comparison::Missing {
             path: "golden/b.snap".into(),
             new: Some("golden/b.snap.new".into()),
         });

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::{Played, Reason, RunVerdict};
+use super::Played;
+use crate::runner::{Reason, RunVerdict};
 
 const SUITE: &str = "traceforge";
 
@@ -131,10 +132,10 @@ mod tests {
 
     #[test]
     fn scenarios_and_expectations_are_test_cases_with_typed_failures() {
-        let matched = Some(golden::Verdict::Matched {
+        let matched = Some(golden::Comparison::Matched {
             path: "golden/a.snap".into(),
         });
-        let missing = Some(golden::Verdict::Missing {
+        let missing = Some(golden::Comparison::Missing {
             path: "golden/b.snap".into(),
             new: None,
         });

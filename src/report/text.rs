@@ -3,12 +3,12 @@
 
 use std::io::{self, Write};
 
-use super::{Played, RunVerdict};
+use super::Played;
 use crate::expect;
 use crate::golden;
 use crate::runner::RunReport;
 
-/// The report of one scenario: summary, expectations, golden verdict, then the verdict line
+/// The report of one scenario: summary, expectations, golden comparison, then the verdict line
 /// (`PASS name`, `FAIL name: why`). `signal` names what stopped the run, when something did.
 pub fn write_report<W: Write>(
     w: &mut W,
@@ -27,7 +27,7 @@ pub fn write_report<W: Write>(
     }
     writeln!(w)?;
     write_golden(w, report.golden.as_ref(), signal)?;
-    let verdict = RunVerdict::of(report);
+    let verdict = report.verdict();
     write!(
         w,
         "{} {}",
@@ -52,7 +52,7 @@ pub fn report_string(report: &RunReport, signal: Option<&str>) -> String {
 /// What the golden comparison found; `None` when the run was interrupted and not compared.
 fn write_golden<W: Write>(
     w: &mut W,
-    golden: Option<&golden::Verdict>,
+    golden: Option<&golden::Comparison>,
     signal: Option<&str>,
 ) -> io::Result<()> {
     match golden {
@@ -60,13 +60,13 @@ fn write_golden<W: Write>(
             let by = signal.map(|s| format!(" by {s}")).unwrap_or_default();
             writeln!(w, "    golden: not compared (the run was interrupted{by})")
         }
-        Some(golden::Verdict::Matched { path }) => {
+        Some(golden::Comparison::Matched { path }) => {
             writeln!(w, "    golden: matches {}", path.display())
         }
-        Some(golden::Verdict::Accepted { path }) => {
+        Some(golden::Comparison::Accepted { path }) => {
             writeln!(w, "    golden: accepted, wrote {}", path.display())
         }
-        Some(golden::Verdict::Missing { path, new }) => {
+        Some(golden::Comparison::Missing { path, new }) => {
             writeln!(w, "    golden: {} does not exist yet", path.display())?;
             if let Some(new) = new {
                 writeln!(w, "    wrote {} for review", new.display())?;
@@ -76,7 +76,7 @@ fn write_golden<W: Write>(
                 "    hint: review and accept with `cargo insta review`, or re-run with --accept"
             )
         }
-        Some(golden::Verdict::Mismatch { path, new, diff }) => {
+        Some(golden::Comparison::Mismatch { path, new, diff }) => {
             writeln!(w, "    golden: this run differs from {}", path.display())?;
             for line in diff.lines() {
                 writeln!(w, "    {line}")?;
@@ -179,7 +179,7 @@ mod tests {
     fn a_report_ends_with_its_golden_result_and_verdict() {
         let r = report(
             vec![expectation("status.200", false)],
-            Some(golden::Verdict::Mismatch {
+            Some(golden::Comparison::Mismatch {
                 path: "golden/checkout.snap".into(),
                 new: None,
                 diff: "-seed: 1\n+seed: 2\n".to_string(),
@@ -219,7 +219,7 @@ STOPPED checkout: interrupted after 10 requests\n"
 
     #[test]
     fn the_results_table_has_a_row_per_scenario_and_the_counts() {
-        let matched = Some(golden::Verdict::Matched {
+        let matched = Some(golden::Comparison::Matched {
             path: "golden/a.snap".into(),
         });
         let played = [

@@ -1,5 +1,8 @@
 //! Scenario errors a person can act on: each names the file, line and column, shows the line with a
 //! caret, and says what would be valid. Rendering is plain text so tests can pin what users read.
+//!
+//! Like any error, a [`ScenarioError`] displays without a leading `error: `: the printer writes
+//! that, so `eprintln!("error: {e}")` shows what a compiler would.
 
 use std::fmt;
 use std::ops::Range;
@@ -39,9 +42,10 @@ impl Diagnostic {
         Some((line, col))
     }
 
-    /// Renders the diagnostic as it is shown on the terminal: a headline with `file:line:col`, the
-    /// source line with a caret under the problem, and a help line.
-    pub fn render(&self) -> String {
+    /// Renders the diagnostic as it is shown on the terminal after `error: `: the headline's
+    /// message, the `file:line:col` and source line with a caret under the problem, and a help
+    /// line. This is its `Display`.
+    fn render(&self) -> String {
         let span = self.display_span();
         // The snippet's `-->` line carries `file:line:col`; without one, the headline names the file.
         let title = match span {
@@ -64,7 +68,12 @@ impl Diagnostic {
         if let Some(help) = &self.help {
             message = message.footer(Level::Help.title(help));
         }
-        Renderer::plain().render(message).to_string()
+        let rendered = Renderer::plain().render(message).to_string();
+        // The renderer always heads an error with its level; writing that is the printer's job.
+        match rendered.strip_prefix(LEVEL) {
+            Some(rest) => rest.to_string(),
+            None => rendered,
+        }
     }
 
     /// The span trimmed to its first line (a table's span covers its whole body, but the caret
@@ -111,7 +120,12 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Why a scenario could not be loaded.
+/// What the renderer writes before an error's headline, and the printer before an error.
+const LEVEL: &str = "error: ";
+
+/// Why a scenario could not be loaded. `Display` lists every problem; the first headline carries no
+/// `error: ` (the printer adds it, as for any error) and each further problem starts its own
+/// `error:` headline, so `error: {e}` reads as a compiler's list of errors.
 #[derive(Debug)]
 pub enum ScenarioError {
     /// The file could not be read.
@@ -127,12 +141,12 @@ impl fmt::Display for ScenarioError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScenarioError::Io { path, source } => {
-                write!(f, "error: cannot read {}: {source}", path.display())
+                write!(f, "cannot read {}: {source}", path.display())
             }
             ScenarioError::Invalid(diagnostics) => {
                 for (i, d) in diagnostics.iter().enumerate() {
                     if i > 0 {
-                        f.write_str("\n")?;
+                        write!(f, "\n{LEVEL}")?;
                     }
                     f.write_str(&d.render())?;
                 }
@@ -216,6 +230,42 @@ mod tests {
         let cause = std::error::Error::source(&e).map(ToString::to_string);
         assert_eq!(cause.as_deref(), Some("gone"));
         assert!(std::error::Error::source(&ScenarioError::Invalid(Vec::new())).is_none());
+    }
+
+    fn diagnostic(message: &str, span: Option<Range<usize>>) -> Diagnostic {
+        Diagnostic {
+            origin: "f.toml".into(),
+            source: "name = 1\n".into(),
+            span,
+            message: message.into(),
+            label: "here".into(),
+            help: Some("write a string".into()),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn the_printer_writes_the_error_prefix() {
+        let located = diagnostic("name: expected a string", Some(7..8));
+        let whole = diagnostic("no name", None);
+        let e = ScenarioError::Invalid(vec![located, whole]);
+        assert_eq!(
+            format!("error: {e}"),
+            "error: name: expected a string\n \
+             --> f.toml:1:8\n  \
+             |\n\
+             1 | name = 1\n  \
+             |        ^ here\n  \
+             |\n  \
+             = help: write a string\n\
+             error: f.toml: no name\n \
+             = help: write a string"
+        );
+        let io = ScenarioError::Io {
+            path: PathBuf::from("f.toml"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(io.to_string(), "cannot read f.toml: gone");
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! The verdict on one played scenario, derived from its [`RunReport`] in one place: every report
-//! (text, JSON, JUnit) and the CLI's exit code read it instead of re-deciding.
+//! The verdict on one played scenario, decided here and only here: [`RunReport::verdict`] and
+//! [`RunReport::passed`] apply this rule, every report (text, JSON, JUnit) renders it and the
+//! CLI derives its exit code from it, instead of re-deciding.
 
 use std::fmt;
 
+use super::RunReport;
 use crate::expect;
 use crate::golden;
-use crate::runner::RunReport;
 
 /// How one scenario ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,27 +41,32 @@ pub struct Stop {
     pub cut_short: u64,
 }
 
-impl RunVerdict {
-    /// The verdict on a run that completed or was interrupted.
-    pub fn of(report: &RunReport) -> RunVerdict {
-        if report.interrupted {
-            let cut_short = report.summary.errors.get("cancelled").copied().unwrap_or(0);
+impl RunReport {
+    /// How the run ended: stopped when it was interrupted (whatever it measured), else passed
+    /// when every expectation held and the golden snapshot matched or was accepted, else failed
+    /// with every reason, expectations first. This is the pass rule; [`RunReport::passed`] and
+    /// every report read it.
+    pub fn verdict(&self) -> RunVerdict {
+        if self.interrupted {
+            let cut_short = self.summary.errors.get("cancelled").copied().unwrap_or(0);
             return RunVerdict::Stopped(Stop {
-                completed: report.summary.requests.saturating_sub(cut_short),
+                completed: self.summary.requests.saturating_sub(cut_short),
                 cut_short,
             });
         }
-        let mut reasons: Vec<Reason> = report
+        let mut reasons: Vec<Reason> = self
             .expectations
             .iter()
             .filter(|v| !v.passed)
             .cloned()
             .map(Reason::Expectation)
             .collect();
-        match &report.golden {
-            Some(golden::Verdict::Mismatch { .. }) => reasons.push(Reason::GoldenDiffers),
-            Some(golden::Verdict::Missing { .. }) => reasons.push(Reason::GoldenMissing),
-            _ => {}
+        match &self.golden {
+            Some(golden::Comparison::Mismatch { .. }) => reasons.push(Reason::GoldenDiffers),
+            Some(golden::Comparison::Missing { .. }) => reasons.push(Reason::GoldenMissing),
+            // `None`: not compared, which only an interrupted run is (stopped above).
+            Some(golden::Comparison::Matched { .. } | golden::Comparison::Accepted { .. })
+            | None => {}
         }
         if reasons.is_empty() {
             RunVerdict::Passed
@@ -69,10 +75,17 @@ impl RunVerdict {
         }
     }
 
+    /// True when the run completed and matched its expectations and its golden file.
+    pub fn passed(&self) -> bool {
+        self.verdict().passed()
+    }
+}
+
+impl RunVerdict {
     /// The verdict on a scenario as played: `Err` is a runtime failure.
     pub fn of_result(result: &Result<RunReport, String>) -> RunVerdict {
         match result {
-            Ok(report) => RunVerdict::of(report),
+            Ok(report) => report.verdict(),
             Err(e) => RunVerdict::Error(e.clone()),
         }
     }
@@ -132,17 +145,17 @@ impl fmt::Display for Stop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::{expectation, report};
+    use crate::runner::tests::{expectation, report};
 
     #[test]
     fn a_run_that_matched_everything_passes() {
         let r = report(
             vec![expectation("success_rate", true)],
-            Some(golden::Verdict::Matched {
+            Some(golden::Comparison::Matched {
                 path: "golden/a.snap".into(),
             }),
         );
-        assert_eq!(RunVerdict::of(&r), RunVerdict::Passed);
+        assert_eq!(r.verdict(), RunVerdict::Passed);
         assert!(r.passed());
     }
 
@@ -153,12 +166,12 @@ mod tests {
                 expectation("success_rate", true),
                 expectation("status.200", false),
             ],
-            Some(golden::Verdict::Missing {
+            Some(golden::Comparison::Missing {
                 path: "golden/a.snap".into(),
                 new: None,
             }),
         );
-        let verdict = RunVerdict::of(&r);
+        let verdict = r.verdict();
         assert_eq!(verdict.label(), "fail");
         assert_eq!(
             verdict.reason(),
@@ -173,7 +186,7 @@ mod tests {
         r.interrupted = true;
         r.summary.requests = 12;
         r.summary.errors.insert("cancelled".to_string(), 2);
-        let verdict = RunVerdict::of(&r);
+        let verdict = r.verdict();
         assert_eq!(
             verdict,
             RunVerdict::Stopped(Stop {
