@@ -289,40 +289,32 @@ fn quick_scenario(dir: &Path, name: &str) -> PathBuf {
     file
 }
 
+/// Records `file`'s golden snapshot in `golden`, so later runs of it pass.
+fn accept(file: &Path, golden: &Path) {
+    let accepted = support::bin()
+        .arg("run")
+        .arg(file)
+        .arg("--golden-dir")
+        .arg(golden)
+        .arg("--accept")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        accepted.status.code(),
+        Some(0),
+        "{}",
+        text(&accepted.stderr)
+    );
+}
+
 #[test]
 fn a_closed_stdout_is_quiet_and_every_file_is_still_finished() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let file = quick_scenario(dir.path(), "quick");
     let golden = dir.path().join("golden");
-    let accepted = support::bin()
-        .arg("run")
-        .arg(&file)
-        .arg("--golden-dir")
-        .arg(&golden)
-        .arg("--accept")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        accepted.status.code(),
-        Some(0),
-        "{}",
-        text(&accepted.stderr)
-    );
+    accept(&file, &golden);
     let other = quick_scenario(dir.path(), "other");
-    let accepted = support::bin()
-        .arg("run")
-        .arg(&other)
-        .arg("--golden-dir")
-        .arg(&golden)
-        .arg("--accept")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        accepted.status.code(),
-        Some(0),
-        "{}",
-        text(&accepted.stderr)
-    );
+    accept(&other, &golden);
     let mut child = support::bin()
         .arg("run")
         .arg(&file)
