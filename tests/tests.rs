@@ -8,6 +8,7 @@ mod ci_report; // `run --junit` and `--summary-json`, `init`
 mod cli_validate; // the binary: `validate`, `schema`, `run` on invalid input, exit codes in --help
 mod expect; // every expectation kind passing and failing; names that refer to nothing
 mod faults; // every fault kind, matcher and timing over real sockets: the client sees what the issue says
+mod fuzz_regressions; // every saved fuzz input (fuzz/regressions, fuzz/corpus) replayed without AFL
 mod load_profile; // open loops, stalls, ramps, durations, request mix, retry policy
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
 mod run; // `traceforge run` end to end, golden verdicts, outputs, the standalone load generator
