@@ -17,7 +17,12 @@ fn replay(folder: &Path) -> (usize, Vec<String>) {
         };
         let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
-        for file in files.into_iter().filter(|f| f.is_file()) {
+        // `.gitkeep` and other dotfiles hold no input.
+        let hidden = |f: &Path| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        };
+        for file in files.into_iter().filter(|f| f.is_file() && !hidden(f)) {
             let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             replayed += 1;
             if std::panic::catch_unwind(|| target(&data)).is_err() {
