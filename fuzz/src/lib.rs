@@ -152,6 +152,15 @@ pub fn compact(data: &[u8]) {
 /// Parses and validates `text` with `overrides`; renders every error; and for a valid scenario
 /// builds everything a run builds from it before the first request.
 fn check_scenario(origin: &str, text: &str, overrides: &[Override]) {
+    if show() {
+        eprintln!(
+            "{text}\n{}",
+            overrides
+                .iter()
+                .map(|o| format!("--set {o}\n"))
+                .collect::<String>()
+        );
+    }
     match scenario::parse_str(origin, text, overrides) {
         Ok(scenario) => exercise(&scenario),
         Err(e) => {
@@ -196,6 +205,13 @@ fn exercise(s: &Scenario) {
     let _ = expect::check(&s.expect, &Summary::default());
     let body = golden::BodyBuilder::for_scenario(s).finish(s, &Summary::default());
     let _ = golden::to_file(s, &body);
+}
+
+/// With `TRACEFORGE_FUZZ_SHOW` set, targets print the scenario text or the response they
+/// checked, for triage.
+fn show() -> bool {
+    static SHOW: OnceLock<bool> = OnceLock::new();
+    *SHOW.get_or_init(|| std::env::var_os("TRACEFORGE_FUZZ_SHOW").is_some())
 }
 
 /// `text` as a TOML basic string.
@@ -466,11 +482,9 @@ async fn exchange(client: DuplexStream, data: &[u8]) -> Vec<u8> {
     kept
 }
 
-/// Whatever the server sent must be HTTP/1: a status line first. With `TRACEFORGE_FUZZ_SHOW` set,
-/// the response is printed too, for triage.
+/// Whatever the server sent must be HTTP/1: a status line first.
 fn check_response(response: &[u8]) {
-    static SHOW: OnceLock<bool> = OnceLock::new();
-    if *SHOW.get_or_init(|| std::env::var_os("TRACEFORGE_FUZZ_SHOW").is_some()) {
+    if show() {
         eprintln!("{}", String::from_utf8_lossy(response));
     }
     if response.is_empty() {
