@@ -50,3 +50,14 @@ fn every_fuzz_seed_input_passes() {
     assert!(replayed > 0, "no corpus found");
     assert!(failed.is_empty(), "corpus inputs fail: {failed:#?}");
 }
+
+/// Crashes found by fuzzing whose fix belongs to work still under way; each file names the bug
+/// in `fuzz/known/README.md`. Run with `--ignored` to see whether they are fixed; once they
+/// pass, move them to `fuzz/regressions/`.
+#[test]
+#[ignore = "known crashes, fixed elsewhere; see fuzz/known/README.md"]
+fn known_fuzz_crashes_are_fixed() {
+    let (replayed, failed) = replay(&crate::support::root().join("fuzz/known"));
+    assert!(replayed > 0, "no known crashes left: remove this test");
+    assert!(failed.is_empty(), "still crashing: {failed:#?}");
+}
