@@ -9,6 +9,7 @@ mod cli_validate; // the binary: `validate`, `schema`, `run` on invalid input, e
 mod expect; // every expectation kind passing and failing; names that refer to nothing
 mod faults; // every fault kind, matcher and timing over real sockets: the client sees what the issue says
 mod front_door; // the library as Rust tests use it: parse, override, play, outcomes; upstream builder
+mod fuzz_regressions; // every saved fuzz input (fuzz/regressions, fuzz/corpus) replayed without AFL
 mod layers; // the layers point down: nothing below the reports uses them
 mod load_profile; // open loops, stalls, ramps, durations, request mix, retry policy
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
