@@ -239,14 +239,28 @@ async fn a_second_signal_exits_at_once_with_valid_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_signal_stops_the_load_generator_with_complete_files() {
-    for (sig, format) in [("INT", "json"), ("TERM", "jsonl"), ("HUP", "csv")] {
+    // One worker runs the load on a current-thread runtime: the signal must still be seen.
+    for (sig, format, workers) in [
+        ("INT", "json", "1"),
+        ("TERM", "jsonl", "2"),
+        ("HUP", "csv", "1"),
+    ] {
         let (upstream, mut seen) = parking_server(false).await;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let output = dir.path().join(format!("out.{format}"));
         let child = support::bin()
             .args(["load", "--url"])
             .arg(format!("{}/api", upstream.url()))
-            .args(["--n", "4", "-c", "4", "--retries", "2"])
+            .args([
+                "--n",
+                "4",
+                "-c",
+                "4",
+                "--retries",
+                "2",
+                "--workers",
+                workers,
+            ])
             .args([
                 "--retry-backoff-ms",
                 "600000",

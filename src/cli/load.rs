@@ -217,8 +217,9 @@ pub fn load(args: &LoadArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
-    // A multi-thread runtime even for one worker: the signal watcher must run while the load does.
-    let runtime = match super::runtime(args.workers, true) {
+    // One worker keeps a current-thread runtime: the load runs inside `block_on`, which also drives
+    // the signal watcher, so a signal is seen the moment it arrives.
+    let runtime = match super::runtime(args.workers, false) {
         Ok(r) => r,
         Err(e) => {
             errln!("error: cannot start the runtime: {e}");
