@@ -81,6 +81,8 @@ pub mod schema;
 pub mod seed;
 #[doc(hidden)]
 pub mod server;
+#[cfg(unix)]
+pub mod service;
 pub mod spec;
 #[doc(hidden)]
 pub mod transport;
