@@ -56,7 +56,8 @@
 //! From the bottom: the scenario file format ([`spec`]), the compiled fault rules ([`fault`]) and
 //! load plan ([`load::plan`]), their validation into a [`Scenario`] ([`scenario`]), the parts that
 //! run (the demo [`upstream`], the fault-injecting [`proxy`], the [`load`](mod@load) generator, the
-//! recorder ([`record`]), [`expect`]ations and [`golden`] snapshots), the [`runner`] that plays
+//! recorder ([`record`]), [`expect`]ations and [`golden`] snapshots, and, on Unix, the
+//! [`service`] supervisor for processes a run depends on), the [`runner`] that plays
 //! them together and decides the run's verdict, and the [`report`]s of what it found (text, JSON,
 //! JUnit).
 //! The `traceforge` binary's command line is not part of the library. `ARCHITECTURE.md` in the
