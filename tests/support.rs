@@ -435,6 +435,8 @@ pub struct Seen {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When its head arrived.
+    pub at: std::time::Instant,
 }
 
 /// A test server: `answer` turns each request into a response; every request is also recorded.
@@ -460,6 +462,7 @@ where
             let answer = answer.clone();
             let log = log.clone();
             async move {
+                let at = std::time::Instant::now();
                 let (parts, body) = req.into_parts();
                 let body = body
                     .collect()
@@ -471,6 +474,7 @@ where
                     path: parts.uri.path().to_string(),
                     headers: parts.headers,
                     body,
+                    at,
                 };
                 if let Ok(mut log) = log.lock() {
                     log.push(request.clone());
