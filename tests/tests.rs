@@ -6,6 +6,8 @@ mod support; // shared helpers: paths, the built binary, small servers
 
 mod ci_report; // `run --junit` and `--summary-json`, `init`
 mod cli_validate; // the binary: `validate`, `schema`, `run` on invalid input, exit codes in --help
+#[cfg(unix)]
+mod example; // the shipped example service (examples/checkout) against a payments test server
 mod expect; // every expectation kind passing and failing; names that refer to nothing
 mod faults; // every fault kind, matcher and timing over real sockets: the client sees what the issue says
 mod front_door; // the library as Rust tests use it: parse, override, play, outcomes; upstream builder
