@@ -101,14 +101,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def reply(self, status, document):
         body = json.dumps(document).encode()
+        # Log before answering: once the client has its answer, the line is already in the log.
+        trace = self.headers.get("traceparent") or self.headers.get("X-Trace-Id") or "-"
+        sys.stderr.write(f"{self.command} {self.path} {status} {body.decode()} trace={trace}\n")
+        sys.stderr.flush()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        trace = self.headers.get("traceparent") or self.headers.get("X-Trace-Id") or "-"
-        sys.stderr.write(f"{self.command} {self.path} {status} {body.decode()} trace={trace}\n")
-        sys.stderr.flush()
 
     def log_request(self, code="-", size="-"):
         pass  # reply() writes the one line per request
