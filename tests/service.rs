@@ -311,7 +311,14 @@ async fn a_forked_child_that_ignores_sigterm_is_killed() {
     let child = read_pid(dir.path(), "child").await;
     let stopped = running.stop().await.unwrap();
     assert!(stopped.killed, "the group outlived the grace");
-    assert_eq!(stopped.status.signal(), Some(Signal::SIGTERM as i32));
+    // The parent dies of the SIGTERM, or, when a busy machine has not reaped it within the short
+    // grace, of the SIGKILL that ends its child too.
+    let signal = stopped.status.signal();
+    assert!(
+        signal == Some(Signal::SIGTERM as i32) || signal == Some(Signal::SIGKILL as i32),
+        "{:?}",
+        stopped.status
+    );
     assert!(!alive(child));
     assert!(!group_alive(pgid));
 }
