@@ -302,7 +302,8 @@ async fn a_forked_child_that_ignores_sigterm_is_killed() {
     let service = sh(
         &dir,
         "forker",
-        "(trap '' TERM; exec sleep 1000) & echo $! > child; echo forked; wait",
+        // The child says "forked" itself, once its trap is set, so SIGTERM cannot come first.
+        "(trap '' TERM; echo forked; exec sleep 1000) & echo $! > child; wait",
     )
     .ready(Ready::Log("forked".into()))
     .stop_timeout(Duration::from_millis(200));
