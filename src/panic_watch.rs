@@ -17,14 +17,7 @@ pub fn install() {
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let message = match (
-                info.payload().downcast_ref::<&str>(),
-                info.payload().downcast_ref::<String>(),
-            ) {
-                (Some(s), _) => (*s).to_string(),
-                (None, Some(s)) => s.clone(),
-                (None, None) => "a panic without a message".to_string(),
-            };
+            let message = payload_message(info.payload());
             let at = info
                 .location()
                 .map(|l| format!(" at {}:{}", l.file(), l.line()))
@@ -34,6 +27,18 @@ pub fn install() {
             previous(info);
         }));
     });
+}
+
+/// The message a panic carries (`panic!("...")` gives a `&str` or a `String`), for a hook or a
+/// join handle that caught it.
+pub fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
 }
 
 /// Panics so far in this process (0 until [`install`] is called).

@@ -69,14 +69,7 @@ pub fn panic_message(error: tokio::task::JoinError) -> String {
     if !error.is_panic() {
         return error.to_string();
     }
-    let payload = error.into_panic();
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
-    }
+    crate::panic_watch::payload_message(error.into_panic().as_ref())
 }
 
 /// Waits for every task of `tasks`; the first panic among them becomes the error.

@@ -7,6 +7,7 @@ use std::fmt;
 use super::RunReport;
 use crate::expect;
 use crate::golden;
+use crate::record::ErrorKind;
 
 /// How one scenario ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +49,12 @@ impl RunReport {
     /// every report read it.
     pub fn verdict(&self) -> RunVerdict {
         if self.interrupted {
-            let cut_short = self.summary.errors.get("cancelled").copied().unwrap_or(0);
+            let cut_short = self
+                .summary
+                .errors
+                .get(ErrorKind::Cancelled.as_str())
+                .copied()
+                .unwrap_or(0);
             return RunVerdict::Stopped(Stop {
                 completed: self.summary.requests.saturating_sub(cut_short),
                 cut_short,
