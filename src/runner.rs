@@ -179,13 +179,9 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         })?;
     let base = listening_uri(&proxy, "proxy")?;
     let client = load::tcp_dialer();
-    let mut body = BodyBuilder::for_scenario(scenario);
-    let mut kept = Vec::new();
-    let played = play_with(client, load_options(scenario, base), options, |outcome| {
-        body.push(outcome);
-        if options.keep_outcomes {
-            kept.push(outcome.clone());
-        }
+    let mut seen = Seen::new(scenario, options);
+    let played = play_with(client, load_options(scenario, base), options, |o| {
+        seen.push(o)
     })
     .await;
     if options.stop.is_cancelled() {
@@ -199,7 +195,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         }
     }
     let (summary, output) = played?;
-    finish(scenario, options, summary, output, body, mark).map(|r| r.with_outcomes(kept))
+    finish(scenario, options, summary, output, seen, mark)
 }
 
 /// Plays one scenario on the virtual clock: the same upstream, proxy and load generator, over
@@ -245,16 +241,12 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
         });
         let client = network.connector();
         let base = Uri::from_static("http://proxy.traceforge");
-        let mut body = BodyBuilder::for_scenario(scenario);
-        let mut kept = Vec::new();
+        let mut seen = Seen::new(scenario, options);
         let (summary, output) = play_with(client, load_options(scenario, base), options, |o| {
-            body.push(o);
-            if options.keep_outcomes {
-                kept.push(o.clone());
-            }
+            seen.push(o)
         })
         .await?;
-        finish(scenario, options, summary, output, body, mark).map(|r| r.with_outcomes(kept))
+        finish(scenario, options, summary, output, seen, mark)
     })
 }
 
@@ -295,6 +287,29 @@ fn listening_uri(listening: &Listening, what: &'static str) -> Result<Uri, RunEr
     })
 }
 
+/// What a scenario run keeps of each outcome as it arrives: its line in the golden body, and the
+/// outcome itself when [`RunOptions::keep_outcomes`] asks for it.
+struct Seen {
+    body: BodyBuilder,
+    kept: Option<Vec<crate::record::Outcome>>,
+}
+
+impl Seen {
+    fn new(scenario: &Scenario, options: &RunOptions) -> Self {
+        Seen {
+            body: BodyBuilder::for_scenario(scenario),
+            kept: options.keep_outcomes.then(Vec::new),
+        }
+    }
+
+    fn push(&mut self, outcome: &crate::record::Outcome) {
+        self.body.push(outcome);
+        if let Some(kept) = self.kept.as_mut() {
+            kept.push(outcome.clone());
+        }
+    }
+}
+
 /// Expectations and the golden comparison, once every outcome is in. `mark` is the panic count when
 /// the run began: any panic since fails the run.
 fn finish(
@@ -302,9 +317,10 @@ fn finish(
     options: &RunOptions,
     summary: Summary,
     output: Option<(PathBuf, u64)>,
-    body: BodyBuilder,
+    seen: Seen,
     mark: u64,
 ) -> Result<RunReport, RunError> {
+    let Seen { body, kept } = seen;
     if let Some(message) = panic_watch::since(mark) {
         return Err(RunError::Panicked {
             what: "a task of the run",
@@ -341,16 +357,13 @@ fn finish(
         body,
         output,
         interrupted,
-        outcomes: Vec::new(),
+        outcomes: kept
+            .map(|mut outcomes| {
+                outcomes.sort_by_key(|o| o.index);
+                outcomes
+            })
+            .unwrap_or_default(),
     })
-}
-
-impl RunReport {
-    fn with_outcomes(mut self, mut outcomes: Vec<crate::record::Outcome>) -> Self {
-        outcomes.sort_by_key(|o| o.index);
-        self.outcomes = outcomes;
-        self
-    }
 }
 
 /// Plays a scenario from synchronous code, such as a `#[test]`: on a runtime of its own for the
