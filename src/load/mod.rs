@@ -297,9 +297,10 @@ pub fn longest_latency(options: &LoadOptions) -> Duration {
     let mut total = load
         .timeout
         .saturating_mul(policy.max.saturating_add(1).max(1));
+    // The longest a server's `Retry-After` can make any retry wait, as `retry_wait` caps it.
+    let retry_after = retry_wait(policy, options.seed, 0, 1, Some(MAX_RETRY_AFTER));
     for retry in 1..=policy.max.min(64) {
         let backoff = cap(backoff(policy.backoff, retry)).saturating_add(policy.jitter);
-        let retry_after = cap(MAX_RETRY_AFTER).min(MAX_RETRY_AFTER);
         total = total.saturating_add(backoff.max(retry_after));
     }
     if let Profile::Open { schedule, .. } = &load.profile {
