@@ -20,6 +20,8 @@ pub struct Expectations {
     /// Per delay rule name: the least delay every attempt it fired on must show.
     pub delays: Vec<(String, Duration)>,
     pub targets: Vec<TargetExpectations>,
+    /// `[expect.proxies.NAME]`, in file order.
+    pub proxies: Vec<ProxyExpectations>,
 }
 
 impl Expectations {
@@ -35,6 +37,29 @@ pub struct TargetExpectations {
     pub success_rate: Option<f64>,
     pub status: Vec<StatusBound>,
     pub latency: Vec<LatencyBound>,
+}
+
+/// Expectations on the calls one named proxy served (`[expect.proxies.NAME]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxyExpectations {
+    pub proxy: String,
+    /// How many calls the proxy served in all.
+    pub requests: Option<CountRange>,
+    /// The most calls made through the proxy for one load request (retry amplification).
+    pub calls_per_request: Option<CountRange>,
+    /// Final results of calls, like `[expect] status`.
+    pub status: Vec<StatusBound>,
+    /// Per rule name of this proxy: calls on which it fired.
+    pub faults: Vec<(String, CountRange)>,
+    /// Latency of calls, as the proxy measured them (to the response head).
+    pub latency: Vec<LatencyBound>,
+}
+
+impl ProxyExpectations {
+    /// True when the proxy may see no traffic: `requests` says so explicitly.
+    pub fn allows_zero(&self) -> bool {
+        self.requests.is_some_and(|r| r.contains(0))
+    }
 }
 
 /// Which final results a status bound counts.

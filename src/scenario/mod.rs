@@ -6,6 +6,7 @@
 
 mod document;
 pub mod expectation;
+pub mod topology;
 mod validate;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ pub use crate::spec::ScenarioSpec;
 pub use crate::spec::error::{Diagnostic, ScenarioError};
 pub use document::Override;
 pub use expectation::Expectations;
+pub use topology::Topology;
 
 use crate::fault::{FaultPlan, FaultRule};
 use crate::load::LoadConfig;
@@ -37,6 +39,11 @@ pub struct Scenario {
     pub expect: Expectations,
     /// The clock the scenario plays on.
     pub clock: Clock,
+    /// Services and named proxies (`[[services]]`, `[[proxies]]`); `None` for the single-proxy
+    /// shape (`[upstream]`, `[[faults]]`, `[proxy]`).
+    pub topology: Option<Topology>,
+    /// The folder of the scenario file (`{scenario_dir}`); `.` for text that came from no file.
+    pub dir: std::path::PathBuf,
     /// The effective spec, after overrides; reports and summaries show it.
     pub spec: ScenarioSpec,
 }
@@ -136,7 +143,12 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Scenario, ScenarioErr
     })?;
     let origin = path.display().to_string();
     match String::from_utf8(bytes) {
-        Ok(text) => parse_str(&origin, &text, overrides),
+        Ok(text) => parse_str(&origin, &text, overrides).map(|mut scenario| {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                scenario.dir = dir.to_path_buf();
+            }
+            scenario
+        }),
         Err(e) => {
             let valid = e.utf8_error().valid_up_to();
             let text: Arc<str> = String::from_utf8_lossy(e.as_bytes()).into();

@@ -168,6 +168,7 @@ pub(super) fn check(
         faults: fault_bounds,
         delays,
         targets,
+        proxies: Vec::new(),
     }
 }
 

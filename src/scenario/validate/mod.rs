@@ -94,6 +94,8 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
             spec::Clock::Real => Clock::Real,
             spec::Clock::Virtual => Clock::Virtual,
         },
+        topology: None,
+        dir: std::path::PathBuf::from("."),
         spec: spec.clone(),
     })
 }
