@@ -22,6 +22,8 @@ use crate::server::{Listening, Shutdown};
 use crate::transport::MemoryNetwork;
 use crate::upstream::{self, Upstream, UpstreamOptions};
 
+#[cfg(unix)]
+mod topology;
 mod verdict;
 
 pub use verdict::{Reason, RunVerdict, Stop};
@@ -46,6 +48,8 @@ pub struct RunOptions {
     pub open_files: OpenFiles,
     /// Keep every outcome in [`RunReport::outcomes`] (for tests; memory grows with the run).
     pub keep_outcomes: bool,
+    /// Where services' output goes: `<logs>/<scenario>/<service>.log`.
+    pub logs: PathBuf,
 }
 
 impl RunOptions {
@@ -65,6 +69,7 @@ impl RunOptions {
             stop: CancellationToken::new(),
             open_files: OpenFiles::default(),
             keep_outcomes: false,
+            logs: PathBuf::from(DEFAULT_LOGS),
         }
     }
 
@@ -81,6 +86,9 @@ impl RunOptions {
     }
 }
 
+/// Where services' logs go unless [`RunOptions::logs`] says otherwise, under the working directory.
+pub const DEFAULT_LOGS: &str = ".traceforge/logs";
+
 /// Everything a run found; [`RunReport::verdict`] says whether it passed.
 #[derive(Debug)]
 pub struct RunReport {
@@ -96,6 +104,11 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Every outcome in index order, when [`RunOptions::keep_outcomes`] asked for them.
     pub outcomes: Vec<crate::record::Outcome>,
+    /// Where each service's output went, in start order.
+    pub logs: Vec<(String, PathBuf)>,
+    /// What the run noticed that does not fail it but may make it less deterministic than it
+    /// looks (calls without a trace context).
+    pub warnings: Vec<String>,
 }
 
 /// Why a run could not complete.
@@ -131,6 +144,13 @@ pub enum RunError {
     /// The run ended without being stopped, yet played fewer requests than its plan.
     #[error("the run played {played} of the {planned} requests it planned")]
     Incomplete { played: u64, planned: u64 },
+    /// A service could not start, was not ready in time, or died during the run.
+    #[cfg(unix)]
+    #[error("{0}")]
+    Service(#[from] crate::service::ServiceError),
+    /// The topology cannot be set up as written (a URL that is not one once filled in).
+    #[error("{0}")]
+    Topology(String),
 }
 
 const LOOPBACK: SocketAddr =
@@ -151,6 +171,15 @@ pub fn play_scenario(
 
 /// Plays one scenario end to end on the real clock, over loopback TCP.
 pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunError> {
+    if let Some(topology) = &scenario.topology {
+        #[cfg(unix)]
+        return topology::run(scenario, topology, options).await;
+        #[cfg(not(unix))]
+        return Err(RunError::Topology(format!(
+            "services in the loop need a Unix system (process groups and signals); {} has [[services]] or [[proxies]]",
+            topology.entry.name()
+        )));
+    }
     let mark = panic_watch::count();
     // The upstream first: the built-in demo unless the scenario names a real one.
     let (upstream_uri, demo) = match &scenario.upstream.url {
@@ -195,7 +224,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         }
     }
     let (summary, output) = played?;
-    finish(scenario, options, summary, output, seen, mark)
+    finish(scenario, options, summary, output, seen, mark, false)
 }
 
 /// Plays one scenario on the virtual clock: the same upstream, proxy and load generator, over
@@ -246,7 +275,7 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
             seen.push(o)
         })
         .await?;
-        finish(scenario, options, summary, output, seen, mark)
+        finish(scenario, options, summary, output, seen, mark, false)
     })
 }
 
@@ -268,6 +297,7 @@ fn proxy_options(scenario: &Scenario, upstream: Uri) -> ProxyOptions {
         upstream,
         plan: Arc::new(scenario.fault_plan()),
         config: scenario.proxy.clone(),
+        calls: None,
     }
 }
 
@@ -276,6 +306,8 @@ fn load_options(scenario: &Scenario, base: Uri) -> LoadOptions {
         base,
         seed: scenario.seed,
         load: scenario.load.clone(),
+
+        calls: None,
     }
 }
 
@@ -319,6 +351,7 @@ fn finish(
     output: Option<(PathBuf, u64)>,
     seen: Seen,
     mark: u64,
+    client_is_the_load: bool,
 ) -> Result<RunReport, RunError> {
     let Seen { body, kept } = seen;
     if let Some(message) = panic_watch::since(mark) {
@@ -329,7 +362,13 @@ fn finish(
     }
     // A stop is a stop even when every request had already started: they were cut short.
     let interrupted = options.stop.is_cancelled();
-    if let Some(planned) = scenario.load.profile.fixed_count() {
+    // With `[load] command` the user's client is the load: there is no plan to fall short of.
+    if let Some(planned) = scenario
+        .load
+        .profile
+        .fixed_count()
+        .filter(|_| !client_is_the_load)
+    {
         if !interrupted && summary.requests < planned {
             return Err(RunError::Incomplete {
                 played: summary.requests,
@@ -363,6 +402,8 @@ fn finish(
                 outcomes
             })
             .unwrap_or_default(),
+        logs: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 
@@ -560,6 +601,8 @@ pub(crate) mod tests {
             output: None,
             interrupted: false,
             outcomes: Vec::new(),
+            logs: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

@@ -108,6 +108,20 @@ pub fn trace_id(seed: u64, index: u64) -> String {
         .to_string()
 }
 
+/// The parent span id of the `traceparent` the load generator sends for request `index`, attempt
+/// `attempt` (16 lowercase hex digits, never all zero).
+pub fn span_id(seed: u64, index: u64, attempt: u32) -> String {
+    let (i, a) = (Digits::new(index), Digits::new(u64::from(attempt)));
+    let bytes = uuid_parts(seed, &["id", "span", i.as_str(), a.as_str()]).into_bytes();
+    let mut span = u64::from_be_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ]);
+    if span == 0 {
+        span = 1;
+    }
+    format!("{span:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -652,6 +652,7 @@ async fn play_scenario(text: &str) -> Vec<Outcome> {
             upstream: up.url().parse().unwrap_or_else(|e| panic!("{e}")),
             plan: Arc::new(scenario.fault_plan()),
             config: scenario.proxy.clone(),
+            calls: None,
         },
     )
     .await
@@ -661,6 +662,8 @@ async fn play_scenario(text: &str) -> Vec<Outcome> {
         base: proxy.url().parse().unwrap_or_else(|e| panic!("{e}")),
         seed: scenario.seed,
         load: scenario.load.clone(),
+
+        calls: None,
     };
     let mut outcomes = Vec::new();
     bounded(runner::play_load(load, &options, |o| {

@@ -85,6 +85,8 @@ async fn sabotaged_run(how: Sabotage, output: &Path) -> Result<u64, RunError> {
         base: upstream.url().parse().unwrap_or_else(|e| panic!("{e}")),
         seed: scenario.seed,
         load: scenario.load.clone(),
+
+        calls: None,
     };
     let options = RunOptions {
         output: Some(output.to_path_buf()),

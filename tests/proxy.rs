@@ -37,6 +37,7 @@ pub(crate) async fn start_proxy(upstream: &str, plan: FaultPlan, config: ProxyCo
             upstream,
             plan: Arc::new(plan),
             config,
+            calls: None,
         },
     )
     .await

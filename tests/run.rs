@@ -554,6 +554,7 @@ fn recorded_attempts_agree_with_the_proxy_metrics() {
                 upstream: upstream.url().parse().unwrap_or_else(|e| panic!("{e}")),
                 plan: Arc::new(FaultPlan::new(scenario.seed, scenario.faults.clone())),
                 config: scenario.proxy.clone(),
+                calls: None,
             },
         )
         .await
@@ -564,6 +565,8 @@ fn recorded_attempts_agree_with_the_proxy_metrics() {
             base: proxy.url().parse().unwrap_or_else(|e| panic!("{e}")),
             seed: scenario.seed,
             load: scenario.load.clone(),
+
+            calls: None,
         };
         let (summary, _) = runner::play_load(load, &options, |o| outcomes.push(o.clone()))
             .await

@@ -20,7 +20,8 @@ mod scenario_file; // rendered scenario errors, overrides, no panic on any input
 mod schema; // the committed JSON schema and the shipped scenarios against it
 mod serve_cli; // `traceforge upstream|proxy` as processes: printed address, SIGTERM, env and .env
 #[cfg(unix)]
-mod service; // services as real processes: readiness, early exits, stop and SIGKILL, no process left behind
+mod service;
+mod services_run; // services as real processes: readiness, early exits, stop and SIGKILL, no process left behind
 mod signals; // SIGINT/SIGTERM/SIGHUP stop run and load promptly with complete files; closed stdout
 mod upstream; // the demo upstream: routes, ids, static containment, malformed bytes, shutdown
 mod verdict; // a panic never passes; latencies past an hour; output folders and protected files

@@ -426,6 +426,7 @@ fn serve_bytes(server: Server, data: &[u8]) {
                     upstream: Uri::from_static("http://upstream.fuzz"),
                     plan: Arc::new(scenario.fault_plan()),
                     config: scenario.proxy.clone(),
+                    calls: None,
                 };
                 let Ok(proxy) = Proxy::with_connector(options, network.connector()) else {
                     panic!("the proxy cannot be built");

@@ -99,6 +99,8 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
         base,
         seed: args.seed,
         load,
+
+        calls: None,
     })
 }
 

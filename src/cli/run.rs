@@ -52,6 +52,11 @@ pub struct RunArgs {
     /// and one per expectation.
     #[arg(long, value_name = "PATH")]
     pub junit: Option<PathBuf>,
+
+    /// Where the output of `[[services]]` and of `[load] command` goes: one file per process,
+    /// `DIR/<scenario>/<service>.log`.
+    #[arg(long, value_name = "DIR", default_value = runner::DEFAULT_LOGS)]
+    pub logs: PathBuf,
     /// Write every scenario's summary and verdicts as JSON (`"version": 1`).
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
@@ -404,6 +409,7 @@ pub fn run(args: &RunArgs) -> u8 {
             stop: signals.stop.clone(),
             open_files: open_files.clone(),
             keep_outcomes: false,
+            logs: args.logs.clone(),
         };
         lock(&reports).current = Some((file.clone(), scenario.name.clone()));
         let shown = Progress::start(&runtime, progress, scenario.load.profile.fixed_count());

@@ -414,6 +414,7 @@ fn proxy_options(
         upstream,
         plan: Arc::new(FaultPlan::new(seed, rules)),
         config,
+        calls: None,
     })
 }
 

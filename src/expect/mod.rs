@@ -7,9 +7,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::record::Summary;
-use crate::record::summary::Latency;
+use crate::record::summary::{Latency, ProxySummary};
 use crate::scenario::Expectations;
-use crate::scenario::expectation::{LatencyBound, ResultKey, Statistic, StatusBound};
+use crate::scenario::expectation::{
+    LatencyBound, ProxyExpectations, ResultKey, Statistic, StatusBound,
+};
 use crate::spec::duration::{format_duration, format_millis};
 
 /// One expectation's outcome.
@@ -106,7 +108,81 @@ pub fn check(expect: &Expectations, summary: &Summary) -> Vec<Verdict> {
             verdicts.push(latency(&format!("{prefix}.latency"), b, &target.latency));
         }
     }
+    for p in &expect.proxies {
+        proxy(&mut verdicts, p, summary);
+    }
     verdicts
+}
+
+/// `[expect.proxies.NAME]`: the calls one named proxy served.
+fn proxy(out: &mut Vec<Verdict>, p: &ProxyExpectations, summary: &Summary) {
+    let prefix = format!("proxies.{}", p.proxy);
+    let empty = ProxySummary::default();
+    let s = summary.proxies.get(&p.proxy).unwrap_or(&empty);
+    if let Some(range) = p.requests {
+        out.push(Verdict {
+            name: format!("{prefix}.requests"),
+            threshold: range.to_string(),
+            measured: format!("{} calls", s.calls),
+            passed: range.contains(s.calls),
+        });
+    }
+    if let Some(range) = p.calls_per_request {
+        out.push(Verdict {
+            name: format!("{prefix}.calls_per_request"),
+            threshold: range.to_string(),
+            measured: format!("at most {} for one request", s.max_per_request),
+            passed: range.contains(s.max_per_request),
+        });
+    }
+    let results = Results {
+        requests: s.calls,
+        statuses: &s.statuses,
+        errors: &s.errors,
+    };
+    for b in &p.status {
+        status(out, &format!("{prefix}.status"), b, &results);
+    }
+    for (rule, range) in &p.faults {
+        let n = s.faults.get(rule).copied().unwrap_or(0);
+        out.push(Verdict {
+            name: format!("{prefix}.faults.{rule}"),
+            threshold: range.to_string(),
+            measured: format!("{n} calls"),
+            passed: range.contains(n),
+        });
+    }
+    for b in &p.latency {
+        out.push(latency(&format!("{prefix}.latency"), b, &s.latency));
+    }
+}
+
+/// A declared proxy that served no call fails the run, unless its `requests` expectation allows
+/// zero: the service under test most likely called its dependency directly, so none of the
+/// proxy's faults were ever tested. One failing verdict per such proxy.
+pub fn unseen_proxies<'a>(
+    proxies: impl IntoIterator<Item = &'a str>,
+    expect: &Expectations,
+    summary: &Summary,
+) -> Vec<Verdict> {
+    proxies
+        .into_iter()
+        .filter(|name| summary.proxies.get(*name).is_none_or(|p| p.calls == 0))
+        .filter(|name| {
+            !expect
+                .proxies
+                .iter()
+                .any(|p| p.proxy == *name && p.allows_zero())
+        })
+        .map(|name| Verdict {
+            name: format!("proxies.{name}"),
+            threshold: "at least 1 call".to_string(),
+            measured: format!(
+                "no calls: the service probably bypassed the proxy; give it {{proxies.{name}.url}} as its dependency's address (or allow it with [expect.proxies.{name}] requests = {{ min = 0 }})"
+            ),
+            passed: false,
+        })
+        .collect()
 }
 
 fn success_rate(name: &str, min: f64, rate: Option<f64>) -> Verdict {

@@ -24,6 +24,8 @@ struct Line {
     attempts: String,
     result: String,
     trace: String,
+    /// With services in the loop: one line per named proxy, its calls in order.
+    calls: Vec<String>,
 }
 
 impl Line {
@@ -58,6 +60,23 @@ impl Line {
             } else {
                 o.trace_id.clone()
             },
+            calls: o
+                .calls
+                .iter()
+                .map(|(proxy, calls)| {
+                    let calls: Vec<String> = calls
+                        .iter()
+                        .map(|c| {
+                            if exact {
+                                format!("{} {}", c.label(), exact_ms(c.latency))
+                            } else {
+                                c.label()
+                            }
+                        })
+                        .collect();
+                    format!("{proxy}: {}", calls.join(" -> "))
+                })
+                .collect(),
         }
     }
 }
@@ -96,10 +115,22 @@ fn exact_ms(d: Duration) -> String {
     }
 }
 
+/// A call no load request claimed, as its golden line shows it, and where it sorts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Stray {
+    proxy: String,
+    /// Calls with a trace context first, by context and ordinal; then arrival-ordered ones.
+    arrival: Option<u64>,
+    context: String,
+    ordinal: u32,
+    label: String,
+}
+
 /// Builds the golden body incrementally: requests may finish in any order.
 #[derive(Debug, Default)]
 pub struct BodyBuilder {
     lines: Vec<Line>,
+    strays: Vec<Stray>,
     keep: Keep,
     /// The virtual clock: timing is exact and goes into the body.
     exact: bool,
@@ -128,9 +159,24 @@ impl BodyBuilder {
         };
         BodyBuilder {
             lines: Vec::new(),
+            strays: Vec::new(),
             keep,
             exact,
         }
+    }
+
+    /// A call no load request claimed: listed after the requests, marked by how it was decided.
+    pub fn push_unattributed(&mut self, u: &crate::record::calls::Unattributed) {
+        if self.keep != Keep::All || self.strays.len() as u64 >= MAX_REQUEST_LINES {
+            return;
+        }
+        self.strays.push(Stray {
+            proxy: u.proxy.clone(),
+            arrival: u.context.is_none().then_some(u.arrival),
+            context: u.context.clone().unwrap_or_default(),
+            ordinal: u.call.ordinal,
+            label: u.call.label(),
+        });
     }
 
     pub fn push(&mut self, outcome: &Outcome) {
@@ -157,6 +203,23 @@ impl BodyBuilder {
         let _ = writeln!(out, "seed:         {}", scenario.seed);
         for rule in &scenario.faults {
             let _ = writeln!(out, "rule:         {rule}");
+        }
+        if let Some(topology) = &scenario.topology {
+            for service in &topology.services {
+                let _ = writeln!(out, "service:      {}", service.name);
+            }
+            for proxy in &topology.proxies {
+                let _ = writeln!(
+                    out,
+                    "proxy:        {} -> {}",
+                    proxy.name,
+                    upstream_label(&proxy.upstream)
+                );
+                for rule in &proxy.faults {
+                    let _ = writeln!(out, "rule:         {}: {rule}", proxy.name);
+                }
+            }
+            let _ = writeln!(out, "load:         to {}", topology.entry.name());
         }
         if self.exact {
             let _ = writeln!(out, "clock:        virtual (latencies are exact)");
@@ -188,8 +251,48 @@ impl BodyBuilder {
                 "#{:04} {:<target$}  {:<result$}  trace {}  attempts: {}",
                 l.index, l.target, l.result, l.trace, l.attempts
             );
+            for calls in &l.calls {
+                let _ = writeln!(out, "      {calls}");
+            }
+        }
+        if !self.strays.is_empty() {
+            self.strays.sort();
+            let _ = writeln!(
+                out,
+                "\ncalls no load request claimed (the service did not pass on the trace context it got):"
+            );
+            for s in &self.strays {
+                match s.arrival {
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "{}: trace {} call {}: {}",
+                            s.proxy, s.context, s.ordinal, s.label
+                        );
+                    }
+                    Some(n) => {
+                        let _ = writeln!(
+                            out,
+                            "{}: arrival #{n}: {}  (decided by arrival order: not deterministic)",
+                            s.proxy, s.label
+                        );
+                    }
+                }
+            }
         }
         out
+    }
+}
+
+/// What a named proxy forwards to, as the golden header shows it (no ports: they change).
+fn upstream_label(upstream: &crate::scenario::topology::ProxyUpstream) -> String {
+    use crate::scenario::topology::ProxyUpstream;
+    match upstream {
+        ProxyUpstream::Mock(routes) if routes.is_empty() => "demo upstream".to_string(),
+        ProxyUpstream::Mock(routes) if routes.len() == 1 => "mock (1 route)".to_string(),
+        ProxyUpstream::Mock(routes) => format!("mock ({} routes)", routes.len()),
+        ProxyUpstream::Url(_) => "url".to_string(),
+        ProxyUpstream::Service(name) => format!("service {name}"),
     }
 }
 
@@ -379,6 +482,7 @@ mod tests {
             scheduled: std::time::Duration::ZERO,
             latency: std::time::Duration::ZERO,
             service: std::time::Duration::ZERO,
+            calls: Default::default(),
         };
         body.push(&outcome);
         assert!(body.lines.is_empty(), "nothing is held per request");

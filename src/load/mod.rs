@@ -38,7 +38,8 @@ use plan::ramp_value;
 pub use plan::{LoadConfig, Profile, RetryPolicy, Schedule, Stage, Target, Until, pick_target};
 
 /// Header names shared with the proxy and the upstream, defined once where they are set.
-pub use crate::ids::{X_REQUEST_ID, X_TRACE_ID};
+pub use crate::ids::{TRACEPARENT, X_REQUEST_ID, X_TRACE_ID};
+use crate::record::calls::{Calls, Open};
 
 /// What to play and where.
 #[derive(Debug, Clone)]
@@ -47,6 +48,9 @@ pub struct LoadOptions {
     pub base: Uri,
     pub seed: u64,
     pub load: LoadConfig,
+    /// With services in the loop: where each request's calls are collected (see
+    /// [`crate::record::calls`]). Requests then always carry a trace context.
+    pub calls: Option<Arc<Calls>>,
 }
 
 /// The TCP connector, Nagle off: small requests must not wait for ACKs.
@@ -337,9 +341,13 @@ async fn play<D: Dial>(
     let load = &options.load;
     let fallback = Target::new(hyper::Method::GET, "/", 1);
     let target = pick_target(options.seed, index, &load.targets).unwrap_or(&fallback);
-    let client_trace = load
-        .client_trace
-        .then(|| seed::trace_id(options.seed, index));
+    let client_trace =
+        (load.client_trace || options.calls.is_some()).then(|| seed::trace_id(options.seed, index));
+    // Calls a service makes for this request are collected under its ids until it ends.
+    let open = options
+        .calls
+        .as_ref()
+        .map(|calls| calls.open(index, client_trace.as_deref().unwrap_or_default()));
     let mut attempts = Vec::new();
     let mut trace_id = client_trace.clone().unwrap_or_default();
     let mut retry_after = None;
@@ -357,6 +365,9 @@ async fn play<D: Dial>(
             }
         }
         let request_id = seed::request_id(options.seed, index, attempt);
+        if let Some(open) = &open {
+            open.add_key(&request_id);
+        }
         let ids = Ids {
             request_id: &request_id,
             trace_id: client_trace.as_deref(),
@@ -401,6 +412,7 @@ async fn play<D: Dial>(
         latency: end.saturating_duration_since(scheduled),
         service: end.saturating_duration_since(started),
         attempts,
+        calls: open.map(Open::close).unwrap_or_default(),
     }
 }
 
@@ -457,8 +469,15 @@ async fn send<D: Dial>(
     if let Ok(v) = HeaderValue::from_str(ids.request_id) {
         builder = builder.header(X_REQUEST_ID, v);
     }
-    if let Some(Ok(v)) = ids.trace_id.map(HeaderValue::from_str) {
-        builder = builder.header(X_TRACE_ID, v);
+    if let Some(trace) = ids.trace_id {
+        if let Ok(v) = HeaderValue::from_str(trace) {
+            builder = builder.header(X_TRACE_ID, v);
+        }
+        // The W3C form too, so a service that propagates only `traceparent` stays attributable.
+        let parent = seed::span_id(options.seed, ids.index, ids.attempt);
+        if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{parent}-01")) {
+            builder = builder.header(TRACEPARENT, v);
+        }
     }
     let Ok(request) = builder.body(Full::new(target.body.clone())) else {
         sent.attempt.error = Some(ErrorKind::Protocol);

@@ -71,6 +71,8 @@ use tokio::net::TcpListener;
 
 use crate::fault::{Decision, Effect, ErrorReply, FaultPlan, RequestFacts, Step};
 use crate::ids::{IdSource, Ids};
+use crate::record::CallError;
+use crate::record::calls::{CallRecorder, Slot};
 use crate::scenario::ProxyConfig;
 use crate::server::{self, ClientTimeouts, ConnectionControl, Listening, Shutdown};
 use crate::wire;
@@ -94,6 +96,10 @@ pub struct ProxyOptions {
     pub upstream: Uri,
     pub plan: Arc<FaultPlan>,
     pub config: ProxyConfig,
+    /// A named proxy in front of a service's dependency: every call is recorded here and its
+    /// decisions key on the call's trace context and ordinal (see [`crate::record::calls`]),
+    /// not on `x-traceforge-index`.
+    pub calls: Option<Arc<CallRecorder>>,
 }
 
 /// The proxy's shared state, one per server: the plan, the pooled upstream client, the metrics.
@@ -109,6 +115,7 @@ pub struct Proxy<C = HttpConnector> {
     started: tokio::time::Instant,
     /// Stands in for the request index when a client does not send `x-traceforge-index`.
     arrivals: std::sync::atomic::AtomicU64,
+    calls: Option<Arc<CallRecorder>>,
 }
 
 impl Proxy<HttpConnector> {
@@ -140,6 +147,7 @@ where
             metrics: Arc::new(metrics),
             started: tokio::time::Instant::now(),
             arrivals: std::sync::atomic::AtomicU64::new(0),
+            calls: options.calls,
         })
     }
 
@@ -182,11 +190,25 @@ where
         let mut flight = self.metrics.start();
 
         // 1. Ids first: the fault decision keys on the request id, so it must exist before step 2.
+        // A named proxy also finds which load request the call belongs to, and its ordinal there.
         let ids = self.ids.assign(req.headers());
+        let mut slot = self
+            .calls
+            .as_ref()
+            .map(|calls| calls.begin(req.headers(), req.method().as_str(), &path_and_query(&req)));
 
         // 2. Decide: a pure function of the seed, the rule, the request id and the request index the
         // load generator sends, so arrival order cannot change it. Other clients get an arrival count.
-        let decision = self.decide(&req, &ids);
+        // A service's call is decided by its request and ordinal instead.
+        let decision = self.decide(&req, &ids, slot.as_ref());
+        let fired_names: Vec<String> = match &slot {
+            Some(_) => decision
+                .fired_rules()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
         let fired = decision.fired_rules().join(", ");
         let kinds = decision.fired_kinds().join(", ");
         for step in &decision.steps {
@@ -211,6 +233,18 @@ where
         // 4. A terminal fault answers (or refuses to answer) without forwarding.
         let (mut response, outcome, detail) = match decision.terminal() {
             Some(step) => {
+                if let Some(slot) = slot.as_mut() {
+                    // A reset or a hang may never return: the call is recorded before it starts.
+                    match step.effect {
+                        Effect::Reset => {
+                            slot.finish(None, Some(CallError::Reset), fired_names.clone())
+                        }
+                        Effect::Hang { cap: None } => {
+                            slot.finish(None, Some(CallError::Hang), fired_names.clone())
+                        }
+                        _ => {}
+                    }
+                }
                 let (response, outcome) = self.terminal(step, &mut flight, conn).await;
                 (response, outcome, step.name.to_string())
             }
@@ -260,6 +294,9 @@ where
             "proxied request"
         );
         flight.finish(outcome, status, &detail);
+        if let Some(slot) = slot.as_mut() {
+            slot.finish(Some(status), None, fired_names);
+        }
 
         // 8. Body faults apply to forwarded bodies only. The body keeps the flight and the decision
         // (its `max_active` slots) until it is done, so both cover the whole download.
@@ -272,7 +309,26 @@ where
     }
 
     /// The decision for one request, from its facts.
-    fn decide(&self, req: &Request<Incoming>, ids: &Ids) -> Decision {
+    fn decide(&self, req: &Request<Incoming>, ids: &Ids, slot: Option<&Slot>) -> Decision {
+        if let Some(slot) = slot {
+            let key = slot.key();
+            let facts = RequestFacts {
+                method: req.method(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                headers: req.headers(),
+                fault_header: self
+                    .config
+                    .header_faults
+                    .then(|| req.headers().get(wire::FAULT))
+                    .flatten(),
+                request_id: &key,
+                index: slot.index(),
+                attempt: slot.ordinal,
+                elapsed: self.started.elapsed(),
+            };
+            return self.plan.decide(&facts);
+        }
         let index = wire::index(req.headers()).unwrap_or_else(|| {
             self.arrivals
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -371,6 +427,13 @@ where
     }
 }
 
+/// The path and query of a request, as a call record shows it.
+fn path_and_query(req: &Request<Incoming>) -> String {
+    req.uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string())
+}
+
 /// Ends the connection after this response: the rest of the request body that failed cannot be
 /// told apart from a next request.
 fn close_after(response: &mut Response<Full<Bytes>>) {
@@ -467,7 +530,11 @@ where
 
 /// Binds `listen` and runs the proxy until the returned handle is shut down or dropped.
 pub async fn spawn(listen: SocketAddr, options: ProxyOptions) -> std::io::Result<Listening> {
-    let listener = TcpListener::bind(listen).await?;
+    spawn_on(TcpListener::bind(listen).await?, options)
+}
+
+/// Runs the proxy on a bound listener (its address may be handed out before the proxy exists).
+pub fn spawn_on(listener: TcpListener, options: ProxyOptions) -> std::io::Result<Listening> {
     let proxy = Arc::new(Proxy::new(options)?);
     server::spawn_tcp(listener, move |stream, shutdown| {
         serve_connection(stream, proxy.clone(), shutdown)

@@ -1,14 +1,17 @@
 //! The recorder: one [`Outcome`] per logical request, streaming writers for JSON, JSON lines and
 //! CSV ([`writer`]), and the run's [`Summary`] with fixed-size latency histograms ([`summary`]).
 
+pub mod calls;
 pub mod summary;
 pub mod writer;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use calls::{Call, CallError};
 pub use summary::Summary;
 pub use writer::{Format, OpenFiles, OutcomeWriter, SharedWriter};
 
@@ -132,6 +135,9 @@ pub struct Outcome {
     /// From the first attempt's actual start to the last attempt's end, backoff included.
     #[serde(with = "micros", rename = "service_us", default)]
     pub service: Duration,
+    /// With services in the loop: the calls its service made, per named proxy, in order.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub calls: BTreeMap<String, Vec<Call>>,
 }
 
 impl Outcome {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::Outcome;
+use super::calls::{Call, Unattributed};
 use crate::spec::duration::format_millis;
 
 /// Requests that start more than this far behind their intended send time are counted as late.
@@ -148,6 +149,59 @@ fn share(n: u64, of: u64) -> Option<f64> {
     (of > 0).then(|| n as f64 / of as f64)
 }
 
+/// Aggregates of the calls one named proxy served.
+#[derive(Debug, Clone, Default)]
+pub struct ProxySummary {
+    /// Every call, attributed or not.
+    pub calls: u64,
+    /// The answers the proxy gave (upstream or injected).
+    pub statuses: BTreeMap<u16, u64>,
+    /// Calls that got no answer: `reset`, `hang`, `cancelled`.
+    pub errors: BTreeMap<String, u64>,
+    /// Calls on which each of its rules fired.
+    pub faults: BTreeMap<String, u64>,
+    /// Arrival to response head.
+    pub latency: Latency,
+    /// The most calls one load request caused at this proxy (retry amplification).
+    pub max_per_request: u64,
+    /// Calls whose trace context named no load request (keyed on that context).
+    pub unattributed_traced: u64,
+    /// Calls with no trace context at all (decided by arrival order).
+    pub unattributed_untraced: u64,
+}
+
+impl ProxySummary {
+    fn new(highest: Duration) -> Self {
+        ProxySummary {
+            latency: Latency::up_to(highest),
+            ..ProxySummary::default()
+        }
+    }
+
+    fn push(&mut self, call: &Call) {
+        self.calls += 1;
+        match (call.status, call.error) {
+            (Some(s), _) => *self.statuses.entry(s).or_default() += 1,
+            (None, Some(e)) => *self.errors.entry(e.as_str().to_string()).or_default() += 1,
+            (None, None) => {}
+        }
+        for rule in &call.faults {
+            match self.faults.get_mut(rule) {
+                Some(n) => *n += 1,
+                None => {
+                    self.faults.insert(rule.clone(), 1);
+                }
+            }
+        }
+        self.latency.record(call.latency);
+    }
+
+    /// Calls no load request claimed.
+    pub fn unattributed(&self) -> u64 {
+        self.unattributed_traced + self.unattributed_untraced
+    }
+}
+
 /// Aggregates of a run.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -182,6 +236,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// What the latency histograms were sized for.
     pub highest: Duration,
+    /// Per named proxy (services in the loop): the calls it served.
+    pub proxies: BTreeMap<String, ProxySummary>,
 }
 
 impl Default for Summary {
@@ -210,6 +266,33 @@ impl Summary {
             fault_min_latency: BTreeMap::new(),
             elapsed: Duration::ZERO,
             highest,
+            proxies: BTreeMap::new(),
+        }
+    }
+
+    /// Makes sure `proxy` has an entry, so a proxy that saw nothing still shows, with zero calls.
+    pub fn declare_proxy(&mut self, proxy: &str) {
+        if !self.proxies.contains_key(proxy) {
+            self.proxies
+                .insert(proxy.to_string(), ProxySummary::new(self.highest));
+        }
+    }
+
+    fn proxy_mut(&mut self, proxy: &str) -> &mut ProxySummary {
+        let highest = self.highest;
+        self.proxies
+            .entry(proxy.to_string())
+            .or_insert_with(|| ProxySummary::new(highest))
+    }
+
+    /// Adds a call no load request claimed.
+    pub fn push_unattributed(&mut self, u: &Unattributed) {
+        let p = self.proxy_mut(&u.proxy);
+        p.push(&u.call);
+        if u.context.is_some() {
+            p.unattributed_traced += 1;
+        } else {
+            p.unattributed_untraced += 1;
         }
     }
 
@@ -260,6 +343,13 @@ impl Summary {
                 .push(o),
         }
         self.elapsed = self.elapsed.max(o.scheduled + o.latency);
+        for (proxy, calls) in &o.calls {
+            let p = self.proxy_mut(proxy);
+            for call in calls {
+                p.push(call);
+            }
+            p.max_per_request = p.max_per_request.max(calls.len() as u64);
+        }
     }
 
     /// Share of requests that succeeded, in `[0, 1]`; `None` when there were none.
@@ -303,6 +393,33 @@ impl Summary {
                 join_counts(self.faults.iter().map(|(k, v)| (k.clone(), *v)))
             }
         );
+        for (name, p) in &self.proxies {
+            let mut results: Vec<(String, u64)> = p
+                .statuses
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
+            results.extend(p.errors.iter().map(|(k, v)| (k.clone(), *v)));
+            let _ = write!(
+                out,
+                "calls:        {name}: {} (at most {} per request)",
+                p.calls, p.max_per_request
+            );
+            if !results.is_empty() {
+                let _ = write!(out, "  results {}", join_counts(results.into_iter()));
+            }
+            if !p.faults.is_empty() {
+                let _ = write!(
+                    out,
+                    "  faults {}",
+                    join_counts(p.faults.iter().map(|(k, v)| (k.clone(), *v)))
+                );
+            }
+            if p.unattributed() > 0 {
+                let _ = write!(out, "  unclaimed {}", p.unattributed());
+            }
+            out.push('\n');
+        }
         out
     }
 

@@ -21,6 +21,12 @@ pub fn write_report<W: Write>(
     if let Some((path, n)) = &report.output {
         writeln!(w, "    outcomes:     {n} written to {}", path.display())?;
     }
+    for (name, path) in &report.logs {
+        writeln!(w, "    log:          {name} -> {}", path.display())?;
+    }
+    for warning in &report.warnings {
+        writeln!(w, "    warning: {warning}")?;
+    }
     if !report.expectations.is_empty() {
         writeln!(w)?;
         write_verdicts(w, &report.expectations)?;
