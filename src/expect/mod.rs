@@ -128,11 +128,17 @@ fn proxy(out: &mut Vec<Verdict>, p: &ProxyExpectations, summary: &Summary) {
         });
     }
     if let Some(range) = p.calls_per_request {
+        // Calls tied to no request say nothing about amplification: all of them unclaimed is no data.
+        let attributed = s.calls - s.unattributed();
         out.push(Verdict {
             name: format!("{prefix}.calls_per_request"),
             threshold: range.to_string(),
-            measured: format!("at most {} for one request", s.max_per_request),
-            passed: range.contains(s.max_per_request),
+            measured: if attributed == 0 && s.calls > 0 {
+                "no call was tied to a load request (no trace context passed on)".to_string()
+            } else {
+                format!("at most {} for one request", s.max_per_request)
+            },
+            passed: range.contains(s.max_per_request) && (attributed > 0 || s.calls == 0),
         });
     }
     let results = Results {

@@ -219,12 +219,28 @@ impl BodyBuilder {
                     let _ = writeln!(out, "rule:         {}: {rule}", proxy.name);
                 }
             }
-            let _ = writeln!(out, "load:         to {}", topology.entry.name());
+            match &topology.client {
+                Some(_) => {
+                    let _ = writeln!(out, "load:         the client command");
+                }
+                None => {
+                    let _ = writeln!(out, "load:         to {}", topology.entry.name());
+                }
+            }
         }
         if self.exact {
             let _ = writeln!(out, "clock:        virtual (latencies are exact)");
         }
-        let mut counts = summary.render_counts();
+        let client = scenario
+            .topology
+            .as_ref()
+            .is_some_and(|t| t.client.is_some());
+        let mut counts = if client {
+            // The user's client is the load: there are no load requests to count, only calls.
+            summary.render_calls()
+        } else {
+            summary.render_counts()
+        };
         if self.exact {
             counts.push_str(&summary.render_latency());
         }
@@ -259,7 +275,7 @@ impl BodyBuilder {
             self.strays.sort();
             let _ = writeln!(
                 out,
-                "\ncalls no load request claimed (the service did not pass on the trace context it got):"
+                "\ncalls outside any load request, by trace context, then by arrival:"
             );
             for s in &self.strays {
                 match s.arrival {

@@ -393,6 +393,13 @@ impl Summary {
                 join_counts(self.faults.iter().map(|(k, v)| (k.clone(), *v)))
             }
         );
+        out.push_str(&self.render_calls());
+        out
+    }
+
+    /// One line per named proxy: its calls, their results and fired rules, without wall-clock values.
+    pub fn render_calls(&self) -> String {
+        let mut out = String::new();
         for (name, p) in &self.proxies {
             let mut results: Vec<(String, u64)> = p
                 .statuses
@@ -400,11 +407,10 @@ impl Summary {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect();
             results.extend(p.errors.iter().map(|(k, v)| (k.clone(), *v)));
-            let _ = write!(
-                out,
-                "calls:        {name}: {} (at most {} per request)",
-                p.calls, p.max_per_request
-            );
+            let _ = write!(out, "calls:        {name}: {}", p.calls);
+            if p.calls > p.unattributed() {
+                let _ = write!(out, " (at most {} per request)", p.max_per_request);
+            }
             if !results.is_empty() {
                 let _ = write!(out, "  results {}", join_counts(results.into_iter()));
             }

@@ -42,6 +42,12 @@ pub struct ScenarioDoc<'a> {
     pub expectations: Option<&'a [expect::Verdict]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub golden: Option<GoldenJson>,
+    /// Where each service's output went (services in the loop only).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub logs: BTreeMap<String, String>,
+    /// What the run noticed that may make it less deterministic than it looks.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub warnings: &'a [String],
 }
 
 /// The counts and latencies of one run (milliseconds, rounded to the microsecond).
@@ -61,6 +67,26 @@ pub struct SummaryJson {
     pub service_ms: LatencyJson,
     pub elapsed_ms: f64,
     pub targets: BTreeMap<String, TargetJson>,
+    /// With services in the loop: the calls each named proxy served. Absent otherwise.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub proxies: BTreeMap<String, ProxyJson>,
+}
+
+/// The calls one named proxy served.
+#[derive(Debug, Serialize)]
+pub struct ProxyJson {
+    pub calls: u64,
+    /// The most calls one load request caused (retry amplification).
+    pub max_calls_per_request: u64,
+    pub statuses: BTreeMap<String, u64>,
+    /// `reset`, `hang`, `cancelled`.
+    pub errors: BTreeMap<String, u64>,
+    pub faults: BTreeMap<String, u64>,
+    /// Calls tied to no load request: with a trace context of their own, and with none (their
+    /// faults were decided by arrival order).
+    pub unclaimed_traced: u64,
+    pub unclaimed_untraced: u64,
+    pub latency_ms: LatencyJson,
 }
 
 /// The requests sent to one target path.
@@ -118,8 +144,16 @@ fn scenario(p: &Played) -> ScenarioDoc<'_> {
         summary: None,
         expectations: None,
         golden: None,
+        logs: BTreeMap::new(),
+        warnings: &[],
     };
     if let Ok(r) = &p.result {
+        doc.logs = r
+            .logs
+            .iter()
+            .map(|(name, path)| (name.clone(), path.display().to_string()))
+            .collect();
+        doc.warnings = &r.warnings;
         doc.interrupted = Some(r.interrupted);
         doc.summary = Some(summary(&r.summary));
         doc.expectations = Some(&r.expectations);
@@ -188,6 +222,25 @@ pub fn summary(s: &Summary) -> SummaryJson {
             .targets
             .iter()
             .map(|(path, t)| (path.clone(), target(t)))
+            .collect(),
+        proxies: s
+            .proxies
+            .iter()
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    ProxyJson {
+                        calls: p.calls,
+                        max_calls_per_request: p.max_per_request,
+                        statuses: counts(&p.statuses),
+                        errors: counts(&p.errors),
+                        faults: counts(&p.faults),
+                        unclaimed_traced: p.unattributed_traced,
+                        unclaimed_untraced: p.unattributed_untraced,
+                        latency_ms: latency(&p.latency),
+                    },
+                )
+            })
             .collect(),
     }
 }
