@@ -911,3 +911,23 @@ error: proxies[0].upstream.service: there is no [[services]] entry named `paymne
         "{err}"
     );
 }
+
+#[test]
+fn validate_reports_the_services_and_proxies_of_a_valid_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("checkout.toml");
+    std::fs::write(&path, FULL).expect("write scenario");
+    let file = path.display().to_string();
+    let out = support::bin()
+        .args(["validate", &file])
+        .current_dir(support::root())
+        .output()
+        .expect("the traceforge binary runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "ok: {file} (checkout-payments: 1 service, 1 proxy, 1 fault rule, 200 requests at concurrency 16 to checkout)\n"
+        )
+    );
+}
