@@ -931,3 +931,22 @@ fn validate_reports_the_services_and_proxies_of_a_valid_file() {
         )
     );
 }
+
+#[test]
+fn a_top_level_bound_on_a_proxy_rule_says_where_it_belongs() {
+    let (file, err) = invalid(&with_base("[expect]\nfaults = { pay-503 = { min = 1 } }\n"));
+    assert_eq!(
+        err,
+        format!(
+            "\
+error: expect.faults.pay-503: there is no fault rule named `pay-503`
+  --> {file}:17:22
+   |
+17 | faults = {{ pay-503 = {{ min = 1 }} }}
+   |                      ^^^^^^^^^^^ unknown rule
+   |
+   = help: `pay-503` is a rule of proxy `payments`: expect it under [expect.proxies.payments]
+"
+        )
+    );
+}

@@ -37,7 +37,18 @@ pub(super) fn check(
 
     let names: Vec<&str> = faults.iter().map(|r| r.name.as_str()).collect();
     let unknown_rule = |c: &mut Checker, path: Vec<Seg>, name: &str| {
-        let help = if names.is_empty() {
+        let help = if let Some(owner) = topology.and_then(|t| {
+            t.proxies
+                .iter()
+                .find(|p| p.faults.iter().any(|r| r.name == name))
+        }) {
+            format!(
+                "`{name}` is a rule of proxy `{}`: expect it under [expect.proxies.{}]",
+                owner.name, owner.name
+            )
+        } else if topology.is_some() {
+            "top-level expectations name top-level rules, and this scenario's rules belong to its [[proxies]]: expect them under [expect.proxies.NAME]".to_string()
+        } else if names.is_empty() {
             "this scenario has no fault rules".to_string()
         } else {
             let list = names
