@@ -75,7 +75,7 @@ error: load: unknown key `concurency`
 10 | concurency = 2
    | ^^^^^^^^^^ unknown key
    |
-   = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `targets`"
+   = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `targets`, `to`, `command`, `env`, `cwd`"
     );
 }
 
@@ -90,7 +90,7 @@ error: unknown key `laod`
 2 | laod = 1
   | ^^^^ unknown key
   |
-  = help: did you mean `load`? valid keys here: `name`, `description`, `seed`, `upstream`, `faults`, `proxy`, `load`, `expect`, `run`"
+  = help: did you mean `load`? valid keys here: `name`, `description`, `seed`, `upstream`, `faults`, `proxy`, `load`, `expect`, `run`, `services`, `proxies`"
     );
 }
 
@@ -365,7 +365,7 @@ error: load: unknown key `concurency`
   |      ^^^^^^^^^^ unknown key
   |
   = note: the override was applied to scenario.toml
-  = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `targets`"
+  = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `targets`, `to`, `command`, `env`, `cwd`"
     );
 }
 

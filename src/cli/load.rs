@@ -145,6 +145,10 @@ fn spec(args: &LoadArgs, path: String) -> Result<LoadSpec, String> {
             headers: BTreeMap::new(),
             body: None,
         }],
+        to: None,
+        command: None,
+        env: BTreeMap::new(),
+        cwd: None,
     })
 }
 

@@ -153,6 +153,31 @@ pub fn main() -> u8 {
     }
 }
 
+/// What `validate` says of a valid scenario: its rules and its load, and its services and
+/// proxies when it has them.
+fn shape(s: &scenario::Scenario) -> String {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let Some(t) = &s.topology else {
+        return format!(
+            "{}, {}",
+            plural(s.faults.len(), "fault rule", "fault rules"),
+            s.load.profile
+        );
+    };
+    let rules = t.proxies.iter().map(|p| p.faults.len()).sum();
+    let load = match &t.client {
+        Some(_) => "the load is `load.command`".to_string(),
+        None => format!("{} to {}", s.load.profile, t.entry.name()),
+    };
+    format!(
+        "{}, {}, {}, {load}",
+        plural(t.services.len(), "service", "services"),
+        plural(t.proxies.len(), "proxy", "proxies"),
+        plural(rules, "fault rule", "fault rules"),
+    )
+}
+
 fn validate(args: &ValidateArgs) -> u8 {
     // Folders hold scenarios the way `run` reads them.
     let files = match run::expand(&args.files) {
@@ -167,15 +192,7 @@ fn validate(args: &ValidateArgs) -> u8 {
     for file in &files {
         match scenario::load(file, &args.overrides) {
             Ok(s) => {
-                let line = writeln!(
-                    out,
-                    "ok: {} ({}: {} fault rule{}, {})",
-                    file.display(),
-                    s.name,
-                    s.faults.len(),
-                    if s.faults.len() == 1 { "" } else { "s" },
-                    s.load.profile
-                );
+                let line = writeln!(out, "ok: {} ({}: {})", file.display(), s.name, shape(&s));
                 match line {
                     Ok(()) => {}
                     // A closed pipe (`validate ... | head -1`): nobody reads on, stop quietly.

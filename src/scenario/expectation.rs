@@ -20,7 +20,7 @@ pub struct Expectations {
     /// Per delay rule name: the least delay every attempt it fired on must show.
     pub delays: Vec<(String, Duration)>,
     pub targets: Vec<TargetExpectations>,
-    /// `[expect.proxies.NAME]`, in file order.
+    /// `[expect.proxies.NAME]`, in name order.
     pub proxies: Vec<ProxyExpectations>,
 }
 

@@ -59,7 +59,7 @@ pub struct ServiceConfig {
     pub name: String,
     /// The program, then its arguments; never empty.
     pub command: Vec<Template>,
-    /// Added to the parent's environment, in file order.
+    /// Added to the parent's environment, in name order (the file is read into a sorted map).
     pub env: Vec<(String, Template)>,
     /// The working directory as written (relative paths are relative to where traceforge runs);
     /// `None`: where traceforge runs.

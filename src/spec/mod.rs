@@ -69,6 +69,17 @@ pub struct ScenarioSpec {
     /// How the scenario is played: on the real clock (the default) or on a virtual one.
     #[serde(default)]
     pub run: RunSpec,
+
+    /// Processes the run starts, waits for, logs and stops: the service under test and the
+    /// services it calls (`[[services]]`). With `[[services]]` or `[[proxies]]`, the faults go in
+    /// `[[proxies]]` entries instead of `[[faults]]`, `[upstream]` and `[proxy]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceSpec>,
+
+    /// Named fault proxies (`[[proxies]]`), each in front of one dependency: a mock, a URL or a
+    /// service. Point a service at one with `{proxies.NAME.url}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<NamedProxySpec>,
 }
 
 /// How the scenario is played.
@@ -640,6 +651,226 @@ pub struct ProxySpec {
     pub forward_traceforge_headers: bool,
 }
 
+impl ProxySpec {
+    /// True when no setting differs from its default (an absent `[proxy]` table).
+    pub fn is_default(&self) -> bool {
+        self.add_response_headers.is_empty()
+            && self.upstream_timeout.is_none()
+            && self.upstream_read_timeout.is_none()
+            && self.client_header_timeout.is_none()
+            && self.client_body_timeout.is_none()
+            && !self.header_faults
+            && !self.forward_traceforge_headers
+    }
+}
+
+/// A process the run starts before the load: the service under test, or one it calls. It runs in
+/// its own process group with its output in a log file, and is always stopped at the end
+/// (SIGTERM, then SIGKILL after `stop_timeout`), whether the run passes, fails or is interrupted.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The service's name, used in placeholders (`{services.NAME.url}`), `load.to`, reports and
+    /// its log file. Letters, digits, `-`, `_` and `.`, starting with a letter or digit; unique
+    /// among services and proxies.
+    #[schemars(
+        length(min = 1, max = 100),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    )]
+    pub name: String,
+
+    /// The program and its arguments, run without a shell: `["python3", "app.py"]`, or one string
+    /// split the way a shell splits words (`"python3 app.py --port {port}"`). Placeholders:
+    /// `{port}`, `{services.NAME.url}`, `{proxies.NAME.url}`, `{scenario_dir}`; `{{` and `}}`
+    /// are literal braces.
+    pub command: CommandSpec,
+
+    /// Environment variables added to TraceForge's own, with the same placeholders as `command`:
+    /// `{ PORT = "{port}", PAYMENTS_URL = "{proxies.payments.url}" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+
+    /// The working directory. Default: the folder `traceforge` runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+
+    /// A fixed port the service listens on, instead of a free one picked for each run and given
+    /// to it as `{port}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+
+    /// When the service counts as ready: `{ http = "/health" }` (a 2xx or 3xx answer),
+    /// `{ tcp = true }` (its port accepts connections; the default) or `{ log = "listening on" }`
+    /// (a line of its output contains the text), with an optional `timeout` (default `"30s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadySpec>,
+
+    /// How long the service has to exit after SIGTERM before it gets SIGKILL. Default `"5s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<DurationSpec>,
+}
+
+/// When a service counts as ready: exactly one of `http`, `tcp = true` or `log` (none: `tcp`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadySpec {
+    /// `GET http://127.0.0.1:{port}<path>` answers 2xx or 3xx, such as `"/health"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+
+    /// `true`: the service's port accepts a TCP connection (the default readiness).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<bool>,
+
+    /// A line of the service's output (stdout or stderr) contains this text, such as
+    /// `"listening on"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub log: Option<String>,
+
+    /// How long to wait for readiness before the run fails. Default `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationSpec>,
+}
+
+/// A command: a list of arguments (the program first), or one string split like a shell would
+/// (quotes group words; no variables, globs or pipes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    Line(String),
+    Args(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for CommandSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CommandSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a command such as [\"python3\", \"app.py\"] or \"python3 app.py\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CommandSpec::Line(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    out.push(arg);
+                }
+                Ok(CommandSpec::Args(out))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl JsonSchema for CommandSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "Command".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "The program and its arguments ([\"python3\", \"app.py\"]), or one string split like a shell would (\"python3 app.py\"). Run without a shell.",
+            "anyOf": [
+                { "type": "string", "minLength": 1, "examples": ["python3 app.py --port {port}"] },
+                { "type": "array", "items": { "type": "string" }, "minItems": 1 }
+            ]
+        })
+    }
+}
+
+/// A named fault proxy: the faults it injects, what it forwards to, and every `[proxy]` setting.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamedProxySpec {
+    /// The proxy's name, used in `{proxies.NAME.url}`, `load.to`, `[expect.proxies.NAME]` and
+    /// reports. Letters, digits, `-`, `_` and `.`, starting with a letter or digit; unique among
+    /// services and proxies.
+    #[schemars(
+        length(min = 1, max = 100),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    )]
+    pub name: String,
+
+    /// What the proxy forwards to: `{ routes = [...] }` (a mock: the demo upstream with these
+    /// routes), `{ url = "http://..." }` (a server; placeholders allowed) or
+    /// `{ service = "NAME" }` (a `[[services]]` entry). Default: the demo upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<ProxyUpstreamSpec>,
+
+    /// The faults this proxy injects, as in `[[faults]]`: tables (`[[proxies.faults]]`) or
+    /// compact strings. Rule names are per proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultEntry>,
+
+    /// As `proxy.add_response_headers`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add_response_headers: BTreeMap<String, String>,
+
+    /// As `proxy.upstream_timeout`. Default `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout: Option<DurationSpec>,
+
+    /// As `proxy.upstream_read_timeout`. Default `"60s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_read_timeout: Option<DurationSpec>,
+
+    /// As `proxy.client_header_timeout`. Default `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_header_timeout: Option<DurationSpec>,
+
+    /// As `proxy.client_body_timeout`. Default `"60s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_body_timeout: Option<DurationSpec>,
+
+    /// As `proxy.header_faults`. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub header_faults: bool,
+
+    /// As `proxy.forward_traceforge_headers`. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_traceforge_headers: bool,
+}
+
+impl NamedProxySpec {
+    /// The `[proxy]` settings of this entry, as the `[proxy]` table would hold them.
+    pub fn settings(&self) -> ProxySpec {
+        ProxySpec {
+            add_response_headers: self.add_response_headers.clone(),
+            upstream_timeout: self.upstream_timeout,
+            upstream_read_timeout: self.upstream_read_timeout,
+            client_header_timeout: self.client_header_timeout,
+            client_body_timeout: self.client_body_timeout,
+            header_faults: self.header_faults,
+            forward_traceforge_headers: self.forward_traceforge_headers,
+        }
+    }
+}
+
+/// What a named proxy forwards to: at most one of `url`, `routes` and `service`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyUpstreamSpec {
+    /// A server's URL, such as `"http://127.0.0.1:9000"`; placeholders such as
+    /// `{services.NAME.url}` are allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+
+    /// A mock: the demo upstream serving these routes (and its built-in ones), as
+    /// `upstream.routes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<RouteSpec>>,
+
+    /// A `[[services]]` entry, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
 /// The load profile. Three shapes, chosen by which keys are present:
 ///
 /// - **Closed loop** (the default): `concurrency` workers, each sending its next request when the
@@ -720,6 +951,27 @@ pub struct LoadSpec {
     /// The request mix; each request picks a target by weight. Default: `GET /api/resource`.
     #[serde(default = "default_targets")]
     pub targets: Vec<TargetSpec>,
+
+    /// Where the load enters: the name of a `[[services]]` or `[[proxies]]` entry. Default: the
+    /// only proxy, or with no proxies the only service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+
+    /// Your own client is the load: a command (argv, or a string split like a shell would) run
+    /// once the services are ready, such as `["pytest", "-q", "tests/test_resilience.py"]`. Its
+    /// exit status counts. Needs `[[proxies]]`; replaces `to`, `requests`, `duration`, `rate` and
+    /// `stages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandSpec>,
+
+    /// With `command`: environment variables added for it, with placeholders such as
+    /// `{ BASE_URL = "{services.checkout.url}" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+
+    /// With `command`: its working directory. Default: the folder `traceforge` runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 impl Default for LoadSpec {
@@ -737,6 +989,10 @@ impl Default for LoadSpec {
             timeout: default_timeout(),
             client_trace: false,
             targets: default_targets(),
+            to: None,
+            command: None,
+            env: BTreeMap::new(),
+            cwd: None,
         }
     }
 }
@@ -982,6 +1238,37 @@ pub struct ExpectSpec {
     /// Expectations for the requests of one target path (`[[expect.targets]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetExpectSpec>,
+
+    /// Expectations on the calls one named proxy served, keyed by its name
+    /// (`[expect.proxies.payments]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub proxies: BTreeMap<String, ProxyExpectSpec>,
+}
+
+/// Expectations on the calls a service made through one named proxy.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyExpectSpec {
+    /// Bounds on the calls the proxy served in all: `requests = { min = 200 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RangeSpec>,
+
+    /// Bounds on the most calls made through the proxy for one load request (retry
+    /// amplification): `calls_per_request = { max = 3 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_per_request: Option<RangeSpec>,
+
+    /// As `expect.status`, for the calls' final results.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub status: BTreeMap<String, CountSpec>,
+
+    /// As `expect.faults`, for this proxy's rules: `faults = { pay-503 = { min = 1 } }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub faults: BTreeMap<String, RangeSpec>,
+
+    /// As `expect.latency`, for the calls as the proxy measured them (to the response head).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency: BTreeMap<String, LatencyBoundSpec>,
 }
 
 /// Expectations on the requests sent to one path of `load.targets`.

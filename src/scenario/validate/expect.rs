@@ -8,17 +8,20 @@ use crate::fault::{DelayModel, FaultAction, FaultRule, RandomDelay};
 use crate::load::LoadConfig;
 use crate::record::ResultName;
 use crate::scenario::Expectations;
-use crate::spec::ScenarioSpec;
+use crate::scenario::Topology;
+use crate::scenario::expectation::{CountRange, ProxyExpectations};
 use crate::spec::check::{Checker, Seg, key, with};
 use crate::spec::error::did_you_mean;
+use crate::spec::{ProxyExpectSpec, RangeSpec, ScenarioSpec};
 
 pub(super) fn check(
     c: &mut Checker,
     spec: &ScenarioSpec,
     faults: &[FaultRule],
     load: &LoadConfig,
+    topology: Option<&Topology>,
 ) -> Expectations {
-    use crate::scenario::expectation::{CountRange, TargetExpectations};
+    use crate::scenario::expectation::TargetExpectations;
 
     let e = &spec.expect;
     let at = key("expect");
@@ -26,35 +29,26 @@ pub(super) fn check(
     if let Some(rate) = e.success_rate {
         c.probability(field("success_rate"), rate);
     }
-    let range = |c: &mut Checker, path: Vec<Seg>, r: &crate::spec::RangeSpec| {
-        if r.min.is_none() && r.max.is_none() {
-            c.report(
-                path,
-                "this bound says nothing",
-                "empty",
-                Some("write `{ min = 1 }`, `{ max = 40 }` or both".into()),
-            );
-        } else if let (Some(lo), Some(hi)) = (r.min, r.max) {
-            if lo > hi {
-                c.report(
-                    path,
-                    format!("`min` ({lo}) is above `max` ({hi})"),
-                    "empty range",
-                    None,
-                );
-            }
-        }
-        CountRange {
-            min: r.min,
-            max: r.max,
-        }
-    };
-    let retries = e.retries.as_ref().map(|r| range(c, field("retries"), r));
-    let late = e.late.as_ref().map(|r| range(c, field("late"), r));
+    let retries = e
+        .retries
+        .as_ref()
+        .map(|r| count_range(c, field("retries"), r));
+    let late = e.late.as_ref().map(|r| count_range(c, field("late"), r));
 
     let names: Vec<&str> = faults.iter().map(|r| r.name.as_str()).collect();
     let unknown_rule = |c: &mut Checker, path: Vec<Seg>, name: &str| {
-        let help = if names.is_empty() {
+        let help = if let Some(owner) = topology.and_then(|t| {
+            t.proxies
+                .iter()
+                .find(|p| p.faults.iter().any(|r| r.name == name))
+        }) {
+            format!(
+                "`{name}` is a rule of proxy `{}`: expect it under [expect.proxies.{}]",
+                owner.name, owner.name
+            )
+        } else if topology.is_some() {
+            "top-level expectations name top-level rules, and this scenario's rules belong to its [[proxies]]: expect them under [expect.proxies.NAME]".to_string()
+        } else if names.is_empty() {
             "this scenario has no fault rules".to_string()
         } else {
             let list = names
@@ -77,7 +71,7 @@ pub(super) fn check(
     let mut fault_bounds = Vec::new();
     for (name, r) in &e.faults {
         let p = with(&field("faults"), Seg::Key(name.clone()));
-        let bound = range(c, p.clone(), r);
+        let bound = count_range(c, p.clone(), r);
         if names.contains(&name.as_str()) {
             fault_bounds.push((name.clone(), bound));
         } else {
@@ -168,8 +162,132 @@ pub(super) fn check(
         faults: fault_bounds,
         delays,
         targets,
-        proxies: Vec::new(),
+        proxies: check_proxies(c, field("proxies"), &e.proxies, topology),
     }
+}
+
+fn count_range(c: &mut Checker, path: Vec<Seg>, r: &RangeSpec) -> CountRange {
+    if r.min.is_none() && r.max.is_none() {
+        c.report(
+            path,
+            "this bound says nothing",
+            "empty",
+            Some("write `{ min = 1 }`, `{ max = 40 }` or both".into()),
+        );
+    } else if let (Some(lo), Some(hi)) = (r.min, r.max) {
+        if lo > hi {
+            c.report(
+                path,
+                format!("`min` ({lo}) is above `max` ({hi})"),
+                "empty range",
+                None,
+            );
+        }
+    }
+    CountRange {
+        min: r.min,
+        max: r.max,
+    }
+}
+
+/// `[expect.proxies.NAME]`: every name a `[[proxies]]` entry, every rule one of its own.
+fn check_proxies(
+    c: &mut Checker,
+    at: Vec<Seg>,
+    specs: &BTreeMap<String, ProxyExpectSpec>,
+    topology: Option<&Topology>,
+) -> Vec<ProxyExpectations> {
+    let proxies = topology.map(|t| t.proxies.as_slice()).unwrap_or_default();
+    let proxy_names: Vec<&str> = proxies.iter().map(|p| p.name.as_str()).collect();
+    let mut out = Vec::new();
+    for (name, e) in specs {
+        let p = with(&at, Seg::Key(name.clone()));
+        let field = |n: &str| with(&p, Seg::Key(n.into()));
+        let Some(proxy) = proxies.iter().find(|x| x.name == *name) else {
+            let help = if proxy_names.is_empty() {
+                "this scenario has no [[proxies]]: expectations here are for named proxies"
+                    .to_string()
+            } else {
+                let list = proxy_names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                match did_you_mean(name, &proxy_names) {
+                    Some(best) => {
+                        format!("did you mean `{best}`? proxies in this scenario: {list}")
+                    }
+                    None => format!("proxies in this scenario: {list}"),
+                }
+            };
+            c.report_key(
+                p,
+                format!("there is no [[proxies]] entry named `{name}`"),
+                "unknown proxy",
+                Some(help),
+            );
+            continue;
+        };
+        if e.requests.is_none()
+            && e.calls_per_request.is_none()
+            && e.status.is_empty()
+            && e.faults.is_empty()
+            && e.latency.is_empty()
+        {
+            c.report_key(
+                p.clone(),
+                format!("nothing is expected of proxy `{name}`"),
+                "empty",
+                Some("add `requests`, `calls_per_request`, `status`, `faults` or `latency`, or remove the table".into()),
+            );
+        }
+        let requests = e
+            .requests
+            .as_ref()
+            .map(|r| count_range(c, field("requests"), r));
+        let calls_per_request = e
+            .calls_per_request
+            .as_ref()
+            .map(|r| count_range(c, field("calls_per_request"), r));
+        let rules: Vec<&str> = proxy.faults.iter().map(|r| r.name.as_str()).collect();
+        let mut faults = Vec::new();
+        for (rule, r) in &e.faults {
+            let rp = with(&field("faults"), Seg::Key(rule.clone()));
+            let bound = count_range(c, rp.clone(), r);
+            if rules.contains(&rule.as_str()) {
+                faults.push((rule.clone(), bound));
+                continue;
+            }
+            let help = if rules.is_empty() {
+                format!("proxy `{name}` has no fault rules")
+            } else {
+                let list = rules
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                match did_you_mean(rule, &rules) {
+                    Some(best) => format!("did you mean `{best}`? rules of proxy `{name}`: {list}"),
+                    None => format!("rules of proxy `{name}`: {list}"),
+                }
+            };
+            c.report_key(
+                rp,
+                format!("proxy `{name}` has no fault rule named `{rule}`"),
+                "unknown rule",
+                Some(help),
+            );
+        }
+        out.push(ProxyExpectations {
+            proxy: name.clone(),
+            requests,
+            calls_per_request,
+            status: check_status_bounds(c, field("status"), &e.status),
+            faults,
+            latency: check_latency_bounds(c, field("latency"), &e.latency),
+        });
+    }
+    out
 }
 
 fn check_status_bounds(

@@ -1,17 +1,19 @@
 //! Validation: a parsed [`ScenarioSpec`] becomes a checked [`Scenario`], or a list of every problem
 //! found, each with the path of the offending value so the caller can point at it in the file.
 //! One module per concern: [`upstream`], the faults (compiled by [`crate::fault::compile`]),
-//! the load (compiled by [`crate::load::compile`]) and [`expect`]; the `[proxy]` table is
-//! checked here.
+//! [`proxy`] settings, the load (compiled by [`crate::load::compile`]), the services and named
+//! proxies of a [`topology`], and [`expect`].
 
 mod expect;
+mod proxy;
+mod topology;
 mod upstream;
 
-use crate::spec::check::{Checker, Problem, is_file_name, key, keys};
+use crate::spec::check::{Checker, Problem, is_file_name, key};
 use crate::spec::{self, ScenarioSpec};
 use crate::{fault, load};
 
-use super::{Clock, ProxyConfig, Scenario};
+use super::{Clock, Scenario};
 
 pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
     let mut c = Checker::default();
@@ -27,56 +29,10 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
 
     let upstream = upstream::check(&mut c, spec);
     let faults = fault::compile::compile(&mut c, &key("faults"), &spec.faults);
-    let proxy = ProxyConfig {
-        add_response_headers: c.headers_to_send(
-            keys(&["proxy", "add_response_headers"]),
-            &spec.proxy.add_response_headers,
-        ),
-        upstream_timeout: spec
-            .proxy
-            .upstream_timeout
-            .map_or(ProxyConfig::DEFAULT_UPSTREAM_TIMEOUT, |d| d.get()),
-        upstream_read_timeout: spec
-            .proxy
-            .upstream_read_timeout
-            .map_or(ProxyConfig::DEFAULT_UPSTREAM_READ_TIMEOUT, |d| d.get()),
-        client_header_timeout: spec
-            .proxy
-            .client_header_timeout
-            .map_or(ProxyConfig::DEFAULT_CLIENT_HEADER_TIMEOUT, |d| d.get()),
-        client_body_timeout: spec
-            .proxy
-            .client_body_timeout
-            .map_or(ProxyConfig::DEFAULT_CLIENT_BODY_TIMEOUT, |d| d.get()),
-        header_faults: spec.proxy.header_faults,
-        forward_traceforge_headers: spec.proxy.forward_traceforge_headers,
-    };
-    for (key, value, what) in [
-        (
-            "upstream_timeout",
-            proxy.upstream_timeout,
-            "the upstream timeout",
-        ),
-        (
-            "upstream_read_timeout",
-            proxy.upstream_read_timeout,
-            "the upstream read timeout",
-        ),
-        (
-            "client_header_timeout",
-            proxy.client_header_timeout,
-            "the client header timeout",
-        ),
-        (
-            "client_body_timeout",
-            proxy.client_body_timeout,
-            "the client body timeout",
-        ),
-    ] {
-        c.positive(keys(&["proxy", key]), value, what);
-    }
+    let proxy = proxy::config(&mut c, &key("proxy"), &spec.proxy);
     let load = load::compile::compile(&mut c, &spec.load);
-    let expect = expect::check(&mut c, spec, &faults, &load);
+    let topology = topology::check(&mut c, spec);
+    let expect = expect::check(&mut c, spec, &faults, &load, topology.as_ref());
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -94,7 +50,7 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
             spec::Clock::Real => Clock::Real,
             spec::Clock::Virtual => Clock::Virtual,
         },
-        topology: None,
+        topology,
         dir: std::path::PathBuf::from("."),
         spec: spec.clone(),
     })

@@ -6,7 +6,7 @@ use hyper::StatusCode;
 
 use crate::scenario::{Route, UpstreamConfig};
 use crate::spec::check::{Checker, Seg, final_status, keys, no_body_allowed, with};
-use crate::spec::{Clock, ScenarioSpec};
+use crate::spec::{Clock, RouteSpec, ScenarioSpec};
 
 pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
     let mut upstream = UpstreamConfig::default();
@@ -32,8 +32,16 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
             );
         }
     }
-    for (i, route) in spec.upstream.routes.iter().enumerate() {
-        let at = with(&keys(&["upstream", "routes"]), Seg::Index(i));
+    upstream.routes = check_routes(c, &keys(&["upstream", "routes"]), &spec.upstream.routes);
+    upstream
+}
+
+/// Checks the demo upstream's extra routes at `at` (`upstream.routes`, or a named proxy's
+/// `upstream.routes`).
+pub(super) fn check_routes(c: &mut Checker, at: &[Seg], routes: &[RouteSpec]) -> Vec<Route> {
+    let mut out = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let at = with(at, Seg::Index(i));
         if !route.path.starts_with('/') || route.path.contains(['?', '#', ' ']) {
             c.report(
                 with(&at, Seg::Key("path".into())),
@@ -56,7 +64,7 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
             .unwrap_or_default();
         let headers = c.headers_to_send(with(&at, Seg::Key("headers".into())), &route.headers);
         let latency = route.latency.map_or(Duration::ZERO, |d| d.get());
-        upstream.routes.push(Route {
+        out.push(Route {
             path: route.path.clone(),
             methods,
             status: StatusCode::from_u16(route.status).unwrap_or(StatusCode::OK),
@@ -65,5 +73,5 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
             latency,
         });
     }
-    upstream
+    out
 }
