@@ -116,6 +116,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    # The standard library's default backlog is 5: at a higher concurrency, connections beyond it
+    # wait a full second for the kernel to retry them.
+    ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
     try:
