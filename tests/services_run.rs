@@ -376,7 +376,7 @@ fn a_service_that_dies_mid_run_is_exit_3_and_the_outputs_are_complete() {
     assert!(
         std::fs::read_to_string(&junit)
             .unwrap()
-            .contains("<failure")
+            .contains("<error")
     );
     for pid in pids(dir.path(), "dying") {
         assert!(!alive(pid), "{pid} outlived the run");
