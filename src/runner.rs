@@ -147,7 +147,7 @@ pub enum RunError {
     /// A service could not start, was not ready in time, or died during the run.
     #[cfg(unix)]
     #[error("{0}")]
-    Service(#[from] crate::service::ServiceError),
+    Service(Box<crate::service::ServiceError>),
     /// The topology cannot be set up as written (a URL that is not one once filled in).
     #[error("{0}")]
     Topology(String),

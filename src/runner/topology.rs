@@ -175,7 +175,7 @@ pub(super) async fn run(
             Ok(running) => started.services.push(running),
             Err(e) => {
                 started.stop(true).await;
-                return Err(RunError::Service(e));
+                return Err(RunError::Service(Box::new(e)));
             }
         }
     }
@@ -233,7 +233,7 @@ pub(super) async fn run(
                 Err(ClientEnd::ServiceDied(e)) => (Ok((summary, None)), Some(e)),
                 Err(ClientEnd::Failed(e)) => {
                     started.stop(true).await;
-                    return Err(RunError::Service(e));
+                    return Err(RunError::Service(Box::new(e)));
                 }
             }
         }
@@ -247,10 +247,10 @@ pub(super) async fn run(
     }
     let (mut summary, output) = played?;
     if let Some(e) = died {
-        return Err(RunError::Service(e));
+        return Err(RunError::Service(Box::new(e)));
     }
     if let Some(e) = stop_failure {
-        return Err(RunError::Service(e));
+        return Err(RunError::Service(Box::new(e)));
     }
     for proxy in &topology.proxies {
         summary.declare_proxy(&proxy.name);
