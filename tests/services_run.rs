@@ -184,7 +184,7 @@ fn a_client_command_is_the_load_and_its_exit_status_is_part_of_the_verdict() {
     assert!(report.summary.proxies["payments"].calls >= 20);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     // The client's own trace contexts key the calls: no arrival-ordered line.
-    let body = report.body.unwrap_or_default();
+    let body = report.body.clone().unwrap_or_default();
     assert!(!body.contains("arrival #"), "{body}");
     assert!(body.contains("payments: trace "), "{body}");
     assert!(report.logs.iter().any(|(name, _)| name == "load"));
@@ -201,6 +201,8 @@ fn a_client_command_is_the_load_and_its_exit_status_is_part_of_the_verdict() {
         .unwrap_or_else(|| panic!("{:?}", failing.expectations));
     assert!(!client.passed);
     assert!(client.measured.contains("FAIL"), "{}", client.measured);
+    // The calls are keyed on the client's own trace contexts: the same on every run.
+    assert_eq!(failing.body, report.body);
 }
 
 // ---- every way out leaves no process behind ----
@@ -373,11 +375,7 @@ fn a_service_that_dies_mid_run_is_exit_3_and_the_outputs_are_complete() {
     assert!(outcomes.as_array().is_some_and(|a| a.len() >= 25));
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert_eq!(doc["scenarios"][0]["result"], "error");
-    assert!(
-        std::fs::read_to_string(&junit)
-            .unwrap()
-            .contains("<error")
-    );
+    assert!(std::fs::read_to_string(&junit).unwrap().contains("<error"));
     for pid in pids(dir.path(), "dying") {
         assert!(!alive(pid), "{pid} outlived the run");
     }
