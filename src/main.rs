@@ -11,6 +11,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         // The hook already printed the message. A panic is a bug, never a pass: a runtime failure.
         Err(_) => {
+            // Unwinding dropped what it could; a service started elsewhere must not outlive us.
+            #[cfg(unix)]
+            traceforge::service::kill_all();
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
                 b"error: traceforge panicked (a bug); nothing it reported can be trusted\n",

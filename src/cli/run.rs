@@ -359,6 +359,9 @@ pub fn run(args: &RunArgs) -> u8 {
         let (open_files, reports) = (open_files.clone(), reports.clone());
         super::signal::watch(&runtime, EXIT_RUNTIME, move || {
             errln!("error: a second signal: stopping at once");
+            // No destructor runs on the way out: end the services here.
+            #[cfg(unix)]
+            traceforge::service::kill_all();
             for e in open_files.finish_all() {
                 errln!("error: cannot complete an output file: {e}");
             }

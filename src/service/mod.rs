@@ -244,6 +244,7 @@ impl Service {
             child,
             stopped: false,
         };
+        live(pid, true);
         let Some(ready) = &self.ready else {
             return Ok(running);
         };
@@ -397,6 +398,35 @@ impl Drop for Running {
             // Tokio reaps the dropped child in the background.
             signal_group(self.pgid, Signal::SIGKILL);
         }
+        live(self.pgid.as_raw(), false);
+    }
+}
+
+/// The process groups of every [`Running`] not yet dropped, for [`kill_all`].
+static LIVE: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+fn live(pgid: i32, alive: bool) {
+    let mut groups = LIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if alive {
+        groups.push(pgid);
+    } else {
+        groups.retain(|g| *g != pgid);
+    }
+}
+
+/// Sends SIGKILL to the process group of every service still running in this process. For a
+/// forced exit (a second signal, `std::process::exit`), where no destructor runs: without it the
+/// services would outlive the tool that started them.
+pub fn kill_all() {
+    let groups = std::mem::take(
+        &mut *LIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for pgid in groups {
+        signal_group(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 }
 
