@@ -1,6 +1,6 @@
 //! CI ergonomics through the binary: `run --junit` parses as XML with the right counts,
-//! `--summary-json` has its documented fields, and `init` writes a scenario that validates and
-//! refuses to overwrite it.
+//! `--summary-json` has its documented fields, and `init` writes a scenario (either template)
+//! that validates and refuses to overwrite it.
 
 use std::path::Path;
 use std::process::Output;
@@ -228,4 +228,53 @@ fn init_writes_a_valid_scenario_and_never_overwrites() {
         solo.starts_with("#:schema traceforge.schema.json\n"),
         "{solo}"
     );
+}
+
+#[test]
+fn init_service_template_writes_a_valid_scenario() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(dir.path().join("scenarios")).unwrap_or_else(|e| panic!("{e}"));
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["init", "--template", "service", "my-service"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let written = std::fs::read_to_string(dir.path().join("scenarios/my-service.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(written.starts_with("#:schema ../traceforge.schema.json\n"));
+    assert!(written.contains("name = \"my-service\""));
+    assert!(written.contains("[[services]]"));
+    assert!(written.contains("[expect.proxies.payments]"));
+    let validate = bin()
+        .current_dir(dir.path())
+        .args(["validate", "scenarios/my-service.toml"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        validate.status.code(),
+        Some(0),
+        "{}{}",
+        text(&validate.stdout),
+        text(&validate.stderr)
+    );
+    assert!(
+        text(&validate.stdout).contains("1 service, 1 proxy"),
+        "{}",
+        text(&validate.stdout)
+    );
+
+    // An unknown template is a usage error that names the ones there are.
+    let bad = bin()
+        .current_dir(dir.path())
+        .args(["init", "--template", "nope", "other"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("service"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert!(!dir.path().join("scenarios/other.toml").exists());
 }

@@ -76,7 +76,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the JSON schema of the scenario format (draft-07), for editor autocomplete.
     Schema,
-    /// Write a commented starter scenario: scenarios/NAME.toml (or NAME.toml without a scenarios/ folder).
+    /// Write a commented starter scenario: scenarios/NAME.toml (or NAME.toml without a scenarios/ folder);
+    /// `--template service` for one with your own service in the loop.
     #[command(after_help = EXIT_CODES)]
     Init(init::InitArgs),
     /// Send load to any URL on its own: concurrency, retries, client trace ids, JSON/CSV output.
