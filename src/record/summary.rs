@@ -39,6 +39,14 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl Latency {
+    /// Adds every value of `other` (histograms of one run share their bounds).
+    pub fn merge(&mut self, other: &Latency) {
+        if let (Some(mine), Some(theirs)) = (self.histogram.as_mut(), other.histogram.as_ref()) {
+            // Auto-resizing histograms take any value; an error would only drop counts.
+            let _ = mine.add(theirs);
+        }
+    }
+
     /// A histogram that holds latencies up to `highest` exactly (3 significant digits).
     pub fn up_to(highest: Duration) -> Self {
         // HDR needs a highest value of at least twice the lowest (1 µs).
@@ -196,6 +204,24 @@ impl ProxySummary {
         self.latency.record(call.latency);
     }
 
+    /// Adds the counts of `other`, the same proxy's calls counted elsewhere.
+    pub fn merge(&mut self, other: &ProxySummary) {
+        self.calls += other.calls;
+        for (k, v) in &other.statuses {
+            *self.statuses.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.faults {
+            *self.faults.entry(k.clone()).or_default() += v;
+        }
+        self.latency.merge(&other.latency);
+        self.max_per_request = self.max_per_request.max(other.max_per_request);
+        self.unattributed_traced += other.unattributed_traced;
+        self.unattributed_untraced += other.unattributed_untraced;
+    }
+
     /// Calls no load request claimed.
     pub fn unattributed(&self) -> u64 {
         self.unattributed_traced + self.unattributed_untraced
@@ -283,6 +309,13 @@ impl Summary {
         self.proxies
             .entry(proxy.to_string())
             .or_insert_with(|| ProxySummary::new(highest))
+    }
+
+    /// Adds the calls counted in `proxies` (per named proxy) to this summary's.
+    pub fn merge_proxies(&mut self, proxies: &BTreeMap<String, ProxySummary>) {
+        for (name, p) in proxies {
+            self.proxy_mut(name).merge(p);
+        }
     }
 
     /// Adds a call no load request claimed.

@@ -19,11 +19,13 @@ use super::{
 };
 use crate::expect;
 use crate::fault::FaultPlan;
+use crate::golden;
 use crate::load::{self, LoadOptions};
 use crate::panic_watch;
 use crate::proxy::{self, ProxyOptions};
 use crate::record::Summary;
 use crate::record::calls::{CallRecorder, Calls, Unattributed};
+use crate::record::summary::ProxySummary;
 use crate::scenario::Scenario;
 use crate::scenario::topology::{
     ClientConfig, Entry, Placeholders, ProxyUpstream, Readiness, ServiceConfig, Topology,
@@ -180,6 +182,45 @@ pub(super) async fn run(
         }
     }
 
+    // Calls no request claims are counted as they come, so memory stays flat however many there
+    // are; the golden body keeps as many as it can list.
+    let drained = tokio_util::sync::CancellationToken::new();
+    let highest = load::longest_latency(&LoadOptions {
+        base: Uri::from_static("http://127.0.0.1"),
+        seed: scenario.seed,
+        load: scenario.load.clone(),
+        calls: None,
+    });
+    let drain = {
+        let drained = drained.clone();
+        tokio::spawn(async move {
+            let mut counted = Summary::for_latencies_up_to(highest);
+            let mut kept = Vec::new();
+            let mut keep = |u: Unattributed, counted: &mut Summary| {
+                counted.push_unattributed(&u);
+                if kept.len() < golden::MAX_REQUEST_LINES as usize {
+                    kept.push(u);
+                }
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    u = strays.recv() => match u {
+                        Some(u) => keep(u, &mut counted),
+                        None => break,
+                    },
+                    () = drained.cancelled() => {
+                        while let Ok(u) = strays.try_recv() {
+                            keep(u, &mut counted);
+                        }
+                        break;
+                    }
+                }
+            }
+            (counted.proxies, kept)
+        })
+    };
+
     // 4. The load: the built-in generator at the entry, or the user's client.
     let load_stop = options.stop.child_token();
     let play_options = RunOptions {
@@ -219,12 +260,7 @@ pub(super) async fn run(
         Some(client) => {
             let log = logs_dir.join("load.log");
             logs.push(("load".to_string(), log.clone()));
-            let summary = Summary::for_latencies_up_to(load::longest_latency(&LoadOptions {
-                base: Uri::from_static("http://127.0.0.1"),
-                seed: scenario.seed,
-                load: scenario.load.clone(),
-                calls: None,
-            }));
+            let summary = Summary::for_latencies_up_to(highest);
             match run_client(client, &values, &log, &mut started.services, options).await {
                 Ok(verdict) => {
                     client_verdict = verdict;
@@ -241,10 +277,16 @@ pub(super) async fn run(
 
     // 5. Stop everything, then collect what no request claimed.
     let stop_failure = started.stop(options.stop.is_cancelled()).await;
-    let mut unclaimed = Vec::new();
-    while let Ok(u) = strays.try_recv() {
-        unclaimed.push(u);
-    }
+    drained.cancel();
+    let (unclaimed_counts, unclaimed) = match drain.await {
+        Ok(drained) => drained,
+        Err(join) => {
+            return Err(RunError::Panicked {
+                what: "the recorder of unclaimed calls",
+                message: load::panic_message(join),
+            });
+        }
+    };
     let (mut summary, output) = played?;
     if let Some(e) = died {
         return Err(RunError::Service(Box::new(e)));
@@ -255,9 +297,9 @@ pub(super) async fn run(
     for proxy in &topology.proxies {
         summary.declare_proxy(&proxy.name);
     }
-    let warnings = warnings(&unclaimed, topology.client.is_some());
+    let warnings = warnings(&unclaimed_counts, topology.client.is_some());
+    summary.merge_proxies(&unclaimed_counts);
     for u in &unclaimed {
-        summary.push_unattributed(u);
         seen.body.push_unattributed(u);
     }
     let client_mode = topology.client.is_some();
@@ -411,18 +453,11 @@ async fn first_exit(services: &mut [Running]) -> ServiceError {
 
 /// One warning per proxy that served calls without a context the load sent: their faults were
 /// decided by something other than the load request they belong to.
-fn warnings(unclaimed: &[Unattributed], client: bool) -> Vec<String> {
-    let mut per_proxy: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for u in unclaimed {
-        let counts = per_proxy.entry(u.proxy.as_str()).or_default();
-        match u.context {
-            Some(_) => counts.0 += 1,
-            None => counts.1 += 1,
-        }
-    }
-    per_proxy
-        .into_iter()
-        .filter_map(|(proxy, (traced, untraced))| {
+fn warnings(unclaimed: &BTreeMap<String, ProxySummary>, client: bool) -> Vec<String> {
+    unclaimed
+        .iter()
+        .map(|(proxy, p)| (proxy, p.unattributed_traced, p.unattributed_untraced))
+        .filter_map(|(proxy, traced, untraced)| {
             if untraced > 0 {
                 Some(format!(
                     "{proxy}: {untraced} call{} carried no trace context, so their faults were decided by arrival order, which changes with timing and concurrency; have the service pass on the `traceparent` (or `X-Request-Id`) header of the request it is serving",
