@@ -251,15 +251,20 @@ bench_virtual() {
 }
 
 # One `traceforge run` of a bench scenario, golden files and service logs kept in $WORK; extra
-# arguments are passed on. Prints "wall_s attempts_per_s" (the latter from the `elapsed:` line).
+# arguments are passed on. Prints "wall_s attempts_per_s cpu_s" (attempts/s from the `elapsed:`
+# line, CPU time user + system from /usr/bin/time).
 tf_run_timed() {
-  local file=$1 log=$WORK/run.txt start end; shift
+  local file=$1 log=$WORK/run.txt times=$WORK/run-time.txt start end; shift
   start=$(date +%s.%N)
-  "$TF" run "$file" --golden-dir "$WORK/golden" --accept --logs "$WORK/logs" "$@" >"$log" 2>&1 || {
+  /usr/bin/time -f "%U %S" -o "$times" "$TF" run "$file" --golden-dir "$WORK/golden" --accept \
+    --logs "$WORK/logs" "$@" >"$log" 2>&1 || {
     echo "failed: traceforge run $file $*" >&2; cat "$log" >&2; exit 1
   }
   end=$(date +%s.%N)
-  echo "$(python3 -c "print(f'{$end-$start:.3f}')") $(grep -m1 -o 'elapsed: .*(\([0-9]*\) attempts/s' "$log" | grep -o '[0-9]* attempts/s' | cut -d' ' -f1)"
+  local rate user sys
+  rate=$(grep -m1 -o 'elapsed: .*(\([0-9]*\) attempts/s' "$log" | grep -o '[0-9]* attempts/s' | cut -d' ' -f1)
+  read -r user sys < <(tail -1 "$times")
+  python3 -c "print(f'{$end-$start:.3f} $rate {$user+$sys:.2f}')"
 }
 
 bench_calls() {
@@ -267,31 +272,34 @@ bench_calls() {
   echo
   echo "## Call recording: the same closed loop (n=$n, c=$c, /api/resource, trace headers) through"
   echo "## the classic proxy (off, bench/calls-off.toml) and a named proxy (on, bench/calls-on.toml)"
-  declare -A rate wall
-  local r mode variant w a out=()
+  declare -A rate wall cpu
+  local r mode variant w a u out=()
   for r in $(seq 1 "$ROUNDS"); do
     for variant in none jsonl; do
       for mode in off on; do
         out=()
         [[ $variant == jsonl ]] && out=(--output "$WORK/calls-$mode.jsonl" --format jsonl)
-        read -r w a < <(tf_run_timed "bench/calls-$mode.toml" --set load.requests="$n" "${out[@]}")
+        read -r w a u < <(tf_run_timed "bench/calls-$mode.toml" --set load.requests="$n" "${out[@]}")
         rate[$mode-$variant]+=" $a"; wall[$mode-$variant]+=" $(python3 -c "print(round($n/$w))")"
-        echo "round $r, output $variant, recording $mode: $a req/s (elapsed line), $w s wall" >&2
+        cpu[$mode-$variant]+=" $(python3 -c "print(f'{$u*1e6/$n:.1f}')")"
+        echo "round $r, output $variant, recording $mode: $a req/s (elapsed line), $w s wall, $u s CPU" >&2
       done
     done
   done
-  printf "| %-9s | %-9s | %12s | %12s | %-26s |\n" output recording "req/s" "req/s wall" "req/s, each round"
-  printf "|%s|%s|%s|%s|%s|\n" "-----------" "-----------" "--------------" "--------------" "----------------------------"
+  printf "| %-9s | %-9s | %8s | %10s | %14s | %-40s |\n" output recording "req/s" "req/s wall" "CPU µs/request" "req/s, each round"
+  printf "|%s|%s|%s|%s|%s|%s|\n" "-----------" "-----------" "----------" "------------" "----------------" "------------------------------------------"
   for variant in none jsonl; do
     for mode in off on; do
       # shellcheck disable=SC2086
-      printf "| %-9s | %-9s | %12s | %12s | %-26s |\n" "$variant" "$mode" "$(median ${rate[$mode-$variant]})" \
-        "$(median ${wall[$mode-$variant]})" "$(echo ${rate[$mode-$variant]} | sed 's/ / \/ /g')"
+      printf "| %-9s | %-9s | %8.0f | %10.0f | %14s | %-40s |\n" "$variant" "$mode" "$(median ${rate[$mode-$variant]})" \
+        "$(median ${wall[$mode-$variant]})" "$(median ${cpu[$mode-$variant]})" "$(echo ${rate[$mode-$variant]} | sed 's/ / \/ /g')"
     done
+  done
+  for variant in none jsonl; do
     # shellcheck disable=SC2086
-    echo "output $variant: on / off throughput $(python3 -c "print(f'{$(median ${rate[on-$variant]})/$(median ${rate[off-$variant]}):.3f}')"), per round: $(python3 -c "
+    echo "output $variant: on / off, medians: throughput $(python3 -c "print(f'{$(median ${rate[on-$variant]})/$(median ${rate[off-$variant]}):.2f}')"), CPU per request $(python3 -c "print(f'{$(median ${cpu[on-$variant]})/$(median ${cpu[off-$variant]}):.2f}')"); throughput per round: $(python3 -c "
 a='${rate[on-$variant]}'.split(); b='${rate[off-$variant]}'.split()
-print(' / '.join(f'{float(x)/float(y):.3f}' for x, y in zip(a, b)))")"
+print(' / '.join(f'{float(x)/float(y):.2f}' for x, y in zip(a, b)))")"
   done
 
   echo
@@ -320,15 +328,18 @@ import sys; p=sys.stdin.read().strip().split(":"); print(round(sum(float(x)*60**
   echo "## Start-to-ready: one checkout with examples/checkout/app.py started and stopped"
   echo "## (bench/checkout-start.toml) vs the same request against a mock, no service (bench/checkout-nostart.toml)"
   local base="$TF run --golden-dir $WORK/golden --accept --logs $WORK/logs"
+  # The third command is the Python start-up alone: the interpreter and the modules app.py imports.
   hyperfine --warmup 1 --runs "${START_RUNS:-10}" --style basic --export-json "$WORK/start.json" \
     -n "no service" "$base bench/checkout-nostart.toml" \
-    -n "checkout service" "$base bench/checkout-start.toml" >"$WORK/hyperfine.txt" 2>&1 || {
+    -n "checkout service" "$base bench/checkout-start.toml" \
+    -n "python3 imports" "python3 -c 'import json, os, sys, time, urllib.error, urllib.request, http.server'" \
+    >"$WORK/hyperfine.txt" 2>&1 || {
     cat "$WORK/hyperfine.txt" >&2; exit 1
   }
   python3 - "$WORK/start.json" <<'PY'
 import json, sys
 rs = json.load(open(sys.argv[1]))["results"]
-print(f"| {'scenario':<18} | {'mean ms':>9} | {'σ ms':>7} | {'median ms':>9} | {'min ms':>8} | {'max ms':>8} |")
+print(f"| {'command':<18} | {'mean ms':>9} | {'σ ms':>7} | {'median ms':>9} | {'min ms':>8} | {'max ms':>8} |")
 print("|--------------------|-----------|---------|-----------|----------|----------|")
 for r in rs:
     print(f"| {r['command']:<18} | {r['mean']*1e3:9.1f} | {r['stddev']*1e3:7.1f} | {r['median']*1e3:9.1f} | {r['min']*1e3:8.1f} | {r['max']*1e3:8.1f} |")
