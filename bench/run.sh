@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # TraceForge benchmarks, side by side with their peers, on loopback only.
 #
-#   bash bench/run.sh            # everything (about 13 minutes on 2 cores)
+#   bash bench/run.sh            # everything (about 14 minutes on 2 cores)
 #   bash bench/run.sh proxy      # one part: proxy | load | scenarios | delay | scale | virtual | calls
 #
 # Installs what the selected parts use (wrk, nginx-light, GNU time, hyperfine via apt; oha via
