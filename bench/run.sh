@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # TraceForge benchmarks, side by side with their peers, on loopback only.
 #
-#   bash bench/run.sh            # everything (about 10 minutes on 2 cores)
-#   bash bench/run.sh proxy      # one part: proxy | load | scenarios | delay | scale | virtual
+#   bash bench/run.sh            # everything (about 14 minutes on 2 cores)
+#   bash bench/run.sh proxy      # one part: proxy | load | scenarios | delay | scale | virtual | calls
 #
-# Installs what it uses (wrk, nginx-light, GNU time via apt; oha via cargo), builds TraceForge in
-# release mode, starts every server itself on 127.0.0.1 ports, runs A and B interleaved for
-# several rounds and prints medians and ratios. Everything it starts is stopped on exit.
+# Installs what the selected parts use (wrk, nginx-light, GNU time, hyperfine via apt; oha via
+# cargo), builds TraceForge in release mode, starts every server itself on 127.0.0.1 ports, runs A
+# and B interleaved for several rounds and prints medians and ratios. Everything it starts is
+# stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,22 +19,30 @@ PIDS=()
 
 cleanup() {
   for pid in "${PIDS[@]:-}"; do kill "$pid" 2>/dev/null || true; done
-  [[ -f $WORK/nginx.pid ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  if [[ -f $WORK/nginx.pid ]]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
+# Installs what the selected parts use, then builds TraceForge. Arguments: the parts.
 need() {
-  local missing=()
-  command -v wrk >/dev/null || missing+=(wrk)
-  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+  local parts=" $* " missing=()
+  if [[ $parts == *" proxy "* || $parts == *" load "* ]]; then
+    command -v wrk >/dev/null || missing+=(wrk)
+  fi
+  if [[ $parts == *" proxy "* ]]; then
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+  fi
   [[ -x /usr/bin/time ]] || missing+=(time)
+  if [[ $parts == *" calls "* ]]; then
+    command -v hyperfine >/dev/null || missing+=(hyperfine)
+  fi
   if ((${#missing[@]})); then
     echo "==> installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
-  if ! command -v oha >/dev/null; then
+  if [[ $parts == *" proxy "* || $parts == *" load "* ]] && ! command -v oha >/dev/null; then
     echo "==> installing oha (cargo install, a few minutes)"
     cargo install oha --locked --quiet
   fi
@@ -241,8 +250,110 @@ bench_virtual() {
   done
 }
 
-need
-echo "machine: $(nproc) cores, $(python3 -c 'import os; print(round(os.sysconf("SC_PAGE_SIZE")*os.sysconf("SC_PHYS_PAGES")/2**30))') GiB, $(uname -sr)"
-echo "versions: $($TF --version), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $($NGINX -v 2>&1), $(oha --version)"
-parts=("${@:-proxy load scenarios delay scale virtual}")
-for part in ${parts[*]}; do "bench_$part"; done
+# One `traceforge run` of a bench scenario, golden files and service logs kept in $WORK; extra
+# arguments are passed on. Prints "wall_s attempts_per_s cpu_s" (attempts/s from the `elapsed:`
+# line, CPU time user + system from /usr/bin/time).
+tf_run_timed() {
+  local file=$1 log=$WORK/run.txt times=$WORK/run-time.txt start end; shift
+  start=$(date +%s.%N)
+  /usr/bin/time -f "%U %S" -o "$times" "$TF" run "$file" --golden-dir "$WORK/golden" --accept \
+    --logs "$WORK/logs" "$@" >"$log" 2>&1 || {
+    echo "failed: traceforge run $file $*" >&2; cat "$log" >&2; exit 1
+  }
+  end=$(date +%s.%N)
+  local rate user sys
+  rate=$(grep -m1 -o 'elapsed: .*(\([0-9]*\) attempts/s' "$log" | grep -o '[0-9]* attempts/s' | cut -d' ' -f1)
+  read -r user sys < <(tail -1 "$times")
+  python3 -c "print(f'{$end-$start:.3f} $rate {$user+$sys:.2f}')"
+}
+
+bench_calls() {
+  local n=${CALLS_N:-100000} c=32
+  echo
+  echo "## Call recording: the same closed loop (n=$n, c=$c, /api/resource, trace headers) through"
+  echo "## the classic proxy (off, bench/calls-off.toml) and a named proxy (on, bench/calls-on.toml)"
+  declare -A rate wall cpu
+  local r mode variant w a u out=()
+  for r in $(seq 1 "$ROUNDS"); do
+    for variant in none jsonl; do
+      for mode in off on; do
+        out=()
+        [[ $variant == jsonl ]] && out=(--output "$WORK/calls-$mode.jsonl" --format jsonl)
+        read -r w a u < <(tf_run_timed "bench/calls-$mode.toml" --set load.requests="$n" "${out[@]}")
+        rate[$mode-$variant]+=" $a"; wall[$mode-$variant]+=" $(python3 -c "print(round($n/$w))")"
+        cpu[$mode-$variant]+=" $(python3 -c "print(f'{$u*1e6/$n:.1f}')")"
+        echo "round $r, output $variant, recording $mode: $a req/s (elapsed line), $w s wall, $u s CPU" >&2
+      done
+    done
+  done
+  printf "| %-9s | %-9s | %8s | %10s | %14s | %-40s |\n" output recording "req/s" "req/s wall" "CPU µs/request" "req/s, each round"
+  printf "|%s|%s|%s|%s|%s|%s|\n" "-----------" "-----------" "----------" "------------" "----------------" "------------------------------------------"
+  for variant in none jsonl; do
+    for mode in off on; do
+      # shellcheck disable=SC2086
+      printf "| %-9s | %-9s | %8.0f | %10.0f | %14s | %-40s |\n" "$variant" "$mode" "$(median ${rate[$mode-$variant]})" \
+        "$(median ${wall[$mode-$variant]})" "$(median ${cpu[$mode-$variant]})" "$(echo ${rate[$mode-$variant]} | sed 's/ / \/ /g')"
+    done
+  done
+  for variant in none jsonl; do
+    # shellcheck disable=SC2086
+    echo "output $variant: on / off, medians: throughput $(python3 -c "print(f'{$(median ${rate[on-$variant]})/$(median ${rate[off-$variant]}):.2f}')"), CPU per request $(python3 -c "print(f'{$(median ${cpu[on-$variant]})/$(median ${cpu[off-$variant]}):.2f}')"); throughput per round: $(python3 -c "
+a='${rate[on-$variant]}'.split(); b='${rate[off-$variant]}'.split()
+print(' / '.join(f'{float(x)/float(y):.2f}' for x, y in zip(a, b)))")"
+  done
+
+  echo
+  echo "## Call recording, memory: bench/calls-on.toml, --output FILE --format jsonl (records streamed to disk)"
+  printf "| %-9s | %10s | %10s | %12s | %10s | %12s |\n" recording requests "wall s" "peak RSS MB" "req/s" "output MB"
+  printf "|%s|%s|%s|%s|%s|%s|\n" "-----------" "------------" "------------" "--------------" "------------" "--------------"
+  local spec
+  for spec in off:100000 on:100000 on:1000000; do
+    mode=${spec%%:*}; n=${spec#*:}
+    local time_out=$WORK/time.txt
+    /usr/bin/time -v -o "$time_out" "$TF" run "bench/calls-$mode.toml" --golden-dir "$WORK/golden" --accept \
+      --logs "$WORK/logs" --set load.requests="$n" --output "$WORK/mem.jsonl" --format jsonl >"$WORK/run.txt" 2>&1 || {
+      echo "failed: calls-$mode n=$n" >&2; cat "$WORK/run.txt" >&2; exit 1
+    }
+    local maxrss wall_s
+    maxrss=$(grep "Maximum resident set size" "$time_out" | grep -o "[0-9]*$")
+    wall_s=$(grep "Elapsed (wall clock)" "$time_out" | grep -o "[0-9:.]*$" | python3 -c '
+import sys; p=sys.stdin.read().strip().split(":"); print(round(sum(float(x)*60**i for i, x in enumerate(reversed(p))), 2))')
+    printf "| %-9s | %10s | %10s | %12s | %10s | %12s |\n" "$mode" "$n" "$wall_s" \
+      "$(python3 -c "print(f'{$maxrss/1024:.1f}')")" "$(python3 -c "print(round($n/$wall_s))")" \
+      "$(python3 -c "import os; print(round(os.path.getsize('$WORK/mem.jsonl')/2**20))")"
+    rm -f "$WORK/mem.jsonl"
+  done
+
+  echo
+  echo "## Start-to-ready: one checkout with examples/checkout/app.py started and stopped"
+  echo "## (bench/checkout-start.toml) vs the same request against a mock, no service (bench/checkout-nostart.toml)"
+  local base="$TF run --golden-dir $WORK/golden --accept --logs $WORK/logs"
+  # The third command is the Python start-up alone: the interpreter and the modules app.py imports.
+  hyperfine --warmup 1 --runs "${START_RUNS:-10}" --style basic --export-json "$WORK/start.json" \
+    -n "no service" "$base bench/checkout-nostart.toml" \
+    -n "checkout service" "$base bench/checkout-start.toml" \
+    -n "python3 imports" "python3 -c 'import json, os, sys, time, urllib.error, urllib.request, http.server'" \
+    >"$WORK/hyperfine.txt" 2>&1 || {
+    cat "$WORK/hyperfine.txt" >&2; exit 1
+  }
+  python3 - "$WORK/start.json" <<'PY'
+import json, sys
+rs = json.load(open(sys.argv[1]))["results"]
+print(f"| {'command':<18} | {'mean ms':>9} | {'σ ms':>7} | {'median ms':>9} | {'min ms':>8} | {'max ms':>8} |")
+print("|--------------------|-----------|---------|-----------|----------|----------|")
+for r in rs:
+    print(f"| {r['command']:<18} | {r['mean']*1e3:9.1f} | {r['stddev']*1e3:7.1f} | {r['median']*1e3:9.1f} | {r['min']*1e3:8.1f} | {r['max']*1e3:8.1f} |")
+print(f"service start, ready and stop: +{(rs[1]['mean']-rs[0]['mean'])*1e3:.1f} ms (mean), +{(rs[1]['median']-rs[0]['median'])*1e3:.1f} ms (median)")
+PY
+}
+
+read -ra parts <<<"${*:-proxy load scenarios delay scale virtual calls}"
+need "${parts[@]}"
+echo "machine: $(nproc) cores, $(python3 -c 'import os; print(round(os.sysconf("SC_PAGE_SIZE")*os.sysconf("SC_PHYS_PAGES")/2**30))') GiB, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+versions="$($TF --version)"
+command -v wrk >/dev/null && versions+=", $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+[[ -x $NGINX ]] && versions+=", $($NGINX -v 2>&1)"
+command -v oha >/dev/null && versions+=", $(oha --version)"
+command -v hyperfine >/dev/null && versions+=", $(hyperfine --version)"
+echo "versions: $versions"
+for part in "${parts[@]}"; do "bench_$part"; done
