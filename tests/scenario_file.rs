@@ -106,7 +106,7 @@ error: faults[0].kind: unknown value `dealy`
 4 | kind = \"dealy\"
   |        ^^^^^^^ unknown value
   |
-  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `headers`, `status`"
+  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `stream`, `headers`, `status`"
     );
 }
 
@@ -469,7 +469,7 @@ fn a_scenario_with_every_fault_kind_validates() {
         kinds,
         [
             "delay", "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "headers",
-            "status"
+            "status", "stream"
         ]
     );
     assert!(s.proxy.header_faults);
@@ -504,7 +504,7 @@ fn a_scenario_with_every_fault_kind_validates() {
     assert_eq!(s.faults[5].window.max_active, Some(2));
     // The plan `traceforge run` builds from it.
     let plan = s.fault_plan();
-    assert_eq!(plan.rules().len(), 10);
+    assert_eq!(plan.rules().len(), 11);
     assert!(s.proxy.header_faults);
 }
 

@@ -375,6 +375,11 @@ kind = "status"
 status = 500
 probability = 0.1
 
+[[faults]]
+kind = "stream"
+after_events = 3
+event_delay = "50ms"
+
 [load]
 requests = 100
 targets = [{ path = "/api/resource?debug=1&id=3" }, { path = "/static/index.html" }]

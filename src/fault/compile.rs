@@ -119,7 +119,7 @@ fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> 
 }
 
 /// Every kind-specific field, whether it is given, and the kinds it applies to.
-fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 16] {
+fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 18] {
     use FaultKind as K;
     [
         ("delay", f.delay.is_some(), &[K::Delay]),
@@ -138,6 +138,8 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 16
             f.bytes_per_second.is_some(),
             &[K::Throttle],
         ),
+        ("after_events", f.after_events.is_some(), &[K::Stream]),
+        ("event_delay", f.event_delay.is_some(), &[K::Stream]),
         ("target", f.target.is_some(), &[K::Headers]),
         ("add", f.add.is_some(), &[K::Headers]),
         ("set", f.set.is_some(), &[K::Headers]),
@@ -250,6 +252,22 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
                 );
             }
             Some(FaultAction::Throttle { bytes_per_second })
+        }
+        FaultKind::Stream => {
+            let event_delay = fault.event_delay.map(DurationSpec::get);
+            if fault.after_events.is_none() && event_delay.is_none() {
+                c.report(
+                    at.field("kind"),
+                    "a `stream` fault needs `after_events`, `event_delay` or both",
+                    "missing `after_events` or `event_delay`",
+                    Some("add `after_events = 3` (cut the stream after 3 events) or `event_delay = \"200ms\"` (hold each event)".into()),
+                );
+                return None;
+            }
+            Some(FaultAction::Stream {
+                after_events: fault.after_events,
+                event_delay,
+            })
         }
         FaultKind::Headers => check_header_fault(c, fault, at),
         FaultKind::Status => {

@@ -43,6 +43,12 @@ pub enum Action<D = Duration> {
     /// Forward, then send the response body at no more than `bytes_per_second` on this
     /// connection, pacing in small chunks.
     Throttle { bytes_per_second: u64 },
+    /// Forward, then pass a server-sent event stream on event by event: cut it (the connection
+    /// closed) after `after_events` whole events, and hold each event `event_delay`.
+    Stream {
+        after_events: Option<u64>,
+        event_delay: Option<Duration>,
+    },
     /// Change the request sent upstream or the response sent back: apply `ops` in order.
     Headers {
         target: HeaderSide,
@@ -66,6 +72,7 @@ impl<D> Action<D> {
             Action::Hang { .. } => "hang",
             Action::Truncate { .. } => "truncate",
             Action::Throttle { .. } => "throttle",
+            Action::Stream { .. } => "stream",
             Action::Headers { .. } => "headers",
             Action::Status(_) => "status",
         }
@@ -93,6 +100,13 @@ impl<D> Action<D> {
             },
             Action::Throttle { bytes_per_second } => Action::Throttle {
                 bytes_per_second: *bytes_per_second,
+            },
+            Action::Stream {
+                after_events,
+                event_delay,
+            } => Action::Stream {
+                after_events: *after_events,
+                event_delay: *event_delay,
             },
             Action::Headers { target, ops } => Action::Headers {
                 target: *target,
@@ -269,6 +283,31 @@ impl Decision {
                 _ => None,
             })
             .min()
+    }
+
+    /// How an event stream is passed on: the fewest `after_events` and the longest `event_delay`
+    /// of the `stream` rules that fired; `None` when none fired.
+    pub fn stream(&self) -> Option<(Option<u64>, Option<Duration>)> {
+        let mut found = None;
+        for s in &self.steps {
+            if let Effect::Stream {
+                after_events,
+                event_delay,
+            } = s.effect
+            {
+                let (cut, delay): (Option<u64>, Option<Duration>) = found.unwrap_or((None, None));
+                let cut = match (cut, after_events) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let delay = match (delay, event_delay) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                found = Some((cut, delay));
+            }
+        }
+        found
     }
 
     /// The status that replaces the upstream's: the last `status` rewrite that fired.

@@ -185,6 +185,17 @@ impl fmt::Display for FaultRule {
             FaultAction::Hang { cap: Some(cap) } => write!(f, " cap {}", fd(*cap))?,
             FaultAction::Truncate { after_bytes } => write!(f, " after {after_bytes} bytes")?,
             FaultAction::Throttle { bytes_per_second } => write!(f, " {bytes_per_second} B/s")?,
+            FaultAction::Stream {
+                after_events,
+                event_delay,
+            } => {
+                if let Some(n) = after_events {
+                    write!(f, " after {n} events")?;
+                }
+                if let Some(d) = event_delay {
+                    write!(f, " {} per event", fd(*d))?;
+                }
+            }
             FaultAction::Headers { target, .. } => {
                 write!(f, " {}", target.as_str())?;
             }

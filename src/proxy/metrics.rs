@@ -251,6 +251,8 @@ impl Metrics {
                 FaultAction::Throttle { .. } => {
                     throttled.with_label_values(&[rule.name.as_str()]);
                 }
+                // Counted by `faults_total{kind="stream"}` above.
+                FaultAction::Stream { .. } => {}
                 FaultAction::Headers { target, .. } => {
                     header_rewrites.with_label_values(&[rule.name.as_str(), target.as_str()]);
                 }

@@ -46,6 +46,7 @@
 //! faults and the client's upload), `headers` (hop-by-hop headers) and [`metrics`].
 
 mod body;
+mod events;
 mod forward;
 mod headers;
 pub mod metrics;
@@ -305,7 +306,22 @@ where
         }
         let cut = self.cut(&decision, conn);
         let pace = self.pace(&decision);
-        response.map(|body| FaultBody::new(body, cut, pace, flight, decision).boxed())
+        let events = decision
+            .stream()
+            .filter(|_| events::is_event_stream(response.headers()));
+        if events.is_some() {
+            // A cut changes the length: the client must not wait for bytes that never come.
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+        }
+        response.map(|body| {
+            let body = match events {
+                Some((after_events, event_delay)) => {
+                    events::EventBody::new(body, after_events, event_delay, conn.clone()).boxed()
+                }
+                None => body,
+            };
+            FaultBody::new(body, cut, pace, flight, decision).boxed()
+        })
     }
 
     /// The decision for one request, from its facts.

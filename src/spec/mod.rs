@@ -317,6 +317,15 @@ pub struct FaultSpec {
     #[schemars(range(min = 1))]
     pub bytes_per_second: Option<u64>,
 
+    /// For `stream`: cut a server-sent event stream (`text/event-stream`) after this many events:
+    /// the client gets them whole, then the connection is closed. At least 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_events: Option<u64>,
+
+    /// For `stream`: hold each server-sent event this long before passing it on, such as `"200ms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_delay: Option<DurationSpec>,
+
     /// For `headers`: whether to change the request sent upstream or the response sent to the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<HeaderTarget>,
@@ -411,6 +420,8 @@ impl FaultSpec {
             cap: None,
             after_bytes: None,
             bytes_per_second: None,
+            after_events: None,
+            event_delay: None,
             target: None,
             add: None,
             set: None,
@@ -453,6 +464,10 @@ pub enum FaultKind {
     /// Forward, then stream the response body at `bytes_per_second` (a slow download). Example:
     /// `{ kind = "throttle", bytes_per_second = 20480 }`.
     Throttle,
+    /// Forward, then act on a server-sent event stream (`text/event-stream`) event by event: cut it
+    /// after `after_events` events, or hold each one `event_delay`. Other bodies pass unchanged.
+    /// Example: `{ kind = "stream", after_events = 3 }`.
+    Stream,
     /// Change request or response headers: `add`, `set`, `remove`. Example:
     /// `{ kind = "headers", target = "response", set = { "cache-control" = "no-store" }, remove = ["etag"] }`.
     Headers,
@@ -462,7 +477,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Delay,
         FaultKind::Error,
         FaultKind::Drop,
@@ -470,6 +485,7 @@ impl FaultKind {
         FaultKind::Hang,
         FaultKind::Truncate,
         FaultKind::Throttle,
+        FaultKind::Stream,
         FaultKind::Headers,
         FaultKind::Status,
     ];
@@ -483,6 +499,7 @@ impl FaultKind {
             FaultKind::Hang => "hang",
             FaultKind::Truncate => "truncate",
             FaultKind::Throttle => "throttle",
+            FaultKind::Stream => "stream",
             FaultKind::Headers => "headers",
             FaultKind::Status => "status",
         }

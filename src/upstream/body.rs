@@ -7,6 +7,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use std::future::Future as _;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
@@ -36,6 +38,46 @@ pub enum UpstreamBody {
     File(FileBody),
     /// `n` bytes of the `0123456789abcdef` pattern, without building them.
     Pattern { remaining: u64 },
+    /// Server-sent events, one at a time (`/api/events`).
+    Events(EventsBody),
+}
+
+/// `count` server-sent events, the first at once and each next one `interval` later:
+/// `id: <n>`, `event: tick`, `data: {"n":<n>,"of":<count>}`, then a blank line.
+#[derive(Debug)]
+pub struct EventsBody {
+    next: u64,
+    count: u64,
+    interval: std::time::Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl EventsBody {
+    pub fn new(count: u64, interval: std::time::Duration) -> Self {
+        EventsBody {
+            next: 0,
+            count,
+            interval,
+            sleep: None,
+        }
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if self.next >= self.count {
+            return Poll::Ready(None);
+        }
+        if let Some(sleep) = self.sleep.as_mut() {
+            ready!(sleep.as_mut().poll(cx));
+        }
+        let n = self.next;
+        self.next += 1;
+        self.sleep = (self.next < self.count).then(|| Box::pin(tokio::time::sleep(self.interval)));
+        let event = format!(
+            "id: {n}\nevent: tick\ndata: {{\"n\":{n},\"of\":{}}}\n\n",
+            self.count
+        );
+        Poll::Ready(Some(Bytes::from(event)))
+    }
 }
 
 impl From<Full<Bytes>> for UpstreamBody {
@@ -116,6 +158,9 @@ impl Body for UpstreamBody {
                 *remaining -= n as u64;
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&PATTERN[..n])))))
             }
+            UpstreamBody::Events(events) => {
+                events.poll_event(cx).map(|e| e.map(|b| Ok(Frame::data(b))))
+            }
         }
     }
 
@@ -124,6 +169,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Full(full) => full.is_end_stream(),
             UpstreamBody::File(file) => file.remaining == 0,
             UpstreamBody::Pattern { remaining } => *remaining == 0,
+            UpstreamBody::Events(events) => events.next >= events.count,
         }
     }
 
@@ -132,6 +178,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Full(full) => full.size_hint(),
             UpstreamBody::File(file) => SizeHint::with_exact(file.remaining),
             UpstreamBody::Pattern { remaining } => SizeHint::with_exact(*remaining),
+            UpstreamBody::Events(_) => SizeHint::new(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The demo upstream: the page in `static/`, `/api/resource`, `/api/echo`, `/api/bytes/<n>`, the
+//! The demo upstream: the page in `static/`, `/api/resource`, `/api/echo`, `/api/bytes/<n>`,
+//! `/api/events` (server-sent events at an interval), the
 //! scenario's extra routes, and a 404 for the rest. Every response carries `X-Trace-Id` and `X-Request-Id`.
 //!
 //! [`spawn`] serves it over TCP; [`serve_connection`] serves one connection of any transport, so a
@@ -11,7 +12,7 @@
 mod body;
 mod static_files;
 
-pub use body::{FileBody, UpstreamBody};
+pub use body::{EventsBody, FileBody, UpstreamBody};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -121,8 +122,10 @@ impl Upstream {
         if path == "/api/echo" {
             return echo(req, self.client_timeouts.body).await.map(Into::into);
         }
-        let known = matches!(path, "/" | "/static/index.html" | "/api/resource")
-            || path.starts_with("/static/")
+        let known = matches!(
+            path,
+            "/" | "/static/index.html" | "/api/resource" | EVENTS_PATH
+        ) || path.starts_with("/static/")
             || path.starts_with(BYTES_PREFIX);
         if !known {
             return not_found(path).map(Into::into);
@@ -142,6 +145,7 @@ impl Upstream {
                 }),
             )
             .map(Into::into),
+            EVENTS_PATH => events_response(req.uri().query()),
             _ if path.starts_with(BYTES_PREFIX) => bytes_response(path),
             _ => self.static_file(path).await,
         }
@@ -436,6 +440,48 @@ fn bytes_response(path: &str) -> Response<UpstreamBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    response
+}
+
+/// `GET /api/events?count=N&interval=MS`: `N` server-sent events (default 10, at most
+/// [`MAX_EVENTS`]), the first at once and one every `MS` milliseconds after it (default 100, at
+/// most a minute), as `text/event-stream`; a 400 for anything else in the query.
+const EVENTS_PATH: &str = "/api/events";
+
+/// The most events `/api/events` sends.
+pub const MAX_EVENTS: u64 = 100_000;
+
+fn events_response(query: Option<&str>) -> Response<UpstreamBody> {
+    let (mut count, mut interval) = (10u64, 100u64);
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let parsed = value.parse::<u64>().ok();
+        match (key, parsed) {
+            ("count", Some(n)) if n <= MAX_EVENTS => count = n,
+            ("interval", Some(ms)) if ms <= 60_000 => interval = ms,
+            _ => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("/api/events takes count=0..{MAX_EVENTS} and interval=0..60000 (milliseconds)")}),
+                )
+                .map(Into::into);
+            }
+        }
+    }
+    let mut response = Response::new(UpstreamBody::Events(body::EventsBody::new(
+        count,
+        std::time::Duration::from_millis(interval),
+    )));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
