@@ -182,6 +182,7 @@ mod tests {
                 body: "done".into(),
                 headers: vec![],
                 latency: std::time::Duration::from_millis(1234),
+                grpc: None,
             };
             let up = Arc::new(Upstream::new(UpstreamOptions {
                 routes: vec![route],

@@ -10,8 +10,8 @@ use std::time::Duration;
 use hyper::header::HeaderName;
 
 use super::{
-    DelayModel, ErrorReply, FaultAction, FaultRule, HeaderSide, Matcher, PathGlob, RandomDelay,
-    ValueMatch, Window, header_ops,
+    DelayModel, ErrorReply, FaultAction, FaultRule, GrpcStatus, HeaderSide, Matcher, PathGlob,
+    RandomDelay, ValueMatch, Window, header_ops,
 };
 use crate::spec::check::{Checker, Seg, final_status, is_file_name, no_body_allowed, with};
 use crate::spec::duration::{DelaySpec, DurationSpec, format_duration};
@@ -119,7 +119,7 @@ fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> 
 }
 
 /// Every kind-specific field, whether it is given, and the kinds it applies to.
-fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 18] {
+fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 20] {
     use FaultKind as K;
     [
         ("delay", f.delay.is_some(), &[K::Delay]),
@@ -131,6 +131,8 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 18
         ("body", f.body.is_some(), &[K::Error]),
         ("headers", f.headers.is_some(), &[K::Error]),
         ("retry_after", f.retry_after.is_some(), &[K::Error]),
+        ("grpc_status", f.grpc_status.is_some(), &[K::Error]),
+        ("grpc_message", f.grpc_message.is_some(), &[K::Error]),
         ("cap", f.cap.is_some(), &[K::Hang]),
         ("after_bytes", f.after_bytes.is_some(), &[K::Truncate]),
         (
@@ -145,6 +147,67 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 18
         ("set", f.set.is_some(), &[K::Headers]),
         ("remove", f.remove.is_some(), &[K::Headers]),
     ]
+}
+
+/// An `error` fault that answers as a gRPC server: `grpc_status`, an optional `grpc_message`.
+fn check_grpc_error(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultAction> {
+    let Some(code) = fault.grpc_status else {
+        c.report(
+            at.field("grpc_message"),
+            "`grpc_message` needs `grpc_status`",
+            "no status to go with",
+            Some("add `grpc_status = 14` (UNAVAILABLE)".into()),
+        );
+        return None;
+    };
+    if code > 16 {
+        c.report(
+            at.field("grpc_status"),
+            format!("{code} is not a gRPC status: they go from 0 to 16"),
+            "not a gRPC status",
+            Some(
+                "14 is UNAVAILABLE, 4 DEADLINE_EXCEEDED, 8 RESOURCE_EXHAUSTED, 13 INTERNAL".into(),
+            ),
+        );
+    }
+    for (field, given) in [
+        ("status", fault.status.is_some()),
+        ("body", fault.body.is_some()),
+    ] {
+        if given {
+            c.report(
+                at.field(field),
+                format!("a gRPC error has no `{field}`: it answers HTTP 200 with `grpc-status`"),
+                "not with `grpc_status`",
+                Some(format!("remove `{field}`")),
+            );
+        }
+    }
+    if let Some(message) = &fault.grpc_message {
+        if message.chars().any(char::is_control) {
+            c.report(
+                at.field("grpc_message"),
+                "a gRPC message cannot hold control characters",
+                "control character",
+                None,
+            );
+        }
+    }
+    let headers = fault
+        .headers
+        .as_ref()
+        .map(|h| c.headers_to_send(at.field("headers"), h))
+        .unwrap_or_default();
+    Some(FaultAction::Error(Arc::new(ErrorReply {
+        status: 200,
+        body: None,
+        headers,
+        retry_after: fault.retry_after.map(DurationSpec::get),
+        grpc: Some(GrpcStatus {
+            code,
+            message: fault.grpc_message.clone(),
+        }),
+    })))
 }
 
 /// "a" or "an", for "an `error` fault".
@@ -189,6 +252,9 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
     }
     let action = match kind {
         FaultKind::Delay => check_delay(c, fault, at),
+        FaultKind::Error if fault.grpc_status.is_some() || fault.grpc_message.is_some() => {
+            check_grpc_error(c, fault, at)
+        }
         FaultKind::Error => {
             let status = required_status(
                 c,
@@ -210,6 +276,7 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
                 body: fault.body.clone(),
                 headers,
                 retry_after: fault.retry_after.map(DurationSpec::get),
+                grpc: None,
             })))
         }
         FaultKind::Drop => Some(FaultAction::Drop),
@@ -500,6 +567,31 @@ fn check_matcher(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Matcher {
             .into_iter()
             .map(|(n, v)| (n, ValueMatch::parse(v.to_str().unwrap_or_default())))
             .collect();
+    }
+    if let Some(grpc) = &spec.grpc {
+        let g = sub("grpc");
+        let pattern = format!("/{}", grpc.trim_start_matches('/'));
+        if !grpc.contains('/') {
+            c.report(
+                g.clone(),
+                format!("`{grpc}` names no method: write `package.Service/Method`"),
+                "no `/Method`",
+                Some(format!(
+                    "write \"{grpc}/*\" for every method of the service"
+                )),
+            );
+        }
+        match PathGlob::new(&pattern) {
+            Ok(glob) => matcher.grpc = Some(glob),
+            Err(e) => c.report(
+                g,
+                format!("`{grpc}` is not a valid glob: {e}"),
+                "invalid glob",
+                Some(
+                    "such as \"payments.v1.Payments/Charge\" or \"payments.v1.Payments/*\"".into(),
+                ),
+            ),
+        }
     }
     if let Some(query) = &spec.query {
         for (name, value) in query {

@@ -144,6 +144,17 @@ pub struct ErrorReply {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Send `Retry-After` (see [`ErrorReply::retry_after_value`]).
     pub retry_after: Option<Duration>,
+    /// Answer as a gRPC server: HTTP 200 with this `grpc-status` and `grpc-message`.
+    pub grpc: Option<GrpcStatus>,
+}
+
+/// A gRPC status a fault answers with (a "trailers-only" response: the status travels in the
+/// response head, with no message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcStatus {
+    /// 0 to 16.
+    pub code: u8,
+    pub message: Option<String>,
 }
 
 impl ErrorReply {
@@ -154,6 +165,7 @@ impl ErrorReply {
             body: None,
             headers: Vec::new(),
             retry_after: None,
+            grpc: None,
         }
     }
 

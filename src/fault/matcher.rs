@@ -82,6 +82,22 @@ pub struct Matcher {
     /// Query parameter names are case-sensitive and compared after percent-decoding; a parameter
     /// given several times matches when any of its values does.
     pub query: Vec<(String, ValueMatch)>,
+    /// gRPC calls: the path `/package.Service/Method` matches this glob and the `content-type`
+    /// is `application/grpc` (or one of its `+proto`, `+json` forms).
+    pub grpc: Option<PathGlob>,
+}
+
+/// True for a gRPC request: `content-type: application/grpc`, `application/grpc+proto`, ...
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim().to_ascii_lowercase();
+            v == "application/grpc"
+                || v.starts_with("application/grpc+")
+                || v.starts_with("application/grpc;")
+        })
 }
 
 impl Matcher {
@@ -89,6 +105,10 @@ impl Matcher {
     pub fn matches(&self, facts: &RequestFacts<'_>) -> bool {
         self.matches_target(facts.method, facts.path, facts.query)
             && self.headers_match(facts.headers)
+            && self
+                .grpc
+                .as_ref()
+                .is_none_or(|g| g.is_match(facts.path) && is_grpc(facts.headers))
     }
 
     /// The conditions a load-profile target can be checked against before it is sent: method, path
@@ -125,6 +145,7 @@ impl Matcher {
             && self.methods.is_empty()
             && self.headers.is_empty()
             && self.query.is_empty()
+            && self.grpc.is_none()
     }
 }
 

@@ -24,7 +24,9 @@ use rand::Rng;
 use rand_distr::Distribution as _;
 use rand_pcg::Pcg64;
 
-pub use decision::{Action, Decision, Effect, ErrorReply, HeaderOp, HeaderSide, RuleRef, Step};
+pub use decision::{
+    Action, Decision, Effect, ErrorReply, GrpcStatus, HeaderOp, HeaderSide, RuleRef, Step,
+};
 pub use matcher::{Matcher, PathGlob, ValueMatch};
 
 use crate::load::Target;
@@ -181,7 +183,10 @@ impl fmt::Display for FaultRule {
                     write!(f, " jitter {}", fd(*j))?;
                 }
             }
-            FaultAction::Error(reply) => write!(f, " {}", reply.status)?,
+            FaultAction::Error(reply) => match &reply.grpc {
+                Some(grpc) => write!(f, " grpc-status {}", grpc.code)?,
+                None => write!(f, " {}", reply.status)?,
+            },
             FaultAction::Hang { cap: Some(cap) } => write!(f, " cap {}", fd(*cap))?,
             FaultAction::Truncate { after_bytes } => write!(f, " after {after_bytes} bytes")?,
             FaultAction::Throttle { bytes_per_second } => write!(f, " {bytes_per_second} B/s")?,
@@ -207,6 +212,9 @@ impl fmt::Display for FaultRule {
         }
         if let Some(path) = &self.matcher.path {
             write!(f, ", path {}", path.as_str())?;
+        }
+        if let Some(grpc) = &self.matcher.grpc {
+            write!(f, ", grpc {}", grpc.as_str().trim_start_matches('/'))?;
         }
         if !self.matcher.methods.is_empty() {
             let ms: Vec<&str> = self.matcher.methods.iter().map(Method::as_str).collect();

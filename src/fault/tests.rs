@@ -168,6 +168,7 @@ fn every_kind_decides_its_effect() {
             HeaderValue::from_static("test"),
         )],
         retry_after: Some(ms(1500)),
+        grpc: None,
     });
     let ops = header_ops(
         &[HeaderName::from_static("etag")],

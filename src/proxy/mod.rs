@@ -482,6 +482,9 @@ fn synthetic(rule: &str, kind: &str, status: u16) -> Response<ProxyBody> {
 /// The synthetic answer of an error rule: its status, its body (or the JSON one naming the rule),
 /// `Retry-After`, then the rule's own headers, which win over the proxy's (`content-type`).
 fn error_reply(rule: &str, reply: &ErrorReply) -> Response<ProxyBody> {
+    if let Some(grpc) = &reply.grpc {
+        return grpc_reply(rule, reply, grpc);
+    }
     let mut response = match &reply.body {
         None => synthetic(rule, "error", reply.status),
         Some(body) => {
@@ -509,6 +512,45 @@ fn error_reply(rule: &str, reply: &ErrorReply) -> Response<ProxyBody> {
     }
     response
 }
+
+/// The answer of an error rule with `grpc_status`: what a gRPC server sends for a call that fails
+/// at once ("trailers-only"): HTTP 200, `content-type: application/grpc`, `grpc-status` and
+/// `grpc-message` (percent-encoded as gRPC asks) in the head, and no message.
+fn grpc_reply(
+    rule: &str,
+    reply: &ErrorReply,
+    grpc: &crate::fault::GrpcStatus,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(grpc.code)));
+    let message = grpc
+        .message
+        .clone()
+        .unwrap_or_else(|| format!("fault injected by TraceForge rule {rule}"));
+    let encoded = percent_encoding::utf8_percent_encode(&message, GRPC_MESSAGE_ESCAPES).to_string();
+    if let Ok(value) = HeaderValue::from_str(&encoded) {
+        headers.insert(GRPC_MESSAGE, value);
+    }
+    mark_injected(headers, rule);
+    if let Some(value) = reply.retry_after_value() {
+        headers.insert(header::RETRY_AFTER, value);
+    }
+    for (name, value) in &reply.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    full(response)
+}
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// gRPC's `grpc-message` is percent-encoded: everything outside printable ASCII, and `%` itself.
+const GRPC_MESSAGE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
 fn mark_injected(headers: &mut HeaderMap, rule: &str) {
     // Rule names are validated as header-safe; a name that is not still gets a marker.

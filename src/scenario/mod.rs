@@ -88,6 +88,19 @@ pub struct Route {
     pub body: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub latency: Duration,
+    /// A unary gRPC method: the fixed answer it gives to any call.
+    pub grpc: Option<GrpcRoute>,
+}
+
+/// The answer of a demo upstream's gRPC route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcRoute {
+    /// The response message, already serialized (protobuf bytes); sent when `status` is 0.
+    pub response: bytes::Bytes,
+    /// The `grpc-status`, 0 (OK) to 16.
+    pub status: u8,
+    /// The `grpc-message`.
+    pub message: Option<String>,
 }
 
 /// How the proxy forwards.

@@ -149,6 +149,31 @@ pub struct RouteSpec {
     /// How long the upstream waits before answering, such as `"300ms"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<DurationSpec>,
+
+    /// Answer as a unary gRPC method: `path` is `/package.Service/Method`, and every call gets
+    /// this fixed answer. Leave out `status` and `body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcRouteSpec>,
+}
+
+/// The fixed answer of a demo gRPC method.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcRouteSpec {
+    /// The response message as protobuf bytes, in hex (spaces allowed): `"0a0568656c6c6f"` is
+    /// field 1 = "hello". Default: the empty message.
+    #[serde(default)]
+    pub response: String,
+
+    /// The `grpc-status`: 0 (OK, the default) to 16. With another status the call fails with it
+    /// and no message is sent.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 16))]
+    pub status: u8,
+
+    /// The `grpc-message` sent with the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 fn default_status() -> u16 {
@@ -302,6 +327,19 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<DurationSpec>,
 
+    /// For `error`: answer a gRPC call with this status instead of an HTTP error, as a gRPC server
+    /// would: HTTP 200, `content-type: application/grpc`, and `grpc-status` (0 to 16; 14 is
+    /// UNAVAILABLE, 4 DEADLINE_EXCEEDED, 8 RESOURCE_EXHAUSTED) with no message body. Leave out
+    /// `status` and `body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 16))]
+    pub grpc_status: Option<u8>,
+
+    /// For `error` with `grpc_status`: the `grpc-message` the client sees, such as
+    /// `"payments is down"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_message: Option<String>,
+
     /// For `hang`: answer 504 after this long instead of never answering. Example: `cap = "30s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap: Option<DurationSpec>,
@@ -417,6 +455,8 @@ impl FaultSpec {
             body: None,
             headers: None,
             retry_after: None,
+            grpc_status: None,
+            grpc_message: None,
             cap: None,
             after_bytes: None,
             bytes_per_second: None,
@@ -564,6 +604,12 @@ pub struct MatchSpec {
     /// any value. Names are case-sensitive. Example: `{ "debug" = "1", "id" = "*" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<BTreeMap<String, String>>,
+
+    /// gRPC calls to this service and method, `package.Service/Method`, glob allowed
+    /// (`"payments.v1.Payments/*"`): the request path `/package.Service/Method` with a
+    /// `content-type` of `application/grpc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<String>,
 }
 
 /// One HTTP method or a list of them.

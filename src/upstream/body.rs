@@ -40,6 +40,11 @@ pub enum UpstreamBody {
     Pattern { remaining: u64 },
     /// Server-sent events, one at a time (`/api/events`).
     Events(EventsBody),
+    /// A gRPC answer: the length-prefixed message (if any), then the trailers.
+    Grpc {
+        message: Option<Bytes>,
+        trailers: Option<hyper::HeaderMap>,
+    },
 }
 
 /// `count` server-sent events, the first at once and each next one `interval` later:
@@ -161,6 +166,12 @@ impl Body for UpstreamBody {
             UpstreamBody::Events(events) => {
                 events.poll_event(cx).map(|e| e.map(|b| Ok(Frame::data(b))))
             }
+            UpstreamBody::Grpc { message, trailers } => {
+                if let Some(message) = message.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(message))));
+                }
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+            }
         }
     }
 
@@ -170,6 +181,7 @@ impl Body for UpstreamBody {
             UpstreamBody::File(file) => file.remaining == 0,
             UpstreamBody::Pattern { remaining } => *remaining == 0,
             UpstreamBody::Events(events) => events.next >= events.count,
+            UpstreamBody::Grpc { message, trailers } => message.is_none() && trailers.is_none(),
         }
     }
 
@@ -178,7 +190,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Full(full) => full.size_hint(),
             UpstreamBody::File(file) => SizeHint::with_exact(file.remaining),
             UpstreamBody::Pattern { remaining } => SizeHint::with_exact(*remaining),
-            UpstreamBody::Events(_) => SizeHint::new(),
+            UpstreamBody::Events(_) | UpstreamBody::Grpc { .. } => SizeHint::new(),
         }
     }
 }

@@ -115,6 +115,9 @@ impl Upstream {
             .iter()
             .find(|r| r.path == path && (r.methods.is_empty() || r.methods.contains(req.method())))
         {
+            if let Some(grpc) = &route.grpc {
+                return grpc_route(req, route, grpc, self.client_timeouts.body).await;
+            }
             return scenario_route(route).await.map(Into::into);
         }
         let read_only = [Method::GET, Method::HEAD];
@@ -279,6 +282,7 @@ impl Route {
             body: String::new(),
             headers: Vec::new(),
             latency: std::time::Duration::ZERO,
+            grpc: None,
         }
     }
 
@@ -340,6 +344,61 @@ async fn scenario_route(route: &Route) -> Response<Full<Bytes>> {
         } else {
             headers.append(name.clone(), value.clone());
         }
+    }
+    response
+}
+
+/// gRPC's `grpc-message` is percent-encoded: everything outside printable ASCII, and `%`.
+const GRPC_MESSAGE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// A unary gRPC method: the call's message is read (and dropped), then the fixed answer goes
+/// out: HTTP 200, `application/grpc`, the length-prefixed response message when the status is 0,
+/// and `grpc-status` (and `grpc-message`) in the trailers. A call whose body stalls or breaks is
+/// answered `grpc-status: 13` (INTERNAL) at once.
+async fn grpc_route(
+    req: Request<Incoming>,
+    route: &Route,
+    grpc: &crate::scenario::GrpcRoute,
+    body_timeout: std::time::Duration,
+) -> Response<UpstreamBody> {
+    if !route.latency.is_zero() {
+        tokio::time::sleep(route.latency).await;
+    }
+    let read = TimedBody::new(req.into_body(), body_timeout)
+        .collect()
+        .await;
+    let (status, message) = match read {
+        Ok(_) => (grpc.status, grpc.message.clone()),
+        Err(e) => (13, Some(format!("cannot read the request: {e}"))),
+    };
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(u16::from(status)));
+    if let Some(text) = message {
+        let encoded =
+            percent_encoding::utf8_percent_encode(&text, GRPC_MESSAGE_ESCAPES).to_string();
+        if let Ok(value) = HeaderValue::from_str(&encoded) {
+            trailers.insert("grpc-message", value);
+        }
+    }
+    let framed = (status == 0).then(|| {
+        let len = u32::try_from(grpc.response.len()).unwrap_or(u32::MAX);
+        let mut framed = Vec::with_capacity(grpc.response.len() + 5);
+        framed.push(0);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&grpc.response);
+        Bytes::from(framed)
+    });
+    let mut response = Response::new(UpstreamBody::Grpc {
+        message: framed,
+        trailers: Some(trailers),
+    });
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    for (name, value) in &route.headers {
+        headers.insert(name.clone(), value.clone());
     }
     response
 }

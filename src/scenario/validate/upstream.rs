@@ -64,6 +64,10 @@ pub(super) fn check_routes(c: &mut Checker, at: &[Seg], routes: &[RouteSpec]) ->
             .unwrap_or_default();
         let headers = c.headers_to_send(with(&at, Seg::Key("headers".into())), &route.headers);
         let latency = route.latency.map_or(Duration::ZERO, |d| d.get());
+        let grpc = route
+            .grpc
+            .as_ref()
+            .and_then(|g| check_grpc_route(c, &at, route, g));
         out.push(Route {
             path: route.path.clone(),
             methods,
@@ -71,7 +75,70 @@ pub(super) fn check_routes(c: &mut Checker, at: &[Seg], routes: &[RouteSpec]) ->
             body: route.body.clone(),
             headers,
             latency,
+            grpc,
         });
     }
     out
+}
+
+/// A gRPC route: hex protobuf bytes, a status from 0 to 16, and nothing of a plain route's answer.
+fn check_grpc_route(
+    c: &mut Checker,
+    at: &[Seg],
+    route: &RouteSpec,
+    g: &crate::spec::GrpcRouteSpec,
+) -> Option<crate::scenario::GrpcRoute> {
+    let field = |name: &str| with(&with(at, Seg::Key("grpc".into())), Seg::Key(name.into()));
+    let hex: String = g.response.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes: Option<Vec<u8>> = (hex.len() % 2 == 0)
+        .then(|| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten();
+    let mut ok = true;
+    if bytes.is_none() {
+        ok = false;
+        c.report(
+            field("response"),
+            "`response` is not hex bytes",
+            "not hex",
+            Some("write the serialized protobuf message in hex, such as \"0a0568656c6c6f\" (field 1 = \"hello\")".into()),
+        );
+    }
+    if g.status > 16 {
+        ok = false;
+        c.report(
+            field("status"),
+            format!("{} is not a gRPC status: they go from 0 to 16", g.status),
+            "not a gRPC status",
+            Some("0 is OK, 14 UNAVAILABLE, 5 NOT_FOUND".into()),
+        );
+    }
+    if route.status != 200 || !route.body.is_empty() {
+        ok = false;
+        c.report(
+            with(
+                at,
+                Seg::Key(
+                    if route.body.is_empty() {
+                        "status"
+                    } else {
+                        "body"
+                    }
+                    .into(),
+                ),
+            ),
+            "a gRPC route answers HTTP 200 with its `grpc` message",
+            "not with `grpc`",
+            Some("remove `status` and `body`; set `grpc.status` for a failing call".into()),
+        );
+    }
+    ok.then(|| crate::scenario::GrpcRoute {
+        response: bytes::Bytes::from(bytes.unwrap_or_default()),
+        status: g.status,
+        message: g.message.clone(),
+    })
 }
