@@ -374,6 +374,7 @@ fn matchers_check_method_path_headers_and_query_all_together() {
             ("debug".into(), ValueMatch::parse("1")),
             ("id".into(), ValueMatch::parse("*")),
         ],
+        grpc: None,
     };
     let good = headers(&[("x-user", "7"), ("X-USER", "42"), ("x-canary", "")]);
     let facts =
@@ -875,4 +876,31 @@ fn decisions_do_not_depend_on_the_order_requests_arrive_in() {
     backward.reverse();
     assert_eq!(forward, backward);
     assert!(forward.iter().any(|d| d.terminal().is_some()));
+}
+
+#[test]
+fn a_grpc_matcher_wants_the_method_path_and_a_grpc_content_type() {
+    let matcher = Matcher {
+        grpc: PathGlob::new("/payments.v1.Payments/*").ok(),
+        ..Matcher::default()
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc+proto"),
+    );
+    let facts = |path, headers| RequestFacts {
+        method: &Method::POST,
+        path,
+        query: None,
+        headers,
+        fault_header: None,
+        request_id: "r",
+        index: 0,
+        attempt: 0,
+        elapsed: std::time::Duration::ZERO,
+    };
+    assert!(matcher.matches(&facts("/payments.v1.Payments/Charge", &headers)));
+    assert!(!matcher.matches(&facts("/payments.v1.Refunds/Charge", &headers)));
+    assert!(!matcher.matches(&facts("/payments.v1.Payments/Charge", &HeaderMap::new())));
 }
