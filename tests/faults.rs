@@ -30,6 +30,7 @@ fn big_route(path: &str, size: usize) -> Route {
         body: "0123456789abcdef".repeat(size / 16 + 1)[..size].to_string(),
         headers: Vec::new(),
         latency: Duration::ZERO,
+        grpc: None,
     }
 }
 

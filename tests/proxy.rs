@@ -344,6 +344,7 @@ async fn hop_by_hop_headers_reach_neither_the_upstream_nor_the_client() {
         .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
         .collect(),
         latency: Duration::ZERO,
+        grpc: None,
     };
     let up = demo_upstream(vec![hop_route]).await;
     let proxy = start_proxy(&up.url(), FaultPlan::default(), ProxyConfig::default()).await;
@@ -624,6 +625,7 @@ async fn a_slow_upstream_is_a_504_after_the_configured_timeout() {
         body: "late".into(),
         headers: vec![],
         latency: Duration::from_secs(10),
+        grpc: None,
     };
     let up = demo_upstream(vec![slow]).await;
     let timeout = Duration::from_millis(100);

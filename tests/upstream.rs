@@ -184,6 +184,7 @@ fn route(path: &str, methods: Vec<Method>, status: u16, body: &str, latency: Dur
             HeaderValue::from_static("custom"),
         )],
         latency,
+        grpc: None,
     }
 }
 
