@@ -114,7 +114,9 @@ impl Shutdown {
         Shutdown(None)
     }
 
-    async fn fired(&mut self) {
+    /// Resolves when the server stops (gracefully, or its handle was dropped). For work a
+    /// connection hands off and that must not outlive its server: an upgraded WebSocket.
+    pub async fn fired(&mut self) {
         match &mut self.0 {
             // A dropped sender also means "stop": the server is gone.
             Some(rx) => {
@@ -207,7 +209,9 @@ where
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(io), service);
+        .serve_connection(TokioIo::new(io), service)
+        // A `101` hands the connection to whoever holds `hyper::upgrade::on` (a WebSocket).
+        .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         biased;
