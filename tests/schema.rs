@@ -115,7 +115,8 @@ fn schema_documents_every_kind_with_an_example() {
     assert_eq!(
         names,
         [
-            "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "headers", "status"
+            "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "headers", "status",
+            "ws_close", "ws_delay", "ws_drop"
         ]
     );
     for kind in kinds {

@@ -375,6 +375,21 @@ kind = "status"
 status = 500
 probability = 0.1
 
+[[faults]]
+kind = "ws_close"
+after_messages = 10
+after_time = "5s"
+code = 4000
+match = { path = "/ws/*" }
+
+[[faults]]
+kind = "ws_delay"
+delay = "10ms..50ms"
+
+[[faults]]
+kind = "ws_drop"
+probability = 0.2
+
 [load]
 requests = 100
 targets = [{ path = "/api/resource?debug=1&id=3" }, { path = "/static/index.html" }]

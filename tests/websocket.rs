@@ -310,3 +310,43 @@ async fn tungstenite_echo_round_trip_and_ws_delay_holds_each_message() {
     })
     .await;
 }
+
+/// The error text of a scenario with these `[[faults]]`.
+fn invalid(faults_toml: &str) -> String {
+    let text = format!("name = \"ws-invalid\"\n{faults_toml}\n");
+    match traceforge::parse_str("ws.toml", &text, &[]) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn stream_faults_are_validated_like_the_others() {
+    let e = invalid("[[faults]]\nkind = \"ws_close\"\nafter_mesages = 3");
+    assert!(
+        e.contains("after_mesages") && e.contains("after_messages") && e.contains("ws.toml:4"),
+        "{e}"
+    );
+    let e = invalid("[[faults]]\nkind = \"ws_close\"\nafter = \"2s\"");
+    assert!(e.contains("after_time = \"2s\""), "{e}");
+    let e = invalid("[[faults]]\nkind = \"ws_close\"");
+    assert!(e.contains("needs `after_messages` or `after_time`"), "{e}");
+    let e = invalid("[[faults]]\nkind = \"ws_close\"\nafter_messages = 2\ncode = 1006");
+    assert!(
+        e.contains("1006 is not a close code") && e.contains("ws.toml:5"),
+        "{e}"
+    );
+    let e = invalid("[[faults]]\nkind = \"ws_delay\"");
+    assert!(e.contains("needs `delay`"), "{e}");
+    let e = invalid("[[faults]]\nkind = \"ws_delay\"\ndelay = \"10ms\"\njitter = \"1ms\"");
+    assert!(
+        e.contains("`jitter` does not apply to a `ws_delay` fault"),
+        "{e}"
+    );
+    let e = invalid("[[faults]]\nkind = \"delay\"\ndelay = \"10ms\"\ncode = 1011");
+    assert!(e.contains("`code` belongs to `ws_close` faults"), "{e}");
+    let e = invalid("[[faults]]\nkind = \"ws_drop\"\nprobability = 1.5");
+    assert!(e.contains("probability"), "{e}");
+    let e = invalid("faults = [\"ws_drop:0.5\"]");
+    assert!(e.contains("ws_drop"), "{e}");
+}
