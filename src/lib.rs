@@ -88,6 +88,7 @@ pub mod spec;
 #[doc(hidden)]
 pub mod transport;
 pub mod upstream;
+pub mod websocket;
 pub mod wire;
 
 pub use runner::{RunError, RunOptions, RunReport, RunVerdict, play};

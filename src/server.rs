@@ -114,7 +114,9 @@ impl Shutdown {
         Shutdown(None)
     }
 
-    async fn fired(&mut self) {
+    /// Resolves when the server stops (gracefully, or its handle was dropped). For work a
+    /// connection hands off and that must not outlive its server: an upgraded WebSocket.
+    pub async fn fired(&mut self) {
         match &mut self.0 {
             // A dropped sender also means "stop": the server is gone.
             Some(rx) => {

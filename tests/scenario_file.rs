@@ -106,7 +106,7 @@ error: faults[0].kind: unknown value `dealy`
 4 | kind = \"dealy\"
   |        ^^^^^^^ unknown value
   |
-  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `stream`, `headers`, `status`"
+  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `stream`, `headers`, `status`, `ws_close`, `ws_delay`, `ws_drop`"
     );
 }
 
@@ -469,7 +469,7 @@ fn a_scenario_with_every_fault_kind_validates() {
         kinds,
         [
             "delay", "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "headers",
-            "status", "stream"
+            "status", "ws_close", "ws_delay", "ws_drop", "stream"
         ]
     );
     assert!(s.proxy.header_faults);
@@ -504,7 +504,20 @@ fn a_scenario_with_every_fault_kind_validates() {
     assert_eq!(s.faults[5].window.max_active, Some(2));
     // The plan `traceforge run` builds from it.
     let plan = s.fault_plan();
-    assert_eq!(plan.rules().len(), 11);
+    assert_eq!(plan.rules().len(), 14);
+    assert_eq!(
+        s.faults[10].action,
+        FaultAction::WsClose {
+            after_messages: Some(10),
+            after_time: Some(std::time::Duration::from_secs(5)),
+            code: 4000
+        }
+    );
+    // A `ws_drop`'s probability is per message: the rule applies to every upgrade.
+    assert_eq!(
+        (s.faults[12].probability, &s.faults[12].action),
+        (1.0, &FaultAction::WsDrop { probability: 0.2 })
+    );
     assert!(s.proxy.header_faults);
 }
 

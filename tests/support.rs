@@ -376,6 +376,21 @@ status = 500
 probability = 0.1
 
 [[faults]]
+kind = "ws_close"
+after_messages = 10
+after_time = "5s"
+code = 4000
+match = { path = "/ws/*" }
+
+[[faults]]
+kind = "ws_delay"
+delay = "10ms..50ms"
+
+[[faults]]
+kind = "ws_drop"
+probability = 0.2
+
+[[faults]]
 kind = "stream"
 after_events = 3
 event_delay = "50ms"

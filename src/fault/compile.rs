@@ -104,9 +104,14 @@ pub fn compile_rule(fault: &FaultSpec, name: &str) -> Result<FaultRule, String> 
 
 /// Checks one fault, table or compact, and compiles it.
 fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> Option<FaultRule> {
-    let probability = fault.probability.unwrap_or(1.0);
+    let mut probability = fault.probability.unwrap_or(1.0);
     c.probability(at.field("probability"), probability);
     let action = check_action(c, fault, at);
+    // A `ws_drop`'s probability is per message, drawn by the stream (see `fault::stream`): the
+    // rule itself applies to every matching upgrade.
+    if fault.kind == FaultKind::WsDrop {
+        probability = 1.0;
+    }
     let matcher = check_matcher(c, fault, at);
     let window = check_window(c, fault, at);
     Some(FaultRule {
@@ -119,10 +124,10 @@ fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> 
 }
 
 /// Every kind-specific field, whether it is given, and the kinds it applies to.
-fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 20] {
+fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 23] {
     use FaultKind as K;
     [
-        ("delay", f.delay.is_some(), &[K::Delay]),
+        ("delay", f.delay.is_some(), &[K::Delay, K::WsDelay]),
         ("distribution", f.distribution.is_some(), &[K::Delay]),
         ("mean", f.mean.is_some(), &[K::Delay]),
         ("stddev", f.stddev.is_some(), &[K::Delay]),
@@ -135,6 +140,9 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 20
         ("grpc_message", f.grpc_message.is_some(), &[K::Error]),
         ("cap", f.cap.is_some(), &[K::Hang]),
         ("after_bytes", f.after_bytes.is_some(), &[K::Truncate]),
+        ("after_messages", f.after_messages.is_some(), &[K::WsClose]),
+        ("after_time", f.after_time.is_some(), &[K::WsClose]),
+        ("code", f.code.is_some(), &[K::WsClose]),
         (
             "bytes_per_second",
             f.bytes_per_second.is_some(),
@@ -255,6 +263,23 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
         FaultKind::Error if fault.grpc_status.is_some() || fault.grpc_message.is_some() => {
             check_grpc_error(c, fault, at)
         }
+        FaultKind::WsClose => check_ws_close(c, fault, at),
+        FaultKind::WsDelay => {
+            let Some(delay) = fault.delay else {
+                c.report(
+                    at.field("kind"),
+                    "a `ws_delay` fault needs `delay`",
+                    "missing `delay`",
+                    Some("add `delay = \"100ms\"` or a range `delay = \"50ms..200ms\"`: how long each message is held".into()),
+                );
+                return None;
+            };
+            backwards_range(c, at, delay);
+            Some(FaultAction::WsDelay(delay))
+        }
+        FaultKind::WsDrop => Some(FaultAction::WsDrop {
+            probability: fault.probability.unwrap_or(1.0),
+        }),
         FaultKind::Error => {
             let status = required_status(
                 c,
@@ -409,24 +434,7 @@ fn check_delay(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultA
                     );
                 }
             }
-            if let DelaySpec::Range(lo, hi) = delay {
-                if lo > hi {
-                    c.report(
-                        at.field("delay"),
-                        format!(
-                            "the range {}..{} runs backwards",
-                            format_duration(lo),
-                            format_duration(hi)
-                        ),
-                        "lower bound above upper bound",
-                        Some(format!(
-                            "write \"{}..{}\"",
-                            format_duration(hi),
-                            format_duration(lo)
-                        )),
-                    );
-                }
-            }
+            backwards_range(c, at, delay);
             DelayModel::from(delay)
         }
         (None, Some(distribution)) => {
@@ -462,6 +470,72 @@ fn check_delay(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultA
         }
     };
     Some(FaultAction::Delay(RandomDelay { model, jitter }))
+}
+
+/// A range such as `500ms..100ms`, reported at `delay`.
+fn backwards_range(c: &mut Checker, at: &At<'_>, delay: DelaySpec) {
+    if let DelaySpec::Range(lo, hi) = delay {
+        if lo > hi {
+            c.report(
+                at.field("delay"),
+                format!(
+                    "the range {}..{} runs backwards",
+                    format_duration(lo),
+                    format_duration(hi)
+                ),
+                "lower bound above upper bound",
+                Some(format!(
+                    "write \"{}..{}\"",
+                    format_duration(hi),
+                    format_duration(lo)
+                )),
+            );
+        }
+    }
+}
+
+/// The close code a `ws_close` sends when it gives none: 1011, "internal error".
+pub const DEFAULT_CLOSE_CODE: u16 = 1011;
+
+fn check_ws_close(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultAction> {
+    let after_time = fault.after_time.map(DurationSpec::get);
+    if fault.after_messages.is_none() && after_time.is_none() {
+        c.report(
+            at.field("kind"),
+            "a `ws_close` fault needs `after_messages` or `after_time`",
+            "missing `after_messages`",
+            Some("add `after_messages = 10` (messages in both directions) or `after_time = \"2s\"` (after the upgrade)".into()),
+        );
+        return None;
+    }
+    if fault.after_messages == Some(0) {
+        c.report(
+            at.field("after_messages"),
+            "`after_messages` must be at least 1, found 0",
+            "zero",
+            Some("to refuse the upgrade itself, use `kind = \"error\"` with `match = { path = ... }`".into()),
+        );
+    }
+    if let Some(t) = after_time {
+        c.positive(at.field("after_time"), t, "`after_time`");
+    }
+    let code = fault.code.unwrap_or(DEFAULT_CLOSE_CODE);
+    // RFC 6455 section 7.4: 1004 is reserved, 1005, 1006 and 1015 must never be sent, and below
+    // 1000 or from 1016 to 2999 nothing is defined or registrable by an application.
+    let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+    if !sendable {
+        c.report(
+            at.field("code"),
+            format!("{code} is not a close code a Close frame may carry"),
+            "not sendable",
+            Some("use 1000 to 1003, 1007 to 1014 (1011 is \"internal error\"), or an application code from 3000 to 4999".into()),
+        );
+    }
+    Some(FaultAction::WsClose {
+        after_messages: fault.after_messages,
+        after_time,
+        code,
+    })
 }
 
 fn check_header_fault(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultAction> {

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::spec::duration::DelaySpec;
+
 /// What a fault does. A compiled rule holds an [`Action`] whose delay is still a distribution
 /// ([`crate::fault::FaultAction`]); a decision holds one whose delay is drawn (an [`Effect`]).
 /// One type for both, so a kind has one name and one set of rules (terminal or not).
@@ -56,6 +58,18 @@ pub enum Action<D = Duration> {
     },
     /// Forward, then answer with this status instead of the upstream's, keeping its headers and body.
     Status(u16),
+    /// A WebSocket stream fault (applies only to upgrade requests, after the upstream's `101`):
+    /// close the stream after `after_messages` messages (both directions) or `after_time`,
+    /// whichever comes first, sending `code` to the client. See [`crate::fault::stream`].
+    WsClose {
+        after_messages: Option<u64>,
+        after_time: Option<Duration>,
+        code: u16,
+    },
+    /// A WebSocket stream fault: hold each message this long (a range is drawn per message).
+    WsDelay(DelaySpec),
+    /// A WebSocket stream fault: drop each message with this probability.
+    WsDrop { probability: f64 },
 }
 
 /// The effect of a fired rule, with any random values already drawn.
@@ -75,7 +89,19 @@ impl<D> Action<D> {
             Action::Stream { .. } => "stream",
             Action::Headers { .. } => "headers",
             Action::Status(_) => "status",
+            Action::WsClose { .. } => "ws_close",
+            Action::WsDelay(_) => "ws_delay",
+            Action::WsDrop { .. } => "ws_drop",
         }
+    }
+
+    /// Stream faults act on a WebSocket's messages after an upgrade: they fire only for upgrade
+    /// requests, and change nothing about the request itself.
+    pub fn is_stream(&self) -> bool {
+        matches!(
+            self,
+            Action::WsClose { .. } | Action::WsDelay(_) | Action::WsDrop { .. }
+        )
     }
 
     /// Terminal actions answer the request themselves (or never answer it): nothing is
@@ -113,6 +139,19 @@ impl<D> Action<D> {
                 ops: ops.clone(),
             },
             Action::Status(status) => Action::Status(*status),
+            Action::WsClose {
+                after_messages,
+                after_time,
+                code,
+            } => Action::WsClose {
+                after_messages: *after_messages,
+                after_time: *after_time,
+                code: *code,
+            },
+            Action::WsDelay(spec) => Action::WsDelay(*spec),
+            Action::WsDrop { probability } => Action::WsDrop {
+                probability: *probability,
+            },
         }
     }
 }
@@ -363,6 +402,12 @@ impl Decision {
 
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
+    }
+
+    /// Whether any WebSocket stream fault fired (then the proxy speaks WebSocket on both sides of
+    /// an upgraded connection instead of splicing bytes).
+    pub fn has_stream_faults(&self) -> bool {
+        self.steps.iter().any(|s| s.effect.is_stream())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod compile;
 pub mod decision;
 pub mod matcher;
 mod rank;
+pub mod stream;
 
 use std::fmt;
 use std::sync::atomic::AtomicU32;
@@ -205,6 +206,24 @@ impl fmt::Display for FaultRule {
                 write!(f, " {}", target.as_str())?;
             }
             FaultAction::Status(status) => write!(f, " {status}")?,
+            FaultAction::WsClose {
+                after_messages,
+                after_time,
+                code,
+            } => {
+                if let Some(n) = after_messages {
+                    write!(f, " after {n} messages")?;
+                }
+                if let Some(t) = after_time {
+                    write!(f, " after {}", fd(*t))?;
+                }
+                write!(f, " code {code}")?;
+            }
+            FaultAction::WsDelay(spec) => match spec {
+                DelaySpec::Fixed(d) => write!(f, " {}", fd(*d))?,
+                DelaySpec::Range(lo, hi) => write!(f, " {}..{}", fd(*lo), fd(*hi))?,
+            },
+            FaultAction::WsDrop { probability } => write!(f, " p={probability} per message")?,
             FaultAction::Drop | FaultAction::Reset | FaultAction::Hang { cap: None } => {}
         }
         if self.probability < 1.0 {
@@ -374,6 +393,10 @@ impl FaultPlan {
         facts: &RequestFacts<'_>,
     ) -> Option<Step> {
         if !rule.matcher.matches(facts) || !rule.window.admits(facts) {
+            return None;
+        }
+        // Stream faults act on an upgraded WebSocket's messages: a plain request has none.
+        if rule.action.is_stream() && !crate::websocket::is_upgrade(facts.method, facts.headers) {
             return None;
         }
         if let RuleRef::Index(i) = which {

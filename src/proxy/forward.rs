@@ -6,6 +6,7 @@
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::Connect;
 use serde_json::json;
@@ -18,6 +19,7 @@ use super::{
 use crate::fault::{Decision, Effect, HeaderSide};
 use crate::ids::Ids;
 use crate::server::{self, BodyError};
+use crate::websocket;
 use crate::wire;
 
 impl<C> Proxy<C>
@@ -25,12 +27,16 @@ where
     C: Connect + Clone + Send + Sync + 'static,
 {
     /// Sends the request on to the upstream and returns its response, hop-by-hop headers removed.
+    /// For a WebSocket `upgrade` request, `Connection: upgrade` and `Upgrade: websocket` go on
+    /// both ways, and when the upstream switches protocols (`101`) its upgraded connection comes
+    /// back too, for the proxy to join to the client's.
     pub(super) async fn forward(
         &self,
         req: Request<Incoming>,
         ids: &Ids,
         decision: &Decision,
-    ) -> Result<Response<ProxyBody>, ForwardError> {
+        upgrade: bool,
+    ) -> Result<(Response<ProxyBody>, Option<OnUpgrade>), ForwardError> {
         let (mut parts, body) = req.into_parts();
         parts.uri = self.upstream_uri(&parts.uri)?;
         // The upstream connection is ours, not the client's: its framing and options are ours too.
@@ -38,6 +44,9 @@ where
         // 6.3); hyper drops it from requests already, and this keeps it so whatever parsed them.
         headers::drop_length_beside_transfer_encoding(&mut parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
+        if upgrade {
+            websocket::insert_upgrade_headers(&mut parts.headers);
+        }
         // Like nginx's default `proxy_pass`: the upstream sees its own name in Host.
         if let Some(host) = self
             .upstream
@@ -64,16 +73,22 @@ where
         let progress = (!body.is_end_stream()).then_some(progress);
         let upstream_req = Request::from_parts(parts, body);
 
-        let response = self
+        let mut response = self
             .await_head(self.client.request(upstream_req), progress.as_deref())
             .await?
             .map_err(|e| ForwardError::from_client(&e))?;
+        let switched = (upgrade && websocket::is_switch(response.status(), response.headers()))
+            .then(|| hyper::upgrade::on(&mut response));
         let (mut parts, body) = response.into_parts();
         headers::drop_length_beside_transfer_encoding(&mut parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
+        if switched.is_some() {
+            websocket::insert_upgrade_headers(&mut parts.headers);
+        }
         // The upstream's answer as the faults reshape it; the proxy's own headers (ids, fired
-        // rules) go on after, so a rule cannot hide them from the load generator.
-        if let Some(status) = decision.status_rewrite() {
+        // rules) go on after, so a rule cannot hide them from the load generator. A `101` keeps
+        // its status: the client's connection switches protocols with it.
+        if let Some(status) = decision.status_rewrite().filter(|_| switched.is_none()) {
             parts.status = final_status(status);
             if let Some(step) = decision
                 .steps
@@ -90,7 +105,7 @@ where
         let body = server::TimedBody::new(body, self.config.upstream_read_timeout)
             .map_err(BoxError::from)
             .boxed();
-        Ok(Response::from_parts(parts, body))
+        Ok((Response::from_parts(parts, body), switched))
     }
 
     /// Waits for the upstream's response head for at most the upstream timeout, counted from the

@@ -259,6 +259,10 @@ impl Metrics {
                 FaultAction::Status(status) => {
                     status_rewrites.with_label_values(&[rule.name.as_str(), &status.to_string()]);
                 }
+                // Stream faults are counted once per upgrade, in the faults counter above.
+                FaultAction::WsClose { .. }
+                | FaultAction::WsDelay(_)
+                | FaultAction::WsDrop { .. } => {}
             }
         }
         for kind in ["unreachable", "failed", "timeout"] {

@@ -50,6 +50,7 @@ mod events;
 mod forward;
 mod headers;
 pub mod metrics;
+mod websocket;
 
 pub use headers::strip_hop_by_hop;
 
@@ -164,6 +165,17 @@ where
         req: Request<Incoming>,
         conn: &ConnectionControl,
     ) -> Response<ProxyBody> {
+        self.respond(req, conn, &Shutdown::never()).await
+    }
+
+    /// [`Proxy::handle`] on a connection of a server that stops with `shutdown`: an upgraded
+    /// WebSocket the request starts ends with the server.
+    async fn respond(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ConnectionControl,
+        shutdown: &Shutdown,
+    ) -> Response<ProxyBody> {
         // A request that is not HTTP/1.1 as sent is refused before anything reads it (RFC 9112
         // section 3.2): which Host would we forward it for? Counted, since it came as traffic.
         if let Some(problem) = server::host_problem(&req) {
@@ -231,6 +243,13 @@ where
             tokio::time::sleep(delay).await;
         }
 
+        // A WebSocket upgrade (HTTP/1.1 only: an HTTP/1.0 request cannot switch protocols) keeps its
+        // `Connection: upgrade` upstream, and the client's side of it is taken now, before the
+        // request is forwarded without it. Faults before forwarding apply to it as to any request.
+        let upgrade = (req.version() == hyper::Version::HTTP_11
+            && crate::websocket::is_upgrade(req.method(), req.headers()))
+        .then(|| hyper::upgrade::on(&mut req));
+
         // 4. A terminal fault answers (or refuses to answer) without forwarding.
         let (mut response, outcome, detail) = match decision.terminal() {
             Some(step) => {
@@ -250,8 +269,26 @@ where
                 (response, outcome, step.name.to_string())
             }
             // 5. Forward: only requests no terminal rule answered reach the upstream.
-            None => match self.forward(req, &ids, &decision).await {
-                Ok(response) => (response, Disposition::Forwarded, String::new()),
+            None => match self.forward(req, &ids, &decision, upgrade.is_some()).await {
+                Ok((response, switched)) => {
+                    // 9. The upstream switched protocols: join the two connections once the
+                    // client has its `101`, under the stream faults that fired.
+                    if let (Some(client), Some(upstream)) = (upgrade, switched) {
+                        let faults = crate::fault::stream::StreamFaults::new(
+                            self.plan.seed(),
+                            &self.stream_key(&ids, slot.as_ref()),
+                            &decision,
+                        );
+                        websocket::spawn_tunnel(
+                            client,
+                            upstream,
+                            faults,
+                            shutdown.clone(),
+                            ids.request_id.clone(),
+                        );
+                    }
+                    (response, Disposition::Forwarded, String::new())
+                }
                 Err(failure) => {
                     let (outcome, kind) = (failure.outcome(), failure.kind().to_string());
                     if outcome == Disposition::ProxyError {
@@ -322,6 +359,12 @@ where
             };
             FaultBody::new(body, cut, pace, flight, decision).boxed()
         })
+    }
+
+    /// The request id stream faults key on: the one its other faults used (a named proxy's call
+    /// key, or the request id).
+    fn stream_key(&self, ids: &Ids, slot: Option<&Slot>) -> String {
+        slot.map_or_else(|| ids.request_id.clone(), Slot::key)
     }
 
     /// The decision for one request, from its facts.
@@ -576,11 +619,13 @@ where
         header: proxy.config.client_header_timeout,
         body: proxy.config.client_body_timeout,
     };
+    let tunnels = shutdown.clone();
     let make_service = move |conn: ConnectionControl| {
         service_fn(move |req| {
+            let shutdown = tunnels.clone();
             let proxy = proxy.clone();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, &conn).await) }
+            async move { Ok::<_, Infallible>(proxy.respond(req, &conn, &shutdown).await) }
         })
     };
     server::serve_controlled(io, make_service, shutdown, timeouts).await;

@@ -349,6 +349,24 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_bytes: Option<u64>,
 
+    /// For `ws_close`: close the WebSocket once this many messages have passed through the proxy,
+    /// counted in both directions (a message and its echo are two). Text and binary messages count;
+    /// pings, pongs and dropped messages do not. At least 1. With `after_time`, whichever comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub after_messages: Option<u64>,
+
+    /// For `ws_close`: close the WebSocket this long after the upgrade, such as `"2s"`. With
+    /// `after_messages`, whichever comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_time: Option<DurationSpec>,
+
+    /// For `ws_close`: the close code the client gets in the proxy's Close frame. Default 1011
+    /// (internal error). 1000 to 1003, 1007 to 1014, or 3000 to 4999: the others cannot be sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000, max = 4999))]
+    pub code: Option<u16>,
+
     /// For `throttle`: the rate, in bytes per second, at which the response body is streamed to the
     /// client (per connection). At least 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -398,8 +416,13 @@ pub struct FaultSpec {
     #[schemars(range(min = 1))]
     pub first: Option<u64>,
 
-    /// Fire only after the first N requests that meet `match`, counted like `first`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Fire only after the first N requests that meet `match`, counted like `first`. A count, not a
+    /// time: a `ws_close` fault closes after a time with `after_time`.
+    #[serde(
+        default,
+        deserialize_with = "request_count",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub after: Option<u64>,
 
     /// Fire for every Nth request that meets `match` (the 1st, the N+1th, ...), counted like
@@ -459,6 +482,9 @@ impl FaultSpec {
             grpc_message: None,
             cap: None,
             after_bytes: None,
+            after_messages: None,
+            after_time: None,
+            code: None,
             bytes_per_second: None,
             after_events: None,
             event_delay: None,
@@ -514,10 +540,25 @@ pub enum FaultKind {
     /// Forward, then replace the upstream's status with `status`, keeping its body. Example:
     /// `{ kind = "status", status = 500, every = 10 }`.
     Status,
+    /// On a WebSocket upgrade: close the stream after `after_messages` messages (both directions)
+    /// or `after_time`, with a Close frame carrying `code` (default 1011) to the client, and close
+    /// the upstream side. Example: `{ kind = "ws_close", after_messages = 10, code = 1011 }`.
+    #[serde(rename = "ws_close")]
+    WsClose,
+    /// On a WebSocket upgrade: hold each message `delay` (fixed, or a range drawn per message)
+    /// before passing it on, in both directions, order kept. Example:
+    /// `{ kind = "ws_delay", delay = "50ms..200ms" }`.
+    #[serde(rename = "ws_delay")]
+    WsDelay,
+    /// On a WebSocket upgrade: drop each message, in both directions, with `probability` (here a
+    /// per-message chance, drawn from the message's index in its direction). Example:
+    /// `{ kind = "ws_drop", probability = 0.1 }`.
+    #[serde(rename = "ws_drop")]
+    WsDrop,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Delay,
         FaultKind::Error,
         FaultKind::Drop,
@@ -528,6 +569,9 @@ impl FaultKind {
         FaultKind::Stream,
         FaultKind::Headers,
         FaultKind::Status,
+        FaultKind::WsClose,
+        FaultKind::WsDelay,
+        FaultKind::WsDrop,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -542,7 +586,18 @@ impl FaultKind {
             FaultKind::Stream => "stream",
             FaultKind::Headers => "headers",
             FaultKind::Status => "status",
+            FaultKind::WsClose => "ws_close",
+            FaultKind::WsDelay => "ws_delay",
+            FaultKind::WsDrop => "ws_drop",
         }
+    }
+
+    /// The kinds that act on a WebSocket's messages after an upgrade, not on the request.
+    pub fn is_stream(self) -> bool {
+        matches!(
+            self,
+            FaultKind::WsClose | FaultKind::WsDelay | FaultKind::WsDrop
+        )
     }
 }
 
@@ -550,6 +605,32 @@ impl fmt::Display for FaultKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// `after`: a request count. A duration string here is almost always meant for `ws_close`'s
+/// `after_time`, so the error says so.
+fn request_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a count of requests")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom(format!("`after` counts requests; {v} is below zero")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Err(E::custom(format!(
+                "`after` counts requests (`after = 3`), found \"{v}\"; to close a WebSocket after a time, write `after_time = \"{v}\"`"
+            )))
+        }
+    }
+    deserializer.deserialize_any(Visitor)
 }
 
 /// The distribution a `delay` fault draws from.

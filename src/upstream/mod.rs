@@ -1,5 +1,5 @@
 //! The demo upstream: the page in `static/`, `/api/resource`, `/api/echo`, `/api/bytes/<n>`,
-//! `/api/events` (server-sent events at an interval), the
+//! `/api/events` (server-sent events at an interval), the WebSocket echo `/ws/echo`, the
 //! scenario's extra routes, and a 404 for the rest. Every response carries `X-Trace-Id` and `X-Request-Id`.
 //!
 //! [`spawn`] serves it over TCP; [`serve_connection`] serves one connection of any transport, so a
@@ -11,6 +11,7 @@
 
 mod body;
 mod static_files;
+mod ws;
 
 pub use body::{EventsBody, FileBody, UpstreamBody};
 
@@ -77,6 +78,12 @@ impl Upstream {
 
     /// Answers one request. Never fails: every problem is an HTTP response.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<UpstreamBody> {
+        self.respond(req, &Shutdown::never()).await
+    }
+
+    /// [`Upstream::handle`] on a connection of a server that stops with `shutdown`: a WebSocket
+    /// echo the request starts ends with the server.
+    async fn respond(&self, req: Request<Incoming>, shutdown: &Shutdown) -> Response<UpstreamBody> {
         // The id middleware: whatever the route, the response carries the request's ids.
         let ids = self.ids.assign(req.headers());
         let method = req.method().clone();
@@ -92,7 +99,7 @@ impl Upstream {
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 response.map(Into::into)
             }
-            None => self.route(req, &ids).await,
+            None => self.route(req, &ids, shutdown).await,
         };
         ids.insert_into(response.headers_mut());
         // Debug, not info: a line per request is megabytes a minute under load.
@@ -107,7 +114,12 @@ impl Upstream {
         response
     }
 
-    async fn route(&self, req: Request<Incoming>, ids: &Ids) -> Response<UpstreamBody> {
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        ids: &Ids,
+        shutdown: &Shutdown,
+    ) -> Response<UpstreamBody> {
         let path = req.uri().path();
         // Scenario routes first, so a scenario can reshape even the built-in paths.
         if let Some(route) = self
@@ -124,6 +136,9 @@ impl Upstream {
         // Any method on the echo route: tests and users use it to see exactly what arrived.
         if path == "/api/echo" {
             return echo(req, self.client_timeouts.body).await.map(Into::into);
+        }
+        if path == ws::PATH {
+            return ws::echo(req, shutdown.clone()).map(Into::into);
         }
         let known = matches!(
             path,
@@ -208,9 +223,11 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeouts = upstream.client_timeouts;
+    let echoes = shutdown.clone();
     let service = service_fn(move |req| {
         let upstream = upstream.clone();
-        async move { Ok::<_, Infallible>(upstream.handle(req).await) }
+        let shutdown = echoes.clone();
+        async move { Ok::<_, Infallible>(upstream.respond(req, &shutdown).await) }
     });
     server::serve_connection_with(io, service, shutdown, timeouts).await;
 }
