@@ -63,6 +63,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -104,7 +105,7 @@ pub struct ProxyOptions {
 
 /// The proxy's shared state, one per server: the plan, the pooled upstream client, the metrics.
 #[derive(Debug)]
-pub struct Proxy<C = HttpConnector> {
+pub struct Proxy<C = HttpsConnector<HttpConnector>> {
     upstream: Uri,
     plan: Arc<FaultPlan>,
     config: ProxyConfig,
@@ -118,11 +119,11 @@ pub struct Proxy<C = HttpConnector> {
     calls: Option<Arc<CallRecorder>>,
 }
 
-impl Proxy<HttpConnector> {
-    /// A proxy that reaches its upstream over TCP.
+impl Proxy<HttpsConnector<HttpConnector>> {
+    /// A proxy that reaches its upstream over TCP, or TLS for an `https://` upstream, trusting it
+    /// as [`ProxyConfig::upstream_tls`] says.
     pub fn new(options: ProxyOptions) -> std::io::Result<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        let connector = crate::tls::https_connector(&options.config.upstream_tls)?;
         Self::with_connector(options, connector)
     }
 }
@@ -537,6 +538,18 @@ pub async fn spawn(listen: SocketAddr, options: ProxyOptions) -> std::io::Result
 pub fn spawn_on(listener: TcpListener, options: ProxyOptions) -> std::io::Result<Listening> {
     let proxy = Arc::new(Proxy::new(options)?);
     server::spawn_tcp(listener, move |stream, shutdown| {
+        serve_connection(stream, proxy.clone(), shutdown)
+    })
+}
+
+/// [`spawn_on`] with TLS on the listener: clients speak `https://` to the proxy.
+pub fn spawn_tls_on(
+    listener: TcpListener,
+    options: ProxyOptions,
+    tls: &crate::tls::ServerTls,
+) -> std::io::Result<Listening> {
+    let proxy = Arc::new(Proxy::new(options)?);
+    server::spawn_tls(listener, tls.acceptor.clone(), move |stream, shutdown| {
         serve_connection(stream, proxy.clone(), shutdown)
     })
 }
