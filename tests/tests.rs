@@ -23,6 +23,7 @@ mod serve_cli; // `traceforge upstream|proxy` as processes: printed address, SIG
 mod service;
 mod services_run; // services as real processes: readiness, early exits, stop and SIGKILL, no process left behind
 mod signals; // SIGINT/SIGTERM/SIGHUP stop run and load promptly with complete files; closed stdout
+mod tls; // https:// upstreams and TLS listeners with curl and rustls clients, certificates, validation
 mod topology_file; // [[services]], [[proxies]], load.to/command and [expect.proxies]: their shape and every error
 mod upstream; // the demo upstream: routes, ids, static containment, malformed bytes, shutdown
 mod verdict; // a panic never passes; latencies past an hour; output folders and protected files
