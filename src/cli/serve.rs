@@ -115,7 +115,9 @@ impl TlsArgs {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("--tls-dir: cannot create {}: {e}", dir.display()))?;
-                (dir.clone(), None)
+                // The printed path must work from any folder.
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                (dir, None)
             }
             None => {
                 let temp = tempfile::Builder::new()
