@@ -546,3 +546,39 @@ env = {{ CA = "{{proxies.api.ca_file}}", URL = "{{proxies.api.url}}" }}
     assert!(log.contains(GREETING), "{log}");
     assert!(report.passed(), "{:?}", report.expectations);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_insecure_upstream_is_announced_in_the_run_header() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (up, _ca) = tls_upstream(dir.path()).await;
+    let file = dir.path().join("insecure.toml");
+    let text = format!(
+        "name = \"insecure\"\n[upstream]\nurl = \"{}\"\ninsecure = true\n[load]\nrequests = 5\ntargets = [{{ path = \"/api/resource\" }}]\n[expect]\nsuccess_rate = 1.0\n",
+        up.url()
+    );
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+    let golden = dir.path().join("golden");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_traceforge"));
+    cmd.arg("run")
+        .arg(&file)
+        .arg("--golden-dir")
+        .arg(&golden)
+        .arg("--accept")
+        .env_remove("CI")
+        .kill_on_drop(true);
+    let out = bounded(cmd.output())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .contains("    warning: upstream TLS certificates are NOT verified (insecure = true)"),
+        "{stdout}"
+    );
+}
