@@ -85,6 +85,7 @@ pub mod server;
 #[cfg(unix)]
 pub mod service;
 pub mod spec;
+pub mod tls;
 #[doc(hidden)]
 pub mod transport;
 pub mod upstream;

@@ -528,8 +528,18 @@ pub fn create_parent(path: &std::path::Path) -> std::io::Result<()> {
 /// An external upstream must answer a TCP connect before any load is sent; otherwise every
 /// request would fail with 502 and the run would measure nothing.
 async fn check_reachable(url: &Uri, stop: &CancellationToken) -> Result<(), RunError> {
-    let host = url.host().unwrap_or("127.0.0.1");
-    let port = url.port_u16().unwrap_or(80);
+    // `[::1]` in a URL is `::1` to a socket.
+    let host = url
+        .host()
+        .unwrap_or("127.0.0.1")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let default_port = if url.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let port = url.port_u16().unwrap_or(default_port);
     let connect = tokio::net::TcpStream::connect((host, port));
     let waited = tokio::select! {
         biased;

@@ -12,6 +12,10 @@
 //! A service that must end its own connection abruptly (the proxy's `reset` and `truncate` faults)
 //! is served with [`serve_controlled`], which hands it a [`ConnectionControl`]; the transport says
 //! how to make a close abrupt ([`Transport`]: a TCP RST, or a plain close on a pipe).
+//!
+//! [`spawn_tls`] is the accept loop of a TLS listener: each accepted connection goes through a TLS
+//! handshake (bounded by [`TLS_HANDSHAKE_TIMEOUT`]) before the same serving code sees it; a failed
+//! handshake (garbage, plain HTTP, an untrusting client) closes that connection only.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -65,20 +69,26 @@ impl Default for ClientTimeouts {
     }
 }
 
+/// How long a client may take over the TLS handshake of a new connection.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A running server. [`Listening::shutdown`] stops it gracefully; dropping the handle stops it at
 /// once (the accept loop and every connection task are aborted, nothing is leaked).
 #[derive(Debug)]
 pub struct Listening {
     /// The address the server is bound to (the real port when asked for port 0).
     pub addr: SocketAddr,
+    /// Whether connections are served over TLS ([`spawn_tls`]).
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Listening {
-    /// `http://<addr>`, handy for building request URLs.
+    /// `http://<addr>` (`https://` for a TLS listener), handy for building request URLs.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, lets in-flight requests finish (idle keep-alive connections close at once),
@@ -244,6 +254,14 @@ impl Transport for TcpStream {
         if let Err(e) = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO)) {
             tracing::debug!(error = %e, "cannot set SO_LINGER 0; the close will be a FIN");
         }
+    }
+}
+
+/// Through TLS the RST still works: the socket under the session closes abortively, with no TLS
+/// `close_notify`, which is what an abrupt close is.
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    fn set_abortive_close(&self) {
+        self.get_ref().0.set_abortive_close();
     }
 }
 
@@ -503,9 +521,52 @@ where
     let task = tokio::spawn(accept_loop(listener, serve, stop_rx));
     Ok(Listening {
         addr,
+        tls: false,
         stop: Some(stop_tx),
         task: Some(task),
     })
+}
+
+/// [`spawn_tcp`] for a TLS listener: every accepted connection is handed to `serve` once its TLS
+/// handshake with `acceptor` succeeds. A handshake that fails, or takes longer than
+/// [`TLS_HANDSHAKE_TIMEOUT`], closes that connection (logged at debug level); a shutdown cuts
+/// handshakes under way.
+pub fn spawn_tls<F, Fut>(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    serve: F,
+) -> std::io::Result<Listening>
+where
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>, Shutdown) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let serve = Arc::new(serve);
+    let mut listening = spawn_tcp(listener, move |stream, mut shutdown| {
+        let serve = serve.clone();
+        let acceptor = acceptor.clone();
+        async move {
+            let peer = stream.peer_addr().ok();
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let stream = tokio::select! {
+                biased;
+                () = shutdown.fired() => return,
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(?peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            serve(stream, shutdown).await;
+        }
+    })?;
+    listening.tls = true;
+    Ok(listening)
 }
 
 async fn accept_loop<F, Fut>(listener: TcpListener, serve: F, mut stop: oneshot::Receiver<()>)

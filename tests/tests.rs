@@ -12,6 +12,7 @@ mod expect; // every expectation kind passing and failing; names that refer to n
 mod faults; // every fault kind, matcher and timing over real sockets: the client sees what the issue says
 mod front_door; // the library as Rust tests use it: parse, override, play, outcomes; upstream builder
 mod fuzz_regressions; // every saved fuzz input (fuzz/regressions, fuzz/corpus) replayed without AFL
+mod grpc; // gRPC and HTTP/2 through the proxy: grpcio and curl as the clients
 mod layers; // the layers point down: nothing below the reports uses them
 mod load_profile; // open loops, stalls, ramps, durations, request mix, retry policy
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
@@ -23,7 +24,8 @@ mod serve_cli; // `traceforge upstream|proxy` as processes: printed address, SIG
 mod service;
 mod services_run; // services as real processes: readiness, early exits, stop and SIGKILL, no process left behind
 mod signals; // SIGINT/SIGTERM/SIGHUP stop run and load promptly with complete files; closed stdout
-mod streams;
+mod streams; // server-sent events through the proxy, the stream fault, with hyper and curl
+mod tls; // https:// upstreams and TLS listeners with curl and rustls clients, certificates, validation
 mod topology_file; // [[services]], [[proxies]], load.to/command and [expect.proxies]: their shape and every error
 mod upstream; // the demo upstream: routes, ids, static containment, malformed bytes, shutdown
 mod verdict; // a panic never passes; latencies past an hour; output folders and protected files

@@ -75,6 +75,7 @@ fn values() -> Placeholders {
         ]),
         proxies: BTreeMap::from([("payments".to_string(), "http://127.0.0.1:5100".to_string())]),
         scenario_dir: "/work/scenarios".to_string(),
+        ..Placeholders::default()
     }
 }
 

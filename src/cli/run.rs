@@ -401,6 +401,18 @@ pub fn run(args: &RunArgs) -> u8 {
         if statics.beside_scenario {
             outln!("    static files: {}", statics.dir.display());
         }
+        if scenario.proxy.upstream_tls.insecure {
+            outln!("    {}", traceforge::tls::INSECURE_WARNING);
+        }
+        for proxy in scenario.topology.iter().flat_map(|t| &t.proxies) {
+            if proxy.config.upstream_tls.insecure {
+                outln!(
+                    "    {} for proxy `{}`",
+                    traceforge::tls::INSECURE_WARNING,
+                    proxy.name
+                );
+            }
+        }
         let progress = Arc::new(AtomicU64::new(0));
         let options = RunOptions {
             output,

@@ -22,7 +22,7 @@ use traceforge::server::{ClientTimeouts, Listening};
 use traceforge::upstream::{self, UpstreamOptions};
 
 const PROXY_ENV_HELP: &str = "Environment (also read from ./.env; flags and --scenario win):
-  UPSTREAM_BASE_URL   the upstream, like --upstream (http://host:port)
+  UPSTREAM_BASE_URL   the upstream, like --upstream (http://host:port or https://host:port)
   PROXY_DELAY_MS      delay every request by this many milliseconds (a `delay:<N>ms` rule)
   PROXY_DROP_RATE     drop this share of requests, 0 to 1 (a `drop:<P>` rule)
   PROXY_MOD_HEADER    a header added to every response, \"Name: value\"
@@ -65,6 +65,72 @@ pub struct UpstreamArgs {
     pub workers: Option<u16>,
     #[command(flatten)]
     pub client_timeouts: ClientTimeoutArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS on a server's listener.
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// Serve HTTPS. Without --tls-cert and --tls-key, a throwaway CA and a certificate for
+    /// 127.0.0.1, ::1 and localhost are generated, and the CA's file is printed
+    /// (`ca file: PATH`) for clients to trust (`curl --cacert PATH`).
+    #[arg(long)]
+    pub tls: bool,
+    /// The PEM certificate chain to serve (leaf first); implies --tls, needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where a generated CA's file (ca.pem) is written and kept [default: a temporary folder,
+    /// removed when the server stops].
+    #[arg(long, value_name = "DIR", conflicts_with = "tls_cert")]
+    pub tls_dir: Option<PathBuf>,
+}
+
+/// A TLS listener's configuration from its flags, and the temporary folder of a generated CA,
+/// which must live as long as the server.
+struct ListenerTls {
+    server: traceforge::tls::ServerTls,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TlsArgs {
+    /// `None` without TLS flags; an error message for files that cannot be used.
+    fn build(&self) -> Result<Option<ListenerTls>, String> {
+        use traceforge::tls::ServerCert;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let cert = ServerCert::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let server = traceforge::tls::server(&cert).map_err(|e| format!("--tls-cert: {e}"))?;
+            return Ok(Some(ListenerTls { server, _dir: None }));
+        }
+        if !self.tls && self.tls_dir.is_none() {
+            return Ok(None);
+        }
+        let (dir, temp) = match &self.tls_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("--tls-dir: cannot create {}: {e}", dir.display()))?;
+                // The printed path must work from any folder.
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                (dir, None)
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("traceforge-tls-")
+                    .tempdir()
+                    .map_err(|e| format!("cannot create a folder for the CA file: {e}"))?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let server = traceforge::tls::server(&ServerCert::Generate { dir })
+            .map_err(|e| format!("--tls: {e}"))?;
+        Ok(Some(ListenerTls { server, _dir: temp }))
+    }
 }
 
 /// How long the servers wait on slow clients.
@@ -117,6 +183,16 @@ pub struct ProxyArgs {
     /// Runtime worker threads, 1 to 1024 (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
+    /// An https:// upstream: trust the CA certificates in this PEM file besides the system's
+    /// roots.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// An https:// upstream: accept its certificate without verifying it (self-signed test
+    /// servers only).
+    #[arg(long, conflicts_with = "upstream_ca")]
+    pub upstream_insecure: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 pub fn upstream(args: &UpstreamArgs) -> u8 {
@@ -140,14 +216,27 @@ pub fn upstream(args: &UpstreamArgs) -> u8 {
             }
         },
     };
+    let tls = match args.tls.build() {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_INVALID;
+        }
+    };
     if !args.static_dir.is_dir() {
         eprintln!(
             "note: {} is not a directory; serving the built-in page only",
             args.static_dir.display()
         );
     }
-    serve(args.workers, "upstream", move || {
-        upstream::spawn(args.listen, options)
+    // `tls` (and the folder of a generated CA) lives until the server stops.
+    let server_tls = tls.as_ref().map(|t| t.server.clone());
+    let ca_file = tls.as_ref().and_then(|t| t.server.ca_file.clone());
+    serve(args.workers, "upstream", ca_file, move || async move {
+        match &server_tls {
+            Some(server) => upstream::spawn_tls(args.listen, options, server).await,
+            None => upstream::spawn(args.listen, options).await,
+        }
     })
 }
 
@@ -172,17 +261,35 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
+    let tls = match args.tls.build() {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_INVALID;
+        }
+    };
     eprintln!("forwarding to {}", options.upstream);
+    if options.config.upstream_tls.insecure {
+        eprintln!("{}", traceforge::tls::INSECURE_WARNING);
+    }
     for rule in options.plan.rules() {
         eprintln!("fault rule: {rule}");
     }
-    serve(args.workers, "proxy", move || {
-        proxy::spawn(args.listen, options)
+    // `tls` (and the folder of a generated CA) lives until the server stops.
+    let server_tls = tls.as_ref().map(|t| t.server.clone());
+    let ca_file = tls.as_ref().and_then(|t| t.server.ca_file.clone());
+    serve(args.workers, "proxy", ca_file, move || async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        match &server_tls {
+            Some(server) => proxy::spawn_tls_on(listener, options, server),
+            None => proxy::spawn_on(listener, options),
+        }
     })
 }
 
-/// Builds the runtime, starts the server, prints its address, and waits for Ctrl-C or SIGTERM.
-fn serve<F, Fut>(workers: Option<u16>, what: &str, start: F) -> u8
+/// Builds the runtime, starts the server, prints its address (and the CA file of a generated
+/// certificate), and waits for Ctrl-C or SIGTERM.
+fn serve<F, Fut>(workers: Option<u16>, what: &str, ca_file: Option<PathBuf>, start: F) -> u8
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = std::io::Result<Listening>>,
@@ -204,7 +311,12 @@ where
         };
         let mut out = std::io::stdout().lock();
         // Scripts read this line to find the port; a closed stdout must not stop the server.
-        let _ = writeln!(out, "listening on {}", listening.url()).and_then(|()| out.flush());
+        let _ = writeln!(out, "listening on {}", listening.url())
+            .and_then(|()| match &ca_file {
+                Some(path) => writeln!(out, "ca file: {}", path.display()),
+                None => Ok(()),
+            })
+            .and_then(|()| out.flush());
         drop(out);
         shutdown_signal().await;
         eprintln!("shutting down the {what}");
@@ -410,6 +522,31 @@ fn proxy_options(
         config.upstream_timeout = parse_timeout(text)?;
     }
     apply_proxy_timeouts(args, &mut config)?;
+    if let Some(path) = &args.upstream_ca {
+        traceforge::tls::read_certs(path).map_err(|e| format!("--upstream-ca: {e}"))?;
+        config.upstream_tls = traceforge::tls::UpstreamTls {
+            ca_file: Some(path.clone()),
+            insecure: false,
+        };
+    }
+    if args.upstream_insecure {
+        config.upstream_tls = traceforge::tls::UpstreamTls {
+            ca_file: None,
+            insecure: true,
+        };
+    }
+    if upstream.scheme_str() != Some("https") {
+        if args.upstream_ca.is_some() {
+            return Err(format!(
+                "--upstream-ca applies to an https:// upstream, and {upstream} is not one"
+            ));
+        }
+        if args.upstream_insecure {
+            return Err(format!(
+                "--upstream-insecure applies to an https:// upstream, and {upstream} is not one"
+            ));
+        }
+    }
     Ok(ProxyOptions {
         upstream,
         plan: Arc::new(FaultPlan::new(seed, rules)),
@@ -498,7 +635,7 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 /// The proxy's upstream, checked like `upstream.url` in a scenario file.
 fn parse_upstream(text: &str) -> Result<Uri, String> {
-    traceforge::spec::url::parse_http_url(text).map_err(|e| e.to_string())
+    traceforge::spec::url::parse_upstream_url(text).map_err(|e| e.to_string())
 }
 
 fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {

@@ -43,7 +43,16 @@ where
         // A Content-Length sent with Transfer-Encoding is not the body's length (RFC 9112 section
         // 6.3); hyper drops it from requests already, and this keeps it so whatever parsed them.
         headers::drop_length_beside_transfer_encoding(&mut parts.headers);
+        // gRPC over HTTP/2 stays HTTP/2 to the upstream, with the `te: trailers` gRPC requires
+        // (hop-by-hop in HTTP/1.1, but a promise about this exchange in HTTP/2).
+        let grpc =
+            parts.version == Version::HTTP_2 && crate::fault::matcher::is_grpc(&parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
+        if grpc {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if upgrade {
             websocket::insert_upgrade_headers(&mut parts.headers);
         }
@@ -66,7 +75,11 @@ where
         }
         // Request header faults last, so a rule can change anything the upstream sees.
         self.rewrite_headers(decision, HeaderSide::Request, &mut parts.headers);
-        parts.version = Version::HTTP_11;
+        parts.version = if grpc {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         // A body still coming from the client is read with the client body timeout, and the time
         // spent waiting on it is left out of the upstream timeout below.
         let (body, progress) = Upload::new(body, self.config.client_body_timeout);
@@ -74,7 +87,14 @@ where
         let upstream_req = Request::from_parts(parts, body);
 
         let mut response = self
-            .await_head(self.client.request(upstream_req), progress.as_deref())
+            .await_head(
+                if grpc {
+                    self.client_h2.request(upstream_req)
+                } else {
+                    self.client.request(upstream_req)
+                },
+                progress.as_deref(),
+            )
             .await?
             .map_err(|e| ForwardError::from_client(&e))?;
         let switched = (upgrade && websocket::is_switch(response.status(), response.headers()))

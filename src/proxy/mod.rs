@@ -65,6 +65,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -106,12 +107,15 @@ pub struct ProxyOptions {
 
 /// The proxy's shared state, one per server: the plan, the pooled upstream client, the metrics.
 #[derive(Debug)]
-pub struct Proxy<C = HttpConnector> {
+pub struct Proxy<C = HttpsConnector<HttpConnector>> {
     upstream: Uri,
     plan: Arc<FaultPlan>,
     config: ProxyConfig,
     ids: IdSource,
     client: Client<C, Upload>,
+    /// HTTP/2 only, for gRPC calls that arrived over HTTP/2: gRPC needs HTTP/2 end to end (its
+    /// status travels in trailers), also to a clear-text upstream (h2c with prior knowledge).
+    client_h2: Client<C, Upload>,
     metrics: Arc<Metrics>,
     /// When the proxy started: time windows in fault rules count from here.
     started: tokio::time::Instant,
@@ -120,11 +124,11 @@ pub struct Proxy<C = HttpConnector> {
     calls: Option<Arc<CallRecorder>>,
 }
 
-impl Proxy<HttpConnector> {
-    /// A proxy that reaches its upstream over TCP.
+impl Proxy<HttpsConnector<HttpConnector>> {
+    /// A proxy that reaches its upstream over TCP, or TLS for an `https://` upstream, trusting it
+    /// as [`ProxyConfig::upstream_tls`] says.
     pub fn new(options: ProxyOptions) -> std::io::Result<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        let connector = crate::tls::https_connector(&options.config.upstream_tls)?;
         Self::with_connector(options, connector)
     }
 }
@@ -138,6 +142,11 @@ where
         let metrics = Metrics::new(options.plan.rules()).map_err(std::io::Error::other)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
+            .build(connector.clone());
+        let client_h2 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(true)
             .build(connector);
         Ok(Proxy {
             upstream: options.upstream,
@@ -146,6 +155,7 @@ where
             plan: options.plan,
             config: options.config,
             client,
+            client_h2,
             metrics: Arc::new(metrics),
             started: tokio::time::Instant::now(),
             arrivals: std::sync::atomic::AtomicU64::new(0),
@@ -640,6 +650,18 @@ pub async fn spawn(listen: SocketAddr, options: ProxyOptions) -> std::io::Result
 pub fn spawn_on(listener: TcpListener, options: ProxyOptions) -> std::io::Result<Listening> {
     let proxy = Arc::new(Proxy::new(options)?);
     server::spawn_tcp(listener, move |stream, shutdown| {
+        serve_connection(stream, proxy.clone(), shutdown)
+    })
+}
+
+/// [`spawn_on`] with TLS on the listener: clients speak `https://` to the proxy.
+pub fn spawn_tls_on(
+    listener: TcpListener,
+    options: ProxyOptions,
+    tls: &crate::tls::ServerTls,
+) -> std::io::Result<Listening> {
+    let proxy = Arc::new(Proxy::new(options)?);
+    server::spawn_tls(listener, tls.acceptor.clone(), move |stream, shutdown| {
         serve_connection(stream, proxy.clone(), shutdown)
     })
 }

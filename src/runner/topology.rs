@@ -28,10 +28,12 @@ use crate::record::calls::{CallRecorder, Calls, Unattributed};
 use crate::record::summary::ProxySummary;
 use crate::scenario::Scenario;
 use crate::scenario::topology::{
-    ClientConfig, Entry, Placeholders, ProxyUpstream, Readiness, ServiceConfig, Topology,
+    ClientConfig, Entry, ListenerTls, Placeholders, ProxyUpstream, Readiness, ServiceConfig,
+    Topology,
 };
 use crate::server::Listening;
 use crate::service::{Ready, Running, Service, ServiceError};
+use crate::tls::{ServerCert, ServerTls};
 use crate::upstream::{self, UpstreamOptions};
 
 /// The servers and processes of one run; dropping it kills every process group and stops every
@@ -39,6 +41,52 @@ use crate::upstream::{self, UpstreamOptions};
 struct Started {
     servers: Vec<Listening>,
     services: Vec<Running>,
+}
+
+/// The TLS of the named proxies with `tls = true`, by proxy, and the folder that holds the CA
+/// files of generated certificates for as long as the run lasts.
+struct ProxiesTls {
+    dir: Option<tempfile::TempDir>,
+    by_proxy: BTreeMap<String, ServerTls>,
+}
+
+impl ProxiesTls {
+    /// Builds (or generates) each TLS proxy's certificate.
+    fn build(topology: &Topology) -> Result<ProxiesTls, RunError> {
+        let mut tls = ProxiesTls {
+            dir: None,
+            by_proxy: BTreeMap::new(),
+        };
+        for proxy in &topology.proxies {
+            let cert = match &proxy.tls {
+                None => continue,
+                Some(ListenerTls::Files { cert, key }) => ServerCert::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                Some(ListenerTls::Generate) => {
+                    if tls.dir.is_none() {
+                        let dir = tempfile::Builder::new()
+                            .prefix("traceforge-tls-")
+                            .tempdir()
+                            .map_err(|e| tls_error(&proxy.name, e))?;
+                        tls.dir = Some(dir);
+                    }
+                    let base = tls.dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("."));
+                    let dir = base.join(&proxy.name);
+                    std::fs::create_dir_all(&dir).map_err(|e| tls_error(&proxy.name, e))?;
+                    ServerCert::Generate { dir }
+                }
+            };
+            let server = crate::tls::server(&cert).map_err(|e| tls_error(&proxy.name, e))?;
+            tls.by_proxy.insert(proxy.name.clone(), server);
+        }
+        Ok(tls)
+    }
+}
+
+fn tls_error(proxy: &str, e: impl std::fmt::Display) -> RunError {
+    RunError::Topology(format!("proxy `{proxy}`: cannot set up TLS: {e}"))
 }
 
 impl Started {
@@ -92,6 +140,8 @@ pub(super) async fn run(
             .services
             .insert(service.name.clone(), format!("http://127.0.0.1:{port}"));
     }
+    // Kept until the run ends: the generated CA files live in its folder.
+    let tls = ProxiesTls::build(topology)?;
     let mut listeners = Vec::new();
     for proxy in &topology.proxies {
         let listener = TcpListener::bind(LOOPBACK)
@@ -106,9 +156,20 @@ pub(super) async fn run(
             addr: LOOPBACK,
             source,
         })?;
+        let scheme = match tls.by_proxy.get(&proxy.name) {
+            Some(server) => {
+                if let Some(ca_file) = &server.ca_file {
+                    values
+                        .proxy_ca_files
+                        .insert(proxy.name.clone(), ca_file.display().to_string());
+                }
+                "https"
+            }
+            None => "http",
+        };
         values
             .proxies
-            .insert(proxy.name.clone(), format!("http://{addr}"));
+            .insert(proxy.name.clone(), format!("{scheme}://{addr}"));
         listeners.push(listener);
     }
 
@@ -149,7 +210,11 @@ pub(super) async fn run(
             config: proxy.config.clone(),
             calls: Some(CallRecorder::new(proxy.name.clone(), calls.clone())),
         };
-        let listening = proxy::spawn_on(listener, options).map_err(|source| RunError::Spawn {
+        let listening = match tls.by_proxy.get(&proxy.name) {
+            Some(server) => proxy::spawn_tls_on(listener, options, server),
+            None => proxy::spawn_on(listener, options),
+        }
+        .map_err(|source| RunError::Spawn {
             what: "proxy",
             addr: LOOPBACK,
             source,
@@ -478,10 +543,10 @@ fn warnings(unclaimed: &BTreeMap<String, ProxySummary>, client: bool) -> Vec<Str
 fn parse_url(text: &str, what: &str) -> Result<Uri, RunError> {
     text.parse::<Uri>()
         .ok()
-        .filter(|u| u.scheme_str() == Some("http") && u.authority().is_some())
+        .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
         .ok_or_else(|| {
             RunError::Topology(format!(
-                "`{what}`: `{text}` is not an http:// URL once its placeholders are filled in"
+                "`{what}`: `{text}` is not an http:// or https:// URL once its placeholders are filled in"
             ))
         })
 }

@@ -76,6 +76,8 @@ pub struct UpstreamConfig {
     /// `None`: the built-in demo upstream.
     pub url: Option<Uri>,
     pub routes: Vec<Route>,
+    /// How an `https://` `url` is trusted.
+    pub tls: crate::tls::UpstreamTls,
 }
 
 /// An extra route on the demo upstream.
@@ -119,6 +121,8 @@ pub struct ProxyConfig {
     pub header_faults: bool,
     /// Pass `x-traceforge-index` and `x-traceforge-attempt` on to the upstream.
     pub forward_traceforge_headers: bool,
+    /// How an `https://` upstream is trusted (`upstream.ca_file`, `upstream.insecure`).
+    pub upstream_tls: crate::tls::UpstreamTls,
 }
 
 impl ProxyConfig {
@@ -138,6 +142,7 @@ impl Default for ProxyConfig {
             client_body_timeout: Self::DEFAULT_CLIENT_BODY_TIMEOUT,
             header_faults: false,
             forward_traceforge_headers: false,
+            upstream_tls: crate::tls::UpstreamTls::default(),
         }
     }
 }

@@ -98,6 +98,17 @@ pub struct NamedProxy {
     pub upstream: ProxyUpstream,
     pub faults: Vec<FaultRule>,
     pub config: ProxyConfig,
+    /// `tls = true`: the proxy serves TLS (`None`: plain HTTP).
+    pub tls: Option<ListenerTls>,
+}
+
+/// The certificate a TLS listener serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerTls {
+    /// A throwaway CA and certificate made for the run; `{proxies.NAME.ca_file}` is the CA's file.
+    Generate,
+    /// The user's PEM files, `cert_file` and `key_file`.
+    Files { cert: PathBuf, key: PathBuf },
 }
 
 /// What a named proxy forwards to.
@@ -127,6 +138,9 @@ pub enum Piece {
     ServiceUrl(String),
     /// `{proxies.NAME.url}`
     ProxyUrl(String),
+    /// `{proxies.NAME.ca_file}`: the CA file of a proxy with `tls = true` and a generated
+    /// certificate.
+    ProxyCaFile(String),
     /// `{scenario_dir}`: the folder of the scenario file.
     ScenarioDir,
 }
@@ -140,6 +154,8 @@ pub struct Placeholders {
     pub services: BTreeMap<String, String>,
     /// Base URL per proxy name.
     pub proxies: BTreeMap<String, String>,
+    /// The CA file per TLS proxy name (generated certificates only).
+    pub proxy_ca_files: BTreeMap<String, String>,
     pub scenario_dir: String,
 }
 
@@ -170,6 +186,10 @@ impl Template {
                     Some(u) => out.push_str(u),
                     None => out.push_str(&format!("{{proxies.{n}.url}}")),
                 },
+                Piece::ProxyCaFile(n) => match values.proxy_ca_files.get(n) {
+                    Some(u) => out.push_str(u),
+                    None => out.push_str(&format!("{{proxies.{n}.ca_file}}")),
+                },
                 Piece::ScenarioDir => out.push_str(&values.scenario_dir),
             }
         }
@@ -191,7 +211,7 @@ impl Template {
     /// The proxies this template names.
     pub fn proxies(&self) -> impl Iterator<Item = &str> {
         self.pieces.iter().filter_map(|p| match p {
-            Piece::ProxyUrl(n) => Some(n.as_str()),
+            Piece::ProxyUrl(n) | Piece::ProxyCaFile(n) => Some(n.as_str()),
             _ => None,
         })
     }
@@ -206,6 +226,7 @@ impl fmt::Display for Template {
                 Piece::Port => f.write_str("{port}")?,
                 Piece::ServiceUrl(n) => write!(f, "{{services.{n}.url}}")?,
                 Piece::ProxyUrl(n) => write!(f, "{{proxies.{n}.url}}")?,
+                Piece::ProxyCaFile(n) => write!(f, "{{proxies.{n}.ca_file}}")?,
                 Piece::ScenarioDir => f.write_str("{scenario_dir}")?,
             }
         }

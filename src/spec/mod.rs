@@ -110,11 +110,21 @@ pub enum Clock {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSpec {
-    /// URL of an external upstream (`http://host:port`). Leave it out to use the built-in demo
-    /// upstream, which serves `/`, `/static/...`, `/api/resource`, `/api/echo`, `/api/bytes/<n>` (a
-    /// body of exactly `n` bytes, for downloads) and `routes`.
+    /// URL of an external upstream (`http://host:port` or `https://host:port`). Leave it out to
+    /// use the built-in demo upstream, which serves `/`, `/static/...`, `/api/resource`,
+    /// `/api/echo`, `/api/bytes/<n>` (a body of exactly `n` bytes, for downloads) and `routes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+
+    /// An `https://` upstream: a PEM file of CA certificates to trust besides the system's roots
+    /// (a private CA). Relative paths are relative to where traceforge runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+
+    /// An `https://` upstream: accept its certificate without any verification (a self-signed
+    /// test server). The run says so in its header. Cannot be combined with `ca_file`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 
     /// Extra routes served by the built-in demo upstream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -979,6 +989,21 @@ pub struct NamedProxySpec {
     /// As `proxy.forward_traceforge_headers`. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forward_traceforge_headers: bool,
+
+    /// Serve TLS: `{proxies.NAME.url}` becomes `https://127.0.0.1:PORT`. Without `cert_file`
+    /// and `key_file`, a throwaway CA and a certificate for `127.0.0.1`, `::1` and `localhost` are
+    /// generated for the run, and `{proxies.NAME.ca_file}` is the path of the CA's PEM file.
+    /// Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+
+    /// With `tls`: the PEM certificate chain to serve (leaf first), with `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+
+    /// With `tls`: the PEM private key of `cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
 }
 
 impl NamedProxySpec {
@@ -1000,10 +1025,18 @@ impl NamedProxySpec {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyUpstreamSpec {
-    /// A server's URL, such as `"http://127.0.0.1:9000"`; placeholders such as
-    /// `{services.NAME.url}` are allowed.
+    /// A server's URL, such as `"http://127.0.0.1:9000"` or `"https://api.internal"`;
+    /// placeholders such as `{services.NAME.url}` are allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+
+    /// As `upstream.ca_file`: a CA to trust for an `https://` `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+
+    /// As `upstream.insecure`: no certificate verification for an `https://` `url`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 
     /// A mock: the demo upstream serving these routes (and its built-in ones), as
     /// `upstream.routes`.

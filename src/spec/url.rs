@@ -29,6 +29,15 @@ impl fmt::Display for UrlError {
 /// Parses a plain-HTTP URL with a host and, when given, a port from 1 to 65535. A path and query
 /// are kept. `https`, user info (`user:password@`) and invalid ports are refused.
 pub fn parse_http_url(text: &str) -> Result<Uri, UrlError> {
+    parse(text, false)
+}
+
+/// [`parse_http_url`] for an upstream the proxy forwards to, which may also be `https://`.
+pub fn parse_upstream_url(text: &str) -> Result<Uri, UrlError> {
+    parse(text, true)
+}
+
+fn parse(text: &str, https: bool) -> Result<Uri, UrlError> {
     let shown = redact(text);
     if userinfo(text).is_some() {
         return Err(UrlError {
@@ -40,13 +49,18 @@ pub fn parse_http_url(text: &str) -> Result<Uri, UrlError> {
         });
     }
     let not_a_url = || UrlError {
-        message: format!("`{shown}` is not an http:// URL with a host"),
+        message: if https {
+            format!("`{shown}` is not an http:// or https:// URL with a host")
+        } else {
+            format!("`{shown}` is not an http:// URL with a host")
+        },
         label: "not a URL",
         help: "write it like \"http://127.0.0.1:8081\"".into(),
     };
     let uri: Uri = text.parse().map_err(|_| not_a_url())?;
     match uri.scheme_str() {
         Some("http") => {}
+        Some("https") if https => {}
         Some("https") => {
             return Err(UrlError {
                 message: format!("`{shown}`: https is not supported"),
@@ -152,6 +166,23 @@ mod tests {
             let uri = parse_http_url(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(uri.scheme_str(), Some("http"));
         }
+    }
+
+    #[test]
+    fn upstreams_may_be_https() {
+        for text in [
+            "https://127.0.0.1:8443",
+            "https://example.com/base",
+            "http://h:1",
+        ] {
+            assert!(parse_upstream_url(text).is_ok(), "{text}");
+        }
+        assert_eq!(
+            parse_upstream_url("ftp://x").err().map(|e| e.message),
+            Some("`ftp://x` is not an http:// or https:// URL with a host".to_string())
+        );
+        assert!(parse_upstream_url("https://u:p@h").is_err());
+        assert!(parse_upstream_url("https://h:0").is_err());
     }
 
     #[test]

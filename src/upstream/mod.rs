@@ -241,6 +241,19 @@ pub async fn spawn(listen: SocketAddr, options: UpstreamOptions) -> std::io::Res
     })
 }
 
+/// [`spawn`] with TLS on the listener: clients speak `https://` to the demo upstream.
+pub async fn spawn_tls(
+    listen: SocketAddr,
+    options: UpstreamOptions,
+    tls: &crate::tls::ServerTls,
+) -> std::io::Result<Listening> {
+    let listener = TcpListener::bind(listen).await?;
+    let upstream = Arc::new(Upstream::new(options));
+    server::spawn_tls(listener, tls.acceptor.clone(), move |stream, shutdown| {
+        serve_connection(stream, upstream.clone(), shutdown)
+    })
+}
+
 /// A demo upstream for Rust tests, spawned on `127.0.0.1:0`:
 ///
 /// ```no_run
@@ -261,6 +274,7 @@ pub fn builder() -> Builder {
 #[derive(Debug, Clone, Default)]
 pub struct Builder {
     options: UpstreamOptions,
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl Builder {
@@ -282,9 +296,19 @@ impl Builder {
         self
     }
 
+    /// Serves over TLS with this configuration (see [`crate::tls::server`]).
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Binds `127.0.0.1:0` and serves until the returned handle is shut down or dropped.
     pub async fn spawn(self) -> std::io::Result<Listening> {
-        spawn(SocketAddr::from(([127, 0, 0, 1], 0)), self.options).await
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        match &self.tls {
+            Some(tls) => spawn_tls(listen, self.options, tls).await,
+            None => spawn(listen, self.options).await,
+        }
     }
 }
 

@@ -29,7 +29,8 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
 
     let upstream = upstream::check(&mut c, spec);
     let faults = fault::compile::compile(&mut c, &key("faults"), &spec.faults);
-    let proxy = proxy::config(&mut c, &key("proxy"), &spec.proxy);
+    let mut proxy = proxy::config(&mut c, &key("proxy"), &spec.proxy);
+    proxy.upstream_tls = upstream.tls.clone();
     let load = load::compile::compile(&mut c, &spec.load);
     let topology = topology::check(&mut c, spec);
     let expect = expect::check(&mut c, spec, &faults, &load, topology.as_ref());

@@ -25,6 +25,7 @@ pub(super) fn config(c: &mut Checker, at: &[Seg], spec: &ProxySpec) -> ProxyConf
             .map_or(ProxyConfig::DEFAULT_CLIENT_BODY_TIMEOUT, |d| d.get()),
         header_faults: spec.header_faults,
         forward_traceforge_headers: spec.forward_traceforge_headers,
+        upstream_tls: crate::tls::UpstreamTls::default(),
     };
     for (key, value, what) in [
         (

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::fault;
 use crate::scenario::topology::{
-    ClientConfig, Entry, NamedProxy, Piece, ProxyUpstream, Readiness, ServiceConfig, Template,
-    Topology,
+    ClientConfig, Entry, ListenerTls, NamedProxy, Piece, ProxyUpstream, Readiness, ServiceConfig,
+    Template, Topology,
 };
 use crate::spec::check::{Checker, Seg, is_file_name, key, keys, with};
 use crate::spec::error::did_you_mean;
@@ -52,6 +52,21 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> Option<Topology> {
         .collect();
     let client = client(c, spec, &names);
     let entry = entry(c, spec, &names);
+    if let (None, Entry::Proxy(to)) = (&client, &entry) {
+        if spec.proxies.iter().any(|p| p.name == *to && p.tls) {
+            let at = if spec.load.to.is_some() {
+                keys(&["load", "to"])
+            } else {
+                key("load")
+            };
+            c.report(
+                at,
+                format!("the load cannot enter at `{to}`: it serves TLS, and the built-in load generator speaks plain HTTP"),
+                "TLS proxy",
+                Some("point `load.to` at a service, or use `load.command` with your own client (`{proxies.NAME.url}` and `{proxies.NAME.ca_file}`)".into()),
+            );
+        }
+    }
 
     let graph = Graph::new(spec, &services, &proxies);
     let order = match graph.cycle() {
@@ -145,6 +160,19 @@ fn no_single_proxy_keys(c: &mut Checker, spec: &ScenarioSpec) {
             help(),
         );
     }
+    for (name, given) in [
+        ("ca_file", spec.upstream.ca_file.is_some()),
+        ("insecure", spec.upstream.insecure),
+    ] {
+        if given {
+            c.report_key(
+                keys(&["upstream", name]),
+                "`[upstream]` cannot be mixed with `[[services]]` or `[[proxies]]`",
+                "single-proxy key",
+                Some("put it in a [[proxies]] entry's `upstream` table, next to its `url`".into()),
+            );
+        }
+    }
     if spec.upstream.url.is_some() {
         c.report(
             keys(&["upstream", "url"]),
@@ -175,6 +203,8 @@ fn no_single_proxy_keys(c: &mut Checker, spec: &ScenarioSpec) {
 struct Names<'a> {
     services: Vec<&'a str>,
     proxies: Vec<&'a str>,
+    /// The proxies with `tls = true` and a generated certificate: those with a CA file.
+    generated_tls: Vec<&'a str>,
 }
 
 impl<'a> Names<'a> {
@@ -213,7 +243,17 @@ impl<'a> Names<'a> {
                 seen.insert(name, here);
             }
         }
-        Names { services, proxies }
+        let generated_tls = spec
+            .proxies
+            .iter()
+            .filter(|p| p.tls && p.cert_file.is_none())
+            .map(|p| p.name.as_str())
+            .collect();
+        Names {
+            services,
+            proxies,
+            generated_tls,
+        }
     }
 
     fn all(&self) -> Vec<&'a str> {
@@ -366,6 +406,41 @@ fn placeholder(
         );
         return None;
     }
+    if let Some(name) = inner
+        .strip_prefix("proxies.")
+        .and_then(|r| r.strip_suffix(".ca_file"))
+    {
+        if names.generated_tls.contains(&name) {
+            return Some(Piece::ProxyCaFile(name.to_string()));
+        }
+        let (message, label) = if names.proxies.contains(&name) {
+            (
+                format!(
+                    "`{{{inner}}}` has no value: proxy `{name}` has no generated certificate (it needs `tls = true` without `cert_file`)"
+                ),
+                "no CA file",
+            )
+        } else {
+            (
+                format!(
+                    "`{{{inner}}}` names no proxy: there is no [[proxies]] entry named `{name}`"
+                ),
+                "unknown proxy",
+            )
+        };
+        c.report(
+            path.to_vec(),
+            message,
+            label,
+            Some(choices(
+                name,
+                &names.generated_tls,
+                "proxies with a generated certificate",
+                "set `tls = true` on the proxy: its generated CA's file is then `{proxies.NAME.ca_file}` (with your own `cert_file`, give your CA's path instead)",
+            )),
+        );
+        return None;
+    }
     if let Some(name) = named("proxies.") {
         if names.proxies.contains(&name) {
             return Some(Piece::ProxyUrl(name.to_string()));
@@ -389,6 +464,12 @@ fn placeholder(
     }
     valid.extend(names.services.iter().map(|n| format!("services.{n}.url")));
     valid.extend(names.proxies.iter().map(|n| format!("proxies.{n}.url")));
+    valid.extend(
+        names
+            .generated_tls
+            .iter()
+            .map(|n| format!("proxies.{n}.ca_file")),
+    );
     valid.push("scenario_dir".into());
     let valid: Vec<&str> = valid.iter().map(String::as_str).collect();
     let list = valid
@@ -639,7 +720,7 @@ fn named_proxy(c: &mut Checker, i: usize, p: &NamedProxySpec, names: &Names<'_>)
         let t = template(c, &uf("url"), url, names, Place::Elsewhere);
         let plain = t.pieces.iter().all(|p| matches!(p, Piece::Text(_)));
         if plain {
-            if let Err(e) = crate::spec::url::parse_http_url(url) {
+            if let Err(e) = crate::spec::url::parse_upstream_url(url) {
                 c.report(uf("url"), e.message, e.label, Some(e.help));
             }
         }
@@ -664,12 +745,77 @@ fn named_proxy(c: &mut Checker, i: usize, p: &NamedProxySpec, names: &Names<'_>)
         ProxyUpstream::Mock(upstream::check_routes(c, &uf("routes"), routes))
     };
     let faults = fault::compile::compile(c, &field("faults"), &p.faults);
-    let config = proxy::config(c, &at, &p.settings());
+    let mut config = proxy::config(c, &at, &p.settings());
+    config.upstream_tls = upstream::check_tls(
+        c,
+        &up_at,
+        up.url.as_deref(),
+        up.ca_file.as_deref(),
+        up.insecure,
+    );
     NamedProxy {
         name: p.name.clone(),
         upstream,
         faults,
         config,
+        tls: listener_tls(c, &at, p),
+    }
+}
+
+/// `tls`, `cert_file` and `key_file` of a named proxy: the files go together, with `tls = true`,
+/// and must hold a certificate chain and its key.
+fn listener_tls(c: &mut Checker, at: &[Seg], p: &NamedProxySpec) -> Option<ListenerTls> {
+    let field = |name: &str| with(at, Seg::Key(name.into()));
+    if !p.tls {
+        for (name, given) in [
+            ("cert_file", p.cert_file.is_some()),
+            ("key_file", p.key_file.is_some()),
+        ] {
+            if given {
+                c.report_key(
+                    field(name),
+                    format!("`{name}` is only used with `tls = true`"),
+                    "needs `tls = true`",
+                    Some(format!("add `tls = true` to serve TLS, or remove `{name}`")),
+                );
+            }
+        }
+        return None;
+    }
+    match (&p.cert_file, &p.key_file) {
+        (None, None) => Some(ListenerTls::Generate),
+        (Some(cert), Some(key)) => {
+            let files = crate::tls::ServerCert::Files {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            };
+            if let Err(e) = crate::tls::server(&files) {
+                c.report(
+                    field("cert_file"),
+                    e.to_string(),
+                    "unusable certificate",
+                    Some("`cert_file` is a PEM certificate chain (leaf first) and `key_file` its PEM private key; relative paths are relative to where traceforge runs".into()),
+                );
+            }
+            Some(ListenerTls::Files {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            })
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            let missing = if p.cert_file.is_none() {
+                "cert_file"
+            } else {
+                "key_file"
+            };
+            c.report(
+                at.to_vec(),
+                format!("`cert_file` and `key_file` go together, and `{missing}` is missing"),
+                "incomplete certificate",
+                Some("give both, or neither for a generated certificate".into()),
+            );
+            Some(ListenerTls::Generate)
+        }
     }
 }
 
@@ -762,7 +908,7 @@ impl Graph {
     fn new(spec: &ScenarioSpec, services: &[ServiceConfig], proxies: &[NamedProxy]) -> Graph {
         let index_of = |piece: &Piece| match piece {
             Piece::ServiceUrl(n) => services.iter().position(|s| s.name == *n),
-            Piece::ProxyUrl(n) => proxies
+            Piece::ProxyUrl(n) | Piece::ProxyCaFile(n) => proxies
                 .iter()
                 .position(|p| p.name == *n)
                 .map(|p| services.len() + p),

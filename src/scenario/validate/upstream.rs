@@ -1,12 +1,14 @@
 //! Validation of `[upstream]`: an external URL, or the demo upstream's extra routes.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hyper::StatusCode;
 
 use crate::scenario::{Route, UpstreamConfig};
-use crate::spec::check::{Checker, Seg, final_status, keys, no_body_allowed, with};
+use crate::spec::check::{Checker, Seg, final_status, key, keys, no_body_allowed, with};
 use crate::spec::{Clock, RouteSpec, ScenarioSpec};
+use crate::tls::UpstreamTls;
 
 pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
     let mut upstream = UpstreamConfig::default();
@@ -19,7 +21,7 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
         );
     }
     if let Some(url) = &spec.upstream.url {
-        match crate::spec::url::parse_http_url(url) {
+        match crate::spec::url::parse_upstream_url(url) {
             Ok(uri) => upstream.url = Some(uri),
             Err(e) => c.report(keys(&["upstream", "url"]), e.message, e.label, Some(e.help)),
         }
@@ -33,7 +35,75 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
         }
     }
     upstream.routes = check_routes(c, &keys(&["upstream", "routes"]), &spec.upstream.routes);
+    // With services or named proxies, `[upstream]` is refused as a whole (see `topology`).
+    if spec.services.is_empty() && spec.proxies.is_empty() {
+        upstream.tls = check_tls(
+            c,
+            &key("upstream"),
+            spec.upstream.url.as_deref(),
+            spec.upstream.ca_file.as_deref(),
+            spec.upstream.insecure,
+        );
+    }
     upstream
+}
+
+/// Checks how an upstream at `at` is trusted: `ca_file` and `insecure` apply to an `https://`
+/// `url` only (a URL that starts with a placeholder may be one), never both, and `ca_file` must
+/// hold PEM certificates.
+pub(super) fn check_tls(
+    c: &mut Checker,
+    at: &[Seg],
+    url: Option<&str>,
+    ca_file: Option<&str>,
+    insecure: bool,
+) -> UpstreamTls {
+    let field = |name: &str| with(at, Seg::Key(name.into()));
+    let may_be_https = url.is_some_and(|u| u.starts_with("https://") || u.starts_with('{'));
+    for (name, given) in [("ca_file", ca_file.is_some()), ("insecure", insecure)] {
+        if given && !may_be_https {
+            c.report_key(
+                field(name),
+                format!("`{name}` applies to an https:// upstream, and this upstream is not one"),
+                "needs an https:// url",
+                Some(format!(
+                    "remove `{name}`, or set `url` to the upstream's https:// address"
+                )),
+            );
+        }
+    }
+    if ca_file.is_some() && insecure {
+        c.report_key(
+            field("insecure"),
+            "`insecure` and `ca_file` cannot both be set",
+            "conflicts with `ca_file`",
+            Some("`insecure` verifies nothing, so a CA would change nothing: keep `ca_file` to verify the upstream against your CA, or `insecure` to skip verification".into()),
+        );
+    }
+    let mut tls = UpstreamTls {
+        ca_file: None,
+        insecure,
+    };
+    if let Some(path) = ca_file {
+        if let Err(e) = crate::tls::read_certs(Path::new(path)) {
+            let (message, label) = match &e {
+                crate::tls::TlsError::Read { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    (format!("`{path}` does not exist"), "no such file")
+                }
+                _ => (e.to_string(), "not a CA certificate file"),
+            };
+            c.report(
+                field("ca_file"),
+                message,
+                label,
+                Some("a PEM file of CA certificates (`-----BEGIN CERTIFICATE-----`); relative paths are relative to where traceforge runs".into()),
+            );
+        }
+        tls.ca_file = Some(PathBuf::from(path));
+    }
+    tls
 }
 
 /// Checks the demo upstream's extra routes at `at` (`upstream.routes`, or a named proxy's

@@ -1,0 +1,133 @@
+//! gRPC and HTTP/2 through the proxy, with clients nobody here wrote: Python's `grpcio` calls a
+//! demo upstream's unary gRPC routes over h2c through the proxy and sees `UNAVAILABLE` from a
+//! `grpc_status = 14` fault chosen by `match.grpc`; curl speaks HTTP/2 with prior knowledge to both
+//! servers.
+
+use std::process::Stdio;
+
+use traceforge::fault::FaultPlan;
+use traceforge::scenario::ProxyConfig;
+
+use crate::proxy::{demo_upstream, start_proxy};
+use crate::support::{self, PATIENCE};
+
+/// A demo upstream with two gRPC methods, and a proxy whose rule fails one of them.
+const SCENARIO: &str = r#"
+name = "grpc-test"
+seed = 5
+
+[upstream]
+routes = [
+  { path = "/demo.Shop/Greet", grpc = { response = "0a0568656c6c6f" } },
+  { path = "/demo.Shop/Charge", grpc = { response = "" } },
+]
+
+[[faults]]
+name = "charge-down"
+kind = "error"
+grpc_status = 14
+grpc_message = "payments is down"
+match = { grpc = "demo.Shop/Charge" }
+"#;
+
+const CLIENT: &str = r#"
+import sys, grpc
+channel = grpc.insecure_channel(sys.argv[1])
+greet = channel.unary_unary("/demo.Shop/Greet")
+print("greet", greet(b"\x0a\x02hi", timeout=20).hex())
+charge = channel.unary_unary("/demo.Shop/Charge")
+try:
+    charge(b"", timeout=20)
+    print("charge OK")
+except grpc.RpcError as e:
+    print("charge", e.code().name, e.details())
+"#;
+
+async fn run_python(script: &str, arg: &str) -> String {
+    let out = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new("python3")
+            .args(["-c", script, arg])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the Python client did not finish"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_sees_the_demo_answer_and_unavailable_from_a_grpc_fault() {
+    if let Err(reason) = tokio::task::spawn_blocking(|| support::python_package("grpc", "grpcio"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    {
+        println!("skipped: Python's grpcio is not available: {reason}");
+        return;
+    }
+    let scenario =
+        traceforge::parse_str("grpc.toml", SCENARIO, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let up = demo_upstream(scenario.upstream.routes.clone()).await;
+
+    // Straight to the demo upstream: its answer, and OK for the method without a fault.
+    let direct = run_python(CLIENT, &up.addr.to_string()).await;
+    assert_eq!(direct, "greet 0a0568656c6c6f\ncharge OK\n");
+
+    // Through the proxy: the same answer, and the fault's status and message.
+    let proxy = start_proxy(
+        &up.url(),
+        FaultPlan::new(scenario.seed, scenario.faults.clone()),
+        ProxyConfig::default(),
+    )
+    .await;
+    let through = run_python(CLIENT, &proxy.addr.to_string()).await;
+    assert_eq!(
+        through,
+        "greet 0a0568656c6c6f\ncharge UNAVAILABLE payments is down\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_speaks_http2_with_prior_knowledge_to_both_servers() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: curl is not installed");
+        return;
+    }
+    let up = demo_upstream(vec![]).await;
+    let proxy = start_proxy(
+        &up.url(),
+        FaultPlan::new(1, Vec::new()),
+        ProxyConfig::default(),
+    )
+    .await;
+    for base in [up.url(), proxy.url()] {
+        let out = tokio::time::timeout(
+            PATIENCE,
+            tokio::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "--http2-prior-knowledge",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_version} %{http_code}",
+                    &format!("{base}/api/resource"),
+                ])
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("curl did not finish"))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{base}");
+    }
+}
