@@ -11,6 +11,7 @@ Configuration, all through the environment:
   RETRIES       retries after the first charge attempt (default 2)
   BACKOFF_MS    wait before the first retry, doubled for each one after it (default 50)
   PROPAGATE     0 stops passing the trace context on (default 1)
+  CHARGE_TIMEOUT_MS  how long one charge call may take (default 5000)
 
 Standard library only.
 """
@@ -34,7 +35,7 @@ TRACE_HEADERS = ("traceparent", "X-Trace-Id", "X-Request-Id")
 # The longest Retry-After this service is willing to wait, in seconds.
 RETRY_AFTER_CAP = 5.0
 # How long one charge call may take, in seconds.
-CHARGE_TIMEOUT = 5.0
+CHARGE_TIMEOUT = float(os.environ.get("CHARGE_TIMEOUT_MS", "5000")) / 1000
 
 
 def retry_after(value):
