@@ -131,3 +131,51 @@ async fn curl_speaks_http2_with_prior_knowledge_to_both_servers() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{base}");
     }
 }
+
+/// curl's exit code and stderr for one GET.
+async fn curl(args: &[&str]) -> (Option<i32>, String) {
+    let out = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new("curl")
+            .args(["-s", "-S", "-o", "/dev/null"])
+            .args(args)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("curl did not finish"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rst_stream_resets_the_http2_stream_with_its_code_and_closes_an_http1_connection() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: curl is not installed");
+        return;
+    }
+    let up = demo_upstream(vec![]).await;
+    let rules = crate::proxy::plan(
+        1,
+        "[[faults]]\nname = \"refuse\"\nkind = \"rst_stream\"\nerror_code = 8\nmatch = { path = \"/api/resource\" }\n",
+    );
+    let proxy = start_proxy(&up.url(), rules, ProxyConfig::default()).await;
+    let target = format!("{}/api/resource", proxy.url());
+    // HTTP/2: curl reports the stream's reset and its code (8, CANCEL): exit 92. (A 7,
+    // REFUSED_STREAM, curl retries on a new connection, as the code invites.)
+    let (code, stderr) = curl(&["--http2-prior-knowledge", &target]).await;
+    assert_eq!(code, Some(92), "{stderr}");
+    assert!(
+        stderr.contains("CANCEL") || stderr.contains("err 8"),
+        "{stderr}"
+    );
+    // HTTP/1.1 has no streams: the connection closes with no answer (curl: empty reply, 52).
+    let (code, stderr) = curl(&["--http1.1", &target]).await;
+    assert_eq!(code, Some(52), "{stderr}");
+}

@@ -106,7 +106,7 @@ error: faults[0].kind: unknown value `dealy`
 4 | kind = \"dealy\"
   |        ^^^^^^^ unknown value
   |
-  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `stream`, `headers`, `status`, `ws_close`, `ws_delay`, `ws_drop`"
+  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `stream`, `headers`, `status`, `ws_close`, `ws_delay`, `ws_drop`, `rst_stream`"
     );
 }
 

@@ -116,7 +116,7 @@ fn schema_documents_every_kind_with_an_example() {
         names,
         [
             "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "stream", "headers",
-            "status", "ws_close", "ws_delay", "ws_drop"
+            "status", "ws_close", "ws_delay", "ws_drop", "rst_stream"
         ]
     );
     for kind in kinds {

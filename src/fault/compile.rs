@@ -124,7 +124,7 @@ fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> 
 }
 
 /// Every kind-specific field, whether it is given, and the kinds it applies to.
-fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 23] {
+fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 24] {
     use FaultKind as K;
     [
         ("delay", f.delay.is_some(), &[K::Delay, K::WsDelay]),
@@ -138,6 +138,7 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 23
         ("retry_after", f.retry_after.is_some(), &[K::Error]),
         ("grpc_status", f.grpc_status.is_some(), &[K::Error]),
         ("grpc_message", f.grpc_message.is_some(), &[K::Error]),
+        ("error_code", f.error_code.is_some(), &[K::RstStream]),
         ("cap", f.cap.is_some(), &[K::Hang]),
         ("after_bytes", f.after_bytes.is_some(), &[K::Truncate]),
         ("after_messages", f.after_messages.is_some(), &[K::WsClose]),
@@ -305,6 +306,21 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
             })))
         }
         FaultKind::Drop => Some(FaultAction::Drop),
+        FaultKind::RstStream => {
+            let code = fault.error_code.unwrap_or(2);
+            if code > 13 {
+                c.report(
+                    at.field("error_code"),
+                    format!("{code} is not an HTTP/2 error code: they go from 0 to 13"),
+                    "not an HTTP/2 error code",
+                    Some(
+                        "2 is INTERNAL_ERROR, 7 REFUSED_STREAM, 8 CANCEL, 11 ENHANCE_YOUR_CALM"
+                            .into(),
+                    ),
+                );
+            }
+            Some(FaultAction::RstStream { code })
+        }
         FaultKind::Reset => Some(FaultAction::Reset),
         FaultKind::Hang => {
             let cap = fault.cap.map(DurationSpec::get);

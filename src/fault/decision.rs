@@ -70,6 +70,9 @@ pub enum Action<D = Duration> {
     WsDelay(DelaySpec),
     /// A WebSocket stream fault: drop each message with this probability.
     WsDrop { probability: f64 },
+    /// Terminal. Reset the request's HTTP/2 stream with this error code (on HTTP/1.1, close the
+    /// connection). Do not forward.
+    RstStream { code: u32 },
 }
 
 /// The effect of a fired rule, with any random values already drawn.
@@ -92,6 +95,7 @@ impl<D> Action<D> {
             Action::WsClose { .. } => "ws_close",
             Action::WsDelay(_) => "ws_delay",
             Action::WsDrop { .. } => "ws_drop",
+            Action::RstStream { .. } => "rst_stream",
         }
     }
 
@@ -109,7 +113,11 @@ impl<D> Action<D> {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            Action::Error(_) | Action::Drop | Action::Reset | Action::Hang { .. }
+            Action::Error(_)
+                | Action::Drop
+                | Action::Reset
+                | Action::Hang { .. }
+                | Action::RstStream { .. }
         )
     }
 
@@ -149,6 +157,7 @@ impl<D> Action<D> {
                 code: *code,
             },
             Action::WsDelay(spec) => Action::WsDelay(*spec),
+            Action::RstStream { code } => Action::RstStream { code: *code },
             Action::WsDrop { probability } => Action::WsDrop {
                 probability: *probability,
             },

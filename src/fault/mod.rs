@@ -224,6 +224,7 @@ impl fmt::Display for FaultRule {
                 DelaySpec::Range(lo, hi) => write!(f, " {}..{}", fd(*lo), fd(*hi))?,
             },
             FaultAction::WsDrop { probability } => write!(f, " p={probability} per message")?,
+            FaultAction::RstStream { code } => write!(f, " error code {code}")?,
             FaultAction::Drop | FaultAction::Reset | FaultAction::Hang { cap: None } => {}
         }
         if self.probability < 1.0 {

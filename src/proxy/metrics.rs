@@ -262,7 +262,8 @@ impl Metrics {
                 // Stream faults are counted once per upgrade, in the faults counter above.
                 FaultAction::WsClose { .. }
                 | FaultAction::WsDelay(_)
-                | FaultAction::WsDrop { .. } => {}
+                | FaultAction::WsDrop { .. }
+                | FaultAction::RstStream { .. } => {}
             }
         }
         for kind in ["unreachable", "failed", "timeout"] {

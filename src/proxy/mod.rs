@@ -266,7 +266,7 @@ where
                 if let Some(slot) = slot.as_mut() {
                     // A reset or a hang may never return: the call is recorded before it starts.
                     match step.effect {
-                        Effect::Reset => {
+                        Effect::Reset | Effect::RstStream { .. } => {
                             slot.finish(None, Some(CallError::Reset), fired_names.clone())
                         }
                         Effect::Hang { cap: None } => {
@@ -432,6 +432,13 @@ where
         match &step.effect {
             Effect::Error(reply) => (error_reply(rule, reply), Disposition::InjectedError),
             Effect::Drop => (synthetic(rule, "drop", 503), Disposition::Dropped),
+            Effect::RstStream { code } => {
+                flight.settle(Disposition::Reset, rule);
+                let mut response = synthetic(rule, "rst_stream", 500);
+                // The connection code turns this marker into the reset (see `serve_connection`).
+                response.extensions_mut().insert(ResetStream(*code));
+                (response, Disposition::Reset)
+            }
             Effect::Reset => {
                 // Counted before the connection goes, since this future goes with it.
                 flight.settle(Disposition::Reset, rule);
@@ -619,6 +626,10 @@ fn full(response: Response<Full<Bytes>>) -> Response<ProxyBody> {
     response.map(|body| body.map_err(|never| match never {}).boxed())
 }
 
+/// Marks the answer of a `rst_stream` fault: reset the stream with this HTTP/2 error code.
+#[derive(Debug, Clone, Copy)]
+struct ResetStream(u32);
+
 /// Serves the proxy on one connection of any transport until it closes.
 pub async fn serve_connection<IO, C>(io: IO, proxy: Arc<Proxy<C>>, shutdown: Shutdown)
 where
@@ -635,7 +646,15 @@ where
             let shutdown = tunnels.clone();
             let proxy = proxy.clone();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(proxy.respond(req, &conn, &shutdown).await) }
+            async move {
+                let response = proxy.respond(req, &conn, &shutdown).await;
+                // A `rst_stream` fault: an error instead of a response makes hyper reset the
+                // HTTP/2 stream with the error's code (and close an HTTP/1.1 connection).
+                match response.extensions().get::<ResetStream>() {
+                    Some(ResetStream(code)) => Err(h2::Error::from(h2::Reason::from(*code))),
+                    None => Ok::<_, h2::Error>(response),
+                }
+            }
         })
     };
     server::serve_controlled(io, make_service, shutdown, timeouts).await;

@@ -350,6 +350,12 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc_message: Option<String>,
 
+    /// For `rst_stream`: the HTTP/2 error code of the reset, 0 to 13 (default 2, INTERNAL_ERROR;
+    /// 7 is REFUSED_STREAM, which clients may retry; 8 is CANCEL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 13))]
+    pub error_code: Option<u32>,
+
     /// For `hang`: answer 504 after this long instead of never answering. Example: `cap = "30s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap: Option<DurationSpec>,
@@ -490,6 +496,7 @@ impl FaultSpec {
             retry_after: None,
             grpc_status: None,
             grpc_message: None,
+            error_code: None,
             cap: None,
             after_bytes: None,
             after_messages: None,
@@ -565,10 +572,15 @@ pub enum FaultKind {
     /// `{ kind = "ws_drop", probability = 0.1 }`.
     #[serde(rename = "ws_drop")]
     WsDrop,
+    /// Answer nothing and reset the request's HTTP/2 stream with `error_code` (an RST_STREAM for
+    /// that stream, not a GOAWAY for the connection). Over HTTP/1.1, which has no streams, the
+    /// connection is closed. Do not forward. Example: `{ kind = "rst_stream", error_code = 7 }`.
+    #[serde(rename = "rst_stream")]
+    RstStream,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Delay,
         FaultKind::Error,
         FaultKind::Drop,
@@ -582,6 +594,7 @@ impl FaultKind {
         FaultKind::WsClose,
         FaultKind::WsDelay,
         FaultKind::WsDrop,
+        FaultKind::RstStream,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -599,6 +612,7 @@ impl FaultKind {
             FaultKind::WsClose => "ws_close",
             FaultKind::WsDelay => "ws_delay",
             FaultKind::WsDrop => "ws_drop",
+            FaultKind::RstStream => "rst_stream",
         }
     }
 
