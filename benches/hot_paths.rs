@@ -118,6 +118,7 @@ fn serialise(c: &mut Criterion) {
         start: Duration::from_millis(1234),
         scheduled: Duration::from_millis(1234),
         service: Duration::from_millis(53),
+        protocol: Default::default(),
         calls: Default::default(),
         latency: Duration::from_millis(53),
     };

@@ -151,6 +151,10 @@ pub enum RunError {
     /// The topology cannot be set up as written (a URL that is not one once filled in).
     #[error("{0}")]
     Topology(String),
+    /// The load generator's TLS for an `https://` entry could not be set up (an unreadable CA
+    /// file, say).
+    #[error("the load generator cannot set up TLS: {0}")]
+    LoadTls(crate::tls::TlsError),
 }
 
 const LOOPBACK: SocketAddr =
@@ -306,7 +310,7 @@ fn load_options(scenario: &Scenario, base: Uri) -> LoadOptions {
         base,
         seed: scenario.seed,
         load: scenario.load.clone(),
-
+        tls: None,
         calls: None,
     }
 }
@@ -485,6 +489,10 @@ pub async fn play_with<D: load::Dial>(
     let loaded = match load_task.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(load::LoadError::Panicked(message))) => Err(message),
+        Ok(Err(load::LoadError::Tls(e))) => {
+            failure.get_or_insert(RunError::LoadTls(e));
+            Ok(())
+        }
         Err(join) => Err(load::panic_message(join)),
     };
     if let Err(message) = loaded {

@@ -663,7 +663,7 @@ async fn play_scenario(text: &str) -> Vec<Outcome> {
         base: proxy.url().parse().unwrap_or_else(|e| panic!("{e}")),
         seed: scenario.seed,
         load: scenario.load.clone(),
-
+        tls: None,
         calls: None,
     };
     let mut outcomes = Vec::new();

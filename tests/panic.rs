@@ -85,7 +85,7 @@ async fn sabotaged_run(how: Sabotage, output: &Path) -> Result<u64, RunError> {
         base: upstream.url().parse().unwrap_or_else(|e| panic!("{e}")),
         seed: scenario.seed,
         load: scenario.load.clone(),
-
+        tls: None,
         calls: None,
     };
     let options = RunOptions {

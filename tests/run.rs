@@ -574,7 +574,7 @@ fn recorded_attempts_agree_with_the_proxy_metrics() {
             base: proxy.url().parse().unwrap_or_else(|e| panic!("{e}")),
             seed: scenario.seed,
             load: scenario.load.clone(),
-
+            tls: None,
             calls: None,
         };
         let (summary, _) = runner::play_load(load, &options, |o| outcomes.push(o.clone()))

@@ -75,7 +75,7 @@ error: load: unknown key `concurency`
 10 | concurency = 2
    | ^^^^^^^^^^ unknown key
    |
-   = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `targets`, `to`, `command`, `env`, `cwd`"
+   = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `http2`, `targets`, `to`, `command`, `env`, `cwd`"
     );
 }
 
@@ -365,7 +365,7 @@ error: load: unknown key `concurency`
   |      ^^^^^^^^^^ unknown key
   |
   = note: the override was applied to scenario.toml
-  = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `targets`, `to`, `command`, `env`, `cwd`"
+  = help: did you mean `concurrency`? valid keys here: `requests`, `duration`, `concurrency`, `rate`, `stages`, `max_in_flight`, `retries`, `retry_backoff`, `retry`, `timeout`, `client_trace`, `http2`, `targets`, `to`, `command`, `env`, `cwd`"
     );
 }
 

@@ -115,8 +115,20 @@ fn schema_documents_every_kind_with_an_example() {
     assert_eq!(
         names,
         [
-            "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "stream", "headers",
-            "status", "ws_close", "ws_delay", "ws_drop", "rst_stream"
+            "delay",
+            "error",
+            "drop",
+            "reset",
+            "hang",
+            "truncate",
+            "throttle",
+            "stream",
+            "headers",
+            "status",
+            "ws_close",
+            "ws_delay",
+            "ws_drop",
+            "rst_stream"
         ]
     );
     for kind in kinds {

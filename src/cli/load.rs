@@ -1,4 +1,5 @@
-//! `traceforge load`: the load generator on its own, against any HTTP URL, with the classic flags.
+//! `traceforge load`: the load generator on its own, against any HTTP or HTTPS URL, with the
+//! classic flags.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,9 +21,18 @@ const DEFAULT_REQUESTS: u64 = 100;
 /// Arguments of `traceforge load`.
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// The URL to load, such as http://127.0.0.1:8080/api/resource
+    /// The URL to load, such as http://127.0.0.1:8080/api/resource (or https://...)
     #[arg(long)]
     pub url: String,
+    /// Speak HTTP/2: with prior knowledge to an http:// URL (h2c), by ALPN to an https:// one.
+    #[arg(long)]
+    pub http2: bool,
+    /// An https:// URL: a PEM file of CA certificates to trust besides the system's roots.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// An https:// URL: accept any certificate, without verification (self-signed test servers).
+    #[arg(long)]
+    pub insecure: bool,
     /// How many logical requests to send (retries not counted). Default 100 unless --duration
     /// says how long to send instead.
     #[arg(long = "n", visible_alias = "requests")]
@@ -71,7 +81,16 @@ pub struct LoadArgs {
 /// refused here with the same rule; each problem is reported under the flag that set it.
 pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
     let uri =
-        traceforge::spec::url::parse_http_url(&args.url).map_err(|e| format!("--url: {e}"))?;
+        traceforge::spec::url::parse_upstream_url(&args.url).map_err(|e| format!("--url: {e}"))?;
+    let https = uri.scheme_str() == Some("https");
+    if !https {
+        if args.ca.is_some() {
+            return Err("--ca: only for an https:// --url".into());
+        }
+        if args.insecure {
+            return Err("--insecure: only for an https:// --url".into());
+        }
+    }
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let spec = spec(args, path)?;
     let mut checker = Checker::default();
@@ -89,8 +108,18 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
             .collect();
         return Err(messages.join("\nerror: "));
     }
+    let tls = if https {
+        let trust = traceforge::tls::UpstreamTls {
+            ca_file: args.ca.clone(),
+            insecure: args.insecure,
+        };
+        let flag = if args.ca.is_some() { "--ca" } else { "--url" };
+        Some(traceforge::load::client_tls(&trust).map_err(|e| format!("{flag}: {e}"))?)
+    } else {
+        None
+    };
     let base = Uri::builder()
-        .scheme("http")
+        .scheme(if https { "https" } else { "http" })
         .authority(uri.authority().map_or("", |a| a.as_str()))
         .path_and_query("/")
         .build()
@@ -99,7 +128,7 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
         base,
         seed: args.seed,
         load,
-
+        tls,
         calls: None,
     })
 }
@@ -138,6 +167,7 @@ fn spec(args: &LoadArgs, path: String) -> Result<LoadSpec, String> {
         retry: None,
         timeout: millis("--timeout-ms", args.timeout_ms)?,
         client_trace: args.client_trace,
+        http2: args.http2,
         targets: vec![TargetSpec {
             path,
             method: args.method.clone(),
@@ -223,6 +253,9 @@ pub fn load(args: &LoadArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
+    if args.insecure {
+        errln!("warning: TLS certificates are NOT verified (--insecure)");
+    }
     // One worker keeps a current-thread runtime: the load runs inside `block_on`, which also drives
     // the signal watcher, so a signal is seen the moment it arrives.
     let runtime = match super::runtime(args.workers, false) {

@@ -498,6 +498,7 @@ mod tests {
             scheduled: std::time::Duration::ZERO,
             latency: std::time::Duration::ZERO,
             service: std::time::Duration::ZERO,
+            protocol: Default::default(),
             calls: Default::default(),
         };
         body.push(&outcome);

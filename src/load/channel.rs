@@ -2,23 +2,34 @@
 //! pooled client; a closed-loop worker sends one request after another and keeps a connection of
 //! its own, with no pool to lock and nothing to share: the path `wrk` and `oha` take, and the one
 //! that lets the load generator keep up with them.
+//!
+//! Both go through a [`Connector`]: the [`Dial`]er's stream (TCP, or an in-memory pipe), wrapped in
+//! TLS for an `https://` base, speaking HTTP/1.1 or, with `load.http2`, HTTP/2 (with prior
+//! knowledge in clear text, by ALPN over TLS).
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{TrySendError, http1, http2};
 use hyper::header::HOST;
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::connect::{Connect, Connected, Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tower_service::Service;
 
-use crate::record::ErrorKind;
+use crate::record::{ErrorKind, Protocol};
 use crate::transport::{MemoryConnector, MemoryStream};
 
 /// A connector the load generator can use both ways: as the pooled client's connector, and to
@@ -44,23 +55,222 @@ impl Dial for MemoryConnector {
     }
 }
 
-/// A worker's own HTTP/1.1 connection: opened on first use, reopened after the server closes it
-/// or an exchange fails (a reset, a truncated body, a timeout), and closed when dropped.
-pub struct OwnConnection<D: Dial> {
+/// The ALPN names offered over TLS: `h2` first with `load.http2`, else HTTP/1.1 alone.
+fn alpn(http2: bool) -> Vec<Vec<u8>> {
+    if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    }
+}
+
+/// Opens the load generator's connections: the dialer's stream, in TLS when the base is
+/// `https://`, and says which protocol to speak on it.
+#[derive(Clone)]
+pub struct Connector<D: Dial> {
     dialer: D,
+    /// `Some` for an `https://` base.
+    tls: Option<TlsConnector>,
+    http2: bool,
+}
+
+impl<D: Dial> Connector<D> {
+    /// A connector to `base`. An `https://` base verifies the server with `tls` (see
+    /// [`crate::tls::client_config`]: the system's roots, a CA file, or nothing with `insecure`),
+    /// or with the system's roots alone when `tls` is `None`. Its ALPN offer is set here.
+    pub fn new(
+        dialer: D,
+        base: &Uri,
+        tls: Option<Arc<ClientConfig>>,
+        http2: bool,
+    ) -> Result<Self, crate::tls::TlsError> {
+        let tls = if base.scheme() == Some(&hyper::http::uri::Scheme::HTTPS) {
+            let config = match tls {
+                Some(config) => config,
+                None => Arc::new(crate::tls::client_config(
+                    &crate::tls::UpstreamTls::default(),
+                )?),
+            };
+            let mut config = ClientConfig::clone(&config);
+            config.alpn_protocols = alpn(http2);
+            Some(TlsConnector::from(Arc::new(config)))
+        } else {
+            None
+        };
+        Ok(Connector { dialer, tls, http2 })
+    }
+
+    /// Whether requests go over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// What a request is sent with before any connection says otherwise.
+    pub fn asked(&self) -> Protocol {
+        if self.http2 {
+            Protocol::H2
+        } else {
+            Protocol::Http1
+        }
+    }
+
+    /// Opens one connection to `uri`'s authority (TLS named after its host) and says which
+    /// protocol it speaks: over TLS what ALPN chose, in clear text what was asked for.
+    pub async fn open(&self, uri: Uri) -> io::Result<(LoadIo<D::Io>, Protocol)> {
+        let host = uri
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string());
+        let io = self.dialer.dial(uri).await?;
+        let Some(tls) = &self.tls else {
+            return Ok((LoadIo::Plain(io), self.asked()));
+        };
+        let name = host
+            .and_then(|h| ServerName::try_from(h).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no TLS server name"))?;
+        let stream = tls.connect(name, TokioIo::new(io)).await?;
+        let protocol = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::H2,
+            _ => Protocol::Http1,
+        };
+        Ok((LoadIo::Tls(Box::new(TokioIo::new(stream))), protocol))
+    }
+
+    /// hyper's pooled client over this connector, for an open loop: HTTP/2 in clear text with
+    /// prior knowledge, over TLS when ALPN agrees (one connection multiplexes every request).
+    pub fn pooled(self, max_idle: usize) -> Client<Self, Full<Bytes>> {
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(max_idle);
+        if self.http2 && self.tls.is_none() {
+            builder.http2_only(true);
+        }
+        builder.build(self)
+    }
+}
+
+impl<D: Dial> Service<Uri> for Connector<D> {
+    type Response = LoadIo<D::Io>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<LoadIo<D::Io>>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connector = self.clone();
+        Box::pin(async move { connector.open(uri).await.map(|(io, _)| io) })
+    }
+}
+
+/// A load connection: the dialer's stream as it is, or in TLS.
+pub enum LoadIo<I> {
+    Plain(I),
+    Tls(Box<TokioIo<TlsStream<TokioIo<I>>>>),
+}
+
+impl<I> Connection for LoadIo<I> {
+    fn connected(&self) -> Connected {
+        match self {
+            LoadIo::Tls(stream) if stream.inner().get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Connected::new().negotiated_h2()
+            }
+            _ => Connected::new(),
+        }
+    }
+}
+
+impl<I: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Read for LoadIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LoadIo::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            LoadIo::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<I: hyper::rt::Read + hyper::rt::Write + Unpin> hyper::rt::Write for LoadIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            LoadIo::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            LoadIo::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LoadIo::Plain(io) => Pin::new(io).poll_flush(cx),
+            LoadIo::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LoadIo::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            LoadIo::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The sending half of a worker's connection, in the protocol it speaks.
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
+    async fn try_send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
+        match self {
+            Sender::H1(s) => s.try_send_request(request).await,
+            Sender::H2(s) => s.try_send_request(request).await,
+        }
+    }
+}
+
+/// A worker's own connection (HTTP/1.1, or HTTP/2 with `load.http2`): opened on first use,
+/// reopened after the server closes it or an exchange fails (a reset, a truncated body, a
+/// timeout), and closed when dropped.
+pub struct OwnConnection<D: Dial> {
+    connector: Connector<D>,
     base: Uri,
     host: Option<hyper::header::HeaderValue>,
-    sender: Option<http1::SendRequest<Full<Bytes>>>,
+    sender: Option<Sender>,
     task: Option<JoinHandle<()>>,
 }
 
 impl<D: Dial> OwnConnection<D> {
-    pub fn new(dialer: D, base: Uri) -> Self {
+    pub fn new(connector: Connector<D>, base: Uri) -> Self {
         let host = base
             .authority()
             .and_then(|a| hyper::header::HeaderValue::from_str(a.as_str()).ok());
         OwnConnection {
-            dialer,
+            connector,
             base,
             host,
             sender: None,
@@ -69,17 +279,32 @@ impl<D: Dial> OwnConnection<D> {
     }
 
     async fn open(&mut self) -> Result<(), ErrorKind> {
-        let io = self
-            .dialer
-            .dial(self.base.clone())
-            .await
-            .map_err(|_| ErrorKind::Connect)?;
-        let (sender, conn) = http1::handshake(io)
-            .await
-            .map_err(|e| super::classify(&e))?;
-        self.task = Some(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
+        let (io, protocol) = self.connector.open(self.base.clone()).await.map_err(|e| {
+            tracing::debug!(error = %e, "the load generator cannot connect");
+            ErrorKind::Connect
+        })?;
+        let sender = match protocol {
+            Protocol::Http1 => {
+                let (sender, conn) = http1::handshake(io)
+                    .await
+                    .map_err(|e| super::classify(&e))?;
+                self.task = Some(tokio::spawn(async move {
+                    let _ = conn.await;
+                }));
+                Sender::H1(sender)
+            }
+            Protocol::H2 => {
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(io)
+                    .await
+                    .map_err(|e| super::classify(&e))?;
+                self.task = Some(tokio::spawn(async move {
+                    let _ = conn.await;
+                }));
+                Sender::H2(sender)
+            }
+        };
         self.sender = Some(sender);
         Ok(())
     }
@@ -93,21 +318,15 @@ impl<D: Dial> OwnConnection<D> {
         }
     }
 
-    /// Sends one request in origin form with a Host header, as a browser or curl would. A request
-    /// that a reused connection could not take (the server had closed it in between) goes again
-    /// on a fresh one, like hyper's pooled client does; one that was sent is never repeated.
+    /// Sends one request: over HTTP/1.1 in origin form with a Host header, as a browser or curl
+    /// would; over HTTP/2 with the scheme and authority as pseudo-headers. A request that a reused
+    /// connection could not take (the server had closed it in between) goes again on a fresh
+    /// one, like hyper's pooled client does; one that was sent is never repeated.
     pub async fn send(
         &mut self,
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ErrorKind> {
-        let (mut parts, body) = request.into_parts();
-        if let Some(pq) = parts.uri.path_and_query() {
-            parts.uri = Uri::from(pq.clone());
-        }
-        if let Some(host) = &self.host {
-            parts.headers.entry(HOST).or_insert_with(|| host.clone());
-        }
-        let mut request = Request::from_parts(parts, body);
+        let mut request = Some(request);
         for _ in 0..2 {
             let fresh = match &self.sender {
                 Some(s) if !s.is_closed() => false,
@@ -127,14 +346,36 @@ impl<D: Dial> OwnConnection<D> {
                 }
                 continue;
             }
-            match sender.try_send_request(request).await {
+            let Some(mut outgoing) = request.take() else {
+                return Err(ErrorKind::Reset);
+            };
+            if let Sender::H1(_) = sender {
+                let (mut parts, body) = outgoing.into_parts();
+                if let Some(pq) = parts.uri.path_and_query() {
+                    parts.uri = Uri::from(pq.clone());
+                }
+                if let Some(host) = &self.host {
+                    parts.headers.entry(HOST).or_insert_with(|| host.clone());
+                }
+                outgoing = Request::from_parts(parts, body);
+            } else if outgoing.uri().scheme().is_none() {
+                // HTTP/2 names the scheme and authority in every request.
+                let pq = outgoing
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |pq| pq.as_str());
+                if let Ok(uri) = super::join(&self.base, pq) {
+                    *outgoing.uri_mut() = uri;
+                }
+            }
+            match sender.try_send(outgoing).await {
                 Ok(response) => return Ok(response),
                 Err(mut e) => {
                     let unsent = e.take_message();
                     let error = e.into_error();
                     self.discard();
                     match unsent {
-                        Some(again) if !fresh => request = again,
+                        Some(again) if !fresh => request = Some(again),
                         _ => return Err(super::classify(&error)),
                     }
                 }
@@ -153,7 +394,7 @@ impl<D: Dial> Drop for OwnConnection<D> {
 /// Where one request goes out.
 pub enum Channel<'a, D: Dial> {
     /// hyper's pooled client, shared by the tasks of an open loop.
-    Pooled(&'a Client<D, Full<Bytes>>),
+    Pooled(&'a Client<Connector<D>, Full<Bytes>>),
     /// A closed-loop worker's own connection.
     Own(&'a mut OwnConnection<D>),
 }

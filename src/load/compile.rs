@@ -179,6 +179,7 @@ pub fn compile(c: &mut Checker, l: &LoadSpec) -> LoadConfig {
         timeout: l.timeout.get(),
         client_trace: l.client_trace,
         targets,
+        http2: l.http2,
     }
 }
 

@@ -19,7 +19,6 @@ use hyper::header::HeaderValue;
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,10 +28,10 @@ pub mod compile;
 pub mod plan;
 mod retry;
 
-pub use channel::{Channel, Dial, OwnConnection};
+pub use channel::{Channel, Connector, Dial, LoadIo, OwnConnection};
 pub use retry::{MAX_RETRY_AFTER, backoff, parse_retry_after, retry_wait};
 
-use crate::record::{Attempt, ErrorKind, Outcome};
+use crate::record::{Attempt, ErrorKind, Outcome, Protocol};
 use crate::{seed, wire};
 use plan::ramp_value;
 pub use plan::{LoadConfig, Profile, RetryPolicy, Schedule, Stage, Target, Until, pick_target};
@@ -44,20 +43,34 @@ use crate::record::calls::{Calls, Open};
 /// What to play and where.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Scheme and authority the targets are sent to, such as `http://127.0.0.1:8080`.
+    /// Scheme and authority the targets are sent to, such as `http://127.0.0.1:8080` or
+    /// `https://127.0.0.1:8443`.
     pub base: Uri,
     pub seed: u64,
     pub load: LoadConfig,
+    /// An `https://` base: how its certificate is verified (see [`crate::tls::client_config`]; the
+    /// ALPN offer is the generator's own). `None`: the system's roots. Unused for `http://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// With services in the loop: where each request's calls are collected (see
     /// [`crate::record::calls`]). Requests then always carry a trace context.
     pub calls: Option<Arc<Calls>>,
 }
 
-/// The TCP connector, Nagle off: small requests must not wait for ACKs.
+/// The TCP connector, Nagle off: small requests must not wait for ACKs. It takes `https://`
+/// URIs too: TLS is the [`Connector`]'s layer above it.
 pub fn tcp_dialer() -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    connector.enforce_http(false);
     connector
+}
+
+/// The TLS trust of an `https://` base: [`crate::tls::client_config`] for `tls`, ready for
+/// [`LoadOptions::tls`].
+pub fn client_tls(
+    tls: &crate::tls::UpstreamTls,
+) -> Result<Arc<rustls::ClientConfig>, crate::tls::TlsError> {
+    crate::tls::client_config(tls).map(Arc::new)
 }
 
 /// Why the load generator could not play its whole profile.
@@ -66,6 +79,9 @@ pub enum LoadError {
     /// A worker task panicked: its requests were not played. Always a bug.
     #[error("a load worker panicked: {0}")]
     Panicked(String),
+    /// The TLS configuration for an `https://` base could not be built.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The message of a panicked task, as far as it can be read.
@@ -103,6 +119,12 @@ pub async fn run<D: Dial>(
     outcomes: mpsc::Sender<Outcome>,
     stop: CancellationToken,
 ) -> Result<(), LoadError> {
+    let connector = Connector::new(
+        dialer,
+        &options.base,
+        options.tls.clone(),
+        options.load.http2,
+    )?;
     let start = Instant::now();
     let options = Arc::new(options);
     match options.load.profile.clone() {
@@ -110,11 +132,9 @@ pub async fn run<D: Dial>(
             schedule,
             max_in_flight,
         } => {
-            // Many short tasks send at once: they share hyper's pool.
-            let client = Client::builder(TokioExecutor::new())
-                .pool_timer(TokioTimer::new())
-                .pool_max_idle_per_host(max_in_flight as usize)
-                .build(dialer);
+            // Many short tasks send at once: they share hyper's pool (over HTTP/2, one
+            // connection that multiplexes them).
+            let client = connector.pooled(max_in_flight as usize);
             open_loop(
                 client,
                 options,
@@ -135,7 +155,7 @@ pub async fn run<D: Dial>(
                 Until::Requests(n) => Gate::from(index < n),
                 Until::Duration(d) => Gate::from(elapsed < d),
             };
-            closed_loop(dialer, options, outcomes, stop, start, workers, gate).await
+            closed_loop(connector, options, outcomes, stop, start, workers, gate).await
         }
         Profile::ClosedStages { stages } => {
             let workers = u64::from(options.load.profile.max_in_flight());
@@ -147,7 +167,7 @@ pub async fn run<D: Dial>(
                     Some(_) => Gate::Wait,
                 }
             };
-            closed_loop(dialer, options, outcomes, stop, start, workers, gate).await
+            closed_loop(connector, options, outcomes, stop, start, workers, gate).await
         }
     }
 }
@@ -172,7 +192,7 @@ const RAMP_TICK: Duration = Duration::from_millis(10);
 /// `workers` tasks, each taking the next index when its previous request finished, while `gate`
 /// says go. Indexes come from one counter, so every index below the total is played exactly once.
 async fn closed_loop<D, G>(
-    dialer: D,
+    connector: Connector<D>,
     options: Arc<LoadOptions>,
     outcomes: mpsc::Sender<Outcome>,
     stop: CancellationToken,
@@ -188,8 +208,9 @@ where
     let gate = Arc::new(gate);
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..workers {
-        // Each worker keeps a connection of its own: requests follow one another on it.
-        let mut own = OwnConnection::new(dialer.clone(), options.base.clone());
+        // Each worker keeps a connection of its own: requests follow one another on it (over
+        // HTTP/2 too: one connection per worker, one stream at a time).
+        let mut own = OwnConnection::new(connector.clone(), options.base.clone());
         let options = options.clone();
         let outcomes = outcomes.clone();
         let next = next.clone();
@@ -242,7 +263,7 @@ where
 /// counted late) but still exists, so the request count and ids never depend on the server, and
 /// its latency, measured from the scheduled time, shows the wait.
 async fn open_loop<D: Dial>(
-    client: Client<D, Full<Bytes>>,
+    client: Client<Connector<D>, Full<Bytes>>,
     options: Arc<LoadOptions>,
     outcomes: mpsc::Sender<Outcome>,
     stop: CancellationToken,
@@ -352,6 +373,11 @@ async fn play<D: Dial>(
     let mut trace_id = client_trace.clone().unwrap_or_default();
     let mut retry_after = None;
     let mut cancelled = false;
+    let mut protocol = if load.http2 {
+        Protocol::H2
+    } else {
+        Protocol::Http1
+    };
     for attempt in 0..=load.retry.max {
         if attempt > 0 {
             let wait = retry_wait(&load.retry, options.seed, index, attempt, retry_after);
@@ -375,6 +401,9 @@ async fn play<D: Dial>(
             attempt,
         };
         let sent = send(channel, options, target, &ids, stop).await;
+        if let Some(p) = sent.protocol {
+            protocol = p;
+        }
         if sent.attempt.error == Some(ErrorKind::Cancelled) {
             cancelled = true;
             attempts.push(sent.attempt);
@@ -411,6 +440,7 @@ async fn play<D: Dial>(
         scheduled: scheduled.saturating_duration_since(run_start),
         latency: end.saturating_duration_since(scheduled),
         service: end.saturating_duration_since(started),
+        protocol,
         attempts,
         calls: open.map(Open::close).unwrap_or_default(),
     }
@@ -427,6 +457,8 @@ struct Ids<'a> {
 /// One attempt's result and what its response said about the next one.
 struct Sent {
     attempt: Attempt,
+    /// The protocol of the response, when one came.
+    protocol: Option<Protocol>,
     trace_id: Option<String>,
     retry_after: Option<Duration>,
 }
@@ -448,6 +480,7 @@ async fn send<D: Dial>(
             bytes: 0,
             latency: Duration::ZERO,
         },
+        protocol: None,
         trace_id: None,
         retry_after: None,
     };
@@ -487,9 +520,11 @@ async fn send<D: Dial>(
     // The fault names arrive with the head: keep them when the body then fails or times out (a
     // truncated or throttled body), so the attempt still says which rules fired.
     let mut head_faults = (Vec::new(), Vec::new());
+    let mut head_protocol = None;
     let exchange = async {
         let response = channel.send(request).await?;
         let (parts, body) = response.into_parts();
+        head_protocol = Some(Protocol::of(parts.version));
         head_faults = (
             wire::fault_names(&parts.headers),
             wire::fault_kinds(&parts.headers),
@@ -503,6 +538,7 @@ async fn send<D: Dial>(
         result = tokio::time::timeout(options.load.timeout, exchange) => Some(result),
     };
     (sent.attempt.faults, sent.attempt.fault_kinds) = head_faults;
+    sent.protocol = head_protocol;
     let Some(result) = result else {
         sent.attempt.error = Some(ErrorKind::Cancelled);
         channel.discard();

@@ -22,6 +22,8 @@ pub struct LoadConfig {
     pub timeout: Duration,
     pub client_trace: bool,
     pub targets: Vec<Target>,
+    /// HTTP/2: with prior knowledge in clear text, offered first in ALPN over TLS.
+    pub http2: bool,
 }
 
 /// One entry of the request mix.

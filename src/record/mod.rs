@@ -49,6 +49,46 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// The HTTP version a request went out with. Serialized as its ALPN name (`"http/1.1"`, `"h2"`);
+/// an [`Outcome`] leaves it out when it is HTTP/1.1, so outputs of HTTP/1.1 runs read as before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "http/1.1")]
+    Http1,
+    #[serde(rename = "h2")]
+    H2,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http/1.1",
+            Protocol::H2 => "h2",
+        }
+    }
+
+    /// For `skip_serializing_if`: HTTP/1.1 is the default and is not written.
+    pub fn is_http1(&self) -> bool {
+        *self == Protocol::Http1
+    }
+
+    /// The protocol a response came back over.
+    pub fn of(version: hyper::Version) -> Protocol {
+        if version == hyper::Version::HTTP_2 {
+            Protocol::H2
+        } else {
+            Protocol::Http1
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A result as scenario files name it, besides a plain status: a status class (`5xx`) or a
 /// transport error (`timeout`). `load.retry.on` and the `expect` status keys share this
 /// vocabulary and this parser.
@@ -135,6 +175,10 @@ pub struct Outcome {
     /// From the first attempt's actual start to the last attempt's end, backoff included.
     #[serde(with = "micros", rename = "service_us", default)]
     pub service: Duration,
+    /// The protocol of the last response (`"h2"` with `load.http2`), or the one asked for when no
+    /// response came. Left out of JSON when HTTP/1.1, and never in CSV or golden bodies.
+    #[serde(skip_serializing_if = "Protocol::is_http1", default)]
+    pub protocol: Protocol,
     /// With services in the loop: the calls its service made, per named proxy, in order.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub calls: BTreeMap<String, Vec<Call>>,

@@ -273,6 +273,7 @@ mod tests {
             scheduled: Duration::ZERO,
             latency: Duration::from_millis(7),
             service: Duration::from_millis(7),
+            protocol: Default::default(),
             calls: Default::default(),
         }
     }

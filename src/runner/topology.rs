@@ -85,6 +85,35 @@ impl ProxiesTls {
     }
 }
 
+impl ProxiesTls {
+    /// How the load generator trusts the TLS proxy `name` it enters at: its generated CA, or the
+    /// certificates of its own `cert_file`, besides the system's roots. `None` for a plain proxy.
+    fn entry_trust(
+        &self,
+        topology: &Topology,
+        name: &str,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, crate::tls::TlsError> {
+        let Some(server) = self.by_proxy.get(name) else {
+            return Ok(None);
+        };
+        let ca_file = server.ca_file.clone().or_else(|| {
+            topology
+                .proxies
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| match &p.tls {
+                    Some(ListenerTls::Files { cert, .. }) => Some(cert.clone()),
+                    _ => None,
+                })
+        });
+        let trust = crate::tls::UpstreamTls {
+            ca_file,
+            insecure: false,
+        };
+        load::client_tls(&trust).map(Some)
+    }
+}
+
 fn tls_error(proxy: &str, e: impl std::fmt::Display) -> RunError {
     RunError::Topology(format!("proxy `{proxy}`: cannot set up TLS: {e}"))
 }
@@ -254,6 +283,7 @@ pub(super) async fn run(
         base: Uri::from_static("http://127.0.0.1"),
         seed: scenario.seed,
         load: scenario.load.clone(),
+        tls: None,
         calls: None,
     });
     let drain = {
@@ -301,10 +331,19 @@ pub(super) async fn run(
                 Entry::Proxy(name) => values.proxies.get(name),
             };
             let base = parse_url(base.map_or("", String::as_str), topology.entry.name())?;
+            let entry_tls = match &topology.entry {
+                Entry::Proxy(name) => tls.entry_trust(topology, name).map_err(|e| {
+                    RunError::Topology(format!(
+                        "proxy `{name}`: the load generator cannot trust its certificate: {e}"
+                    ))
+                })?,
+                Entry::Service(_) => None,
+            };
             let load_options = LoadOptions {
                 base,
                 seed: scenario.seed,
                 load: scenario.load.clone(),
+                tls: entry_tls,
                 calls: Some(calls.clone()),
             };
             let play = play_with(load::tcp_dialer(), load_options, &play_options, |o| {

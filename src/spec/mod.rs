@@ -1139,6 +1139,12 @@ pub struct LoadSpec {
     #[serde(default)]
     pub client_trace: bool,
 
+    /// Speak HTTP/2: with prior knowledge to an `http://` entry (h2c), by ALPN (`h2`) to an
+    /// `https://` one, falling back to HTTP/1.1 when the server does not offer it. Each outcome
+    /// in the JSON outputs then says `"protocol": "h2"`. Default false: HTTP/1.1.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
+
     /// The request mix; each request picks a target by weight. Default: `GET /api/resource`.
     #[serde(default = "default_targets")]
     pub targets: Vec<TargetSpec>,
@@ -1179,6 +1185,7 @@ impl Default for LoadSpec {
             retry: None,
             timeout: default_timeout(),
             client_trace: false,
+            http2: false,
             targets: default_targets(),
             to: None,
             command: None,

@@ -32,7 +32,8 @@ pub fn parse_http_url(text: &str) -> Result<Uri, UrlError> {
     parse(text, false)
 }
 
-/// [`parse_http_url`] for an upstream the proxy forwards to, which may also be `https://`.
+/// [`parse_http_url`] for an upstream the proxy forwards to, or `traceforge load --url`: either
+/// may also be `https://`.
 pub fn parse_upstream_url(text: &str) -> Result<Uri, UrlError> {
     parse(text, true)
 }

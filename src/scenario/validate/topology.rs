@@ -52,22 +52,6 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> Option<Topology> {
         .collect();
     let client = client(c, spec, &names);
     let entry = entry(c, spec, &names);
-    if let (None, Entry::Proxy(to)) = (&client, &entry) {
-        if spec.proxies.iter().any(|p| p.name == *to && p.tls) {
-            let at = if spec.load.to.is_some() {
-                keys(&["load", "to"])
-            } else {
-                key("load")
-            };
-            c.report(
-                at,
-                format!("the load cannot enter at `{to}`: it serves TLS, and the built-in load generator speaks plain HTTP"),
-                "TLS proxy",
-                Some("point `load.to` at a service, or use `load.command` with your own client (`{proxies.NAME.url}` and `{proxies.NAME.ca_file}`)".into()),
-            );
-        }
-    }
-
     let graph = Graph::new(spec, &services, &proxies);
     let order = match graph.cycle() {
         Some((cycle, at)) => {
@@ -835,6 +819,7 @@ fn client(c: &mut Checker, spec: &ScenarioSpec, names: &Names<'_>) -> Option<Cli
         ("duration", l.duration.is_some()),
         ("rate", l.rate.is_some()),
         ("stages", l.stages.is_some()),
+        ("http2", l.http2),
     ] {
         if given {
             c.report_key(
