@@ -377,31 +377,25 @@ where
         slot.map_or_else(|| ids.request_id.clone(), Slot::key)
     }
 
-    /// The decision for one request, from its facts.
+    /// The decision for one request, from its facts: a service's call is keyed on its load request
+    /// and ordinal; anything else on its request id and the load generator's index and attempt
+    /// (an arrival count for clients that send no index).
     fn decide(&self, req: &Request<Incoming>, ids: &Ids, slot: Option<&Slot>) -> Decision {
-        if let Some(slot) = slot {
-            let key = slot.key();
-            let facts = RequestFacts {
-                method: req.method(),
-                path: req.uri().path(),
-                query: req.uri().query(),
-                headers: req.headers(),
-                fault_header: self
-                    .config
-                    .header_faults
-                    .then(|| req.headers().get(wire::FAULT))
-                    .flatten(),
-                request_id: &key,
-                index: slot.index(),
-                attempt: slot.ordinal,
-                elapsed: self.started.elapsed(),
-            };
-            return self.plan.decide(&facts);
-        }
-        let index = wire::index(req.headers()).unwrap_or_else(|| {
-            self.arrivals
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        });
+        let (key, index, attempt) = match slot {
+            Some(slot) => (
+                std::borrow::Cow::Owned(slot.key()),
+                slot.index(),
+                slot.ordinal,
+            ),
+            None => (
+                std::borrow::Cow::Borrowed(ids.request_id.as_str()),
+                wire::index(req.headers()).unwrap_or_else(|| {
+                    self.arrivals
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                }),
+                wire::attempt(req.headers()).unwrap_or(0),
+            ),
+        };
         let facts = RequestFacts {
             method: req.method(),
             path: req.uri().path(),
@@ -412,9 +406,9 @@ where
                 .header_faults
                 .then(|| req.headers().get(wire::FAULT))
                 .flatten(),
-            request_id: &ids.request_id,
+            request_id: &key,
             index,
-            attempt: wire::attempt(req.headers()).unwrap_or(0),
+            attempt,
             elapsed: self.started.elapsed(),
         };
         self.plan.decide(&facts)
