@@ -130,6 +130,22 @@ impl Upstream {
             if let Some(grpc) = &route.grpc {
                 return grpc_route(req, route, grpc, self.client_timeouts.body).await;
             }
+            // The request body is read (and dropped) before the answer: an answer sent over an
+            // unread body would leave the connection unusable, and a client that pooled it (a
+            // proxy) would fail its next request on it.
+            if drain(req.into_body(), self.client_timeouts.body)
+                .await
+                .is_err()
+            {
+                let mut response = json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "the request body could not be read"}),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response.map(Into::into);
+            }
             return scenario_route(route).await.map(Into::into);
         }
         let read_only = [Method::GET, Method::HEAD];
@@ -387,6 +403,15 @@ async fn scenario_route(route: &Route) -> Response<Full<Bytes>> {
         }
     }
     response
+}
+
+/// Reads a request body to its end, keeping nothing, with `timeout` between two reads.
+async fn drain(body: Incoming, timeout: std::time::Duration) -> Result<(), BodyError> {
+    let mut body = TimedBody::new(body, timeout);
+    while let Some(frame) = body.frame().await {
+        frame?;
+    }
+    Ok(())
 }
 
 /// gRPC's `grpc-message` is percent-encoded: everything outside printable ASCII, and `%`.
