@@ -581,15 +581,11 @@ fn grpc_reply(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(grpc.code)));
     let message = grpc
         .message
         .clone()
         .unwrap_or_else(|| format!("fault injected by TraceForge rule {rule}"));
-    let encoded = percent_encoding::utf8_percent_encode(&message, GRPC_MESSAGE_ESCAPES).to_string();
-    if let Ok(value) = HeaderValue::from_str(&encoded) {
-        headers.insert(GRPC_MESSAGE, value);
-    }
+    crate::upstream::insert_grpc_status(headers, grpc.code, Some(&message));
     mark_injected(headers, rule);
     if let Some(value) = reply.retry_after_value() {
         headers.insert(header::RETRY_AFTER, value);
@@ -599,12 +595,6 @@ fn grpc_reply(
     }
     full(response)
 }
-
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
-
-/// gRPC's `grpc-message` is percent-encoded: everything outside printable ASCII, and `%` itself.
-const GRPC_MESSAGE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
 fn mark_injected(headers: &mut HeaderMap, rule: &str) {
     // Rule names are validated as header-safe; a name that is not still gets a marker.

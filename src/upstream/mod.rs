@@ -122,40 +122,35 @@ impl Upstream {
     ) -> Response<UpstreamBody> {
         let path = req.uri().path();
         // Scenario routes first, so a scenario can reshape even the built-in paths.
-        if let Some(route) = self
+        let route = self
             .routes
             .iter()
-            .find(|r| r.path == path && (r.methods.is_empty() || r.methods.contains(req.method())))
-        {
-            if let Some(grpc) = &route.grpc {
-                return grpc_route(req, route, grpc, self.client_timeouts.body).await;
+            .find(|r| r.path == path && (r.methods.is_empty() || r.methods.contains(req.method())));
+        // The routes that read the request body themselves.
+        match route {
+            Some(route) => {
+                if let Some(grpc) = &route.grpc {
+                    return grpc_route(req, route, grpc, self.client_timeouts.body).await;
+                }
             }
-            // The request body is read (and dropped) before the answer: an answer sent over an
-            // unread body would leave the connection unusable, and a client that pooled it (a
-            // proxy) would fail its next request on it.
-            if drain(req.into_body(), self.client_timeouts.body)
-                .await
-                .is_err()
-            {
-                let mut response = json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": "the request body could not be read"}),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return response.map(Into::into);
+            // Any method on the echo route: tests and users use it to see exactly what arrived.
+            None if path == "/api/echo" => {
+                return echo(req, self.client_timeouts.body).await.map(Into::into);
             }
+            None if path == ws::PATH => return ws::echo(req, shutdown.clone()).map(Into::into),
+            None => {}
+        }
+        // Every other answer comes after the request body is read (and dropped): an answer sent
+        // over an unread body leaves the connection unusable, and a client that pooled it (a
+        // proxy) would fail its next request on it.
+        let (parts, body) = req.into_parts();
+        if let Err(e) = drain(body, self.client_timeouts.body).await {
+            return unreadable_body(&e).map(Into::into);
+        }
+        if let Some(route) = route {
             return scenario_route(route).await.map(Into::into);
         }
-        let read_only = [Method::GET, Method::HEAD];
-        // Any method on the echo route: tests and users use it to see exactly what arrived.
-        if path == "/api/echo" {
-            return echo(req, self.client_timeouts.body).await.map(Into::into);
-        }
-        if path == ws::PATH {
-            return ws::echo(req, shutdown.clone()).map(Into::into);
-        }
+        let path = parts.uri.path();
         let known = matches!(
             path,
             "/" | "/static/index.html" | "/api/resource" | EVENTS_PATH
@@ -164,7 +159,7 @@ impl Upstream {
         if !known {
             return not_found(path).map(Into::into);
         }
-        if let Some(refusal) = refuse_method(&req, &read_only) {
+        if let Some(refusal) = refuse_method(&parts.method, &[Method::GET, Method::HEAD]) {
             return refusal.map(Into::into);
         }
         match path {
@@ -179,7 +174,7 @@ impl Upstream {
                 }),
             )
             .map(Into::into),
-            EVENTS_PATH => events_response(req.uri().query()),
+            EVENTS_PATH => events_response(parts.uri.query()),
             _ if path.starts_with(BYTES_PREFIX) => bytes_response(path),
             _ => self.static_file(path).await,
         }
@@ -405,6 +400,23 @@ async fn scenario_route(route: &Route) -> Response<Full<Bytes>> {
     response
 }
 
+/// The answer to a request whose body stalled (408) or broke (400). The connection is closed
+/// after it: the rest of that body cannot be told apart from a next request.
+fn unreadable_body(e: &BodyError) -> Response<Full<Bytes>> {
+    let status = match e {
+        BodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+        BodyError::Read(_) => StatusCode::BAD_REQUEST,
+    };
+    let mut response = json_response(
+        status,
+        &json!({"error": "could not read the request body", "detail": e.to_string()}),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Reads a request body to its end, keeping nothing, with `timeout` between two reads.
 async fn drain(body: Incoming, timeout: std::time::Duration) -> Result<(), BodyError> {
     let mut body = TimedBody::new(body, timeout);
@@ -416,6 +428,18 @@ async fn drain(body: Incoming, timeout: std::time::Duration) -> Result<(), BodyE
 
 /// gRPC's `grpc-message` is percent-encoded: everything outside printable ASCII, and `%`.
 const GRPC_MESSAGE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// Writes a gRPC status into `headers` (trailers, or the head of a trailers-only answer):
+/// `grpc-status`, and `grpc-message` percent-encoded as gRPC asks.
+pub(crate) fn insert_grpc_status(headers: &mut hyper::HeaderMap, code: u8, message: Option<&str>) {
+    headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    if let Some(text) = message {
+        let encoded = percent_encoding::utf8_percent_encode(text, GRPC_MESSAGE_ESCAPES).to_string();
+        if let Ok(value) = HeaderValue::from_str(&encoded) {
+            headers.insert("grpc-message", value);
+        }
+    }
+}
 
 /// A unary gRPC method: the call's message is read (and dropped), then the fixed answer goes
 /// out: HTTP 200, `application/grpc`, the length-prefixed response message when the status is 0,
@@ -438,14 +462,7 @@ async fn grpc_route(
         Err(e) => (13, Some(format!("cannot read the request: {e}"))),
     };
     let mut trailers = hyper::HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from(u16::from(status)));
-    if let Some(text) = message {
-        let encoded =
-            percent_encoding::utf8_percent_encode(&text, GRPC_MESSAGE_ESCAPES).to_string();
-        if let Ok(value) = HeaderValue::from_str(&encoded) {
-            trailers.insert("grpc-message", value);
-        }
-    }
+    insert_grpc_status(&mut trailers, status, message.as_deref());
     let framed = (status == 0).then(|| {
         let len = u32::try_from(grpc.response.len()).unwrap_or(u32::MAX);
         let mut framed = Vec::with_capacity(grpc.response.len() + 5);
@@ -495,20 +512,7 @@ async fn echo(req: Request<Incoming>, body_timeout: std::time::Duration) -> Resp
                     body_length += data.len() as u64;
                 }
             }
-            Err(e) => {
-                let status = match e {
-                    BodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
-                    BodyError::Read(_) => StatusCode::BAD_REQUEST,
-                };
-                let mut response = json_response(
-                    status,
-                    &json!({"error": "could not read the request body", "detail": e.to_string()}),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return response;
-            }
+            Err(e) => return unreadable_body(&e),
         }
     }
     json_response(
@@ -524,8 +528,8 @@ async fn echo(req: Request<Incoming>, body_timeout: std::time::Duration) -> Resp
 }
 
 /// The 405 to send when the request's method is not one of `methods`.
-fn refuse_method(req: &Request<Incoming>, methods: &[Method]) -> Option<Response<Full<Bytes>>> {
-    if methods.contains(req.method()) {
+fn refuse_method(method: &Method, methods: &[Method]) -> Option<Response<Full<Bytes>>> {
+    if methods.contains(method) {
         return None;
     }
     let list: Vec<&str> = methods.iter().map(Method::as_str).collect();
