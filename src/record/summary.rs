@@ -298,10 +298,7 @@ impl Summary {
 
     /// Makes sure `proxy` has an entry, so a proxy that saw nothing still shows, with zero calls.
     pub fn declare_proxy(&mut self, proxy: &str) {
-        if !self.proxies.contains_key(proxy) {
-            self.proxies
-                .insert(proxy.to_string(), ProxySummary::new(self.highest));
-        }
+        self.proxy_mut(proxy);
     }
 
     fn proxy_mut(&mut self, proxy: &str) -> &mut ProxySummary {
