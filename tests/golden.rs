@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use traceforge::runner::{self, RunOptions};
 
+#[path = "common/python.rs"]
+mod python;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -62,23 +65,9 @@ fn python_clients(file: &Path) -> Result<(), String> {
         if !text.contains(script) {
             continue;
         }
-        let imports = || {
-            std::process::Command::new("python3")
-                .args(["-c", &format!("import {module}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if imports() {
-            continue;
-        }
-        let _ = std::process::Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", package])
-            .output();
-        if !imports() {
-            return Err(format!(
-                "its client needs Python's `{package}`, which `python3 -m pip install {package}` could not install"
-            ));
-        }
+        python::python_package(module, package).map_err(|why| {
+            format!("its client needs Python's `{package}`, which could not be had: {why}")
+        })?;
     }
     Ok(())
 }

@@ -95,12 +95,7 @@ async fn grpcio_sees_the_demo_answer_and_unavailable_from_a_grpc_fault() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_speaks_http2_with_prior_knowledge_to_both_servers() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("skipped: curl is not installed");
+    if !support::have_curl() {
         return;
     }
     let up = demo_upstream(vec![]).await;
@@ -111,39 +106,23 @@ async fn curl_speaks_http2_with_prior_knowledge_to_both_servers() {
     )
     .await;
     for base in [up.url(), proxy.url()] {
-        let out = tokio::time::timeout(
-            PATIENCE,
-            tokio::process::Command::new("curl")
-                .args([
-                    "-s",
-                    "--http2-prior-knowledge",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_version} %{http_code}",
-                    &format!("{base}/api/resource"),
-                ])
-                .output(),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("curl did not finish"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        let out = support::curl(&[
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            &format!("{base}/api/resource"),
+        ])
+        .await;
         assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{base}");
     }
 }
 
-/// curl's exit code and stderr for one GET.
+/// curl's exit code and stderr for one GET whose body is dropped.
 async fn curl(args: &[&str]) -> (Option<i32>, String) {
-    let out = tokio::time::timeout(
-        PATIENCE,
-        tokio::process::Command::new("curl")
-            .args(["-s", "-S", "-o", "/dev/null"])
-            .args(args)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("curl did not finish"))
-    .unwrap_or_else(|e| panic!("{e}"));
+    let out = support::curl(&[&["-s", "-S", "-o", "/dev/null"], args].concat()).await;
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -152,12 +131,7 @@ async fn curl(args: &[&str]) -> (Option<i32>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rst_stream_resets_the_http2_stream_with_its_code_and_closes_an_http1_connection() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("skipped: curl is not installed");
+    if !support::have_curl() {
         return;
     }
     let up = demo_upstream(vec![]).await;

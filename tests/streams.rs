@@ -13,7 +13,7 @@ use traceforge::fault::FaultPlan;
 use traceforge::scenario::ProxyConfig;
 
 use crate::proxy::{demo_upstream, plan, start_proxy};
-use crate::support::{PATIENCE, bounded};
+use crate::support::bounded;
 
 /// Sends GET `url` and reads the body frame by frame until it ends, fails, or `enough` holds for
 /// what arrived. Returns the text and whether the body ended cleanly.
@@ -107,27 +107,14 @@ async fn a_stream_fault_holds_each_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_reads_the_cut_stream() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("skipped: curl is not installed");
+    if !crate::support::have_curl() {
         return;
     }
     let up = demo_upstream(vec![]).await;
     let rules = plan(1, "faults = [{ kind = \"stream\", after_events = 2 }]\n");
     let proxy = start_proxy(&up.url(), rules, ProxyConfig::default()).await;
     let url = format!("{}/api/events?count=5&interval=10", proxy.url());
-    let out = tokio::time::timeout(
-        PATIENCE,
-        tokio::process::Command::new("curl")
-            .args(["-sN", "--max-time", "20", &url])
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("curl did not finish"))
-    .unwrap_or_else(|e| panic!("{e}"));
+    let out = crate::support::curl(&["-sN", "--max-time", "20", &url]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(events(&text), 2, "{text:?}");
     // curl says the transfer ended early (18: partial file), as it would for a dropped stream.

@@ -651,27 +651,31 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Whether Python can import `module`, installing `package` with pip once if not; the reason
-/// when it cannot be had (tests then print it and skip).
-pub fn python_package(module: &str, package: &str) -> Result<(), String> {
-    let imports = || {
-        std::process::Command::new("python3")
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if imports() {
-        return Ok(());
+/// Whether curl can run; when it cannot, says that the test is skipped.
+pub fn have_curl() -> bool {
+    let there = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !there {
+        println!("skipped: curl is not installed");
     }
-    let pip = std::process::Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", package])
-        .output();
-    match pip {
-        Ok(_) if imports() => Ok(()),
-        Ok(o) => Err(format!(
-            "`python3 -m pip install {package}` did not make `{module}` importable: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!("cannot run python3: {e}")),
-    }
+    there
 }
+
+/// Runs curl with `args` to its end, within [`PATIENCE`].
+pub async fn curl(args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new("curl").args(args).output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("curl did not finish"))
+    .unwrap_or_else(|e| panic!("curl: {e}"))
+}
+
+#[path = "common/python.rs"]
+mod python;
+// Not every test binary that includes this file calls it.
+#[allow(unused_imports)]
+pub use python::python_package;

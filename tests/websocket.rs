@@ -62,28 +62,7 @@ asyncio.run(main())
 fn python_websockets() -> Result<(), String> {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     READY
-        .get_or_init(|| {
-            let imports = || {
-                std::process::Command::new("python3")
-                    .args(["-c", "import websockets"])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            };
-            if imports() {
-                return Ok(());
-            }
-            let pip = std::process::Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "websockets"])
-                .output();
-            match pip {
-                Ok(_) if imports() => Ok(()),
-                Ok(o) => Err(format!(
-                    "`python3 -m pip install websockets` did not make it importable: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                )),
-                Err(e) => Err(format!("cannot run python3: {e}")),
-            }
-        })
+        .get_or_init(|| crate::support::python_package("websockets", "websockets"))
         .clone()
 }
 
