@@ -72,6 +72,31 @@ impl Default for ClientTimeouts {
 /// How long a client may take over the TLS handshake of a new connection.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The failed TLS handshakes of one listener: a count and the first reason.
+#[derive(Debug, Default)]
+struct HandshakeFailures {
+    count: std::sync::atomic::AtomicU64,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl HandshakeFailures {
+    fn record(&self, reason: String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        // A poisoned lock only loses the reason, never the count.
+        if let Ok(mut first) = self.first.lock() {
+            first.get_or_insert(reason);
+        }
+    }
+
+    fn get(&self) -> Option<(u64, String)> {
+        let count = self.count.load(Ordering::Relaxed);
+        (count > 0).then(|| {
+            let first = self.first.lock().ok().and_then(|f| f.clone());
+            (count, first.unwrap_or_default())
+        })
+    }
+}
+
 /// A running server. [`Listening::shutdown`] stops it gracefully; dropping the handle stops it at
 /// once (the accept loop and every connection task are aborted, nothing is leaked).
 #[derive(Debug)]
@@ -80,6 +105,8 @@ pub struct Listening {
     pub addr: SocketAddr,
     /// Whether connections are served over TLS ([`spawn_tls`]).
     tls: bool,
+    /// The TLS handshakes that failed, for a TLS listener.
+    handshake_failures: Option<Arc<HandshakeFailures>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -89,6 +116,13 @@ impl Listening {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// For a TLS listener, how many TLS handshakes failed so far and why the first one did; `None`
+    /// when none failed (or the listener is clear text). A client that does not trust the
+    /// listener's certificate shows up here and nowhere else: it never sends a request.
+    pub fn handshake_failures(&self) -> Option<(u64, String)> {
+        self.handshake_failures.as_ref().and_then(|f| f.get())
     }
 
     /// Stops accepting, lets in-flight requests finish (idle keep-alive connections close at once),
@@ -522,6 +556,7 @@ where
     Ok(Listening {
         addr,
         tls: false,
+        handshake_failures: None,
         stop: Some(stop_tx),
         task: Some(task),
     })
@@ -541,9 +576,12 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let serve = Arc::new(serve);
+    let failures = Arc::new(HandshakeFailures::default());
+    let tally = failures.clone();
     let mut listening = spawn_tcp(listener, move |stream, mut shutdown| {
         let serve = serve.clone();
         let acceptor = acceptor.clone();
+        let tally = tally.clone();
         async move {
             let peer = stream.peer_addr().ok();
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
@@ -554,10 +592,12 @@ where
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
                         tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                        tally.record(e.to_string());
                         return;
                     }
                     Err(_) => {
                         tracing::debug!(?peer, "TLS handshake timed out");
+                        tally.record(format!("no handshake within {TLS_HANDSHAKE_TIMEOUT:?}"));
                         return;
                     }
                 },
@@ -566,6 +606,7 @@ where
         }
     })?;
     listening.tls = true;
+    listening.handshake_failures = Some(failures);
     Ok(listening)
 }
 

@@ -587,3 +587,60 @@ async fn an_insecure_upstream_is_announced_in_the_run_header() {
         "{stdout}"
     );
 }
+
+/// A client that reaches a TLS proxy but does not trust its certificate never sends a request.
+/// The run must not say it bypassed the proxy: it says the handshakes failed, and what to give it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_does_not_trust_a_tls_proxy_is_told_so_not_that_it_bypassed_it() {
+    if !have_curl("a_client_that_does_not_trust_a_tls_proxy_is_told_so_not_that_it_bypassed_it") {
+        return;
+    }
+    let logs = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // curl without --cacert: the system's roots do not hold the run's throwaway CA.
+    let text = format!(
+        r#"name = "untrusted"
+
+[[proxies]]
+name = "api"
+tls = true
+
+[load]
+command = ["sh", "-c", "{CURL} -sS --noproxy '*' --max-time 15 \"$URL/api/resource\"; {CURL} -sS --noproxy '*' --max-time 15 \"$URL/api/resource\""]
+env = {{ URL = "{{proxies.api.url}}" }}
+"#
+    );
+    let scenario =
+        traceforge::scenario::parse_str("test.toml", &text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let options = traceforge::RunOptions {
+        logs: logs.path().to_path_buf(),
+        ..traceforge::RunOptions::new(scratch.path()).accepting()
+    };
+    let report = bounded(traceforge::runner::run(&scenario, &options))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!report.passed(), "{:?}", report.expectations);
+    let api = report
+        .expectations
+        .iter()
+        .find(|v| v.name == "proxies.api")
+        .unwrap_or_else(|| panic!("no proxies.api verdict: {:?}", report.expectations));
+    assert!(!api.passed);
+    assert!(
+        api.measured.contains("2 TLS handshakes failed")
+            && api.measured.contains("does not trust its certificate")
+            && api.measured.contains("{proxies.api.ca_file}")
+            && !api.measured.contains("bypassed"),
+        "{}",
+        api.measured
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("api: 2 TLS handshakes failed")),
+        "{:?}",
+        report.warnings
+    );
+}

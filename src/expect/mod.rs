@@ -166,26 +166,36 @@ fn proxy(out: &mut Vec<Verdict>, p: &ProxyExpectations, summary: &Summary) {
 /// A declared proxy that served no call fails the run, unless its `requests` expectation allows
 /// zero: the service under test most likely called its dependency directly, so none of the
 /// proxy's faults were ever tested. One failing verdict per such proxy.
+///
+/// Each proxy comes with the TLS handshakes its listener saw fail (count, first reason): a
+/// client that reached a TLS proxy but did not trust its certificate did not bypass it, and the
+/// verdict says what to fix instead.
 pub fn unseen_proxies<'a>(
-    proxies: impl IntoIterator<Item = &'a str>,
+    proxies: impl IntoIterator<Item = (&'a str, Option<&'a (u64, String)>)>,
     expect: &Expectations,
     summary: &Summary,
 ) -> Vec<Verdict> {
     proxies
         .into_iter()
-        .filter(|name| summary.proxies.get(*name).is_none_or(|p| p.calls == 0))
-        .filter(|name| {
+        .filter(|(name, _)| summary.proxies.get(*name).is_none_or(|p| p.calls == 0))
+        .filter(|(name, _)| {
             !expect
                 .proxies
                 .iter()
                 .any(|p| p.proxy == *name && p.allows_zero())
         })
-        .map(|name| Verdict {
+        .map(|(name, handshakes)| Verdict {
             name: format!("proxies.{name}"),
             threshold: "at least 1 call".to_string(),
-            measured: format!(
-                "no calls: the service probably bypassed the proxy; give it {{proxies.{name}.url}} as its dependency's address (or allow it with [expect.proxies.{name}] requests = {{ min = 0 }})"
-            ),
+            measured: match handshakes {
+                Some((count, first)) => format!(
+                    "no calls, and {count} TLS handshake{} failed (the first: {first}): the service reached the proxy but does not trust its certificate; give it {{proxies.{name}.ca_file}} (for example in SSL_CERT_FILE, REQUESTS_CA_BUNDLE or NODE_EXTRA_CA_CERTS)",
+                    if *count == 1 { "" } else { "s" }
+                ),
+                None => format!(
+                    "no calls: the service probably bypassed the proxy; give it {{proxies.{name}.url}} as its dependency's address (or allow it with [expect.proxies.{name}] requests = {{ min = 0 }})"
+                ),
+            },
             passed: false,
         })
         .collect()

@@ -40,6 +40,8 @@ use crate::upstream::{self, UpstreamOptions};
 /// server, so no early return leaves anything behind.
 struct Started {
     servers: Vec<Listening>,
+    /// Each named proxy's place in `servers`.
+    proxies: BTreeMap<String, usize>,
     services: Vec<Running>,
 }
 
@@ -119,6 +121,17 @@ fn tls_error(proxy: &str, e: impl std::fmt::Display) -> RunError {
 }
 
 impl Started {
+    /// The TLS handshakes each TLS proxy saw fail: count and first reason.
+    fn handshake_failures(&self) -> BTreeMap<String, (u64, String)> {
+        self.proxies
+            .iter()
+            .filter_map(|(name, &i)| {
+                let failed = self.servers.get(i)?.handshake_failures()?;
+                Some((name.clone(), failed))
+            })
+            .collect()
+    }
+
     /// Stops the services in reverse start order (each SIGTERM, grace, SIGKILL), then the servers.
     /// The first failure to stop is returned; the rest are still stopped.
     async fn stop(self, quick: bool) -> Option<ServiceError> {
@@ -205,6 +218,7 @@ pub(super) async fn run(
     // 2. The proxies, each in front of its mock, URL or service.
     let mut started = Started {
         servers: Vec::new(),
+        proxies: BTreeMap::new(),
         services: Vec::new(),
     };
     for (proxy, listener) in topology.proxies.iter().zip(listeners) {
@@ -248,6 +262,9 @@ pub(super) async fn run(
             addr: LOOPBACK,
             source,
         })?;
+        started
+            .proxies
+            .insert(proxy.name.clone(), started.servers.len());
         started.servers.push(listening);
     }
 
@@ -380,6 +397,7 @@ pub(super) async fn run(
     };
 
     // 5. Stop everything, then collect what no request claimed.
+    let handshakes = started.handshake_failures();
     let stop_failure = started.stop(options.stop.is_cancelled()).await;
     drained.cancel();
     let (unclaimed_counts, unclaimed) = match drain.await {
@@ -401,7 +419,8 @@ pub(super) async fn run(
     for proxy in &topology.proxies {
         summary.declare_proxy(&proxy.name);
     }
-    let warnings = warnings(&unclaimed_counts, topology.client.is_some());
+    let mut warnings = warnings(&unclaimed_counts, topology.client.is_some());
+    warnings.extend(handshake_warnings(&handshakes));
     summary.merge_proxies(&unclaimed_counts);
     for u in &unclaimed {
         seen.body.push_unattributed(u);
@@ -410,7 +429,10 @@ pub(super) async fn run(
     let mut report = finish(scenario, options, summary, output, seen, mark, client_mode)?;
     if !report.interrupted {
         report.expectations.extend(expect::unseen_proxies(
-            topology.proxies.iter().map(|p| p.name.as_str()),
+            topology
+                .proxies
+                .iter()
+                .map(|p| (p.name.as_str(), handshakes.get(&p.name))),
             &scenario.expect,
             &report.summary,
         ));
@@ -575,6 +597,20 @@ fn warnings(unclaimed: &BTreeMap<String, ProxySummary>, client: bool) -> Vec<Str
             } else {
                 None
             }
+        })
+        .collect()
+}
+
+/// One warning per TLS proxy whose clients failed TLS handshakes: those connections never carried
+/// a request, so nothing else in the run shows them.
+fn handshake_warnings(handshakes: &BTreeMap<String, (u64, String)>) -> Vec<String> {
+    handshakes
+        .iter()
+        .map(|(proxy, (count, first))| {
+            format!(
+                "{proxy}: {count} TLS handshake{} failed (the first: {first}); a client that does not trust the proxy's certificate needs {{proxies.{proxy}.ca_file}}",
+                if *count == 1 { "" } else { "s" }
+            )
         })
         .collect()
 }
