@@ -343,6 +343,15 @@ where
         );
         flight.finish(outcome, status, &detail);
         if let Some(slot) = slot.as_mut() {
+            // A gRPC error comes trailers-only: its status is in the head.
+            if let Some(code) = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                slot.set_grpc_status(code);
+            }
             slot.finish(Some(status), None, fired_names);
         }
 

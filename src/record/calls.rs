@@ -43,6 +43,11 @@ pub struct Call {
     /// Fault rules that fired, in firing order.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub faults: Vec<String>,
+    /// The gRPC status of a gRPC call answered in its head (a trailers-only response: how gRPC
+    /// servers, and the proxy's `grpc_status` faults, send an error). A status sent in trailers
+    /// after a message is not read.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grpc_status: Option<u32>,
     /// From the call's arrival at the proxy to its response head (or its error).
     #[serde(with = "micros", rename = "latency_us")]
     pub latency: Duration,
@@ -58,9 +63,13 @@ impl Call {
         }
     }
 
-    /// `POST /charge 503 [pay-503]`: how golden files and reports show a call.
+    /// `POST /charge 503 [pay-503]`, `POST /shop.v1.Payments/Charge 200 grpc-status 14 [pay-unavailable]`:
+    /// how golden files and reports show a call.
     pub fn label(&self) -> String {
         let mut s = format!("{} {} {}", self.method, self.path, self.result());
+        if let Some(code) = self.grpc_status {
+            s.push_str(&format!(" grpc-status {code}"));
+        }
         if !self.faults.is_empty() {
             s.push_str(&format!(" [{}]", self.faults.join(", ")));
         }
@@ -254,6 +263,7 @@ pub struct Slot {
     pub ordinal: u32,
     method: String,
     path: String,
+    grpc_status: Option<u32>,
     started: Instant,
     done: bool,
 }
@@ -331,6 +341,7 @@ impl CallRecorder {
             method: method.to_string(),
             path: path.to_string(),
             started: Instant::now(),
+            grpc_status: None,
             done: false,
         }
     }
@@ -376,6 +387,11 @@ impl Slot {
     }
 
     /// Records the call's end: a status, or an error, and the rules that fired.
+    /// The call's gRPC status, read from its response head; [`Slot::finish`] records it.
+    pub fn set_grpc_status(&mut self, code: u32) {
+        self.grpc_status = Some(code);
+    }
+
     pub fn finish(&mut self, status: Option<u16>, error: Option<CallError>, faults: Vec<String>) {
         if self.done {
             return;
@@ -388,6 +404,7 @@ impl Slot {
             status,
             error,
             faults,
+            grpc_status: self.grpc_status,
             latency: self.started.elapsed(),
         };
         if let Some(entry) = &self.entry {
