@@ -1,9 +1,14 @@
 //! What makes an HTTP/1.1 request a WebSocket upgrade (RFC 6455 section 4.1), for the proxy, the
 //! fault decision and the demo upstream alike: one definition, so a request the proxy upgrades is
 //! exactly one its stream faults fire for.
+//!
+//! Over HTTP/2 a WebSocket opens with an extended CONNECT (RFC 8441): `CONNECT` with the
+//! `:protocol` pseudo-header `websocket`, answered `200`, the stream then carrying the frames.
+//! The servers accept it ([`is_extended_connect`]); the proxy turns it into an HTTP/1.1 upgrade
+//! for the upstream ([`as_upgrade`]), so every rule sees one kind of WebSocket request.
 
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, StatusCode};
+use hyper::{Method, Request, StatusCode, Version};
 
 /// True for a WebSocket upgrade request: `GET` with `Connection: upgrade` (as one token among
 /// others, any case) and `Upgrade: websocket`. `Upgrade` without `Connection: upgrade` is not an
@@ -12,6 +17,36 @@ pub fn is_upgrade(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::GET
         && has_token(headers, header::CONNECTION, "upgrade")
         && has_token(headers, header::UPGRADE, "websocket")
+}
+
+/// True for a WebSocket over HTTP/2 (RFC 8441): `CONNECT` with `:protocol` `websocket`.
+pub fn is_extended_connect<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req.method() == Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Rewrites an RFC 8441 request's head as an HTTP/1.1 upgrade request ([`is_upgrade`] holds
+/// after it): `GET`, the upgrade pair, a fresh `Sec-WebSocket-Key` and version 13 where the client
+/// sent none (HTTP/2 clients send no key: the stream needs no accept check). Its upgrade
+/// (`hyper::upgrade::on`) is still the HTTP/2 stream's, answered `200` rather than `101`.
+pub fn as_upgrade<B>(req: &mut Request<B>) {
+    *req.method_mut() = Method::GET;
+    req.extensions_mut().remove::<hyper::ext::Protocol>();
+    let headers = req.headers_mut();
+    insert_upgrade_headers(headers);
+    if !headers.contains_key(header::SEC_WEBSOCKET_KEY) {
+        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+        if let Ok(key) = HeaderValue::from_str(&key) {
+            headers.insert(header::SEC_WEBSOCKET_KEY, key);
+        }
+    }
+    headers
+        .entry(header::SEC_WEBSOCKET_VERSION)
+        .or_insert(HeaderValue::from_static("13"));
 }
 
 /// True when a `101 Switching Protocols` answers with `Upgrade: websocket`.

@@ -329,3 +329,152 @@ fn stream_faults_are_validated_like_the_others() {
     let e = invalid("faults = [\"ws_drop:0.5\"]");
     assert!(e.contains("ws_drop"), "{e}");
 }
+
+/// A WebSocket over HTTP/2 (RFC 8441): an extended CONNECT on a prior-knowledge h2c connection to
+/// `addr`, after one plain request so the server's SETTINGS (which allow it) have arrived. Returns
+/// the status, the response headers and, on a `200`, the WebSocket with the connection's sender
+/// (dropping the last sender ends the connection, and every stream on it).
+async fn h2_websocket(addr: std::net::SocketAddr) -> (StatusCode, hyper::HeaderMap, Option<H2Ws>) {
+    use http_body_util::Empty;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("h2 handshake: {e}"));
+    tokio::spawn(conn);
+    let warm = hyper::Request::get(format!("http://{addr}/health"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    sender
+        .send_request(warm)
+        .await
+        .unwrap_or_else(|e| panic!("plain h2 request: {e}"));
+    let mut req = hyper::Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://{addr}/ws/echo"))
+        .header("sec-websocket-version", "13")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender
+        .send_request(req)
+        .await
+        .unwrap_or_else(|e| panic!("extended CONNECT: {e}"));
+    let (status, headers) = (response.status(), response.headers().clone());
+    if status != StatusCode::OK {
+        drop(sender);
+        return (status, headers, None);
+    }
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .unwrap_or_else(|e| panic!("upgrade: {e}"));
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    (
+        status,
+        headers,
+        Some(H2Ws {
+            ws,
+            _sender: sender,
+        }),
+    )
+}
+
+/// A WebSocket over an HTTP/2 stream, and the sender that keeps its connection open.
+struct H2Ws {
+    ws: tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
+    _sender: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+}
+
+async fn next_message<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.next()
+        .await
+        .unwrap_or_else(|| panic!("closed"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_http2_echo_directly_and_through_the_proxy() {
+    bounded(async {
+        let (up, proxy) = proxied(8, "").await;
+        for addr in [up.addr, proxy.addr] {
+            let (status, headers, ws) = h2_websocket(addr).await;
+            assert_eq!(status, StatusCode::OK, "{addr}");
+            // HTTP/2 has no upgrade headers, and no accept key.
+            for name in ["upgrade", "connection", "sec-websocket-accept"] {
+                assert!(headers.get(name).is_none(), "{name} in {headers:?}");
+            }
+            let mut h2 = ws.unwrap_or_else(|| panic!("no websocket"));
+            let ws = &mut h2.ws;
+            ws.send(Message::text("over h2"))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            ws.send(Message::binary(vec![9u8; 70_000]))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(next_message(ws).await, Message::text("over h2"));
+            assert_eq!(next_message(ws).await, Message::binary(vec![9u8; 70_000]));
+            // The close handshake: the reply comes back before the server ends the stream, which
+            // it may do with a RST_STREAM NO_ERROR once its side is done (RFC 9113 section
+            // 8.1), so a flush racing it may fail: only the reply matters.
+            let _ = ws.send(Message::Close(None)).await;
+            assert!(
+                matches!(next_message(ws).await, Message::Close(_)),
+                "no Close reply from {addr}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_and_handshake_faults_act_on_websockets_over_http2() {
+    bounded(async {
+        // ws_close after 2 messages (one send, its echo): the second send gets a 1011 Close.
+        let (_up, proxy) = proxied(
+            9,
+            "[[faults]]\nname = \"cut\"\nkind = \"ws_close\"\nafter_messages = 2\nmatch = { path = \"/ws/*\" }",
+        )
+        .await;
+        let (status, headers, ws) = h2_websocket(proxy.addr).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers.get("x-traceforge-fault").map(|v| v.as_bytes()),
+            Some(&b"cut"[..])
+        );
+        let mut h2 = ws.unwrap_or_else(|| panic!("no websocket"));
+        let ws = &mut h2.ws;
+        ws.send(Message::text("one"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(next_message(ws).await, Message::text("one"));
+        let _ = ws.send(Message::text("two")).await;
+        match next_message(ws).await {
+            Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1011),
+            other => panic!("expected a Close with 1011, got {other:?}"),
+        }
+
+        // A handshake error: the extended CONNECT is refused with the rule's status.
+        let (_up, proxy) = proxied(
+            9,
+            "[[faults]]\nkind = \"error\"\nstatus = 503\nmatch = { path = \"/ws/*\" }",
+        )
+        .await;
+        let (status, _, ws) = h2_websocket(proxy.addr).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(ws.is_none());
+    })
+    .await;
+}

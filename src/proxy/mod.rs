@@ -201,7 +201,13 @@ where
         if req.method() == Method::GET && req.uri().path() == "/metrics" {
             return self.metrics_response();
         }
-        // Tunnels have no path to forward; refusing them plainly beats forwarding nonsense.
+        // A WebSocket over HTTP/2 (RFC 8441) is played as the HTTP/1.1 upgrade it stands for: the
+        // same rules match it, the upstream gets an upgrade, and the client its `200` (step 9).
+        let h2_websocket = crate::websocket::is_extended_connect(&req);
+        if h2_websocket {
+            crate::websocket::as_upgrade(&mut req);
+        }
+        // Other tunnels have no path to forward; refusing them plainly beats forwarding nonsense.
         if req.method() == Method::CONNECT {
             return full(json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -256,9 +262,9 @@ where
         // A WebSocket upgrade (HTTP/1.1 only: an HTTP/1.0 request cannot switch protocols) keeps its
         // `Connection: upgrade` upstream, and the client's side of it is taken now, before the
         // request is forwarded without it. Faults before forwarding apply to it as to any request.
-        let upgrade = (req.version() == hyper::Version::HTTP_11
-            && crate::websocket::is_upgrade(req.method(), req.headers()))
-        .then(|| hyper::upgrade::on(&mut req));
+        let upgrade = (req.version() == hyper::Version::HTTP_11 || h2_websocket)
+            && crate::websocket::is_upgrade(req.method(), req.headers());
+        let upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         // 4. A terminal fault answers (or refuses to answer) without forwarding.
         let (mut response, outcome, detail) = match decision.terminal() {
@@ -280,9 +286,13 @@ where
             }
             // 5. Forward: only requests no terminal rule answered reach the upstream.
             None => match self.forward(req, &ids, &decision, upgrade.is_some()).await {
-                Ok((response, switched)) => {
+                Ok((mut response, switched)) => {
+                    if h2_websocket {
+                        response = websocket::over_h2(response, switched.is_some());
+                    }
                     // 9. The upstream switched protocols: join the two connections once the
-                    // client has its `101`, under the stream faults that fired.
+                    // client has its `101` (its `200` over HTTP/2), under the stream faults that
+                    // fired.
                     if let (Some(client), Some(upstream)) = (upgrade, switched) {
                         let faults = crate::fault::stream::StreamFaults::new(
                             self.plan.seed(),

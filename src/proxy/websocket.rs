@@ -16,7 +16,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use hyper::header;
 use hyper::upgrade::OnUpgrade;
+use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -27,6 +29,37 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use crate::fault::stream::{Close, Direction, StreamFaults};
 use crate::server::Shutdown;
+
+use super::ProxyBody;
+
+/// The upstream's answer to a WebSocket the client opened over HTTP/2 (RFC 8441), where success
+/// is a `200` and the upgrade headers do not exist: a `101` becomes a `200` without them, and a
+/// `2xx` that did not switch protocols a `502`, since the client would take it for an open
+/// WebSocket. Other answers (a refusal, an injected error) pass as they are.
+pub(super) fn over_h2(response: Response<ProxyBody>, switched: bool) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    if switched {
+        parts.status = StatusCode::OK;
+        for name in [
+            header::CONNECTION,
+            header::UPGRADE,
+            header::SEC_WEBSOCKET_ACCEPT,
+        ] {
+            parts.headers.remove(name);
+        }
+        return Response::from_parts(parts, body);
+    }
+    if !parts.status.is_success() {
+        return Response::from_parts(parts, body);
+    }
+    let status = parts.status.as_u16();
+    super::full(super::json_response(
+        StatusCode::BAD_GATEWAY,
+        &serde_json::json!({
+            "error": format!("the upstream answered {status} to a WebSocket upgrade instead of switching protocols")
+        }),
+    ))
+}
 
 /// How long a `ws_close` waits for the two sides to answer its Close frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
