@@ -451,3 +451,47 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
     assert_eq!(pids.len(), 1);
     assert!(!alive(pids[0]), "{} outlived the run", pids[0]);
 }
+
+/// The protocol scenarios hold their golden files whatever the concurrency: the checkout service
+/// charging over TLS at 1 and 64 load workers, and the gRPC client with 1 and 8 calls in flight.
+/// Each call's faults are keyed on its request (or its trace context), never on arrival order.
+#[test]
+fn the_https_and_grpc_goldens_are_the_same_at_any_concurrency() {
+    let logs = tempfile::tempdir().unwrap();
+    let https = shipped("https-dependency.toml");
+    for concurrency in ["1", "64"] {
+        let set = format!("load.concurrency={concurrency}");
+        let report = play(&https, &[&set], logs.path());
+        assert_eq!(
+            report.verdict(),
+            RunVerdict::Passed,
+            "https-dependency at concurrency {concurrency}: {:?}\n{:?}\n{}",
+            report.expectations,
+            report.golden,
+            report.body.as_deref().unwrap_or_default()
+        );
+    }
+    if let Err(why) = support::python_package("grpc", "grpcio") {
+        eprintln!("the gRPC half is skipped: {why}");
+        return;
+    }
+    let grpc = shipped("grpc-unavailable.toml");
+    for concurrency in ["1", "8"] {
+        let set = format!("load.env.CONCURRENCY=\"{concurrency}\"");
+        let report = play(&grpc, &[&set], logs.path());
+        assert_eq!(
+            report.verdict(),
+            RunVerdict::Passed,
+            "grpc-unavailable with {concurrency} calls in flight: {:?}\n{:?}\n{}",
+            report.expectations,
+            report.golden,
+            report.body.as_deref().unwrap_or_default()
+        );
+        let log = logs.path().join("grpc-unavailable").join("load.log");
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            log.contains(&format!("{concurrency} in flight at most")),
+            "{log}"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A gRPC client of a payments API, used as the load of scenarios/grpc-unavailable.toml.
 
-It calls the unary method /shop.v1.Payments/Charge CALLS times, one after the other, with no
+It calls the unary method /shop.v1.Payments/Charge CALLS times, CONCURRENCY at a time, with no
 generated code: `channel.unary_unary(...)` sends and receives the serialized protobuf bytes as they
 are. Each call carries a trace context of its own as `traceparent` metadata, derived from the call
 number so every run sends the same ones (the proxy keys its fault decisions on it). A call that
@@ -14,6 +14,7 @@ exits 0 when at least MIN_SUCCESS of them succeeded in the end, 1 otherwise.
   CALLS        how many calls to make (default 30)
   RETRIES      retries of an UNAVAILABLE call after the first attempt (default 2)
   MIN_SUCCESS  the share of calls that must succeed, 0 to 1 (default 0.9)
+  CONCURRENCY  how many calls are in flight at once, on one channel (default 1)
 
 Needs Python's grpcio (`pip install grpcio`).
 """
@@ -23,6 +24,7 @@ import os
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -30,6 +32,7 @@ TARGET = os.environ.get("TARGET", "127.0.0.1:50051")
 CALLS = int(os.environ.get("CALLS", "30"))
 RETRIES = int(os.environ.get("RETRIES", "2"))
 MIN_SUCCESS = float(os.environ.get("MIN_SUCCESS", "0.9"))
+CONCURRENCY = max(1, int(os.environ.get("CONCURRENCY", "1")))
 # How long one attempt may take, in seconds.
 DEADLINE = 10.0
 # The wait before the first retry, doubled for each one after it, in seconds.
@@ -82,14 +85,17 @@ def main():
         charge = channel.unary_unary(METHOD)
         outcomes = Counter()
         retried = 0
-        for n in range(CALLS):
-            status, attempts = call(charge, n)
-            outcomes[status] += 1
-            retried += attempts > 1
+        with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
+            for status, attempts in pool.map(lambda n: call(charge, n), range(CALLS)):
+                outcomes[status] += 1
+                retried += attempts > 1
     succeeded = outcomes["OK"]
     share = succeeded / CALLS if CALLS else 0.0
     summary = " ".join(f"{name}={count}" for name, count in sorted(outcomes.items()))
-    print(f"{succeeded} of {CALLS} calls succeeded ({share:.0%}), {retried} after a retry: {summary}")
+    print(
+        f"{succeeded} of {CALLS} calls succeeded ({share:.0%}), {retried} after a retry, "
+        f"{CONCURRENCY} in flight at most: {summary}"
+    )
     if share < MIN_SUCCESS:
         print(f"FAIL: fewer than {MIN_SUCCESS:.0%} of calls succeeded")
         return 1
