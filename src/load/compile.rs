@@ -478,10 +478,9 @@ fn check_targets(c: &mut Checker, l: &LoadSpec) -> Vec<Target> {
     targets
 }
 
-/// Headers the WebSocket handshake writes itself.
-const HANDSHAKE_HEADERS: [&str; 6] = [
-    "connection",
-    "upgrade",
+/// Headers the WebSocket handshake writes itself (besides `connection` and `upgrade`, which no
+/// target may set).
+const HANDSHAKE_HEADERS: [&str; 4] = [
     "sec-websocket-key",
     "sec-websocket-version",
     "sec-websocket-extensions",
