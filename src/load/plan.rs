@@ -527,6 +527,29 @@ mod tests {
     }
 
     #[test]
+    fn websocket_messages_are_a_function_of_seed_index_and_number() {
+        let text = WsTarget {
+            messages: 3,
+            size: 32,
+            binary: false,
+            echo_timeout: Duration::from_secs(1),
+        };
+        let m = text.message(7, 3, 2);
+        assert_eq!(m.len(), 32);
+        assert!(m.starts_with(b"00000002"), "{m:?}");
+        assert!(m.iter().all(u8::is_ascii_alphanumeric));
+        assert_eq!(m, text.message(7, 3, 2));
+        assert_ne!(m[8..], text.message(8, 3, 2)[8..]);
+        assert_ne!(m[8..], text.message(7, 4, 2)[8..]);
+        let binary = WsTarget {
+            binary: true,
+            size: 8,
+            ..text
+        };
+        assert_eq!(binary.message(7, 3, 255), b"000000ff");
+    }
+
+    #[test]
     fn closed_ramps_interpolate() {
         let stages = [
             Stage {

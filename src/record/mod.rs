@@ -369,3 +369,54 @@ pub(crate) mod micros {
         u64::deserialize(d).map(Duration::from_micros)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(echoed: u64, lost: Vec<u64>, code: Option<u16>, by_peer: bool) -> WsSession {
+        WsSession {
+            messages: 5,
+            sent: 5,
+            echoed,
+            lost,
+            close_code: code,
+            closed_by_peer: by_peer,
+            end: WsEnd::Closed,
+        }
+    }
+
+    #[test]
+    fn websocket_sessions_name_their_error_and_their_golden_label() {
+        let all = session(5, vec![], Some(1000), false);
+        assert_eq!((all.error(), all.label().as_str()), (None, "ws 5/5 echoed"));
+        let late_cut = session(5, vec![], Some(1011), true);
+        assert_eq!(late_cut.error(), None);
+        assert_eq!(late_cut.label(), "ws 5/5 echoed, closed 1011");
+        let lost = session(3, vec![1, 4], Some(1000), false);
+        assert_eq!(lost.error(), Some(ErrorKind::WsMissingEcho));
+        assert_eq!(lost.label(), "ws 3/5 echoed, lost 1 4");
+        let cut = session(2, vec![0], Some(1011), true);
+        assert_eq!(cut.error(), Some(ErrorKind::WsClosed));
+        assert_eq!(cut.label(), "ws 2/5 echoed, lost 0, closed 1011");
+        let mismatch = WsSession {
+            end: WsEnd::Mismatch,
+            ..session(5, vec![], None, false)
+        };
+        assert_eq!(mismatch.error(), Some(ErrorKind::WsMismatch));
+        assert_eq!(mismatch.label(), "ws 5/5 echoed, echo mismatch");
+        let timeout = WsSession {
+            end: WsEnd::Timeout,
+            ..session(1, vec![], None, false)
+        };
+        assert_eq!(timeout.error(), Some(ErrorKind::Timeout));
+        assert_eq!(timeout.label(), "ws 1/5 echoed, timeout");
+        for name in ["ws_closed", "ws_missing_echo", "ws_mismatch"] {
+            let parsed = ResultName::parse(name);
+            assert!(
+                matches!(parsed, Some(ResultName::Error(e)) if e.as_str() == name),
+                "{name}"
+            );
+        }
+    }
+}

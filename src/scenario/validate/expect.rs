@@ -320,7 +320,7 @@ fn check_status_bounds(
             };
             c.report(
                 p,
-                format!("`{name}` is not a status, a status class or a transport error"),
+                format!("`{name}` is not a status, a status class, a transport error or a WebSocket error"),
                 "unknown result",
                 Some(help),
             );
