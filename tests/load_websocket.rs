@@ -531,3 +531,48 @@ fn the_shipped_scenario_is_the_same_at_concurrency_1_and_64_run_after_run() {
     assert!(golden.contains(", lost "), "{golden}");
     assert!(golden.contains("503 [refuse-upgrade] -> 101"), "{golden}");
 }
+
+/// The rendered error of a scenario whose only target is this WebSocket target.
+fn invalid(target: &str) -> String {
+    let text = format!("name = \"ws\"\n[load]\ntargets = [{target}]\n");
+    match traceforge::parse_str("ws.toml", &text, &[]) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_websocket_targets_are_located_errors_that_say_what_is_valid() {
+    let e = invalid("{ path = \"/ws/echo\", websocket = { mesages = 3 } }");
+    assert!(
+        e.contains("ws.toml:3:47") && e.contains("did you mean `messages`?"),
+        "{e}"
+    );
+    let e = invalid("{ path = \"/ws/echo\", websocket = { size = 4 } }");
+    assert!(
+        e.contains("load.targets[0].websocket.size: must be between 8 and 16777216 bytes, found 4")
+            && e.contains("ws.toml:3:"),
+        "{e}"
+    );
+    let e = invalid("{ path = \"/ws/echo\", method = \"POST\", websocket = {} }");
+    assert!(
+        e.contains("a WebSocket target opens with a GET, not POST")
+            && e.contains("remove `method`"),
+        "{e}"
+    );
+    let e = invalid("{ path = \"/ws/echo\", body = \"x\", websocket = {} }");
+    assert!(
+        e.contains("a WebSocket target sends no request body"),
+        "{e}"
+    );
+    let e =
+        invalid("{ path = \"/ws/echo\", headers = { Sec-WebSocket-Key = \"k\" }, websocket = {} }");
+    assert!(
+        e.contains("`sec-websocket-key` cannot be set on a WebSocket target"),
+        "{e}"
+    );
+    let e = invalid("{ path = \"/ws/echo\", websocket = { echo_timeout = \"0s\" } }");
+    assert!(e.contains("`echo_timeout` must be longer than zero"), "{e}");
+    let e = invalid("{ path = \"/ws/echo\", websocket = { messages = 100001 } }");
+    assert!(e.contains("must be between 0 and 100000"), "{e}");
+}
