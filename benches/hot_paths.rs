@@ -104,6 +104,7 @@ fn serialise(c: &mut Criterion) {
                 fault_kinds: vec!["error".into()],
                 bytes: 71,
                 latency: Duration::from_micros(812),
+                websocket: None,
             },
             Attempt {
                 request_id: traceforge::seed::request_id(1, 12345, 1),
@@ -113,6 +114,7 @@ fn serialise(c: &mut Criterion) {
                 fault_kinds: vec![],
                 bytes: 160,
                 latency: Duration::from_micros(1500),
+                websocket: None,
             },
         ],
         start: Duration::from_millis(1234),

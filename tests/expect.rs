@@ -160,14 +160,14 @@ fn unknown_statuses_targets_and_non_delay_rules_are_errors() {
     assert_eq!(
         error(&["expect.status={\"5x\"={max_share=0.1}}"]),
         "\
-error: expect.status.5x: `5x` is not a status, a status class or a transport error
+error: expect.status.5x: `5x` is not a status, a status class, a transport error or a WebSocket error
  --> --set expect.status={\"5x\"={max_share=0.1}}:1:21
   |
 1 | expect.status={\"5x\"={max_share=0.1}}
   |                     ^^^^^^^^^^^^^^^ unknown result
   |
   = note: the override was applied to expect.toml
-  = help: did you mean `5xx`? keys are statuses (100 to 599) or 1xx, 2xx, 3xx, 4xx, 5xx, timeout, connect, reset, protocol"
+  = help: did you mean `5xx`? keys are statuses (100 to 599) or 1xx, 2xx, 3xx, 4xx, 5xx, timeout, connect, reset, protocol, ws_closed, ws_missing_echo, ws_mismatch"
     );
     let target = error(&["expect.targets=[{path=\"/api/resorce\", success_rate=1.0}]"]);
     assert!(

@@ -341,7 +341,7 @@ async fn the_load_command_takes_an_https_url_with_its_ca() {
     assert_eq!(wrong.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(
-        stderr.contains("--ca: only for an https:// --url"),
+        stderr.contains("--ca: only for an https:// or wss:// --url"),
         "{stderr}"
     );
 }

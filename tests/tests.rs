@@ -16,6 +16,7 @@ mod grpc; // gRPC and HTTP/2 through the proxy: grpcio and curl as the clients
 mod layers; // the layers point down: nothing below the reports uses them
 mod load_profile; // open loops, stalls, ramps, durations, request mix, retry policy
 mod load_protocols; // the load generator over https and HTTP/2 (h2c, ALPN), a TLS entry proxy, `load --url https://`
+mod load_websocket; // WebSocket targets: echoes, ws_close and ws_drop through the proxy, retries, wss://, `load --url ws://`, golden determinism
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
 mod run; // `traceforge run` end to end, golden comparisons, outputs, the standalone load generator
 mod scenario_file; // rendered scenario errors, overrides, no panic on any input

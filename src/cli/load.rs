@@ -1,5 +1,5 @@
-//! `traceforge load`: the load generator on its own, against any HTTP or HTTPS URL, with the
-//! classic flags.
+//! `traceforge load`: the load generator on its own, against any HTTP or HTTPS URL (or a
+//! WebSocket echo at a `ws://` or `wss://` one), with the classic flags.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use traceforge::record::{Format, OpenFiles};
 use traceforge::runner::{self, RunOptions};
 use traceforge::spec::check::{Checker, Problem, Seg};
 use traceforge::spec::duration::{DurationSpec, parse_duration};
-use traceforge::spec::{LoadSpec, TargetSpec};
+use traceforge::spec::{LoadSpec, TargetSpec, WebSocketSpec};
 
 /// Requests sent when neither `--n` nor `--duration` says how many; a file's default too.
 const DEFAULT_REQUESTS: u64 = 100;
@@ -21,7 +21,9 @@ const DEFAULT_REQUESTS: u64 = 100;
 /// Arguments of `traceforge load`.
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// The URL to load, such as http://127.0.0.1:8080/api/resource (or https://...)
+    /// The URL to load, such as http://127.0.0.1:8080/api/resource (or https://...). A ws:// or
+    /// wss:// URL makes each request a WebSocket connection that sends --ws-messages messages and
+    /// expects each echoed back.
     #[arg(long)]
     pub url: String,
     /// Speak HTTP/2: with prior knowledge to an http:// URL (h2c), by ALPN to an https:// one.
@@ -71,6 +73,20 @@ pub struct LoadArgs {
     /// Seed for request and trace ids.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// A ws:// or wss:// URL: messages sent on each connection, one after another's echo
+    /// (default 1).
+    #[arg(long, value_name = "N")]
+    pub ws_messages: Option<u64>,
+    /// A ws:// or wss:// URL: bytes per message, 8 or more (default 32).
+    #[arg(long, value_name = "BYTES")]
+    pub ws_size: Option<u64>,
+    /// A ws:// or wss:// URL: send binary messages instead of text ones.
+    #[arg(long)]
+    pub ws_binary: bool,
+    /// A ws:// or wss:// URL: how long a message waits for its echo before the next one is sent,
+    /// in milliseconds (default 1000). --timeout-ms bounds each whole connection.
+    #[arg(long, value_name = "MS")]
+    pub ws_echo_timeout_ms: Option<u64>,
     /// Runtime worker threads, 1 to 1024 (default: one per core).
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub workers: Option<usize>,
@@ -81,18 +97,30 @@ pub struct LoadArgs {
 /// refused here with the same rule; each problem is reported under the flag that set it.
 pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
     let uri =
-        traceforge::spec::url::parse_upstream_url(&args.url).map_err(|e| format!("--url: {e}"))?;
-    let https = uri.scheme_str() == Some("https");
+        traceforge::spec::url::parse_load_url(&args.url).map_err(|e| format!("--url: {e}"))?;
+    let https = matches!(uri.scheme_str(), Some("https" | "wss"));
+    let websocket = matches!(uri.scheme_str(), Some("ws" | "wss"));
+    if !websocket {
+        let given = [
+            ("--ws-messages", args.ws_messages.is_some()),
+            ("--ws-size", args.ws_size.is_some()),
+            ("--ws-binary", args.ws_binary),
+            ("--ws-echo-timeout-ms", args.ws_echo_timeout_ms.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+            return Err(format!("{flag}: only for a ws:// or wss:// --url"));
+        }
+    }
     if !https {
         if args.ca.is_some() {
-            return Err("--ca: only for an https:// --url".into());
+            return Err("--ca: only for an https:// or wss:// --url".into());
         }
         if args.insecure {
-            return Err("--insecure: only for an https:// --url".into());
+            return Err("--insecure: only for an https:// or wss:// --url".into());
         }
     }
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let spec = spec(args, path)?;
+    let spec = spec(args, path, websocket)?;
     let mut checker = Checker::default();
     let load = traceforge::load::compile::compile(&mut checker, &spec);
     if !checker.problems.is_empty() {
@@ -135,7 +163,7 @@ pub fn options(args: &LoadArgs) -> Result<LoadOptions, String> {
 
 /// The `[load]` table the flags stand for. Only the text of `--duration` and the millisecond
 /// flags are read here, with the file's own duration rule; every other check is the compiler's.
-fn spec(args: &LoadArgs, path: String) -> Result<LoadSpec, String> {
+fn spec(args: &LoadArgs, path: String, websocket: bool) -> Result<LoadSpec, String> {
     let duration = args
         .duration
         .as_deref()
@@ -150,6 +178,19 @@ fn spec(args: &LoadArgs, path: String) -> Result<LoadSpec, String> {
             .map_err(|e| format!("{flag}: {e}"))
     };
     let open = args.rate.is_some();
+    let websocket = if websocket {
+        Some(WebSocketSpec {
+            messages: args.ws_messages.unwrap_or(1),
+            size: args.ws_size.unwrap_or(32),
+            binary: args.ws_binary,
+            echo_timeout: millis(
+                "--ws-echo-timeout-ms",
+                args.ws_echo_timeout_ms.unwrap_or(1000),
+            )?,
+        })
+    } else {
+        None
+    };
     Ok(LoadSpec {
         // `--n` has a default of 100; `--duration` ends the load instead when it is given alone.
         requests: match (args.n, duration) {
@@ -174,6 +215,7 @@ fn spec(args: &LoadArgs, path: String) -> Result<LoadSpec, String> {
             weight: 1,
             headers: BTreeMap::new(),
             body: None,
+            websocket,
         }],
         to: None,
         command: None,
@@ -209,6 +251,11 @@ fn flag_message(p: &Problem, spec: &LoadSpec) -> String {
     let flag = match keys.as_slice() {
         ["load", "targets", "method"] => Some("--method".to_string()),
         ["load", "targets", "path"] => Some("--url".to_string()),
+        ["load", "targets", "websocket", key] => Some(format!("--ws-{}", key.replace('_', "-")))
+            .map(|flag| match flag.as_str() {
+                "--ws-echo-timeout" => "--ws-echo-timeout-ms".to_string(),
+                _ => flag,
+            }),
         ["load", key] => FLAGS
             .iter()
             .find(|(k, _)| k == key)

@@ -16,7 +16,8 @@ use crate::scenario::{Clock, Scenario};
 
 /// One request's golden line, in columns: target, final result, trace id, then every attempt with
 /// its result and the faults that fired:
-/// `#0007 GET /api/resource  200  trace 3f2a...  attempts: 503 [api-503] -> 200`
+/// `#0007 GET /api/resource  200  trace 3f2a...  attempts: 503 [api-503] -> 200`; a WebSocket
+/// attempt adds what became of its messages: `101 [ws-cut] ws 3/5 echoed, closed 1011`.
 #[derive(Debug, Clone)]
 struct Line {
     index: u64,
@@ -43,6 +44,10 @@ impl Line {
                 };
                 if !a.faults.is_empty() {
                     result = format!("{result} [{}]", a.faults.join(", "));
+                }
+                // A WebSocket's messages follow its handshake: `101 [rules] ws 3/5 echoed, ...`.
+                if let Some(ws) = &a.websocket {
+                    result = format!("{result} {}", ws.label());
                 }
                 if exact {
                     result = format!("{result} {}", exact_ms(a.latency));

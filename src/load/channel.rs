@@ -284,7 +284,8 @@ impl<D: Dial> OwnConnection<D> {
             ErrorKind::Connect
         })?;
         let sender = match protocol {
-            Protocol::Http1 => {
+            // `open` says HTTP/1.1 or h2; a WebSocket target opens connections of its own.
+            Protocol::Http1 | Protocol::Ws => {
                 let (sender, conn) = http1::handshake(io)
                     .await
                     .map_err(|e| super::classify(&e))?;

@@ -365,7 +365,7 @@ fn check_retry(c: &mut Checker, l: &LoadSpec) -> super::plan::RetryPolicy {
             classes: Vec::new(),
             errors: Vec::new(),
         };
-        const NAMES: [&str; 9] = ResultName::NAMES;
+        const NAMES: [&str; 12] = ResultName::NAMES;
         for (i, item) in on.iter().enumerate() {
             let p = with(&field("on"), Seg::Index(i));
             match item {
@@ -459,15 +459,101 @@ fn check_targets(c: &mut Checker, l: &LoadSpec) -> Vec<Target> {
                 bytes::Bytes::from(serde_json::to_vec(value).unwrap_or_default())
             }
         };
-        if let Some(method) = c.method(field("method"), &t.method) {
+        let method = c.method(field("method"), &t.method);
+        let websocket = t
+            .websocket
+            .as_ref()
+            .map(|ws| check_websocket(c, &at_t, t, ws, method.as_ref()));
+        if let Some(method) = method {
             targets.push(Target {
                 method,
                 path: t.path.clone(),
                 weight: t.weight,
                 headers,
                 body,
+                websocket,
             });
         }
     }
     targets
+}
+
+/// Headers the WebSocket handshake writes itself (besides `connection` and `upgrade`, which no
+/// target may set).
+const HANDSHAKE_HEADERS: [&str; 4] = [
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+];
+
+/// A target's `websocket` table: the handshake is a bodiless `GET` whose upgrade headers are the
+/// load generator's own.
+fn check_websocket(
+    c: &mut Checker,
+    at_t: &[Seg],
+    t: &crate::spec::TargetSpec,
+    ws: &crate::spec::WebSocketSpec,
+    method: Option<&hyper::Method>,
+) -> super::plan::WsTarget {
+    use super::plan::WsTarget;
+
+    let field = |name: &str| with(at_t, Seg::Key(name.into()));
+    let at_ws = field("websocket");
+    let ws_field = |name: &str| with(&at_ws, Seg::Key(name.into()));
+    if method.is_some_and(|m| m != hyper::Method::GET) {
+        c.report(
+            field("method"),
+            format!("a WebSocket target opens with a GET, not {}", t.method),
+            "not GET",
+            Some("remove `method`: the upgrade request is always a GET".into()),
+        );
+    }
+    if t.body.is_some() {
+        c.report_key(
+            field("body"),
+            "a WebSocket target sends no request body",
+            "no body here",
+            Some("remove `body`; `websocket.size` sets the size of each message".into()),
+        );
+    }
+    for name in t.headers.keys() {
+        let lower = name.to_ascii_lowercase();
+        if HANDSHAKE_HEADERS.contains(&lower.as_str()) {
+            c.report_key(
+                with(&field("headers"), Seg::Key(name.clone())),
+                format!("`{lower}` cannot be set on a WebSocket target: the handshake writes it"),
+                "set by the handshake",
+                Some("remove it; other headers are sent with the upgrade request".into()),
+            );
+        }
+    }
+    c.range(ws_field("messages"), ws.messages, 0, WsTarget::MAX_MESSAGES);
+    if !(WsTarget::MIN_SIZE..=WsTarget::MAX_SIZE).contains(&ws.size) {
+        c.report(
+            ws_field("size"),
+            format!(
+                "must be between {} and {} bytes, found {}",
+                WsTarget::MIN_SIZE,
+                WsTarget::MAX_SIZE,
+                ws.size
+            ),
+            "out of range",
+            Some(
+                "each message begins with its number in 8 characters; 16 MiB is the frame limit"
+                    .into(),
+            ),
+        );
+    }
+    c.positive(
+        ws_field("echo_timeout"),
+        ws.echo_timeout.get(),
+        "`echo_timeout`",
+    );
+    WsTarget {
+        messages: ws.messages,
+        size: usize::try_from(ws.size.clamp(WsTarget::MIN_SIZE, WsTarget::MAX_SIZE)).unwrap_or(32),
+        binary: ws.binary,
+        echo_timeout: ws.echo_timeout.get(),
+    }
 }

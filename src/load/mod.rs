@@ -27,6 +27,7 @@ pub mod channel;
 pub mod compile;
 pub mod plan;
 mod retry;
+mod websocket;
 
 pub use channel::{Channel, Connector, Dial, LoadIo, OwnConnection};
 pub use retry::{MAX_RETRY_AFTER, backoff, parse_retry_after, retry_wait};
@@ -34,7 +35,9 @@ pub use retry::{MAX_RETRY_AFTER, backoff, parse_retry_after, retry_wait};
 use crate::record::{Attempt, ErrorKind, Outcome, Protocol};
 use crate::{seed, wire};
 use plan::ramp_value;
-pub use plan::{LoadConfig, Profile, RetryPolicy, Schedule, Stage, Target, Until, pick_target};
+pub use plan::{
+    LoadConfig, Profile, RetryPolicy, Schedule, Stage, Target, Until, WsTarget, pick_target,
+};
 
 /// Header names shared with the proxy and the upstream, defined once where they are set.
 pub use crate::ids::{TRACEPARENT, X_REQUEST_ID, X_TRACE_ID};
@@ -119,6 +122,9 @@ pub async fn run<D: Dial>(
     outcomes: mpsc::Sender<Outcome>,
     stop: CancellationToken,
 ) -> Result<(), LoadError> {
+    // WebSocket targets open a connection per attempt, always over HTTP/1.1 (an upgrade is an
+    // HTTP/1.1 affair; RFC 8441's HTTP/2 form is not spoken here).
+    let ws = Connector::new(dialer.clone(), &options.base, options.tls.clone(), false)?;
     let connector = Connector::new(
         dialer,
         &options.base,
@@ -137,6 +143,7 @@ pub async fn run<D: Dial>(
             let client = connector.pooled(max_in_flight as usize);
             open_loop(
                 client,
+                ws,
                 options,
                 outcomes,
                 stop,
@@ -155,7 +162,7 @@ pub async fn run<D: Dial>(
                 Until::Requests(n) => Gate::from(index < n),
                 Until::Duration(d) => Gate::from(elapsed < d),
             };
-            closed_loop(connector, options, outcomes, stop, start, workers, gate).await
+            closed_loop(connector, ws, options, outcomes, stop, start, workers, gate).await
         }
         Profile::ClosedStages { stages } => {
             let workers = u64::from(options.load.profile.max_in_flight());
@@ -167,7 +174,7 @@ pub async fn run<D: Dial>(
                     Some(_) => Gate::Wait,
                 }
             };
-            closed_loop(connector, options, outcomes, stop, start, workers, gate).await
+            closed_loop(connector, ws, options, outcomes, stop, start, workers, gate).await
         }
     }
 }
@@ -191,8 +198,10 @@ const RAMP_TICK: Duration = Duration::from_millis(10);
 
 /// `workers` tasks, each taking the next index when its previous request finished, while `gate`
 /// says go. Indexes come from one counter, so every index below the total is played exactly once.
+#[allow(clippy::too_many_arguments)]
 async fn closed_loop<D, G>(
     connector: Connector<D>,
+    ws: Connector<D>,
     options: Arc<LoadOptions>,
     outcomes: mpsc::Sender<Outcome>,
     stop: CancellationToken,
@@ -211,6 +220,7 @@ where
         // Each worker keeps a connection of its own: requests follow one another on it (over
         // HTTP/2 too: one connection per worker, one stream at a time).
         let mut own = OwnConnection::new(connector.clone(), options.base.clone());
+        let ws = ws.clone();
         let options = options.clone();
         let outcomes = outcomes.clone();
         let next = next.clone();
@@ -247,7 +257,7 @@ where
                     scheduled: now,
                     started: now,
                 };
-                let outcome = play(&mut channel, &options, index, times, &stop).await;
+                let outcome = play(&mut channel, &ws, &options, index, times, &stop).await;
                 if outcomes.send(outcome).await.is_err() {
                     // The recorder is gone: nobody wants more results.
                     return;
@@ -262,8 +272,10 @@ where
 /// `max_in_flight` requests are outstanding the next one waits for a slot: it starts late (and is
 /// counted late) but still exists, so the request count and ids never depend on the server, and
 /// its latency, measured from the scheduled time, shows the wait.
+#[allow(clippy::too_many_arguments)]
 async fn open_loop<D: Dial>(
     client: Client<Connector<D>, Full<Bytes>>,
+    ws: Connector<D>,
     options: Arc<LoadOptions>,
     outcomes: mpsc::Sender<Outcome>,
     stop: CancellationToken,
@@ -291,6 +303,7 @@ async fn open_loop<D: Dial>(
         // Reap finished tasks as we go, so the set holds at most `max_in_flight` of them.
         while tasks.try_join_next().is_some() {}
         let client = client.clone();
+        let ws = ws.clone();
         let options = options.clone();
         let outcomes = outcomes.clone();
         let stop = stop.clone();
@@ -301,7 +314,7 @@ async fn open_loop<D: Dial>(
                 scheduled: due,
                 started: Instant::now(),
             };
-            let outcome = play(&mut channel, &options, index, times, &stop).await;
+            let outcome = play(&mut channel, &ws, &options, index, times, &stop).await;
             // Free the slot before the send: a slow recorder must not look like a slow server.
             drop(slot);
             let _ = outcomes.send(outcome).await;
@@ -349,6 +362,7 @@ struct Times {
 /// was waiting to retry, ends as [`ErrorKind::Cancelled`]).
 async fn play<D: Dial>(
     channel: &mut Channel<'_, D>,
+    ws: &Connector<D>,
     options: &LoadOptions,
     index: u64,
     times: Times,
@@ -373,10 +387,10 @@ async fn play<D: Dial>(
     let mut trace_id = client_trace.clone().unwrap_or_default();
     let mut retry_after = None;
     let mut cancelled = false;
-    let mut protocol = if load.http2 {
-        Protocol::H2
-    } else {
-        Protocol::Http1
+    let mut protocol = match (&target.websocket, load.http2) {
+        (Some(_), _) => Protocol::Ws,
+        (None, true) => Protocol::H2,
+        (None, false) => Protocol::Http1,
     };
     for attempt in 0..=load.retry.max {
         if attempt > 0 {
@@ -400,7 +414,10 @@ async fn play<D: Dial>(
             index,
             attempt,
         };
-        let sent = send(channel, options, target, &ids, stop).await;
+        let sent = match &target.websocket {
+            Some(messages) => websocket::send(ws, options, target, messages, &ids, stop).await,
+            None => send(channel, options, target, &ids, stop).await,
+        };
         if let Some(p) = sent.protocol {
             protocol = p;
         }
@@ -463,6 +480,27 @@ struct Sent {
     retry_after: Option<Duration>,
 }
 
+impl Sent {
+    /// An attempt under `request_id` that has nothing to show yet.
+    fn new(request_id: &str) -> Sent {
+        Sent {
+            attempt: Attempt {
+                request_id: request_id.to_string(),
+                status: None,
+                error: None,
+                faults: Vec::new(),
+                fault_kinds: Vec::new(),
+                bytes: 0,
+                latency: Duration::ZERO,
+                websocket: None,
+            },
+            protocol: None,
+            trace_id: None,
+            retry_after: None,
+        }
+    }
+}
+
 async fn send<D: Dial>(
     channel: &mut Channel<'_, D>,
     options: &LoadOptions,
@@ -470,20 +508,7 @@ async fn send<D: Dial>(
     ids: &Ids<'_>,
     stop: &CancellationToken,
 ) -> Sent {
-    let mut sent = Sent {
-        attempt: Attempt {
-            request_id: ids.request_id.to_string(),
-            status: None,
-            error: None,
-            faults: Vec::new(),
-            fault_kinds: Vec::new(),
-            bytes: 0,
-            latency: Duration::ZERO,
-        },
-        protocol: None,
-        trace_id: None,
-        retry_after: None,
-    };
+    let mut sent = Sent::new(ids.request_id);
     let uri = match join(&options.base, &target.path) {
         Ok(uri) => uri,
         Err(_) => {
@@ -491,27 +516,7 @@ async fn send<D: Dial>(
             return sent;
         }
     };
-    let mut builder = Request::builder()
-        .method(target.method.clone())
-        .uri(uri)
-        .header(wire::INDEX, ids.index)
-        .header(wire::ATTEMPT, ids.attempt);
-    for (name, value) in &target.headers {
-        builder = builder.header(name, value);
-    }
-    if let Ok(v) = HeaderValue::from_str(ids.request_id) {
-        builder = builder.header(X_REQUEST_ID, v);
-    }
-    if let Some(trace) = ids.trace_id {
-        if let Ok(v) = HeaderValue::from_str(trace) {
-            builder = builder.header(X_TRACE_ID, v);
-        }
-        // The W3C form too, so a service that propagates only `traceparent` stays attributable.
-        let parent = seed::span_id(options.seed, ids.index, ids.attempt);
-        if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{parent}-01")) {
-            builder = builder.header(TRACEPARENT, v);
-        }
-    }
+    let builder = request_head(options, target, ids, uri);
     let Ok(request) = builder.body(Full::new(target.body.clone())) else {
         sent.attempt.error = Some(ErrorKind::Protocol);
         return sent;
@@ -569,6 +574,38 @@ async fn send<D: Dial>(
     }
     sent.attempt.latency = started.elapsed();
     sent
+}
+
+/// The head of attempt `ids` of `target`: its method, its URI, the target's headers and the ids
+/// the proxy keys its decisions on (HTTP requests and WebSocket upgrades alike).
+fn request_head(
+    options: &LoadOptions,
+    target: &Target,
+    ids: &Ids<'_>,
+    uri: Uri,
+) -> hyper::http::request::Builder {
+    let mut builder = Request::builder()
+        .method(target.method.clone())
+        .uri(uri)
+        .header(wire::INDEX, ids.index)
+        .header(wire::ATTEMPT, ids.attempt);
+    for (name, value) in &target.headers {
+        builder = builder.header(name, value);
+    }
+    if let Ok(v) = HeaderValue::from_str(ids.request_id) {
+        builder = builder.header(X_REQUEST_ID, v);
+    }
+    if let Some(trace) = ids.trace_id {
+        if let Ok(v) = HeaderValue::from_str(trace) {
+            builder = builder.header(X_TRACE_ID, v);
+        }
+        // The W3C form too, so a service that propagates only `traceparent` stays attributable.
+        let parent = seed::span_id(options.seed, ids.index, ids.attempt);
+        if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{parent}-01")) {
+            builder = builder.header(TRACEPARENT, v);
+        }
+    }
+    builder
 }
 
 /// `base` (scheme + authority) joined with a path and query.

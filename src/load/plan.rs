@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hyper::Method;
 use hyper::header::{HeaderName, HeaderValue};
-use rand::Rng;
+use rand::{Rng, RngCore};
 
 use crate::record::{Attempt, ErrorKind};
 use crate::seed;
@@ -36,6 +36,55 @@ pub struct Target {
     /// Sent on every attempt (a JSON body adds `content-type: application/json`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: bytes::Bytes,
+    /// A WebSocket target: each attempt is one connection that echoes these messages.
+    pub websocket: Option<WsTarget>,
+}
+
+/// What a WebSocket target sends on each connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WsTarget {
+    pub messages: u64,
+    /// Bytes per message, at least [`WsTarget::MIN_SIZE`].
+    pub size: usize,
+    pub binary: bool,
+    /// How long a message waits for its echo before the next one is sent.
+    pub echo_timeout: Duration,
+}
+
+impl WsTarget {
+    /// The most messages one connection sends.
+    pub const MAX_MESSAGES: u64 = 100_000;
+    /// Each message begins with its number in 8 hexadecimal digits, so no two are alike.
+    pub const MIN_SIZE: u64 = 8;
+    /// tungstenite's default frame limit, which the proxy and the demo upstream keep.
+    pub const MAX_SIZE: u64 = 16 << 20;
+
+    /// Message `number` of request `index`: its number in 8 hexadecimal digits, then bytes from
+    /// the stream `load/ws/<index>/<number>` (letters and digits in a text message), `size` in
+    /// all. The same on every attempt, at any concurrency.
+    pub fn message(&self, seed: u64, index: u64, number: u64) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let mut out = format!("{:08x}", number & 0xffff_ffff).into_bytes();
+        out.truncate(self.size);
+        let mut rng = seed::rng_parts(
+            seed,
+            &[
+                "load",
+                "ws",
+                seed::Digits::new(index).as_str(),
+                seed::Digits::new(number).as_str(),
+            ],
+        );
+        let mut rest = vec![0u8; self.size - out.len()];
+        rng.fill_bytes(&mut rest);
+        if !self.binary {
+            for byte in &mut rest {
+                *byte = ALPHABET[usize::from(*byte) % ALPHABET.len()];
+            }
+        }
+        out.extend_from_slice(&rest);
+        out
+    }
 }
 
 impl Target {
@@ -47,6 +96,7 @@ impl Target {
             weight,
             headers: Vec::new(),
             body: bytes::Bytes::new(),
+            websocket: None,
         }
     }
 }
@@ -385,9 +435,10 @@ impl Default for RetryOn {
 
 impl RetryOn {
     pub fn matches(&self, attempt: &Attempt) -> bool {
+        // An error first: a WebSocket that got its `101` and then lost its echoes has both.
         match (attempt.status, attempt.error) {
-            (Some(s), _) => self.statuses.contains(&s) || self.classes.contains(&(s / 100)),
-            (None, Some(e)) => self.errors.contains(&e),
+            (_, Some(e)) => self.errors.contains(&e),
+            (Some(s), None) => self.statuses.contains(&s) || self.classes.contains(&(s / 100)),
             (None, None) => false,
         }
     }
@@ -473,6 +524,29 @@ mod tests {
         assert_eq!(format_number(1e-300), "1e-300");
         assert_eq!(format_number(0.25), "0.25");
         assert_eq!(format_number(1_000_000.0), "1000000");
+    }
+
+    #[test]
+    fn websocket_messages_are_a_function_of_seed_index_and_number() {
+        let text = WsTarget {
+            messages: 3,
+            size: 32,
+            binary: false,
+            echo_timeout: Duration::from_secs(1),
+        };
+        let m = text.message(7, 3, 2);
+        assert_eq!(m.len(), 32);
+        assert!(m.starts_with(b"00000002"), "{m:?}");
+        assert!(m.iter().all(u8::is_ascii_alphanumeric));
+        assert_eq!(m, text.message(7, 3, 2));
+        assert_ne!(m[8..], text.message(8, 3, 2)[8..]);
+        assert_ne!(m[8..], text.message(7, 4, 2)[8..]);
+        let binary = WsTarget {
+            binary: true,
+            size: 8,
+            ..text
+        };
+        assert_eq!(binary.message(7, 3, 255), b"000000ff");
     }
 
     #[test]

@@ -29,6 +29,13 @@ pub enum ErrorKind {
     Protocol,
     /// The run was stopped (a signal) while this request was in flight or waiting to retry.
     Cancelled,
+    /// A WebSocket connection was closed by the other side, or with a code other than 1000,
+    /// before every message was echoed.
+    WsClosed,
+    /// A WebSocket connection closed normally with echoes missing: messages lost on the way.
+    WsMissingEcho,
+    /// A WebSocket echo matched no message that was waiting for one.
+    WsMismatch,
 }
 
 impl ErrorKind {
@@ -39,6 +46,9 @@ impl ErrorKind {
             ErrorKind::Reset => "reset",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::WsClosed => "ws_closed",
+            ErrorKind::WsMissingEcho => "ws_missing_echo",
+            ErrorKind::WsMismatch => "ws_mismatch",
         }
     }
 }
@@ -49,8 +59,9 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// The HTTP version a request went out with. Serialized as its ALPN name (`"http/1.1"`, `"h2"`);
-/// an [`Outcome`] leaves it out when it is HTTP/1.1, so outputs of HTTP/1.1 runs read as before.
+/// The HTTP version a request went out with. Serialized as its ALPN name (`"http/1.1"`, `"h2"`),
+/// or `"ws"` for a WebSocket connection (opened over HTTP/1.1); an [`Outcome`] leaves it out when
+/// it is HTTP/1.1, so outputs of HTTP/1.1 runs read as before.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Protocol {
     #[default]
@@ -58,6 +69,8 @@ pub enum Protocol {
     Http1,
     #[serde(rename = "h2")]
     H2,
+    #[serde(rename = "ws")]
+    Ws,
 }
 
 impl Protocol {
@@ -65,6 +78,7 @@ impl Protocol {
         match self {
             Protocol::Http1 => "http/1.1",
             Protocol::H2 => "h2",
+            Protocol::Ws => "ws",
         }
     }
 
@@ -101,8 +115,19 @@ pub enum ResultName {
 
 impl ResultName {
     /// Every name, in the order help texts list them.
-    pub const NAMES: [&'static str; 9] = [
-        "1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "connect", "reset", "protocol",
+    pub const NAMES: [&'static str; 12] = [
+        "1xx",
+        "2xx",
+        "3xx",
+        "4xx",
+        "5xx",
+        "timeout",
+        "connect",
+        "reset",
+        "protocol",
+        "ws_closed",
+        "ws_missing_echo",
+        "ws_mismatch",
     ];
 
     /// The result `name` stands for; `None` for anything else (statuses are numbers, read apart).
@@ -112,6 +137,9 @@ impl ResultName {
             "connect" => ResultName::Error(ErrorKind::Connect),
             "reset" => ResultName::Error(ErrorKind::Reset),
             "protocol" => ResultName::Error(ErrorKind::Protocol),
+            "ws_closed" => ResultName::Error(ErrorKind::WsClosed),
+            "ws_missing_echo" => ResultName::Error(ErrorKind::WsMissingEcho),
+            "ws_mismatch" => ResultName::Error(ErrorKind::WsMismatch),
             n if n.len() == 3 && n.ends_with("xx") && Self::NAMES.contains(&n) => {
                 ResultName::Class(u16::from(n.as_bytes()[0] - b'0'))
             }
@@ -142,6 +170,111 @@ pub struct Attempt {
     /// From sending the request to the end of the response body.
     #[serde(with = "micros", rename = "latency_us")]
     pub latency: Duration,
+    /// A WebSocket target whose handshake got its `101`: what happened to the messages.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub websocket: Option<WsSession>,
+}
+
+/// How a WebSocket connection of the load generator ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WsEnd {
+    /// A close handshake: one side sent a Close frame and the other answered
+    /// ([`WsSession::close_code`] is the code received).
+    Closed,
+    /// An echo matched no message waiting for one; the connection was then closed.
+    Mismatch,
+    /// The connection ended without a Close frame.
+    Reset,
+    /// The attempt's timeout passed first.
+    Timeout,
+    /// The run was stopped.
+    Cancelled,
+}
+
+impl WsEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WsEnd::Closed => "closed",
+            WsEnd::Mismatch => "mismatch",
+            WsEnd::Reset => "reset",
+            WsEnd::Timeout => "timeout",
+            WsEnd::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What one WebSocket connection did with its messages. Sent one at a time: each message waits
+/// for the previous one's echo (or for `echo_timeout`, when it was lost), and a Close follows
+/// the last one at once. The echo server answers in order, so an echo that never came is known
+/// lost when a later echo, or the reply to the Close, arrived without it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WsSession {
+    /// The messages the target asks for.
+    pub messages: u64,
+    /// The messages written to the connection.
+    pub sent: u64,
+    /// The messages whose echo came back intact.
+    pub echoed: u64,
+    /// The numbers (from 0) of messages known lost.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub lost: Vec<u64>,
+    /// The code of the Close frame received (1000 for a normal close; 1005 when it had none).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub close_code: Option<u16>,
+    /// The other side sent its Close first.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub closed_by_peer: bool,
+    pub end: WsEnd,
+}
+
+/// The normal close code of RFC 6455.
+pub const WS_NORMAL_CLOSE: u16 = 1000;
+
+impl WsSession {
+    /// Every message was echoed.
+    pub fn complete(&self) -> bool {
+        self.echoed == self.messages
+    }
+
+    /// Why this connection is not a success; `None` when every message was echoed.
+    pub fn error(&self) -> Option<ErrorKind> {
+        match self.end {
+            WsEnd::Timeout => return Some(ErrorKind::Timeout),
+            WsEnd::Cancelled => return Some(ErrorKind::Cancelled),
+            WsEnd::Mismatch => return Some(ErrorKind::WsMismatch),
+            _ if self.complete() => return None,
+            WsEnd::Reset => return Some(ErrorKind::Reset),
+            WsEnd::Closed => {}
+        }
+        if self.close_code == Some(WS_NORMAL_CLOSE) && !self.closed_by_peer {
+            Some(ErrorKind::WsMissingEcho)
+        } else {
+            Some(ErrorKind::WsClosed)
+        }
+    }
+
+    /// The connection as golden files show it: `ws 3/5 echoed, lost 1 3`, `ws 2/5 echoed,
+    /// closed 1011`. Only what does not depend on timing: not `sent`, not who closed first.
+    pub fn label(&self) -> String {
+        let mut out = format!("ws {}/{} echoed", self.echoed, self.messages);
+        if !self.lost.is_empty() {
+            let lost: Vec<String> = self.lost.iter().map(u64::to_string).collect();
+            out.push_str(&format!(", lost {}", lost.join(" ")));
+        }
+        match self.end {
+            WsEnd::Closed => match self.close_code {
+                Some(WS_NORMAL_CLOSE) => {}
+                Some(code) => out.push_str(&format!(", closed {code}")),
+                None => out.push_str(", closed"),
+            },
+            WsEnd::Mismatch => out.push_str(", echo mismatch"),
+            WsEnd::Reset => out.push_str(", connection lost"),
+            WsEnd::Timeout => out.push_str(", timeout"),
+            WsEnd::Cancelled => out.push_str(", cancelled"),
+        }
+        out
+    }
 }
 
 /// Everything recorded about one logical request, retries included.
@@ -176,7 +309,7 @@ pub struct Outcome {
     #[serde(with = "micros", rename = "service_us", default)]
     pub service: Duration,
     /// The protocol of the last response (`"h2"` with `load.http2`), or the one asked for when no
-    /// response came. Left out of JSON when HTTP/1.1, and never in CSV or golden bodies.
+    /// response came; `"ws"` for a WebSocket target. Left out of JSON when HTTP/1.1.
     #[serde(skip_serializing_if = "Protocol::is_http1", default)]
     pub protocol: Protocol,
     /// With services in the loop: the calls its service made, per named proxy, in order.
@@ -185,9 +318,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// A 2xx or 3xx final status.
+    /// A 2xx or 3xx final status; for a WebSocket target, a `101` and every message echoed.
     pub fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| (200..400).contains(&s))
+        if self.error.is_some() {
+            return false;
+        }
+        match (self.protocol, self.status) {
+            (Protocol::Ws, status) => status == Some(101),
+            (_, Some(s)) => (200..400).contains(&s),
+            (_, None) => false,
+        }
     }
 
     pub fn retries(&self) -> u64 {
@@ -203,11 +343,12 @@ impl Outcome {
         self.attempts.iter().map(|a| a.request_id.as_str())
     }
 
-    /// The final result as people read it: `200`, `503`, `timeout`.
+    /// The final result as people read it: `200`, `503`, `timeout`, `ws_closed`. A WebSocket
+    /// that got its `101` but not all its echoes says why (its error), not `101`.
     pub fn final_label(&self) -> String {
         match (self.status, self.error) {
-            (Some(s), _) => s.to_string(),
-            (None, Some(e)) => e.to_string(),
+            (_, Some(e)) => e.to_string(),
+            (Some(s), None) => s.to_string(),
             (None, None) => "none".to_string(),
         }
     }
@@ -226,5 +367,56 @@ pub(crate) mod micros {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_micros)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(echoed: u64, lost: Vec<u64>, code: Option<u16>, by_peer: bool) -> WsSession {
+        WsSession {
+            messages: 5,
+            sent: 5,
+            echoed,
+            lost,
+            close_code: code,
+            closed_by_peer: by_peer,
+            end: WsEnd::Closed,
+        }
+    }
+
+    #[test]
+    fn websocket_sessions_name_their_error_and_their_golden_label() {
+        let all = session(5, vec![], Some(1000), false);
+        assert_eq!((all.error(), all.label().as_str()), (None, "ws 5/5 echoed"));
+        let late_cut = session(5, vec![], Some(1011), true);
+        assert_eq!(late_cut.error(), None);
+        assert_eq!(late_cut.label(), "ws 5/5 echoed, closed 1011");
+        let lost = session(3, vec![1, 4], Some(1000), false);
+        assert_eq!(lost.error(), Some(ErrorKind::WsMissingEcho));
+        assert_eq!(lost.label(), "ws 3/5 echoed, lost 1 4");
+        let cut = session(2, vec![0], Some(1011), true);
+        assert_eq!(cut.error(), Some(ErrorKind::WsClosed));
+        assert_eq!(cut.label(), "ws 2/5 echoed, lost 0, closed 1011");
+        let mismatch = WsSession {
+            end: WsEnd::Mismatch,
+            ..session(5, vec![], None, false)
+        };
+        assert_eq!(mismatch.error(), Some(ErrorKind::WsMismatch));
+        assert_eq!(mismatch.label(), "ws 5/5 echoed, echo mismatch");
+        let timeout = WsSession {
+            end: WsEnd::Timeout,
+            ..session(1, vec![], None, false)
+        };
+        assert_eq!(timeout.error(), Some(ErrorKind::Timeout));
+        assert_eq!(timeout.label(), "ws 1/5 echoed, timeout");
+        for name in ["ws_closed", "ws_missing_echo", "ws_mismatch"] {
+            let parsed = ResultName::parse(name);
+            assert!(
+                matches!(parsed, Some(ResultName::Error(e)) if e.as_str() == name),
+                "{name}"
+            );
+        }
     }
 }

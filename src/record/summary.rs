@@ -138,9 +138,10 @@ impl TargetSummary {
         if o.succeeded() {
             self.succeeded += 1;
         }
+        // A WebSocket that got its `101` but not all its echoes counts as its error.
         match (o.status, o.error) {
-            (Some(s), _) => *self.statuses.entry(s).or_default() += 1,
-            (None, Some(e)) => *self.errors.entry(e.to_string()).or_default() += 1,
+            (_, Some(e)) => *self.errors.entry(e.to_string()).or_default() += 1,
+            (Some(s), None) => *self.statuses.entry(s).or_default() += 1,
             (None, None) => {}
         }
         self.latency.record(o.latency);
@@ -333,9 +334,10 @@ impl Summary {
         }
         self.attempts += o.attempts.len() as u64;
         self.retries += o.retries();
+        // A WebSocket that got its `101` but not all its echoes counts as its error.
         match (o.status, o.error) {
-            (Some(s), _) => *self.statuses.entry(s).or_default() += 1,
-            (None, Some(e)) => *self.errors.entry(e.to_string()).or_default() += 1,
+            (_, Some(e)) => *self.errors.entry(e.to_string()).or_default() += 1,
+            (Some(s), None) => *self.statuses.entry(s).or_default() += 1,
             (None, None) => {}
         }
         for a in &o.attempts {

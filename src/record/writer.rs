@@ -19,8 +19,9 @@ pub enum Format {
     Csv,
 }
 
-/// The CSV columns, one row per logical request.
-pub const CSV_HEADER: [&str; 16] = [
+/// The CSV columns, one row per logical request. The `ws_` columns describe the last attempt's
+/// WebSocket connection and are empty for HTTP targets.
+pub const CSV_HEADER: [&str; 21] = [
     "index",
     "method",
     "path",
@@ -37,6 +38,11 @@ pub const CSV_HEADER: [&str; 16] = [
     "scheduled_ms",
     "service_ms",
     "fault_kinds",
+    "protocol",
+    "ws_sent",
+    "ws_echoed",
+    "ws_close_code",
+    "ws_end",
 ];
 
 /// Writes outcomes to any `Write` in one of the formats.
@@ -232,7 +238,23 @@ fn csv_row(o: &Outcome) -> Vec<String> {
         ms(o.scheduled),
         ms(o.service),
         join_per_attempt(o, |a| &a.fault_kinds),
+        o.protocol.to_string(),
+        ws(o, |w| w.sent.to_string()),
+        ws(o, |w| w.echoed.to_string()),
+        ws(o, |w| {
+            w.close_code.map(|c| c.to_string()).unwrap_or_default()
+        }),
+        ws(o, |w| w.end.as_str().to_string()),
     ]
+}
+
+/// A value of the last attempt's WebSocket connection; empty when it had none.
+fn ws(o: &Outcome, field: impl Fn(&super::WsSession) -> String) -> String {
+    o.attempts
+        .last()
+        .and_then(|a| a.websocket.as_ref())
+        .map(field)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -258,6 +280,7 @@ mod tests {
                     fault_kinds: vec!["delay".into()],
                     bytes: 0,
                     latency: Duration::from_millis(5),
+                    websocket: None,
                 },
                 Attempt {
                     request_id: "b".into(),
@@ -267,6 +290,7 @@ mod tests {
                     fault_kinds: vec![],
                     bytes: 10,
                     latency: Duration::from_micros(1500),
+                    websocket: None,
                 },
             ],
             start: Duration::ZERO,

@@ -1205,6 +1205,7 @@ fn default_targets() -> Vec<TargetSpec> {
         weight: 1,
         headers: BTreeMap::new(),
         body: None,
+        websocket: None,
     }]
 }
 
@@ -1249,8 +1250,9 @@ pub struct RetrySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<DurationSpec>,
 
-    /// What is retried: statuses (`503`), classes (`"5xx"`) and transport errors (`"connect"`,
-    /// `"timeout"`, `"reset"`, `"protocol"`). Default `["5xx", "connect", "timeout", "reset",
+    /// What is retried: statuses (`503`), classes (`"5xx"`), transport errors (`"connect"`,
+    /// `"timeout"`, `"reset"`, `"protocol"`) and WebSocket errors (`"ws_closed"`,
+    /// `"ws_missing_echo"`, `"ws_mismatch"`). Default `["5xx", "connect", "timeout", "reset",
     /// "protocol"]`. A `Retry-After` header on a retried response sets the wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on: Option<Vec<RetryOnSpec>>,
@@ -1296,10 +1298,10 @@ impl JsonSchema for RetryOnSpec {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A status (503), a class (\"5xx\") or a transport error (\"connect\", \"timeout\", \"reset\", \"protocol\").",
+            "description": "A status (503), a class (\"5xx\"), a transport error (\"connect\", \"timeout\", \"reset\", \"protocol\") or a WebSocket error (\"ws_closed\", \"ws_missing_echo\", \"ws_mismatch\").",
             "anyOf": [
                 { "type": "integer", "minimum": 100, "maximum": 599 },
-                { "type": "string", "enum": ["1xx", "2xx", "3xx", "4xx", "5xx", "connect", "timeout", "reset", "protocol"] }
+                { "type": "string", "enum": ["1xx", "2xx", "3xx", "4xx", "5xx", "connect", "timeout", "reset", "protocol", "ws_closed", "ws_missing_echo", "ws_mismatch"] }
             ]
         })
     }
@@ -1329,6 +1331,52 @@ pub struct TargetSpec {
     /// `content-type: application/json` (unless `headers` sets a content type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<BodySpec>,
+
+    /// Make this target a WebSocket: each request opens a connection to `path` (the upgrade is a
+    /// `GET` with the request's id headers), sends `messages` one at a time, expects each echoed
+    /// back, then closes. Example: `websocket = { messages = 5 }`. The request succeeds when every
+    /// message came back; a connection closed early, a lost message or a wrong echo is an error
+    /// (`ws_closed`, `ws_missing_echo`, `ws_mismatch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketSpec>,
+}
+
+/// A WebSocket target: `websocket = { messages = 5, size = 64, binary = true, echo_timeout = "1s" }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSpec {
+    /// The messages sent on each connection, one after another's echo. Their contents are drawn
+    /// from the seed, the request index and the message number. Default 1.
+    #[serde(default = "default_ws_messages")]
+    #[schemars(range(min = 0, max = 100_000))]
+    pub messages: u64,
+
+    /// The size of each message in bytes (each begins with its number, so at least 8).
+    /// Default 32.
+    #[serde(default = "default_ws_size")]
+    #[schemars(range(min = 8, max = 16_777_216))]
+    pub size: u64,
+
+    /// Send binary messages instead of text ones. Default false: text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary: bool,
+
+    /// How long a message waits for its echo before the next one is sent. A lost message costs
+    /// this much; whether it was lost is known from the later echoes and the close, not from this
+    /// wait, so keep it well above the round trip (held `ws_delay`s included). The whole
+    /// connection is bounded by `load.timeout`. Default `"1s"`.
+    #[serde(default = "default_echo_timeout")]
+    pub echo_timeout: DurationSpec,
+}
+
+fn default_ws_messages() -> u64 {
+    1
+}
+fn default_ws_size() -> u64 {
+    32
+}
+fn default_echo_timeout() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_secs(1))
 }
 
 /// A request body: text, or a TOML table/array sent as JSON.
@@ -1402,8 +1450,9 @@ pub struct ExpectSpec {
     #[schemars(range(min = 0.0, max = 1.0))]
     pub success_rate: Option<f64>,
 
-    /// Bounds on final results, keyed by a status (`"503"`), a class (`"5xx"`) or a transport
-    /// error (`"timeout"`, `"connect"`, `"reset"`, `"protocol"`):
+    /// Bounds on final results, keyed by a status (`"503"`), a class (`"5xx"`), a transport
+    /// error (`"timeout"`, `"connect"`, `"reset"`, `"protocol"`) or a WebSocket error
+    /// (`"ws_closed"`, `"ws_missing_echo"`, `"ws_mismatch"`):
     /// `status = { "503" = { max_share = 0.3 }, "200" = { min_count = 10 } }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub status: BTreeMap<String, CountSpec>,

@@ -29,16 +29,30 @@ impl fmt::Display for UrlError {
 /// Parses a plain-HTTP URL with a host and, when given, a port from 1 to 65535. A path and query
 /// are kept. `https`, user info (`user:password@`) and invalid ports are refused.
 pub fn parse_http_url(text: &str) -> Result<Uri, UrlError> {
-    parse(text, false)
+    parse(text, Schemes::Http)
 }
 
-/// [`parse_http_url`] for an upstream the proxy forwards to, or `traceforge load --url`: either
-/// may also be `https://`.
+/// [`parse_http_url`] for an upstream the proxy forwards to: it may also be `https://`.
 pub fn parse_upstream_url(text: &str) -> Result<Uri, UrlError> {
-    parse(text, true)
+    parse(text, Schemes::Upstream)
 }
 
-fn parse(text: &str, https: bool) -> Result<Uri, UrlError> {
+/// [`parse_upstream_url`] for `traceforge load --url`, which may also be `ws://` or `wss://`
+/// (a WebSocket target).
+pub fn parse_load_url(text: &str) -> Result<Uri, UrlError> {
+    parse(text, Schemes::Load)
+}
+
+/// The schemes a URL may have.
+#[derive(Clone, Copy, PartialEq)]
+enum Schemes {
+    Http,
+    Upstream,
+    Load,
+}
+
+fn parse(text: &str, schemes: Schemes) -> Result<Uri, UrlError> {
+    let https = schemes != Schemes::Http;
     let shown = redact(text);
     if userinfo(text).is_some() {
         return Err(UrlError {
@@ -50,10 +64,12 @@ fn parse(text: &str, https: bool) -> Result<Uri, UrlError> {
         });
     }
     let not_a_url = || UrlError {
-        message: if https {
-            format!("`{shown}` is not an http:// or https:// URL with a host")
-        } else {
-            format!("`{shown}` is not an http:// URL with a host")
+        message: match schemes {
+            Schemes::Http => format!("`{shown}` is not an http:// URL with a host"),
+            Schemes::Upstream => format!("`{shown}` is not an http:// or https:// URL with a host"),
+            Schemes::Load => {
+                format!("`{shown}` is not an http://, https://, ws:// or wss:// URL with a host")
+            }
         },
         label: "not a URL",
         help: "write it like \"http://127.0.0.1:8081\"".into(),
@@ -62,6 +78,7 @@ fn parse(text: &str, https: bool) -> Result<Uri, UrlError> {
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") if https => {}
+        Some("ws" | "wss") if schemes == Schemes::Load => {}
         Some("https") => {
             return Err(UrlError {
                 message: format!("`{shown}`: https is not supported"),
@@ -184,6 +201,25 @@ mod tests {
         );
         assert!(parse_upstream_url("https://u:p@h").is_err());
         assert!(parse_upstream_url("https://h:0").is_err());
+        assert!(parse_upstream_url("ws://h:1").is_err());
+    }
+
+    #[test]
+    fn the_load_generator_also_takes_websocket_urls() {
+        for text in [
+            "ws://127.0.0.1:1/ws/echo",
+            "wss://h/x",
+            "https://h",
+            "http://h",
+        ] {
+            assert!(parse_load_url(text).is_ok(), "{text}");
+        }
+        assert_eq!(
+            parse_load_url("ftp://x").err().map(|e| e.message),
+            Some("`ftp://x` is not an http://, https://, ws:// or wss:// URL with a host".into())
+        );
+        assert!(parse_load_url("ws://u:p@h").is_err());
+        assert!(parse_load_url("wss://h:99999").is_err());
     }
 
     #[test]

@@ -297,7 +297,7 @@ fn check_status_bounds(
 ) -> Vec<crate::scenario::expectation::StatusBound> {
     use crate::scenario::expectation::{ResultKey, StatusBound};
 
-    const NAMES: [&str; 9] = ResultName::NAMES;
+    const NAMES: [&str; 12] = ResultName::NAMES;
     let mut out = Vec::new();
     for (name, bound) in specs {
         let p = with(&at, Seg::Key(name.clone()));
@@ -320,7 +320,7 @@ fn check_status_bounds(
             };
             c.report(
                 p,
-                format!("`{name}` is not a status, a status class or a transport error"),
+                format!("`{name}` is not a status, a status class, a transport error or a WebSocket error"),
                 "unknown result",
                 Some(help),
             );
