@@ -7,7 +7,11 @@
 //! ([`crate::fault::stream`] decides what happens to each):
 //! - text and binary messages are passed on, dropped (`ws_drop`), or held (`ws_delay`; order is
 //!   kept within a direction: a message is never passed on before one that arrived earlier);
-//! - a Close frame from one side is passed on to the other after the messages before it;
+//! - a Close frame from one side is passed on to the other after the messages before it; the
+//!   side that sent it gets its reply from the proxy at once (the WebSocket library answers a
+//!   Close as it reads it), so messages the other side still had on the way back are not
+//!   delivered: a client that closes first learns nothing more. (Spliced, without stream
+//!   faults, the close handshake is end to end.)
 //! - pings are answered by the proxy on each hop (they are not forwarded), pongs are not forwarded;
 //! - `ws_close` sends a Close frame with its code to both sides, waits a moment for their replies,
 //!   and ends the connections.
