@@ -49,6 +49,17 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// SHA-256 of the effective scenario (every value after `--set`), in hex: the shards of one
+    /// run share it, and a merge refuses bundles whose digests differ.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(&self.spec).unwrap_or_default();
+        ring::digest::digest(&ring::digest::SHA256, &bytes)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The fault plan `traceforge run` plays: the scenario's rules and seed, and its load profile
     /// for ranks. A load whose request count is not known in
     /// advance (a closed loop for a duration) ranks by request index among all requests.
