@@ -25,8 +25,11 @@ use crate::transport::MemoryNetwork;
 use crate::upstream::{self, Upstream, UpstreamOptions};
 
 #[cfg(unix)]
+mod merge;
 mod topology;
 mod verdict;
+
+pub use merge::{MergeError, merge};
 
 pub use verdict::{Reason, RunVerdict, Stop};
 

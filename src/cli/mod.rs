@@ -36,6 +36,7 @@ macro_rules! errln {
 
 pub mod init;
 pub mod load;
+pub mod merge;
 mod progress;
 pub mod run;
 pub mod serve;
@@ -71,6 +72,10 @@ pub enum Command {
     /// Play scenarios and check them against their golden snapshots and expectations.
     #[command(after_help = EXIT_CODES)]
     Run(run::RunArgs),
+    /// Judge the result bundles of a sharded run (`run --shard K/N --bundle PATH`) together: the
+    /// summary, expectations, golden snapshot and exit code of the run on one machine.
+    #[command(after_help = EXIT_CODES)]
+    Merge(merge::MergeArgs),
     /// Check scenario files without running them; every file is reported.
     #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
@@ -147,6 +152,7 @@ pub fn main() -> u8 {
             }
         }
         Command::Run(args) => run::run(&args),
+        Command::Merge(args) => merge::merge(&args),
         Command::Init(args) => init::init(&args),
         Command::Load(args) => load::load(&args),
         Command::Upstream(args) => serve::upstream(&args),
