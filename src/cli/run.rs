@@ -79,9 +79,8 @@ pub struct RunArgs {
 /// `--start-at`: an RFC 3339 time, or `+DURATION` from now.
 pub fn parse_start_at(text: &str) -> Result<SystemTime, String> {
     if let Some(after) = text.strip_prefix('+') {
-        let wait = humantime::parse_duration(after).map_err(|e| {
-            format!("`{text}`: {e}; write +30s, +2m or an RFC 3339 time")
-        })?;
+        let wait = humantime::parse_duration(after)
+            .map_err(|e| format!("`{text}`: {e}; write +30s, +2m or an RFC 3339 time"))?;
         return Ok(SystemTime::now() + wait);
     }
     humantime::parse_rfc3339_weak(text).map_err(|e| {
@@ -485,17 +484,19 @@ pub fn run(args: &RunArgs) -> u8 {
                     .load
                     .profile
                     .fixed_count()
-                    .map_or("its share".to_string(), |n| run.shard.planned(n).to_string()),
+                    .map_or("its share".to_string(), |n| run
+                        .shard
+                        .planned(n)
+                        .to_string()),
                 run.bundle.display()
             );
         }
         lock(&reports).current = Some((file.clone(), scenario.name.clone()));
-        let planned = scenario.load.profile.fixed_count().map(|n| {
-            options
-                .shard
-                .as_ref()
-                .map_or(n, |run| run.shard.planned(n))
-        });
+        let planned = scenario
+            .load
+            .profile
+            .fixed_count()
+            .map(|n| options.shard.as_ref().map_or(n, |run| run.shard.planned(n)));
         let shown = Progress::start(&runtime, progress, planned);
         let result = runner::play_scenario(&runtime, scenario, &options);
         drop(shown);

@@ -234,7 +234,11 @@ where
                 let now = Instant::now();
                 let elapsed = now.saturating_duration_since(start);
                 // Peek first: a worker that must wait or stop takes no index.
-                match gate(worker, elapsed, shard_index(shard, next.load(Ordering::Relaxed))) {
+                match gate(
+                    worker,
+                    elapsed,
+                    shard_index(shard, next.load(Ordering::Relaxed)),
+                ) {
                     Gate::Stop => return,
                     Gate::Wait => {
                         tokio::select! {

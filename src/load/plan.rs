@@ -56,7 +56,11 @@ impl Shard {
     /// How many of the indices `0..total` this shard plays.
     pub fn planned(&self, total: u64) -> u64 {
         let (k, n) = (u64::from(self.index), u64::from(self.count));
-        if total <= k { 0 } else { (total - k).div_ceil(n) }
+        if total <= k {
+            0
+        } else {
+            (total - k).div_ceil(n)
+        }
     }
 }
 

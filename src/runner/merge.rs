@@ -96,9 +96,13 @@ fn check_set(trailers: &[(PathBuf, Trailer)]) -> Result<u32, MergeError> {
         .map(|k| format!("{k}/{}", first.shards))
         .collect();
     if !missing.is_empty() {
+        let (noun, verb) = if missing.len() == 1 {
+            ("shard", "is")
+        } else {
+            ("shards", "are")
+        };
         return Err(MergeError::Invalid(format!(
-            "shard{} {} missing: a merge needs every shard of the run exactly once",
-            if missing.len() == 1 { " is" } else { "s are" },
+            "{noun} {} {verb} missing: a merge needs every shard of the run exactly once",
             missing.join(", ")
         )));
     }
@@ -204,10 +208,12 @@ pub fn merge(
         ));
     }
     let text = body.finish(&scenario, &summary);
-    let comparison = golden::check(&options.golden_dir, &scenario, &text, options.golden)
-        .map_err(|source| RunError::Golden {
-            dir: options.golden_dir.clone(),
-            source,
+    let comparison =
+        golden::check(&options.golden_dir, &scenario, &text, options.golden).map_err(|source| {
+            RunError::Golden {
+                dir: options.golden_dir.clone(),
+                source,
+            }
         })?;
     let mut warnings: Vec<String> = Vec::new();
     for (_, t) in &trailers {
