@@ -101,6 +101,10 @@ pub struct ValidateArgs {
     /// Override a scenario field before validating: --set load.concurrency=64
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<Override>,
+    /// Also say what would not be exact if each file were played as N shards and merged (and fail
+    /// a file that cannot be sharded).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(traceforge::load::plan::MAX_SHARDS)))]
+    pub shards: Option<u32>,
 }
 
 /// The runtime of a command. One worker means a current-thread runtime: everything on one thread,
@@ -199,7 +203,24 @@ fn validate(args: &ValidateArgs) -> u8 {
     for file in &files {
         match scenario::load(file, &args.overrides) {
             Ok(s) => {
+                let caveats = args.shards.map(|n| (n, s.shard_caveats(n)));
+                if let Some((n, Err(why))) = &caveats {
+                    errln!(
+                        "error: {}: cannot be played as {n} shards: {why}",
+                        file.display()
+                    );
+                    worst = worst.max(EXIT_INVALID);
+                    continue;
+                }
                 let line = writeln!(out, "ok: {} ({}: {})", file.display(), s.name, shape(&s));
+                if let Some((n, Ok(caveats))) = &caveats {
+                    if caveats.is_empty() {
+                        let _ = writeln!(out, "    {n} shards merge exactly");
+                    }
+                    for c in caveats {
+                        let _ = writeln!(out, "    warning: as {n} shards: {c}");
+                    }
+                }
                 match line {
                     Ok(()) => {}
                     // A closed pipe (`validate ... | head -1`): nobody reads on, stop quietly.

@@ -477,6 +477,18 @@ pub fn run(args: &RunArgs) -> u8 {
             start_at: args.start_at,
         };
         if let Some(run) = &options.shard {
+            match scenario.shard_caveats(run.shard.count) {
+                Ok(caveats) => {
+                    for c in caveats {
+                        outln!("    warning: as {} shards: {c}", run.shard.count);
+                    }
+                }
+                Err(why) => {
+                    errln!("error: {}: cannot be sharded: {why}", scenario.name);
+                    worst = worst.max(EXIT_INVALID);
+                    continue;
+                }
+            }
             outln!(
                 "    shard {}: {} of the requests; bundle {}",
                 run.shard,
