@@ -35,6 +35,7 @@ macro_rules! errln {
 }
 
 pub mod init;
+pub mod k8s;
 pub mod load;
 pub mod merge;
 mod progress;
@@ -76,6 +77,10 @@ pub enum Command {
     /// summary, expectations, golden snapshot and exit code of the run on one machine.
     #[command(after_help = EXIT_CODES)]
     Merge(merge::MergeArgs),
+    /// Print the Kubernetes manifests of a sharded run: an Indexed Job of N shards writing their
+    /// bundles to a shared volume, or (`--merge`) the Job that merges them.
+    #[command(after_help = EXIT_CODES)]
+    K8s(k8s::K8sArgs),
     /// Check scenario files without running them; every file is reported.
     #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
@@ -157,6 +162,7 @@ pub fn main() -> u8 {
         }
         Command::Run(args) => run::run(&args),
         Command::Merge(args) => merge::merge(&args),
+        Command::K8s(args) => k8s::k8s(&args),
         Command::Init(args) => init::init(&args),
         Command::Load(args) => load::load(&args),
         Command::Upstream(args) => serve::upstream(&args),
