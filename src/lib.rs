@@ -70,6 +70,7 @@ pub mod fault;
 pub mod golden;
 #[doc(hidden)]
 pub mod ids;
+pub mod k8s;
 pub mod load;
 pub mod panic_watch;
 pub mod proxy;

@@ -13,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::expect;
 use crate::golden::{self, BodyBuilder};
-use crate::load::{self, LoadOptions};
+use crate::load::{self, LoadOptions, Shard};
 use crate::panic_watch;
 use crate::proxy::{self, Proxy, ProxyOptions};
+use crate::record::bundle::{self, Trailer};
+use crate::record::calls::Unattributed;
 use crate::record::{Format, OpenFiles, Summary};
 use crate::scenario::{Clock, Scenario};
 use crate::server::{Listening, Shutdown};
@@ -23,8 +25,11 @@ use crate::transport::MemoryNetwork;
 use crate::upstream::{self, Upstream, UpstreamOptions};
 
 #[cfg(unix)]
+mod merge;
 mod topology;
 mod verdict;
+
+pub use merge::{MergeError, merge};
 
 pub use verdict::{Reason, RunVerdict, Stop};
 
@@ -50,6 +55,23 @@ pub struct RunOptions {
     pub keep_outcomes: bool,
     /// Where services' output goes: `<logs>/<scenario>/<service>.log`.
     pub logs: PathBuf,
+    /// Play one shard of the scenario and write its result bundle, judged later by
+    /// `traceforge merge` ([`merge`]).
+    pub shard: Option<ShardRun>,
+    /// Start the load at this wall-clock time (every shard of a run the same), once the servers
+    /// are up; a time already past starts at once.
+    pub start_at: Option<std::time::SystemTime>,
+}
+
+/// A run of one shard: which, where its bundle goes, and how a merge finds the scenario again.
+#[derive(Debug, Clone)]
+pub struct ShardRun {
+    pub shard: Shard,
+    pub bundle: PathBuf,
+    /// The scenario file as given on the command line.
+    pub file: String,
+    /// The `--set` overrides as written.
+    pub overrides: Vec<String>,
 }
 
 impl RunOptions {
@@ -70,6 +92,8 @@ impl RunOptions {
             open_files: OpenFiles::default(),
             keep_outcomes: false,
             logs: PathBuf::from(DEFAULT_LOGS),
+            shard: None,
+            start_at: None,
         }
     }
 
@@ -109,6 +133,9 @@ pub struct RunReport {
     /// What the run noticed that does not fail it but may make it less deterministic than it
     /// looks (calls without a trace context).
     pub warnings: Vec<String>,
+    /// A shard's run: which shard, and the bundle it wrote. Its golden file and expectations are
+    /// left to `traceforge merge`.
+    pub shard: Option<(Shard, PathBuf)>,
 }
 
 /// Why a run could not complete.
@@ -175,6 +202,7 @@ pub fn play_scenario(
 
 /// Plays one scenario end to end on the real clock, over loopback TCP.
 pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunError> {
+    let scenario = &*sharded(scenario, options);
     if let Some(topology) = &scenario.topology {
         #[cfg(unix)]
         return topology::run(scenario, topology, options).await;
@@ -212,6 +240,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         })?;
     let base = listening_uri(&proxy, "proxy")?;
     let client = load::tcp_dialer();
+    wait_for_start(options).await;
     let mut seen = Seen::new(scenario, options);
     let played = play_with(client, load_options(scenario, base), options, |o| {
         seen.push(o)
@@ -237,6 +266,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
 /// stray real socket fails loudly instead of leaking real time into the run. Blocking: call it from
 /// a thread that is not running a tokio runtime.
 pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunReport, RunError> {
+    let scenario = &*sharded(scenario, options);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -281,6 +311,32 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
         .await?;
         finish(scenario, options, summary, output, seen, mark, false)
     })
+}
+
+/// The scenario as this run plays it: with the shard of [`RunOptions::shard`] in its load.
+fn sharded<'a>(scenario: &'a Scenario, options: &RunOptions) -> std::borrow::Cow<'a, Scenario> {
+    match &options.shard {
+        Some(run) if scenario.load.shard != Some(run.shard) => {
+            let mut scenario = scenario.clone();
+            scenario.load.shard = Some(run.shard);
+            std::borrow::Cow::Owned(scenario)
+        }
+        _ => std::borrow::Cow::Borrowed(scenario),
+    }
+}
+
+/// Waits until [`RunOptions::start_at`] (on the real clock; a stop cuts the wait short), so that
+/// shards started apart begin their load, and their timetables, together.
+async fn wait_for_start(options: &RunOptions) {
+    let Some(at) = options.start_at else { return };
+    let Ok(wait) = at.duration_since(std::time::SystemTime::now()) else {
+        return;
+    };
+    tracing::info!(?wait, "waiting for the start time");
+    tokio::select! {
+        () = options.stop.cancelled() => {}
+        () = tokio::time::sleep(wait) => {}
+    }
 }
 
 /// The in-memory addresses of a virtual-time run.
@@ -328,6 +384,10 @@ fn listening_uri(listening: &Listening, what: &'static str) -> Result<Uri, RunEr
 struct Seen {
     body: BodyBuilder,
     kept: Option<Vec<crate::record::Outcome>>,
+    /// A shard keeps the calls no request claimed, for its bundle.
+    strays: Option<Vec<Unattributed>>,
+    /// What the run warns about, for a shard's bundle.
+    warnings: Vec<String>,
 }
 
 impl Seen {
@@ -335,6 +395,15 @@ impl Seen {
         Seen {
             body: BodyBuilder::for_scenario(scenario),
             kept: options.keep_outcomes.then(Vec::new),
+            strays: options.shard.as_ref().map(|_| Vec::new()),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn push_unattributed(&mut self, u: &Unattributed) {
+        self.body.push_unattributed(u);
+        if let Some(strays) = self.strays.as_mut() {
+            strays.push(u.clone());
         }
     }
 
@@ -357,7 +426,12 @@ fn finish(
     mark: u64,
     client_is_the_load: bool,
 ) -> Result<RunReport, RunError> {
-    let Seen { body, kept } = seen;
+    let Seen {
+        body,
+        kept,
+        strays,
+        warnings,
+    } = seen;
     if let Some(message) = panic_watch::since(mark) {
         return Err(RunError::Panicked {
             what: "a task of the run",
@@ -373,12 +447,57 @@ fn finish(
         .fixed_count()
         .filter(|_| !client_is_the_load)
     {
+        let planned = scenario.load.shard.map_or(planned, |s| s.planned(planned));
         if !interrupted && summary.requests < planned {
             return Err(RunError::Incomplete {
                 played: summary.requests,
                 planned,
             });
         }
+    }
+    // A shard is judged with the others, by `traceforge merge`: it only completes its bundle.
+    if let (Some(run), false) = (&options.shard, interrupted) {
+        let trailer = Trailer {
+            version: bundle::VERSION,
+            shard: run.shard.index,
+            shards: run.shard.count,
+            scenario: scenario.name.clone(),
+            file: run.file.clone(),
+            overrides: run.overrides.clone(),
+            digest: scenario.digest(),
+            seed: scenario.seed,
+            planned: scenario
+                .load
+                .profile
+                .fixed_count()
+                .map_or(summary.requests, |n| run.shard.planned(n)),
+            outcomes: summary.requests,
+            summary: summary.clone(),
+            unattributed: strays.unwrap_or_default(),
+            warnings,
+        };
+        bundle::append_trailer(&run.bundle, &trailer).map_err(|source| RunError::Output {
+            path: run.bundle.clone(),
+            source,
+        })?;
+        return Ok(RunReport {
+            scenario: scenario.name.clone(),
+            summary,
+            expectations: Vec::new(),
+            golden: None,
+            body: None,
+            output,
+            interrupted,
+            outcomes: kept
+                .map(|mut outcomes| {
+                    outcomes.sort_by_key(|o| o.index);
+                    outcomes
+                })
+                .unwrap_or_default(),
+            logs: Vec::new(),
+            warnings: Vec::new(),
+            shard: Some((run.shard, run.bundle.clone())),
+        });
     }
     let expectations = expect::check(&scenario.expect, &summary);
     let (golden, body) = if interrupted {
@@ -408,6 +527,7 @@ fn finish(
             .unwrap_or_default(),
         logs: Vec::new(),
         warnings: Vec::new(),
+        shard: None,
     })
 }
 
@@ -446,24 +566,31 @@ pub async fn play_with<D: load::Dial>(
     mut observe: impl FnMut(&crate::record::Outcome),
 ) -> Result<(Summary, Option<(PathBuf, u64)>), RunError> {
     let mark = panic_watch::count();
-    let writer = match &options.output {
-        Some(path) => {
-            let output_error = |source| RunError::Output {
-                path: path.clone(),
-                source,
-            };
-            create_parent(path).map_err(output_error)?;
-            let file = std::fs::File::create(path).map_err(output_error)?;
-            Some((
-                path.clone(),
-                options
-                    .open_files
-                    .open(options.format, file)
-                    .map_err(output_error)?,
-            ))
-        }
-        None => None,
+    let open = |path: &PathBuf, format: Format| {
+        let output_error = |source| RunError::Output {
+            path: path.clone(),
+            source,
+        };
+        create_parent(path).map_err(output_error)?;
+        let file = std::fs::File::create(path).map_err(output_error)?;
+        let writer = options
+            .open_files
+            .open(format, file)
+            .map_err(output_error)?;
+        Ok::<_, RunError>((path.clone(), writer))
     };
+    let writer = options
+        .output
+        .as_ref()
+        .map(|path| open(path, options.format))
+        .transpose()?;
+    // A shard's bundle: its outcomes as JSON lines, then (once the run is judged complete) the
+    // trailer. Opened before the first request too.
+    let bundle = options
+        .shard
+        .as_ref()
+        .map(|run| open(&run.bundle, Format::Jsonl))
+        .transpose()?;
     let mut summary = Summary::for_latencies_up_to(load::longest_latency(&load_options));
     // A load that cannot be kept is not worth producing: a failed write stops this run's load
     // (and only this run's: the caller's token is not cancelled).
@@ -473,7 +600,10 @@ pub async fn play_with<D: load::Dial>(
 
     let mut failure = None;
     while let Some(outcome) = rx.recv().await {
-        if let (Some((path, w)), None) = (writer.as_ref(), failure.as_ref()) {
+        for (path, w) in writer.iter().chain(bundle.iter()) {
+            if failure.is_some() {
+                break;
+            }
             if let Err(source) = w.write(&outcome) {
                 stop.cancel();
                 failure = Some(RunError::Output {
@@ -500,6 +630,14 @@ pub async fn play_with<D: load::Dial>(
             what: "the load generator",
             message,
         });
+    }
+    if let Some((path, w)) = &bundle {
+        if let Err(source) = options.open_files.close(w) {
+            failure.get_or_insert(RunError::Output {
+                path: path.clone(),
+                source,
+            });
+        }
     }
     let output = match writer {
         Some((path, w)) => {
@@ -621,6 +759,7 @@ pub(crate) mod tests {
             outcomes: Vec::new(),
             logs: Vec::new(),
             warnings: Vec::new(),
+            shard: None,
         }
     }
 

@@ -25,6 +25,7 @@ mod serve_cli; // `traceforge upstream|proxy` as processes: printed address, SIG
 #[cfg(unix)]
 mod service;
 mod services_run; // services as real processes: readiness, early exits, stop and SIGKILL, no process left behind
+mod shards; // `run --shard K/N` in separate processes, then `merge`: exactly the single-machine run
 mod signals; // SIGINT/SIGTERM/SIGHUP stop run and load promptly with complete files; closed stdout
 mod streams; // server-sent events through the proxy, the stream fault, with hyper and curl
 mod tls; // https:// upstreams and TLS listeners with curl and rustls clients, certificates, validation

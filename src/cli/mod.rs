@@ -35,7 +35,9 @@ macro_rules! errln {
 }
 
 pub mod init;
+pub mod k8s;
 pub mod load;
+pub mod merge;
 mod progress;
 pub mod run;
 pub mod serve;
@@ -71,6 +73,14 @@ pub enum Command {
     /// Play scenarios and check them against their golden snapshots and expectations.
     #[command(after_help = EXIT_CODES)]
     Run(run::RunArgs),
+    /// Judge the result bundles of a sharded run (`run --shard K/N --bundle PATH`) together: the
+    /// summary, expectations, golden snapshot and exit code of the run on one machine.
+    #[command(after_help = EXIT_CODES)]
+    Merge(merge::MergeArgs),
+    /// Print the Kubernetes manifests of a sharded run: an Indexed Job of N shards writing their
+    /// bundles to a shared volume, or (`--merge`) the Job that merges them.
+    #[command(after_help = EXIT_CODES)]
+    K8s(k8s::K8sArgs),
     /// Check scenario files without running them; every file is reported.
     #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
@@ -96,6 +106,10 @@ pub struct ValidateArgs {
     /// Override a scenario field before validating: --set load.concurrency=64
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<Override>,
+    /// Also say what would not be exact if each file were played as N shards and merged (and fail
+    /// a file that cannot be sharded).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(traceforge::load::plan::MAX_SHARDS)))]
+    pub shards: Option<u32>,
 }
 
 /// The runtime of a command. One worker means a current-thread runtime: everything on one thread,
@@ -147,6 +161,8 @@ pub fn main() -> u8 {
             }
         }
         Command::Run(args) => run::run(&args),
+        Command::Merge(args) => merge::merge(&args),
+        Command::K8s(args) => k8s::k8s(&args),
         Command::Init(args) => init::init(&args),
         Command::Load(args) => load::load(&args),
         Command::Upstream(args) => serve::upstream(&args),
@@ -193,7 +209,24 @@ fn validate(args: &ValidateArgs) -> u8 {
     for file in &files {
         match scenario::load(file, &args.overrides) {
             Ok(s) => {
+                let caveats = args.shards.map(|n| (n, s.shard_caveats(n)));
+                if let Some((n, Err(why))) = &caveats {
+                    errln!(
+                        "error: {}: cannot be played as {n} shards: {why}",
+                        file.display()
+                    );
+                    worst = worst.max(EXIT_INVALID);
+                    continue;
+                }
                 let line = writeln!(out, "ok: {} ({}: {})", file.display(), s.name, shape(&s));
+                if let Some((n, Ok(caveats))) = &caveats {
+                    if caveats.is_empty() {
+                        let _ = writeln!(out, "    {n} shards merge exactly");
+                    }
+                    for c in caveats {
+                        let _ = writeln!(out, "    warning: as {n} shards: {c}");
+                    }
+                }
                 match line {
                     Ok(()) => {}
                     // A closed pipe (`validate ... | head -1`): nobody reads on, stop quietly.

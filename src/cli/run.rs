@@ -4,15 +4,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::progress::Progress;
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use traceforge::golden;
+use traceforge::load::Shard;
 use traceforge::record::{Format, OpenFiles};
 use traceforge::report::{self, Played};
 use traceforge::runner::RunVerdict;
-use traceforge::runner::{self, RunOptions};
+use traceforge::runner::{self, RunOptions, ShardRun};
 use traceforge::scenario::{self, Override, Scenario};
 
 /// Arguments of `traceforge run`.
@@ -60,6 +61,31 @@ pub struct RunArgs {
     /// Write every scenario's summary and verdicts as JSON (`"version": 1`).
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
+
+    /// Play only shard K of N (counted from 0): the requests whose index i has i % N == K, each
+    /// with the ids, faults and send time it has in a single-machine run. The shard writes a
+    /// result bundle (--bundle); `traceforge merge` judges all the bundles together.
+    #[arg(long, value_name = "K/N", requires = "bundle")]
+    pub shard: Option<Shard>,
+    /// Where the shard writes its result bundle (`{name}` becomes the scenario's name).
+    #[arg(long, value_name = "PATH", requires = "shard")]
+    pub bundle: Option<PathBuf>,
+    /// Begin the load at this time, once everything is up: RFC 3339 (2026-11-22T10:00:00Z) or
+    /// +DURATION from now (+30s). Shards given the same time start their timetables together.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<SystemTime>,
+}
+
+/// `--start-at`: an RFC 3339 time, or `+DURATION` from now.
+pub fn parse_start_at(text: &str) -> Result<SystemTime, String> {
+    if let Some(after) = text.strip_prefix('+') {
+        let wait = humantime::parse_duration(after)
+            .map_err(|e| format!("`{text}`: {e}; write +30s, +2m or an RFC 3339 time"))?;
+        return Ok(SystemTime::now() + wait);
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|e| {
+        format!("`{text}` is not a time: {e}; write an RFC 3339 time such as 2026-11-22T10:00:00Z, or +30s")
+    })
 }
 
 /// Expands folders into their `*.toml` files, sorted, so `run scenarios/` plays them all.
@@ -322,6 +348,21 @@ pub fn run(args: &RunArgs) -> u8 {
             }
         }
     }
+    let mut bundles = Vec::new();
+    for (_, s) in &scenarios {
+        match args
+            .bundle
+            .as_deref()
+            .map(|b| output_for(b, &s.name, several))
+            .transpose()
+        {
+            Ok(b) => bundles.push(b),
+            Err(e) => {
+                errln!("error: {}", e.replace("--output", "--bundle"));
+                return EXIT_INVALID;
+            }
+        }
+    }
     let golden_dirs: Vec<Located> = scenarios
         .iter()
         .map(|(file, _)| locate(args.golden_dir.as_deref(), "golden", file))
@@ -335,6 +376,7 @@ pub fn run(args: &RunArgs) -> u8 {
         .flatten()
         .map(|p| ("--output", p.as_path()))
         .collect();
+    writes.extend(bundles.iter().flatten().map(|p| ("--bundle", p.as_path())));
     writes.extend(args.junit.as_deref().map(|p| ("--junit", p)));
     writes.extend(args.summary_json.as_deref().map(|p| ("--summary-json", p)));
     if let Err(e) = check_outputs(&scenarios, &golden_dirs, &writes) {
@@ -385,8 +427,9 @@ pub fn run(args: &RunArgs) -> u8 {
         .iter()
         .zip(outputs)
         .zip(golden_dirs)
-        .zip(static_dirs);
-    for ((((file, scenario), output), golden), statics) in plan {
+        .zip(static_dirs)
+        .zip(bundles);
+    for (((((file, scenario), output), golden), statics), bundle) in plan {
         if signals.stop.is_cancelled() {
             not_run += 1;
             continue;
@@ -425,9 +468,48 @@ pub fn run(args: &RunArgs) -> u8 {
             open_files: open_files.clone(),
             keep_outcomes: false,
             logs: args.logs.clone(),
+            shard: args.shard.zip(bundle).map(|(shard, bundle)| ShardRun {
+                shard,
+                bundle,
+                file: file.display().to_string(),
+                overrides: args.overrides.iter().map(ToString::to_string).collect(),
+            }),
+            start_at: args.start_at,
         };
+        if let Some(run) = &options.shard {
+            match scenario.shard_caveats(run.shard.count) {
+                Ok(caveats) => {
+                    for c in caveats {
+                        outln!("    warning: as {} shards: {c}", run.shard.count);
+                    }
+                }
+                Err(why) => {
+                    errln!("error: {}: cannot be sharded: {why}", scenario.name);
+                    worst = worst.max(EXIT_INVALID);
+                    continue;
+                }
+            }
+            outln!(
+                "    shard {}: {} of the requests; bundle {}",
+                run.shard,
+                scenario
+                    .load
+                    .profile
+                    .fixed_count()
+                    .map_or("its share".to_string(), |n| run
+                        .shard
+                        .planned(n)
+                        .to_string()),
+                run.bundle.display()
+            );
+        }
         lock(&reports).current = Some((file.clone(), scenario.name.clone()));
-        let shown = Progress::start(&runtime, progress, scenario.load.profile.fixed_count());
+        let planned = scenario
+            .load
+            .profile
+            .fixed_count()
+            .map(|n| options.shard.as_ref().map_or(n, |run| run.shard.planned(n)));
+        let shown = Progress::start(&runtime, progress, planned);
         let result = runner::play_scenario(&runtime, scenario, &options);
         drop(shown);
         let (result, text) = match result {

@@ -180,6 +180,7 @@ pub fn compile(c: &mut Checker, l: &LoadSpec) -> LoadConfig {
         client_trace: l.client_trace,
         targets,
         http2: l.http2,
+        shard: None,
     }
 }
 

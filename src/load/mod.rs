@@ -36,7 +36,7 @@ use crate::record::{Attempt, ErrorKind, Outcome, Protocol};
 use crate::{seed, wire};
 use plan::ramp_value;
 pub use plan::{
-    LoadConfig, Profile, RetryPolicy, Schedule, Stage, Target, Until, WsTarget, pick_target,
+    LoadConfig, Profile, RetryPolicy, Schedule, Shard, Stage, Target, Until, WsTarget, pick_target,
 };
 
 /// Header names shared with the proxy and the upstream, defined once where they are set.
@@ -158,6 +158,10 @@ pub async fn run<D: Dial>(
                 Until::Requests(n) => u64::from(concurrency.max(1)).min(n.max(1)),
                 Until::Duration(_) => u64::from(concurrency.max(1)),
             };
+            let workers = match (until, options.load.shard) {
+                (Until::Requests(n), Some(shard)) => workers.min(shard.planned(n).max(1)),
+                _ => workers,
+            };
             let gate = move |_worker: u64, elapsed: Duration, index: u64| match until {
                 Until::Requests(n) => Gate::from(index < n),
                 Until::Duration(d) => Gate::from(elapsed < d),
@@ -213,7 +217,9 @@ where
     D: Dial,
     G: Fn(u64, Duration, u64) -> Gate + Send + Sync + 'static,
 {
+    // The counter counts this shard's requests; `shard_index` turns the j-th into its index.
     let next = Arc::new(AtomicU64::new(0));
+    let shard = options.load.shard;
     let gate = Arc::new(gate);
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..workers {
@@ -236,7 +242,11 @@ where
                 let now = Instant::now();
                 let elapsed = now.saturating_duration_since(start);
                 // Peek first: a worker that must wait or stop takes no index.
-                match gate(worker, elapsed, next.load(Ordering::Relaxed)) {
+                match gate(
+                    worker,
+                    elapsed,
+                    shard_index(shard, next.load(Ordering::Relaxed)),
+                ) {
                     Gate::Stop => return,
                     Gate::Wait => {
                         tokio::select! {
@@ -247,7 +257,7 @@ where
                     }
                     Gate::Go => {}
                 }
-                let index = next.fetch_add(1, Ordering::Relaxed);
+                let index = shard_index(shard, next.fetch_add(1, Ordering::Relaxed));
                 if let Gate::Stop = gate(worker, elapsed, index) {
                     return;
                 }
@@ -268,6 +278,11 @@ where
     join_all(tasks).await
 }
 
+/// The request index of a closed loop's `j`-th request: `j` itself, or the `j`-th of the shard.
+fn shard_index(shard: Option<Shard>, j: u64) -> u64 {
+    shard.map_or(j, |s| s.nth(j))
+}
+
 /// Starts request `i` at its scheduled time, whatever earlier requests are doing. When
 /// `max_in_flight` requests are outstanding the next one waits for a slot: it starts late (and is
 /// counted late) but still exists, so the request count and ids never depend on the server, and
@@ -285,7 +300,12 @@ async fn open_loop<D: Dial>(
 ) -> Result<(), LoadError> {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1) as usize));
     let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..schedule.count() {
+    // A shard plays its own indices, each at its place in the single-machine timetable.
+    let (first, step) = options
+        .load
+        .shard
+        .map_or((0, 1), |s| (u64::from(s.index), u64::from(s.count)));
+    for index in (first..schedule.count()).step_by(step as usize) {
         let due = start + schedule.at(index);
         tokio::select! {
             biased;

@@ -24,6 +24,79 @@ pub struct LoadConfig {
     pub targets: Vec<Target>,
     /// HTTP/2: with prior knowledge in clear text, offered first in ALPN over TLS.
     pub http2: bool,
+    /// Play only this shard's share of the request indices (`traceforge run --shard K/N`).
+    pub shard: Option<Shard>,
+}
+
+/// One share of a scenario's requests: shard `index` of `count` plays the request indices `i`
+/// with `i % count == index`, each with the ids, faults and (in an open loop) the send time it has
+/// in a single-machine run. Every request is a pure function of `(seed, index)`, so the shards
+/// together play exactly the single-machine run, with no coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shard {
+    /// 0-based: `0..count`.
+    pub index: u32,
+    pub count: u32,
+}
+
+/// The most shards a run may be split into.
+pub const MAX_SHARDS: u32 = 10_000;
+
+impl Shard {
+    /// Whether request `i` is this shard's.
+    pub fn plays(&self, i: u64) -> bool {
+        i % u64::from(self.count) == u64::from(self.index)
+    }
+
+    /// The `j`-th request index this shard plays.
+    pub fn nth(&self, j: u64) -> u64 {
+        u64::from(self.index).saturating_add(j.saturating_mul(u64::from(self.count)))
+    }
+
+    /// How many of the indices `0..total` this shard plays.
+    pub fn planned(&self, total: u64) -> u64 {
+        let (k, n) = (u64::from(self.index), u64::from(self.count));
+        if total <= k {
+            0
+        } else {
+            (total - k).div_ceil(n)
+        }
+    }
+}
+
+impl fmt::Display for Shard {
+    /// `K/N`, as `--shard` takes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// `K/N` with `0 <= K < N <= MAX_SHARDS`.
+    fn from_str(text: &str) -> Result<Shard, String> {
+        let usage = || {
+            format!(
+                "`{text}` is not a shard: write K/N, shard K (counted from 0) of N, such as 0/4 or 3/4"
+            )
+        };
+        let (k, n) = text.split_once('/').ok_or_else(usage)?;
+        let index: u32 = k.trim().parse().map_err(|_| usage())?;
+        let count: u32 = n.trim().parse().map_err(|_| usage())?;
+        if count == 0 || count > MAX_SHARDS {
+            return Err(format!(
+                "`{text}`: the number of shards must be 1 to {MAX_SHARDS}"
+            ));
+        }
+        if index >= count {
+            return Err(format!(
+                "`{text}`: shards are counted from 0, so the last of {count} is {}/{count}",
+                count - 1
+            ));
+        }
+        Ok(Shard { index, count })
+    }
 }
 
 /// One entry of the request mix.

@@ -100,7 +100,7 @@ impl CallError {
 }
 
 /// A call no open load request claimed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unattributed {
     pub proxy: String,
     /// The trace context it carried (a trace id or request id), if any.

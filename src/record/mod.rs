@@ -1,6 +1,7 @@
 //! The recorder: one [`Outcome`] per logical request, streaming writers for JSON, JSON lines and
 //! CSV ([`writer`]), and the run's [`Summary`] with fixed-size latency histograms ([`summary`]).
 
+pub mod bundle;
 pub mod calls;
 pub mod summary;
 pub mod writer;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Outcome;
 use super::calls::{Call, Unattributed};
@@ -36,6 +37,44 @@ impl Default for Latency {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A histogram travels (in a shard's result bundle) in the standard HdrHistogram V2 encoding, as
+/// base64 text: any HdrHistogram library reads it, and adding the decoded histograms is exact.
+impl Serialize for Latency {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        use hdrhistogram::serialization::Serializer as _;
+        match &self.histogram {
+            None => s.serialize_none(),
+            Some(h) => {
+                let mut bytes = Vec::new();
+                hdrhistogram::serialization::V2Serializer::new()
+                    .serialize(h, &mut bytes)
+                    .map_err(|e| serde::ser::Error::custom(format!("{e:?}")))?;
+                s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Latency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Latency, D::Error> {
+        use base64::Engine as _;
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(Latency { histogram: None });
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)?;
+        let mut histogram: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut std::io::Cursor::new(bytes))
+            .map_err(|e| serde::de::Error::custom(format!("not an HdrHistogram: {e:?}")))?;
+        histogram.auto(true);
+        Ok(Latency {
+            histogram: Some(histogram),
+        })
+    }
 }
 
 impl Latency {
@@ -116,7 +155,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 }
 
 /// Aggregates of the requests sent to one target path.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TargetSummary {
     pub requests: u64,
     pub succeeded: u64,
@@ -147,10 +186,25 @@ impl TargetSummary {
         self.latency.record(o.latency);
     }
 
+    /// Adds the counts of `other`, the same target's requests counted elsewhere (another shard).
+    fn merge(&mut self, other: &TargetSummary) {
+        self.requests += other.requests;
+        self.succeeded += other.succeeded;
+        add_counts(&mut self.statuses, &other.statuses);
+        add_counts(&mut self.errors, &other.errors);
+        self.latency.merge(&other.latency);
+    }
+
     /// Share of requests that succeeded, in `[0, 1]`; `None` when there were none: no requests
     /// is not a success rate of 100%.
     pub fn success_rate(&self) -> Option<f64> {
         share(self.succeeded, self.requests)
+    }
+}
+
+fn add_counts<K: Ord + Clone>(to: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+    for (k, v) in from {
+        *to.entry(k.clone()).or_default() += v;
     }
 }
 
@@ -159,7 +213,7 @@ fn share(n: u64, of: u64) -> Option<f64> {
 }
 
 /// Aggregates of the calls one named proxy served.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProxySummary {
     /// Every call, attributed or not.
     pub calls: u64,
@@ -229,8 +283,9 @@ impl ProxySummary {
     }
 }
 
-/// Aggregates of a run.
-#[derive(Debug, Clone)]
+/// Aggregates of a run. It serializes whole (histograms in the HdrHistogram V2 encoding) for a
+/// shard's result bundle, and [`Summary::merge`] adds shards' summaries into the run's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// Logical requests recorded.
     pub requests: u64,
@@ -254,14 +309,18 @@ pub struct Summary {
     /// Requests that started more than [`LATE_AFTER`] behind schedule.
     pub late: u64,
     /// The most any request started behind schedule.
+    #[serde(with = "super::micros")]
     pub max_late: Duration,
     /// Per target path.
     pub targets: BTreeMap<String, TargetSummary>,
     /// Per fault rule: the shortest attempt on which it fired.
+    #[serde(with = "micros_map")]
     pub fault_min_latency: BTreeMap<String, Duration>,
     /// From the start of the run to the end of the last request.
+    #[serde(with = "super::micros")]
     pub elapsed: Duration,
     /// What the latency histograms were sized for.
+    #[serde(with = "super::micros")]
     pub highest: Duration,
     /// Per named proxy (services in the loop): the calls it served.
     pub proxies: BTreeMap<String, ProxySummary>,
@@ -295,6 +354,37 @@ impl Summary {
             highest,
             proxies: BTreeMap::new(),
         }
+    }
+
+    /// Adds `other`, a summary of other requests of the same run (another shard's): counts add
+    /// up, histograms are added bucket by bucket, extremes take the extreme. The result is the
+    /// summary one process playing both sets of requests would have made.
+    pub fn merge(&mut self, other: &Summary) {
+        self.requests += other.requests;
+        self.succeeded += other.succeeded;
+        self.attempts += other.attempts;
+        self.retries += other.retries;
+        add_counts(&mut self.statuses, &other.statuses);
+        add_counts(&mut self.errors, &other.errors);
+        add_counts(&mut self.faults, &other.faults);
+        self.latency.merge(&other.latency);
+        self.service.merge(&other.service);
+        self.attempt_latency.merge(&other.attempt_latency);
+        self.late += other.late;
+        self.max_late = self.max_late.max(other.max_late);
+        for (path, t) in &other.targets {
+            let highest = self.highest;
+            self.targets
+                .entry(path.clone())
+                .or_insert_with(|| TargetSummary::new(highest))
+                .merge(t);
+        }
+        for (rule, min) in &other.fault_min_latency {
+            let mine = self.fault_min_latency.entry(rule.clone()).or_insert(*min);
+            *mine = (*mine).min(*min);
+        }
+        self.elapsed = self.elapsed.max(other.elapsed);
+        self.merge_proxies(&other.proxies);
     }
 
     /// Makes sure `proxy` has an entry, so a proxy that saw nothing still shows, with zero calls.
@@ -561,5 +651,32 @@ mod tests {
         let s = Summary::default();
         assert_eq!(s.success_rate(), None);
         assert!(s.render_counts().contains("succeeded:    0 (no requests)"));
+    }
+}
+
+/// A map of durations as microseconds.
+mod micros_map {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<String, Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.iter()
+            .map(|(k, d)| (k, u64::try_from(d.as_micros()).unwrap_or(u64::MAX)))
+            .collect::<BTreeMap<_, _>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Duration>, D::Error> {
+        Ok(BTreeMap::<String, u64>::deserialize(d)?
+            .into_iter()
+            .map(|(k, us)| (k, Duration::from_micros(us)))
+            .collect())
     }
 }

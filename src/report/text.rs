@@ -32,7 +32,14 @@ pub fn write_report<W: Write>(
         write_verdicts(w, &report.expectations)?;
     }
     writeln!(w)?;
-    write_golden(w, report.golden.as_ref(), signal)?;
+    match &report.shard {
+        Some((shard, bundle)) if !report.interrupted => writeln!(
+            w,
+            "    shard {shard}: wrote the bundle {}; `traceforge merge` checks the golden file and the expectations on all the shards' bundles",
+            bundle.display()
+        )?,
+        _ => write_golden(w, report.golden.as_ref(), signal)?,
+    }
     let verdict = report.verdict();
     write!(
         w,

@@ -363,6 +363,7 @@ pub(super) async fn run(
                 tls: entry_tls,
                 calls: Some(calls.clone()),
             };
+            super::wait_for_start(options).await;
             let play = play_with(load::tcp_dialer(), load_options, &play_options, |o| {
                 seen.push(o)
             });
@@ -423,9 +424,10 @@ pub(super) async fn run(
     warnings.extend(handshake_warnings(&handshakes));
     summary.merge_proxies(&unclaimed_counts);
     for u in &unclaimed {
-        seen.body.push_unattributed(u);
+        seen.push_unattributed(u);
     }
     let client_mode = topology.client.is_some();
+    seen.warnings = warnings.clone();
     let mut report = finish(scenario, options, summary, output, seen, mark, client_mode)?;
     if !report.interrupted {
         report.expectations.extend(expect::unseen_proxies(

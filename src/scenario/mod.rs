@@ -49,6 +49,84 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// What is not exact when this scenario is played as `shards` shards and merged, one line
+    /// each (`validate --shards N` prints them, `run --shard` too); `Err` when it cannot be
+    /// sharded at all (its load is a client command, not the built-in generator).
+    pub fn shard_caveats(&self, shards: u32) -> Result<Vec<String>, String> {
+        use crate::load::{Profile, Until};
+        if self.topology.as_ref().is_some_and(|t| t.client.is_some()) {
+            return Err(
+                "its load is `[load] command`, a client of its own: only the built-in load generator can be sharded".into(),
+            );
+        }
+        let mut caveats = Vec::new();
+        match &self.load.profile {
+            Profile::Closed {
+                until: Until::Duration(d),
+                ..
+            } => caveats.push(format!(
+                "a closed loop for {}: each shard sends requests for that long at its own pace, so the merged request count is not a single machine's (use `requests = N` for an exact merge)",
+                crate::spec::duration::format_duration(*d)
+            )),
+            Profile::ClosedStages { .. } => caveats.push(
+                "a closed loop with concurrency stages: each shard ramps its own workers for the stages' time, so the merged request count is not a single machine's".into(),
+            ),
+            _ => {}
+        }
+        let rules = self.faults.iter().map(|r| ("", r)).chain(
+            self.topology
+                .iter()
+                .flat_map(|t| &t.proxies)
+                .flat_map(|p| p.faults.iter().map(move |r| (p.name.as_str(), r))),
+        );
+        for (proxy, rule) in rules {
+            let at = if proxy.is_empty() {
+                String::new()
+            } else {
+                format!(" (proxy `{proxy}`)")
+            };
+            if let Some(n) = rule.window.max_active {
+                caveats.push(format!(
+                    "rule `{}`{at}: `max_active = {n}` counts requests in flight at one proxy, and every shard has its own: {shards} shards admit up to {} at once",
+                    rule.name,
+                    u64::from(n) * u64::from(shards)
+                ));
+            }
+            if self.clock == Clock::Real
+                && (!rule.window.from.is_zero() || rule.window.until.is_some())
+            {
+                caveats.push(format!(
+                    "rule `{}`{at}: its time window counts from each shard's own start; give the shards one `--start-at` so they agree",
+                    rule.name
+                ));
+            }
+        }
+        if let Some(t) = &self.topology {
+            if !t.services.is_empty() {
+                caveats.push(format!(
+                    "services under test: every shard starts its own {}; state they share outside the run (a database, a cache) sees the calls of every shard",
+                    t.services
+                        .iter()
+                        .map(|s| format!("`{}`", s.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        Ok(caveats)
+    }
+
+    /// SHA-256 of the effective scenario (every value after `--set`), in hex: the shards of one
+    /// run share it, and a merge refuses bundles whose digests differ.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(&self.spec).unwrap_or_default();
+        ring::digest::digest(&ring::digest::SHA256, &bytes)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The fault plan `traceforge run` plays: the scenario's rules and seed, and its load profile
     /// for ranks. A load whose request count is not known in
     /// advance (a closed loop for a duration) ranks by request index among all requests.

@@ -1,0 +1,130 @@
+//! `traceforge merge`: judge the result bundles of a sharded run together.
+
+use std::path::{Path, PathBuf};
+
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use traceforge::golden;
+use traceforge::record::{Format, OpenFiles};
+use traceforge::report::{self, Played};
+use traceforge::runner::{self, MergeError, RunOptions, RunVerdict};
+
+/// Arguments of `traceforge merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The bundles of every shard of one run (`traceforge run --shard K/N --bundle PATH`), in any
+    /// order.
+    #[arg(required = true, value_name = "BUNDLE")]
+    pub bundles: Vec<PathBuf>,
+    /// The scenario file [default: the path the shards were given, from the working directory].
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Write every request's outcome, all shards together, to this file.
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Format of the --output file.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// Accept the merged result as the new golden snapshot.
+    #[arg(long)]
+    pub accept: bool,
+    /// On a mismatch, write `<name>.snap.new` even when `CI` is set.
+    #[arg(long)]
+    pub write_new: bool,
+    /// Where golden snapshots live [default: as `run` finds them for the scenario file].
+    #[arg(long, value_name = "DIR")]
+    pub golden_dir: Option<PathBuf>,
+    /// Write a JUnit XML report, as `run --junit` does.
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// Write the summary and verdicts as JSON, as `run --summary-json` does.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+}
+
+pub fn merge(args: &MergeArgs) -> u8 {
+    // Where the golden file is depends on the scenario file: the first bundle names it.
+    let file = match &args.scenario {
+        Some(f) => f.clone(),
+        None => match traceforge::record::bundle::read_trailer(&args.bundles[0]) {
+            Ok(t) => PathBuf::from(t.file),
+            Err(e) => {
+                errln!("error: {e}");
+                return EXIT_INVALID;
+            }
+        },
+    };
+    let golden_dir = super::run::locate(args.golden_dir.as_deref(), "golden", &file).dir;
+    let mut options = RunOptions::new(golden_dir);
+    options.golden = golden::Policy::from_env(args.accept, args.write_new);
+    options.output = args.output.clone();
+    options.format = args.format;
+    options.open_files = OpenFiles::default();
+    let (name, result) = match runner::merge(&args.bundles, args.scenario.as_deref(), &options) {
+        Ok((scenario, report)) => {
+            outln!(
+                "==> {} ({}), merged from {} bundle{}",
+                scenario.name,
+                file.display(),
+                args.bundles.len(),
+                if args.bundles.len() == 1 { "" } else { "s" }
+            );
+            (scenario.name, Ok(report))
+        }
+        Err(e @ (MergeError::Invalid(_) | MergeError::Bundle(_) | MergeError::Scenario(_))) => {
+            errln!("error: {e}");
+            errln!("error: nothing was merged");
+            return EXIT_INVALID;
+        }
+        Err(MergeError::Run(e)) => {
+            errln!("error: {e}");
+            (String::new(), Err(e.to_string()))
+        }
+    };
+    let text = match &result {
+        Ok(report) => {
+            let text = report::text::report_string(report, None);
+            out!("{text}");
+            text
+        }
+        Err(e) => format!("error: {e}\n"),
+    };
+    let played = vec![Played {
+        file: file.clone(),
+        name,
+        result,
+        text,
+    }];
+    let mut code = match played[0].verdict() {
+        RunVerdict::Passed => EXIT_OK,
+        RunVerdict::Failed(_) => EXIT_FAILED,
+        RunVerdict::Stopped(_) | RunVerdict::Error(_) => EXIT_RUNTIME,
+    };
+    if let Some(path) = &args.junit {
+        if let Err(e) = write(path, |w| report::junit::write_junit(w, &played)) {
+            errln!("error: {e}");
+            code = code.max(EXIT_RUNTIME);
+        }
+    }
+    if let Some(path) = &args.summary_json {
+        if let Err(e) = write(path, |w| report::json::write_summary(w, &played)) {
+            errln!("error: {e}");
+            code = code.max(EXIT_RUNTIME);
+        }
+    }
+    code
+}
+
+fn write(
+    path: &Path,
+    body: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), String> {
+    use std::io::Write as _;
+    runner::create_parent(path)
+        .and_then(|()| std::fs::File::create(path))
+        .and_then(|f| {
+            let mut w = std::io::BufWriter::new(f);
+            body(&mut w)?;
+            w.flush()
+        })
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
