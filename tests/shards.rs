@@ -408,3 +408,61 @@ fn a_replayed_shard_writes_the_same_bundle() {
         "the replayed shard's bundle differs"
     );
 }
+
+/// `validate --shards N` says what would not merge exactly, and refuses a client command.
+#[test]
+fn validate_with_shards_names_what_would_not_be_exact() {
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let loose = scratch.path().join("loose.toml");
+    std::fs::write(
+        &loose,
+        "name = \"loose\"\n[[faults]]\nname = \"capped\"\nkind = \"delay\"\ndelay = \"10ms\"\nmax_active = 2\n[load]\nduration = \"2s\"\nconcurrency = 4\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let loose = loose.display().to_string();
+    let out = traceforge(&["validate", &loose, "--shards", "3"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("warning: as 3 shards: a closed loop for 2s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rule `capped`: `max_active = 2`") && stdout.contains("up to 6 at once"),
+        "{stdout}"
+    );
+
+    let out = traceforge(&["validate", "scenarios/flaky-api.toml", "--shards", "4"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("4 shards merge exactly"));
+
+    let out = traceforge(&[
+        "validate",
+        "scenarios/grpc-unavailable.toml",
+        "--shards",
+        "2",
+    ])
+    .output()
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("only the built-in load generator can be sharded"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = traceforge(&[
+        "run",
+        "scenarios/grpc-unavailable.toml",
+        "--shard",
+        "0/2",
+        "--bundle",
+        &scratch.path().join("b.jsonl").display().to_string(),
+    ])
+    .output()
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
