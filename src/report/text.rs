@@ -41,12 +41,15 @@ pub fn write_report<W: Write>(
         _ => write_golden(w, report.golden.as_ref(), signal)?,
     }
     let verdict = report.verdict();
-    write!(
-        w,
-        "{} {}",
-        verdict.label().to_ascii_uppercase(),
-        report.scenario
-    )?;
+    // A shard is not judged: "done" says it played its share, not that the run passed.
+    let label = match (&report.shard, &verdict) {
+        (Some(_), crate::runner::RunVerdict::Passed) => "done",
+        _ => verdict.label(),
+    };
+    write!(w, "{} {}", label.to_ascii_uppercase(), report.scenario)?;
+    if let Some((shard, _)) = &report.shard {
+        write!(w, " (shard {shard})")?;
+    }
     let why = verdict.reason();
     if !why.is_empty() {
         write!(w, ": {why}")?;
