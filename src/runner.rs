@@ -480,24 +480,8 @@ fn finish(
             path: run.bundle.clone(),
             source,
         })?;
-        return Ok(RunReport {
-            scenario: scenario.name.clone(),
-            summary,
-            expectations: Vec::new(),
-            golden: None,
-            body: None,
-            output,
-            interrupted,
-            outcomes: kept
-                .map(|mut outcomes| {
-                    outcomes.sort_by_key(|o| o.index);
-                    outcomes
-                })
-                .unwrap_or_default(),
-            logs: Vec::new(),
-            warnings: Vec::new(),
-            shard: Some((run.shard, run.bundle.clone())),
-        });
+        let shard = Some((run.shard, run.bundle.clone()));
+        return Ok(report(scenario, summary, output, interrupted, kept, shard));
     }
     let expectations = expect::check(&scenario.expect, &summary);
     let (golden, body) = if interrupted {
@@ -512,23 +496,38 @@ fn finish(
         (Some(comparison), Some(text))
     };
     Ok(RunReport {
-        scenario: scenario.name.clone(),
-        summary,
         expectations,
         golden,
         body,
+        ..report(scenario, summary, output, interrupted, kept, None)
+    })
+}
+
+/// The report of a run before it is judged: no expectation, no golden comparison; the kept
+/// outcomes in index order.
+fn report(
+    scenario: &Scenario,
+    summary: Summary,
+    output: Option<(PathBuf, u64)>,
+    interrupted: bool,
+    kept: Option<Vec<crate::record::Outcome>>,
+    shard: Option<(Shard, PathBuf)>,
+) -> RunReport {
+    let mut outcomes = kept.unwrap_or_default();
+    outcomes.sort_by_key(|o| o.index);
+    RunReport {
+        scenario: scenario.name.clone(),
+        summary,
+        expectations: Vec::new(),
+        golden: None,
+        body: None,
         output,
         interrupted,
-        outcomes: kept
-            .map(|mut outcomes| {
-                outcomes.sort_by_key(|o| o.index);
-                outcomes
-            })
-            .unwrap_or_default(),
+        outcomes,
         logs: Vec::new(),
         warnings: Vec::new(),
-        shard: None,
-    })
+        shard,
+    }
 }
 
 /// Plays a scenario from synchronous code, such as a `#[test]`: on a runtime of its own for the
