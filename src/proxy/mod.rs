@@ -124,8 +124,9 @@ pub struct Proxy<C = HttpsConnector<HttpConnector>> {
     config: ProxyConfig,
     ids: IdSource,
     client: Client<C, Upload>,
-    /// HTTP/2 only, for gRPC calls that arrived over HTTP/2: gRPC needs HTTP/2 end to end (its
-    /// status travels in trailers), also to a clear-text upstream (h2c with prior knowledge).
+    /// HTTP/2 only: for every request with `upstream.http2` but WebSocket upgrades, and for gRPC
+    /// calls that arrived over HTTP/2 (gRPC needs HTTP/2 end to end: its status travels in
+    /// trailers), also to a clear-text upstream (h2c with prior knowledge).
     client_h2: Client<C, Upload>,
     metrics: Arc<Metrics>,
     /// When the proxy started: time windows in fault rules count from here.
@@ -140,7 +141,10 @@ impl Proxy<HttpsConnector<HttpConnector>> {
     /// as [`ProxyConfig::upstream_tls`] says.
     pub fn new(options: ProxyOptions) -> std::io::Result<Self> {
         let connector = crate::tls::https_connector(&options.config.upstream_tls)?;
-        Self::with_connector(options, connector)
+        // The HTTP/2 client asks an https:// upstream for h2 alone: one that cannot speak it
+        // fails the handshake rather than getting HTTP/2 bytes it cannot read.
+        let connector_h2 = crate::tls::https_connector_h2(&options.config.upstream_tls)?;
+        Self::with_connectors(options, connector, connector_h2)
     }
 }
 
@@ -150,6 +154,15 @@ where
 {
     /// A proxy that reaches its upstream through `connector` (TCP, or an in-memory transport).
     pub fn with_connector(options: ProxyOptions, connector: C) -> std::io::Result<Self> {
+        Self::with_connectors(options, connector.clone(), connector)
+    }
+
+    /// A proxy whose HTTP/2 client (`upstream.http2`, gRPC) connects through `connector_h2`.
+    fn with_connectors(
+        options: ProxyOptions,
+        connector: C,
+        connector_h2: C,
+    ) -> std::io::Result<Self> {
         let metrics = Metrics::new(options.plan.rules()).map_err(std::io::Error::other)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -158,7 +171,7 @@ where
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(true)
-            .build(connector);
+            .build(connector_h2);
         Ok(Proxy {
             upstream: options.upstream,
             // Requests that arrive without ids get them from the plan's seed: the one seed of a run.

@@ -126,6 +126,14 @@ pub struct UpstreamSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
 
+    /// Speak HTTP/2 to the upstream: with prior knowledge (h2c) to an `http://` upstream, and
+    /// with `h2` required through ALPN from an `https://` one. Default false: HTTP/1.1 to an
+    /// `http://` upstream, whichever of HTTP/2 and HTTP/1.1 ALPN picks for an `https://` one
+    /// (gRPC calls that came over HTTP/2 go on over HTTP/2 either way). A WebSocket upgrade stays
+    /// on HTTP/1.1. Applies to the demo upstream too, which speaks both.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
+
     /// Extra routes served by the built-in demo upstream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteSpec>,
@@ -1063,6 +1071,11 @@ pub struct ProxyUpstreamSpec {
     /// As `upstream.insecure`: no certificate verification for an `https://` `url`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+
+    /// As `upstream.http2`: speak HTTP/2 to this upstream (h2c with prior knowledge to an
+    /// `http://` one, `h2` by ALPN to an `https://` one), whether a `url`, a mock or a service.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
 
     /// A mock: the demo upstream serving these routes (and its built-in ones), as
     /// `upstream.routes`.
