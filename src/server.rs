@@ -10,8 +10,10 @@
 //! servers make before anything else.
 //!
 //! A service that must end its own connection abruptly (the proxy's `reset` and `truncate` faults)
-//! is served with [`serve_controlled`], which hands it a [`ConnectionControl`]; the transport says
-//! how to make a close abrupt ([`Transport`]: a TCP RST, or a plain close on a pipe).
+//! or gracefully (its `goaway` fault: an HTTP/2 GOAWAY) is served with [`serve_controlled`], which
+//! hands it a [`ConnectionControl`]; the transport says how to make a close abrupt ([`Transport`]:
+//! a TCP RST, or a plain close on a pipe). The control also counts the transport's flushes, for a
+//! service that must know when bytes it handed over have left (an HTTP/2 stream cut after them).
 //!
 //! [`spawn_tls`] is the accept loop of a TLS listener: each accepted connection goes through a TLS
 //! handshake (bounded by [`TLS_HANDSHAKE_TIMEOUT`]) before the same serving code sees it; a failed
@@ -23,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -185,7 +187,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    drive(io, service, shutdown, HEADER_READ_TIMEOUT).await;
+    drive(io, service, shutdown, HEADER_READ_TIMEOUT, None).await;
 }
 
 /// [`serve_connection`] with the client's header timeout from `timeouts`. The body timeout is the
@@ -204,13 +206,14 @@ pub async fn serve_connection_with<IO, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    drive(io, service, shutdown, timeouts.header).await;
+    drive(io, service, shutdown, timeouts.header, None).await;
 }
 
-/// [`serve_connection`] for a service that may end its connection abruptly: `make_service` gets
-/// the connection's [`ConnectionControl`]. When the service asks, the connection is dropped
+/// [`serve_connection`] for a service that may end its connection: `make_service` gets the
+/// connection's [`ConnectionControl`]. When the service asks, the connection is dropped
 /// mid-exchange: at once, with an abortive close ([`ConnectionControl::reset`]), or once every
-/// byte written so far has been flushed ([`ConnectionControl::close_after_flush`]).
+/// byte written so far has been flushed ([`ConnectionControl::close_after_flush`]); or it is shut
+/// down gracefully, the exchanges under way finishing first ([`ConnectionControl::go_away`]).
 pub async fn serve_controlled<IO, S, B>(
     io: IO,
     make_service: impl FnOnce(ConnectionControl) -> S,
@@ -226,6 +229,7 @@ pub async fn serve_controlled<IO, S, B>(
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let control = ConnectionControl::default();
+    control.0.attached.store(true, Ordering::Release);
     let io = Controlled {
         io,
         control: control.clone(),
@@ -236,12 +240,24 @@ pub async fn serve_controlled<IO, S, B>(
         // Dropping the connection drops the in-flight service future and the transport; the
         // transport's drop makes the close abrupt when a reset was asked for.
         () = control.closing() => tracing::debug!("connection closed by the service"),
-        () = drive(io, service, shutdown, timeouts.header) => {}
+        () = drive(io, service, shutdown, timeouts.header, Some(&control)) => {}
     }
+    // Nothing is left to shut down: a service task still waiting for that must not wait forever
+    // (HTTP/2 streams run in tasks of their own, which can outlive the connection).
+    control.shutdown_started();
 }
 
-async fn drive<IO, S, B>(io: IO, service: S, mut shutdown: Shutdown, header_timeout: Duration)
-where
+/// Serves one connection until it ends. A graceful shutdown starts when the server stops
+/// (`shutdown`) or when the service asks for it through `control`: on HTTP/2 hyper sends a GOAWAY
+/// and lets the streams under way finish; on HTTP/1.1 the exchange under way finishes and the
+/// connection closes.
+async fn drive<IO, S, B>(
+    io: IO,
+    service: S,
+    mut shutdown: Shutdown,
+    header_timeout: Duration,
+    control: Option<&ConnectionControl>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
@@ -269,12 +285,32 @@ where
         result = conn.as_mut() => result,
         () = shutdown.fired() => {
             conn.as_mut().graceful_shutdown();
+            if let Some(control) = control {
+                control.shutdown_started();
+            }
+            conn.await
+        }
+        // Once shutting down, a server stop has nothing more to ask: its grace period bounds
+        // the wait for the exchanges under way.
+        () = going_away(control) => {
+            conn.as_mut().graceful_shutdown();
+            if let Some(control) = control {
+                control.shutdown_started();
+            }
             conn.await
         }
     };
     if let Err(e) = result {
         // Client-side trouble (reset, bad bytes, header timeout) is routine for a server.
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolves when the service asks for a graceful shutdown; never without a control.
+async fn going_away(control: Option<&ConnectionControl>) {
+    match control {
+        Some(control) => control.going_away().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -311,15 +347,28 @@ const CLOSE_AFTER_FLUSH: u8 = 1;
 const CLOSE: u8 = 2;
 const RESET: u8 = 3;
 
-/// The handle a service uses to end its own connection abruptly (see [`serve_controlled`]).
-/// Cloning shares the connection. A control that belongs to no connection does nothing.
+/// The handle a service uses to end its own connection (see [`serve_controlled`]). Cloning shares
+/// the connection. A control that belongs to no connection does nothing.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionControl(Arc<ControlState>);
 
 #[derive(Debug, Default)]
 struct ControlState {
+    /// Served by [`serve_controlled`]; a control made elsewhere belongs to no connection.
+    attached: AtomicBool,
     state: AtomicU8,
     notify: Notify,
+    /// A graceful shutdown was asked for ([`ConnectionControl::go_away`]).
+    away: AtomicBool,
+    away_notify: Notify,
+    /// The connection has started its graceful shutdown, or is gone.
+    shut: AtomicBool,
+    shut_notify: Notify,
+    /// Completed flushes of the transport, counted from the start of the connection.
+    flushes: AtomicU64,
+    /// Tasks waiting in [`ConnectionControl::flushed_since`]: without any, a flush wakes nobody.
+    flush_waiters: AtomicUsize,
+    flushed: Notify,
 }
 
 impl ConnectionControl {
@@ -341,12 +390,78 @@ impl ConnectionControl {
         );
     }
 
+    /// Shut the connection down gracefully: the exchanges under way finish, no new one starts.
+    /// On HTTP/2 the client gets a GOAWAY and must open a new connection for its next request;
+    /// on HTTP/1.1 the connection closes after the exchange under way. Asking again does nothing.
+    ///
+    /// Resolves once the shutdown has started (at once on a control that belongs to no
+    /// connection): an HTTP/2 response handed to hyper after that goes out behind the GOAWAY, so
+    /// the client knows not to send its next request on this connection before it has the
+    /// answer to this one.
+    pub async fn go_away(&self) {
+        if !self.0.away.swap(true, Ordering::AcqRel) {
+            self.0.away_notify.notify_one();
+        }
+        if !self.0.attached.load(Ordering::Acquire) {
+            return;
+        }
+        loop {
+            let notified = self.0.shut_notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.shut.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The connection started its graceful shutdown, or ended: [`ConnectionControl::go_away`]
+    /// has nothing more to wait for.
+    fn shutdown_started(&self) {
+        self.0.shut.store(true, Ordering::Release);
+        self.0.shut_notify.notify_waiters();
+    }
+
+    /// How many flushes of the transport have completed so far. With
+    /// [`ConnectionControl::flushed_since`]: bytes that were in the connection's write buffer
+    /// when this was read are on their way once a later flush completes.
+    pub fn flushes(&self) -> u64 {
+        self.0.flushes.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once a flush has completed after [`ConnectionControl::flushes`] returned `mark`
+    /// (at once when one already has). Never resolves on a control that belongs to no connection.
+    pub fn flushed_since(&self, mark: u64) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let state = self.0.clone();
+        async move {
+            let _waiting = FlushWaiter::new(&state);
+            loop {
+                let notified = state.flushed.notified();
+                let mut notified = std::pin::pin!(notified);
+                // Registered before the check, so a flush between the check and the wait still
+                // wakes this task.
+                notified.as_mut().enable();
+                if state.flushes.load(Ordering::SeqCst) > mark {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+
     fn state(&self) -> u8 {
         self.0.state.load(Ordering::Acquire)
     }
 
-    /// The transport finished a flush: a pending close-after-flush may go ahead.
+    /// The transport finished a flush: a pending close-after-flush may go ahead, and tasks
+    /// waiting for a flush may too.
     fn flushed(&self) {
+        self.0.flushes.fetch_add(1, Ordering::SeqCst);
+        // Every flush of every connection passes here: wake only when someone waits.
+        if self.0.flush_waiters.load(Ordering::SeqCst) > 0 {
+            self.0.flushed.notify_waiters();
+        }
         let closing = self
             .0
             .state
@@ -373,6 +488,33 @@ impl ConnectionControl {
             }
             notified.await;
         }
+    }
+
+    /// Resolves when the service asked for a graceful shutdown.
+    async fn going_away(&self) {
+        loop {
+            let notified = self.0.away_notify.notified();
+            if self.0.away.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Counts a task in [`ControlState::flush_waiters`] while it waits.
+struct FlushWaiter<'a>(&'a ControlState);
+
+impl<'a> FlushWaiter<'a> {
+    fn new(state: &'a ControlState) -> Self {
+        state.flush_waiters.fetch_add(1, Ordering::SeqCst);
+        FlushWaiter(state)
+    }
+}
+
+impl Drop for FlushWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.flush_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

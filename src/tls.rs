@@ -124,6 +124,21 @@ pub fn https_connector(tls: &UpstreamTls) -> Result<HttpsConnector<HttpConnector
         .wrap_connector(http))
 }
 
+/// [`https_connector`] for an HTTP/2-only client: over TLS it offers `h2` alone through ALPN, so
+/// an `https://` upstream that cannot speak HTTP/2 fails the handshake instead of being spoken
+/// to in a protocol it does not know. `http://` URLs go over plain TCP (HTTP/2 with prior
+/// knowledge is the client's business).
+pub fn https_connector_h2(tls: &UpstreamTls) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    Ok(HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(tls)?)
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(http))
+}
+
 /// Accepts every certificate for every name, and every signature: `insecure = true`.
 #[derive(Debug)]
 struct AcceptAnything(Arc<CryptoProvider>);

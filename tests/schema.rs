@@ -128,7 +128,8 @@ fn schema_documents_every_kind_with_an_example() {
             "ws_close",
             "ws_delay",
             "ws_drop",
-            "rst_stream"
+            "rst_stream",
+            "goaway"
         ]
     );
     for kind in kinds {

@@ -395,6 +395,10 @@ kind = "stream"
 after_events = 3
 event_delay = "50ms"
 
+[[faults]]
+kind = "goaway"
+every = 10
+
 [load]
 requests = 100
 targets = [{ path = "/api/resource?debug=1&id=3" }, { path = "/static/index.html" }]

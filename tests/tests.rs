@@ -13,6 +13,7 @@ mod faults; // every fault kind, matcher and timing over real sockets: the clien
 mod front_door; // the library as Rust tests use it: parse, override, play, outcomes; upstream builder
 mod fuzz_regressions; // every saved fuzz input (fuzz/regressions, fuzz/corpus) replayed without AFL
 mod grpc; // gRPC and HTTP/2 through the proxy: grpcio and curl as the clients
+mod h2_faults; // every fault per HTTP/2 stream beside an intact neighbour, goaway, upstream.http2
 mod layers; // the layers point down: nothing below the reports uses them
 mod load_profile; // open loops, stalls, ramps, durations, request mix, retry policy
 mod load_protocols; // the load generator over https and HTTP/2 (h2c, ALPN), a TLS entry proxy, `load --url https://`

@@ -191,6 +191,10 @@ pub struct ProxyArgs {
     /// servers only).
     #[arg(long, conflicts_with = "upstream_ca")]
     pub upstream_insecure: bool,
+    /// Speak HTTP/2 to the upstream: with prior knowledge (h2c) to an http:// upstream, with h2
+    /// required through ALPN from an https:// one. WebSocket upgrades stay on HTTP/1.1.
+    #[arg(long)]
+    pub upstream_http2: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -534,6 +538,9 @@ fn proxy_options(
             ca_file: None,
             insecure: true,
         };
+    }
+    if args.upstream_http2 {
+        config.upstream_http2 = true;
     }
     if upstream.scheme_str() != Some("https") {
         if args.upstream_ca.is_some() {

@@ -322,6 +322,7 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
             Some(FaultAction::RstStream { code })
         }
         FaultKind::Reset => Some(FaultAction::Reset),
+        FaultKind::GoAway => Some(FaultAction::GoAway),
         FaultKind::Hang => {
             let cap = fault.cap.map(DurationSpec::get);
             if let Some(cap) = cap {

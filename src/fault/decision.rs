@@ -8,6 +8,7 @@
 //! 3. Otherwise apply [`Decision::request_headers`] to the request, forward it, replace the status
 //!    with [`Decision::status_rewrite`], apply [`Decision::response_headers`], and send the body,
 //!    cut after [`Decision::truncate_after`] bytes and paced at [`Decision::throttle`] bytes/s.
+//!    With [`Decision::go_away`], shut the client's connection down gracefully after the response.
 //! 4. Keep the decision alive until the response is finished: it holds the `max_active` slots.
 //!
 //! Every synthetic response (error, drop, hang's 504) carries `x-fault-injected: <rule name>`;
@@ -33,14 +34,15 @@ pub enum Action<D = Duration> {
     /// Terminal. Answer `503 Service Unavailable` without forwarding.
     Drop,
     /// Terminal. Close the client connection at once, without any response (with `SO_LINGER` 0
-    /// where the platform allows, so the client sees a TCP RST). Do not forward.
+    /// where the platform allows, so the client sees a TCP RST); over HTTP/2, reset the
+    /// request's stream instead. Do not forward.
     Reset,
     /// Terminal. Do not forward and do not answer: hold the connection open until the client gives
     /// up. With `cap`, answer `504 Gateway Timeout` once `cap` has passed (counted after the delays).
     Hang { cap: Option<Duration> },
     /// Forward, send the upstream's status and headers (Content-Length kept, so the client can
     /// tell the body is short), then only the first `after_bytes` bytes of the body, then close
-    /// the connection (no final chunk on a chunked body).
+    /// the connection (no final chunk on a chunked body); over HTTP/2, reset the stream instead.
     Truncate { after_bytes: u64 },
     /// Forward, then send the response body at no more than `bytes_per_second` on this
     /// connection, pacing in small chunks.
@@ -73,6 +75,9 @@ pub enum Action<D = Duration> {
     /// Terminal. Reset the request's HTTP/2 stream with this error code (on HTTP/1.1, close the
     /// connection). Do not forward.
     RstStream { code: u32 },
+    /// Forward and answer as usual, then shut the client's connection down gracefully: an HTTP/2
+    /// GOAWAY, or `Connection: close` on HTTP/1.1.
+    GoAway,
 }
 
 /// The effect of a fired rule, with any random values already drawn.
@@ -96,6 +101,7 @@ impl<D> Action<D> {
             Action::WsDelay(_) => "ws_delay",
             Action::WsDrop { .. } => "ws_drop",
             Action::RstStream { .. } => "rst_stream",
+            Action::GoAway => "goaway",
         }
     }
 
@@ -158,6 +164,7 @@ impl<D> Action<D> {
             },
             Action::WsDelay(spec) => Action::WsDelay(*spec),
             Action::RstStream { code } => Action::RstStream { code: *code },
+            Action::GoAway => Action::GoAway,
             Action::WsDrop { probability } => Action::WsDrop {
                 probability: *probability,
             },
@@ -368,6 +375,14 @@ impl Decision {
             }
         }
         found
+    }
+
+    /// The `goaway` step that fired, if any: the connection is shut down gracefully after this
+    /// response.
+    pub fn go_away(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| matches!(s.effect, Effect::GoAway))
     }
 
     /// The status that replaces the upstream's: the last `status` rewrite that fired.

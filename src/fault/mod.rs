@@ -225,7 +225,10 @@ impl fmt::Display for FaultRule {
             },
             FaultAction::WsDrop { probability } => write!(f, " p={probability} per message")?,
             FaultAction::RstStream { code } => write!(f, " error code {code}")?,
-            FaultAction::Drop | FaultAction::Reset | FaultAction::Hang { cap: None } => {}
+            FaultAction::Drop
+            | FaultAction::Reset
+            | FaultAction::Hang { cap: None }
+            | FaultAction::GoAway => {}
         }
         if self.probability < 1.0 {
             write!(f, ", p={}", self.probability)?;

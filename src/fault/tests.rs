@@ -159,6 +159,21 @@ fn ranges_stay_in_bounds_and_probability_zero_never_fires() {
 }
 
 #[test]
+fn a_goaway_goes_with_a_forwarded_response_and_not_with_a_terminal_one() {
+    let away = rule("away", FaultAction::GoAway, 1.0, None);
+    let plan = FaultPlan::new(1, vec![away.clone()]);
+    let d = get(&plan, "/", "id");
+    assert!(d.forwards());
+    assert_eq!(d.go_away().map(|s| &*s.name), Some("away"));
+    // A terminal answer is not forwarded: the goaway before it is dropped with the other steps
+    // that act on the upstream's response.
+    let plan = FaultPlan::new(1, vec![away, rule("drop", FaultAction::Drop, 1.0, None)]);
+    let d = get(&plan, "/", "id");
+    assert!(d.go_away().is_none());
+    assert_eq!(d.fired_rules(), ["drop"]);
+}
+
+#[test]
 fn every_kind_decides_its_effect() {
     let reply = Arc::new(ErrorReply {
         status: 429,
@@ -227,6 +242,7 @@ fn every_kind_decides_its_effect() {
             false,
         ),
         (FaultAction::Status(500), Effect::Status(500), false),
+        (FaultAction::GoAway, Effect::GoAway, false),
     ];
     for (action, effect, terminal) in cases {
         let kind = action.kind();

@@ -1,9 +1,10 @@
 //! The bodies the proxy passes along. [`FaultBody`]: a forwarded response with the body faults
-//! applied, `truncate` (send the first N bytes, then have the connection closed) and `throttle`
-//! (pace the bytes); it also keeps the request's [`Flight`] and fault decision alive until the body
-//! is done, so `in_flight` and the `max_active` slots cover the whole download, not just the
-//! response head. [`Upload`]: a request body on its way to the upstream, which tells the forwarder
-//! when the proxy is waiting on the client rather than on the upstream.
+//! applied, `truncate` (send the first N bytes, then have the connection closed, or on HTTP/2 the
+//! stream reset: see [`Ending`]) and `throttle` (pace the bytes); it also keeps the request's
+//! [`Flight`] and fault decision alive until the body is done, so `in_flight` and the `max_active`
+//! slots cover the whole download, not just the response head. [`Upload`]: a request body on its
+//! way to the upstream, which tells the forwarder when the proxy is waiting on the client rather
+//! than on the upstream.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use std::future::Future as _;
+use std::future::Future;
 use tokio::time::{Instant, Sleep};
 
 use super::metrics::Flight;
@@ -95,12 +96,133 @@ impl UploadProgress {
     }
 }
 
-/// A body cut: how many bytes may still go, and the connection to close after them.
+/// A body cut: how many bytes may still go, and how the exchange ends after them.
 #[derive(Debug)]
 pub(crate) struct Cut {
     pub(crate) rule: Arc<str>,
     pub(crate) remaining: u64,
-    pub(crate) control: ConnectionControl,
+    pub(crate) ending: Ending,
+}
+
+/// The HTTP/2 error code a cut or reset stream is reset with: INTERNAL_ERROR, what a server or
+/// proxy sends when it cannot finish a response (nginx does the same when its upstream dies
+/// mid-body); clients report it as a failed stream, not as a refusal they may retry.
+pub(crate) const RESET_REASON: h2::Reason = h2::Reason::INTERNAL_ERROR;
+
+/// How a body cut short ends its exchange, once the bytes it let through are on their way.
+///
+/// HTTP/1.1 has one exchange at a time on a connection, and ending a body early would make hyper
+/// end the message cleanly (or report the short body before flushing it): the connection is
+/// closed once what was sent is flushed, and the body never ends.
+///
+/// HTTP/2 streams share the connection, so only the request's stream is reset (RST_STREAM with
+/// [`RESET_REASON`]). A reset discards whatever the stream still has queued in h2, so it must
+/// wait until the bytes sent before it have left: the body first sends an empty DATA frame whose
+/// buffer tells when h2 lets go of it, which h2 does only once it has moved it, and so every
+/// frame of the stream queued before it, into the connection's write buffer (a stream's frames
+/// leave in order); the next flush of the transport after that puts them on the wire, and then
+/// the body fails with the reset.
+pub(crate) struct Ending {
+    control: ConnectionControl,
+    http2: bool,
+    state: EndingState,
+}
+
+enum EndingState {
+    Open,
+    /// HTTP/1.1: the connection closes once flushed; the body waits for that.
+    Closing,
+    /// HTTP/2: the marker frame is sent; waiting for it to leave and for a flush after that.
+    Draining(Pin<Box<dyn Future<Output = ()> + Send + Sync>>),
+    /// HTTP/2: the reset error was handed to hyper.
+    Reset,
+}
+
+impl std::fmt::Debug for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            EndingState::Open => "open",
+            EndingState::Closing => "closing",
+            EndingState::Draining(_) => "draining",
+            EndingState::Reset => "reset",
+        };
+        f.debug_struct("Ending")
+            .field("http2", &self.http2)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl Ending {
+    /// The ending of a body on the connection `control`; `http2` for a request that came over
+    /// HTTP/2.
+    pub(crate) fn new(control: ConnectionControl, http2: bool) -> Self {
+        Ending {
+            control,
+            http2,
+            state: EndingState::Open,
+        }
+    }
+
+    /// What the body gives hyper from the moment it must end here, in place of its own frames:
+    /// never anything on HTTP/1.1 (the connection goes); on HTTP/2 the marker frame, then the
+    /// stream's reset once the bytes before it are flushed.
+    pub(crate) fn poll_end(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match &mut self.state {
+                EndingState::Open if !self.http2 => {
+                    self.control.close_after_flush();
+                    self.state = EndingState::Closing;
+                }
+                EndingState::Open => {
+                    let (released_tx, released) = tokio::sync::oneshot::channel();
+                    let control = self.control.clone();
+                    self.state = EndingState::Draining(Box::pin(async move {
+                        // The marker's buffer is dropped with a count of flushes; a dropped
+                        // sender cannot happen (the drop sends), but would mean "now" too.
+                        let mark = released.await.unwrap_or_else(|_| control.flushes());
+                        control.flushed_since(mark).await;
+                    }));
+                    let marker = Bytes::from_owner(Marker {
+                        released: Some(released_tx),
+                        control: self.control.clone(),
+                    });
+                    return Poll::Ready(Some(Ok(Frame::data(marker))));
+                }
+                EndingState::Closing | EndingState::Reset => return Poll::Pending,
+                EndingState::Draining(sent) => {
+                    ready!(sent.as_mut().poll(cx));
+                    self.state = EndingState::Reset;
+                    // hyper resets the stream with the code of the h2 error it finds.
+                    return Poll::Ready(Some(Err(Box::new(h2::Error::from(RESET_REASON)))));
+                }
+            }
+        }
+    }
+}
+
+/// The buffer of the empty DATA frame an HTTP/2 cut sends before its reset: when h2 drops it,
+/// it says how many flushes the connection had completed then (see [`Ending`]).
+struct Marker {
+    released: Option<tokio::sync::oneshot::Sender<u64>>,
+    control: ConnectionControl,
+}
+
+impl AsRef<[u8]> for Marker {
+    fn as_ref(&self) -> &[u8] {
+        &[]
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        if let Some(released) = self.released.take() {
+            let _ = released.send(self.control.flushes());
+        }
+    }
 }
 
 /// Body pacing at a fixed rate: chunk `k` is released when the bytes up to and including it fit
@@ -206,13 +328,20 @@ impl FaultBody {
         Some(chunk)
     }
 
-    /// Stops the body here and has the connection closed once what was sent is flushed. Counted
-    /// only now, so a body that fits under the limit is not counted as truncated.
+    /// What a cut body gives hyper: its ending's frames.
+    fn end(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.cut {
+            Some(cut) => cut.ending.poll_end(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Stops the body here: from now on its [`Ending`] speaks for it. Counted only now, so a body
+    /// that fits under the limit is not counted as truncated.
     fn start_cut(&mut self) {
         self.cutting = true;
         if let Some(cut) = &self.cut {
             self.flight.metrics().body_truncated(&cut.rule);
-            cut.control.close_after_flush();
         }
     }
 }
@@ -229,15 +358,16 @@ impl Body for FaultBody {
         if this.cutting {
             // Never end a cut body: ending it early makes hyper report the short body as an error
             // (dropping bytes it has not flushed yet), or end a chunked body cleanly. The
-            // connection is dropped instead, once the allowed bytes are flushed.
-            return Poll::Pending;
+            // connection is dropped instead, or the HTTP/2 stream reset, once the allowed bytes
+            // are flushed.
+            return this.end(cx);
         }
         if this.held.is_none() {
             let chunk = match this.rest.take() {
                 Some(rest) => rest,
                 None if this.overflow => {
                     this.start_cut();
-                    return Poll::Pending;
+                    return this.end(cx);
                 }
                 None => match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                     Some(Ok(frame)) => match frame.into_data() {
@@ -245,7 +375,7 @@ impl Body for FaultBody {
                             Some(chunk) => chunk,
                             None => {
                                 this.start_cut();
-                                return Poll::Pending;
+                                return this.end(cx);
                             }
                         },
                         // Trailers pass as they are.

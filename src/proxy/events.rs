@@ -1,6 +1,7 @@
 //! The `stream` fault on a server-sent event stream (`text/event-stream`): the body is passed on
 //! event by event, each held `event_delay` when one is set, and cut after `after_events` whole
-//! events (the connection is then closed, as a real dropped stream would be). Nothing is held
+//! events (the connection is then closed, as a real dropped stream would be; over HTTP/2 only the
+//! request's stream is reset, see [`Ending`]). Nothing is held
 //! back that the fault does not ask for: with only a cut, bytes go on as they come, and the count
 //! of events is kept as they pass. An event ends at a blank line (`\n\n`, `\r\n\r\n` or a mix).
 
@@ -14,8 +15,8 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use super::body::Ending;
 use super::{BoxError, ProxyBody};
-use crate::server::ConnectionControl;
 
 /// True for a `text/event-stream` response.
 pub(crate) fn is_event_stream(headers: &hyper::HeaderMap) -> bool {
@@ -105,7 +106,7 @@ pub(crate) struct EventBody {
     inner: ProxyBody,
     splitter: Splitter,
     event_delay: Option<Duration>,
-    control: ConnectionControl,
+    ending: Ending,
     /// Bytes ready to go, each after its delay when one is set.
     ready: VecDeque<Bytes>,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -118,13 +119,13 @@ impl EventBody {
         inner: ProxyBody,
         after_events: Option<u64>,
         event_delay: Option<Duration>,
-        control: ConnectionControl,
+        ending: Ending,
     ) -> Self {
         EventBody {
             inner,
             splitter: Splitter::new(after_events, event_delay.is_some()),
             event_delay,
-            control,
+            ending,
             ready: VecDeque::new(),
             sleep: None,
             cutting: false,
@@ -144,8 +145,9 @@ impl Body for EventBody {
         let this = self.get_mut();
         loop {
             if this.cutting {
-                // Like a truncated body: never end it, the connection goes once this is flushed.
-                return Poll::Pending;
+                // Like a truncated body: never end it; the connection goes, or the HTTP/2 stream
+                // is reset, once what was sent is flushed.
+                return this.ending.poll_end(cx);
             }
             if !this.ready.is_empty() {
                 if let Some(delay) = this.event_delay {
@@ -161,8 +163,7 @@ impl Body for EventBody {
             }
             if this.splitter.cut {
                 this.cutting = true;
-                this.control.close_after_flush();
-                return Poll::Pending;
+                continue;
             }
             if this.upstream_done {
                 // What is left of an unfinished event goes as it is.

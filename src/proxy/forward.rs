@@ -75,7 +75,10 @@ where
         }
         // Request header faults last, so a rule can change anything the upstream sees.
         self.rewrite_headers(decision, HeaderSide::Request, &mut parts.headers);
-        parts.version = if grpc {
+        // HTTP/2 upstream when asked for (`upstream.http2`), except for a WebSocket upgrade,
+        // an HTTP/1.1 mechanism; and always for gRPC that came over HTTP/2.
+        let http2 = grpc || (self.config.upstream_http2 && !upgrade);
+        parts.version = if http2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
@@ -88,7 +91,7 @@ where
 
         let mut response = self
             .await_head(
-                if grpc {
+                if http2 {
                     self.client_h2.request(upstream_req)
                 } else {
                     self.client.request(upstream_req)

@@ -18,6 +18,8 @@
 //!   `header_rewrites_total{rule,target}`, `status_rewrites_total{rule,status}`, and
 //!   `upstream_read_timeouts_total` (bodies the upstream stalled past the read timeout: the
 //!   client's connection was closed mid-body).
+//! - `goaways_total{rule}`: client connections a `goaway` rule shut down gracefully after the
+//!   response (an HTTP/2 GOAWAY, or `Connection: close` on HTTP/1.1).
 //! - `in_flight` covers a request from arrival until its response body is done (or the client has
 //!   gone), so a throttled download counts for as long as it streams.
 
@@ -99,6 +101,7 @@ pub struct Metrics {
     hangs: IntCounterVec,
     truncated: IntCounterVec,
     throttled: IntCounterVec,
+    goaways: IntCounterVec,
     header_rewrites: IntCounterVec,
     status_rewrites: IntCounterVec,
     responses: IntCounterVec,
@@ -196,6 +199,11 @@ impl Metrics {
             "Response bodies paced by a throttle rule, by rule.",
             &["rule"],
         )?;
+        let goaways = counter_vec(
+            "traceforge_proxy_goaways_total",
+            "Client connections shut down gracefully after a response by a goaway rule (an HTTP/2 GOAWAY, or Connection: close on HTTP/1.1), by rule.",
+            &["rule"],
+        )?;
         let header_rewrites = counter_vec(
             "traceforge_proxy_header_rewrites_total",
             "Requests or responses whose headers a headers rule changed, by rule and target.",
@@ -251,6 +259,9 @@ impl Metrics {
                 FaultAction::Throttle { .. } => {
                     throttled.with_label_values(&[rule.name.as_str()]);
                 }
+                FaultAction::GoAway => {
+                    goaways.with_label_values(&[rule.name.as_str()]);
+                }
                 // Counted by `faults_total{kind="stream"}` above.
                 FaultAction::Stream { .. } => {}
                 FaultAction::Headers { target, .. } => {
@@ -292,6 +303,7 @@ impl Metrics {
             hangs,
             truncated,
             throttled,
+            goaways,
             header_rewrites,
             status_rewrites,
             by_status: (0..600).map(|_| std::sync::OnceLock::new()).collect(),
@@ -351,6 +363,11 @@ impl Metrics {
 
     pub fn body_throttled(&self, rule: &str) {
         self.throttled.with_label_values(&[rule]).inc();
+    }
+
+    /// A client connection is being shut down gracefully by a `goaway` rule.
+    pub fn went_away(&self, rule: &str) {
+        self.goaways.with_label_values(&[rule]).inc();
     }
 
     pub fn headers_rewritten(&self, rule: &str, target: HeaderSide) {

@@ -9,12 +9,23 @@
 //! - `error`: a synthetic response (the rule's status, body, headers and `Retry-After`).
 //! - `drop`: a synthetic `503`.
 //! - `reset`: no response; the connection is closed at once, with a TCP RST (`SO_LINGER` 0).
+//!   Over HTTP/2 only the request's stream is reset (RST_STREAM, INTERNAL_ERROR).
 //! - `hang`: no response until the client gives up; with a cap, a synthetic `504` after it.
 //! - `truncate`: the upstream's status and headers (its `Content-Length` kept), the first N body
-//!   bytes, then the connection is closed.
+//!   bytes, then the connection is closed. Over HTTP/2 the stream is reset instead (RST_STREAM,
+//!   INTERNAL_ERROR) once those bytes are flushed.
 //! - `throttle`: the upstream's body paced at N bytes per second.
+//! - `stream`: a server-sent event stream passed on event by event, cut like `truncate`.
 //! - `headers`: header changes on the request sent upstream, or on the response sent back.
 //! - `status`: the upstream's status replaced, its headers and body kept.
+//! - `rst_stream`: no response; the HTTP/2 stream is reset with the rule's code (HTTP/1.1: the
+//!   connection is closed).
+//! - `goaway`: forwarded and answered as usual, then the client's connection is shut down
+//!   gracefully: over HTTP/2 a GOAWAY (streams under way finish, new ones are refused), over
+//!   HTTP/1.1 `Connection: close` on the response.
+//!
+//! Every fault acts on its own request only: over HTTP/2, the other streams of the connection
+//! go on untouched (a `goaway` lets them finish).
 //!
 //! Headers the load generator and users rely on:
 //! - [`wire::FAULT`] on every response where at least one rule fired (delays included): the
@@ -79,7 +90,7 @@ use crate::record::calls::{CallRecorder, Slot};
 use crate::scenario::ProxyConfig;
 use crate::server::{self, ClientTimeouts, ConnectionControl, Listening, Shutdown};
 use crate::wire;
-use body::{Cut, FaultBody, Pace, Upload};
+use body::{Cut, Ending, FaultBody, Pace, Upload};
 
 pub use metrics::{Disposition, Metrics};
 
@@ -113,8 +124,9 @@ pub struct Proxy<C = HttpsConnector<HttpConnector>> {
     config: ProxyConfig,
     ids: IdSource,
     client: Client<C, Upload>,
-    /// HTTP/2 only, for gRPC calls that arrived over HTTP/2: gRPC needs HTTP/2 end to end (its
-    /// status travels in trailers), also to a clear-text upstream (h2c with prior knowledge).
+    /// HTTP/2 only: for every request with `upstream.http2` but WebSocket upgrades, and for gRPC
+    /// calls that arrived over HTTP/2 (gRPC needs HTTP/2 end to end: its status travels in
+    /// trailers), also to a clear-text upstream (h2c with prior knowledge).
     client_h2: Client<C, Upload>,
     metrics: Arc<Metrics>,
     /// When the proxy started: time windows in fault rules count from here.
@@ -129,7 +141,10 @@ impl Proxy<HttpsConnector<HttpConnector>> {
     /// as [`ProxyConfig::upstream_tls`] says.
     pub fn new(options: ProxyOptions) -> std::io::Result<Self> {
         let connector = crate::tls::https_connector(&options.config.upstream_tls)?;
-        Self::with_connector(options, connector)
+        // The HTTP/2 client asks an https:// upstream for h2 alone: one that cannot speak it
+        // fails the handshake rather than getting HTTP/2 bytes it cannot read.
+        let connector_h2 = crate::tls::https_connector_h2(&options.config.upstream_tls)?;
+        Self::with_connectors(options, connector, connector_h2)
     }
 }
 
@@ -139,6 +154,15 @@ where
 {
     /// A proxy that reaches its upstream through `connector` (TCP, or an in-memory transport).
     pub fn with_connector(options: ProxyOptions, connector: C) -> std::io::Result<Self> {
+        Self::with_connectors(options, connector.clone(), connector)
+    }
+
+    /// A proxy whose HTTP/2 client (`upstream.http2`, gRPC) connects through `connector_h2`.
+    fn with_connectors(
+        options: ProxyOptions,
+        connector: C,
+        connector_h2: C,
+    ) -> std::io::Result<Self> {
         let metrics = Metrics::new(options.plan.rules()).map_err(std::io::Error::other)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -147,7 +171,7 @@ where
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(true)
-            .build(connector);
+            .build(connector_h2);
         Ok(Proxy {
             upstream: options.upstream,
             // Requests that arrive without ids get them from the plan's seed: the one seed of a run.
@@ -217,6 +241,8 @@ where
         // Counting starts now; the guard records the outcome, or a cancellation if the client
         // disconnects and hyper drops this future. It lives until the response body is done.
         let mut flight = self.metrics.start();
+        // HTTP/2 streams share their connection: faults that end an exchange end only the stream.
+        let http2 = req.version() == hyper::Version::HTTP_2;
 
         // 1. Ids first: the fault decision keys on the request id, so it must exist before step 2.
         // A named proxy also finds which load request the call belongs to, and its ordinal there.
@@ -281,7 +307,7 @@ where
                         _ => {}
                     }
                 }
-                let (response, outcome) = self.terminal(step, &mut flight, conn).await;
+                let (response, outcome) = self.terminal(step, &mut flight, conn, http2).await;
                 (response, outcome, step.name.to_string())
             }
             // 5. Forward: only requests no terminal rule answered reach the upstream.
@@ -340,6 +366,23 @@ where
         for (name, value) in &self.config.add_response_headers {
             headers.insert(name.clone(), value.clone());
         }
+        // A `goaway` sends the client elsewhere after this response, whatever produced it; a
+        // `101` is left alone: its connection becomes the WebSocket.
+        if let Some(step) = decision.go_away() {
+            if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                self.metrics.went_away(&step.name);
+                if http2 {
+                    // The GOAWAY goes out before this response, so the client knows the
+                    // connection is going before it has an answer it could reuse it after. (The
+                    // streams under way, this one included, still finish.)
+                    conn.go_away().await;
+                } else {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+        }
 
         // 7. Count when the outcome is known, at the response head.
         let status = response.status().as_u16();
@@ -370,7 +413,7 @@ where
         if outcome != Disposition::Forwarded {
             return response;
         }
-        let cut = self.cut(&decision, conn);
+        let cut = self.cut(&decision, conn, http2);
         let pace = self.pace(&decision);
         let events = decision
             .stream()
@@ -381,9 +424,13 @@ where
         }
         response.map(|body| {
             let body = match events {
-                Some((after_events, event_delay)) => {
-                    events::EventBody::new(body, after_events, event_delay, conn.clone()).boxed()
-                }
+                Some((after_events, event_delay)) => events::EventBody::new(
+                    body,
+                    after_events,
+                    event_delay,
+                    Ending::new(conn.clone(), http2),
+                )
+                .boxed(),
                 None => body,
             };
             FaultBody::new(body, cut, pace, flight, decision).boxed()
@@ -434,12 +481,13 @@ where
     }
 
     /// Applies a terminal fault: the synthetic response of an error, a drop or a capped hang.
-    /// A reset and an uncapped hang never return: the connection ends this future.
+    /// A reset over HTTP/1.1 and an uncapped hang never return: the connection ends this future.
     async fn terminal(
         &self,
         step: &Step,
         flight: &mut metrics::Flight,
         conn: &ConnectionControl,
+        http2: bool,
     ) -> (Response<ProxyBody>, Disposition) {
         let rule: &str = &step.name;
         match &step.effect {
@@ -450,6 +498,15 @@ where
                 let mut response = synthetic(rule, "rst_stream", 500);
                 // The connection code turns this marker into the reset (see `serve_connection`).
                 response.extensions_mut().insert(ResetStream(*code));
+                (response, Disposition::Reset)
+            }
+            Effect::Reset if http2 => {
+                // Only this stream: the connection's other streams are not this request's.
+                flight.settle(Disposition::Reset, rule);
+                let mut response = synthetic(rule, "reset", 500);
+                response
+                    .extensions_mut()
+                    .insert(ResetStream(u32::from(body::RESET_REASON)));
                 (response, Disposition::Reset)
             }
             Effect::Reset => {
@@ -482,7 +539,7 @@ where
 
     /// The body cut of a forwarded response: the smallest `after_bytes` that fired, credited to
     /// the first rule that asked for it.
-    fn cut(&self, decision: &Decision, conn: &ConnectionControl) -> Option<Cut> {
+    fn cut(&self, decision: &Decision, conn: &ConnectionControl, http2: bool) -> Option<Cut> {
         let after_bytes = decision.truncate_after()?;
         let rule = decision.steps.iter().find_map(|s| match s.effect {
             Effect::Truncate { after_bytes: n } if n == after_bytes => Some(s.name.clone()),
@@ -491,7 +548,7 @@ where
         Some(Cut {
             rule,
             remaining: after_bytes,
-            control: conn.clone(),
+            ending: Ending::new(conn.clone(), http2),
         })
     }
 
@@ -629,7 +686,8 @@ fn full(response: Response<Full<Bytes>>) -> Response<ProxyBody> {
     response.map(|body| body.map_err(|never| match never {}).boxed())
 }
 
-/// Marks the answer of a `rst_stream` fault: reset the stream with this HTTP/2 error code.
+/// Marks the answer of a `rst_stream` fault, or of a `reset` over HTTP/2: reset the stream with
+/// this HTTP/2 error code.
 #[derive(Debug, Clone, Copy)]
 struct ResetStream(u32);
 
@@ -651,8 +709,9 @@ where
             let conn = conn.clone();
             async move {
                 let response = proxy.respond(req, &conn, &shutdown).await;
-                // A `rst_stream` fault: an error instead of a response makes hyper reset the
-                // HTTP/2 stream with the error's code (and close an HTTP/1.1 connection).
+                // A `rst_stream` fault (or a `reset` over HTTP/2): an error instead of a response
+                // makes hyper reset the HTTP/2 stream with the error's code (and close an
+                // HTTP/1.1 connection).
                 match response.extensions().get::<ResetStream>() {
                     Some(ResetStream(code)) => Err(h2::Error::from(h2::Reason::from(*code))),
                     None => Ok::<_, h2::Error>(response),

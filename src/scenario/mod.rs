@@ -156,6 +156,8 @@ pub struct UpstreamConfig {
     pub routes: Vec<Route>,
     /// How an `https://` `url` is trusted.
     pub tls: crate::tls::UpstreamTls,
+    /// Speak HTTP/2 to the upstream (`upstream.http2`).
+    pub http2: bool,
 }
 
 /// An extra route on the demo upstream.
@@ -201,6 +203,9 @@ pub struct ProxyConfig {
     pub forward_traceforge_headers: bool,
     /// How an `https://` upstream is trusted (`upstream.ca_file`, `upstream.insecure`).
     pub upstream_tls: crate::tls::UpstreamTls,
+    /// Speak HTTP/2 to the upstream (`upstream.http2`): h2c with prior knowledge to `http://`,
+    /// `h2` required by ALPN from `https://`. WebSocket upgrades stay on HTTP/1.1.
+    pub upstream_http2: bool,
 }
 
 impl ProxyConfig {
@@ -221,6 +226,7 @@ impl Default for ProxyConfig {
             header_faults: false,
             forward_traceforge_headers: false,
             upstream_tls: crate::tls::UpstreamTls::default(),
+            upstream_http2: false,
         }
     }
 }

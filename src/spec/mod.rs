@@ -126,6 +126,14 @@ pub struct UpstreamSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
 
+    /// Speak HTTP/2 to the upstream: with prior knowledge (h2c) to an `http://` upstream, and
+    /// with `h2` required through ALPN from an `https://` one. Default false: HTTP/1.1 to an
+    /// `http://` upstream, whichever of HTTP/2 and HTTP/1.1 ALPN picks for an `https://` one
+    /// (gRPC calls that came over HTTP/2 go on over HTTP/2 either way). A WebSocket upgrade stays
+    /// on HTTP/1.1. Applies to the demo upstream too, which speaks both.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
+
     /// Extra routes served by the built-in demo upstream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteSpec>,
@@ -536,13 +544,17 @@ pub enum FaultKind {
     Error,
     /// Answer 503 without forwarding, as if the service were gone. Example: `{ kind = "drop", probability = 0.1 }`.
     Drop,
-    /// Close the client connection abruptly, with no response. Example: `{ kind = "reset", probability = 0.05 }`.
+    /// Close the client connection abruptly, with no response. Over HTTP/2 only the request's
+    /// stream is reset (RST_STREAM with INTERNAL_ERROR); the connection's other streams go on.
+    /// Example: `{ kind = "reset", probability = 0.05 }`.
     Reset,
     /// Accept the request and never answer; with `cap`, answer 504 after that long. Tests client
     /// timeouts. Example: `{ kind = "hang", cap = "30s", first = 1 }`.
     Hang,
     /// Forward, then cut the response body after `after_bytes` bytes and close the connection.
-    /// Example: `{ kind = "truncate", after_bytes = 1024 }`.
+    /// Over HTTP/2 only the request's stream is reset (RST_STREAM with INTERNAL_ERROR) once
+    /// those bytes are sent; the connection's other streams go on. Example:
+    /// `{ kind = "truncate", after_bytes = 1024 }`.
     Truncate,
     /// Forward, then stream the response body at `bytes_per_second` (a slow download). Example:
     /// `{ kind = "throttle", bytes_per_second = 20480 }`.
@@ -577,10 +589,16 @@ pub enum FaultKind {
     /// connection is closed. Do not forward. Example: `{ kind = "rst_stream", error_code = 7 }`.
     #[serde(rename = "rst_stream")]
     RstStream,
+    /// Forward and answer as usual, then shut the client's connection down gracefully: over
+    /// HTTP/2 a GOAWAY (the streams under way finish, new ones are refused, the client opens a
+    /// new connection for its next request); over HTTP/1.1 `Connection: close` on the response
+    /// and the connection closed after it. Example: `{ kind = "goaway", every = 10 }`.
+    #[serde(rename = "goaway")]
+    GoAway,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Delay,
         FaultKind::Error,
         FaultKind::Drop,
@@ -595,6 +613,7 @@ impl FaultKind {
         FaultKind::WsDelay,
         FaultKind::WsDrop,
         FaultKind::RstStream,
+        FaultKind::GoAway,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -613,6 +632,7 @@ impl FaultKind {
             FaultKind::WsDelay => "ws_delay",
             FaultKind::WsDrop => "ws_drop",
             FaultKind::RstStream => "rst_stream",
+            FaultKind::GoAway => "goaway",
         }
     }
 
@@ -1051,6 +1071,11 @@ pub struct ProxyUpstreamSpec {
     /// As `upstream.insecure`: no certificate verification for an `https://` `url`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+
+    /// As `upstream.http2`: speak HTTP/2 to this upstream (h2c with prior knowledge to an
+    /// `http://` one, `h2` by ALPN to an `https://` one), whether a `url`, a mock or a service.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
 
     /// A mock: the demo upstream serving these routes (and its built-in ones), as
     /// `upstream.routes`.

@@ -486,9 +486,9 @@ async fn grpc_route(
     response
 }
 
-/// `/api/echo`: what arrived, the body counted as it streams by. A client that stalls its body for
-/// `body_timeout` gets a 408, one that sends a malformed body a 400, and the connection is closed:
-/// the rest of that body cannot be told apart from a next request.
+/// `/api/echo`: what arrived (its HTTP version too), the body counted as it streams by. A client
+/// that stalls its body for `body_timeout` gets a 408, one that sends a malformed body a 400, and
+/// the connection is closed: the rest of that body cannot be told apart from a next request.
 async fn echo(req: Request<Incoming>, body_timeout: std::time::Duration) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let mut body = TimedBody::new(body, body_timeout);
@@ -523,6 +523,8 @@ async fn echo(req: Request<Incoming>, body_timeout: std::time::Duration) -> Resp
             "query": parts.uri.query(),
             "headers": headers,
             "body_length": body_length,
+            // How the request came (`HTTP/1.1`, `HTTP/2.0`): through a proxy, how it forwards.
+            "version": format!("{:?}", parts.version),
         }),
     )
 }

@@ -31,6 +31,7 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
     let faults = fault::compile::compile(&mut c, &key("faults"), &spec.faults);
     let mut proxy = proxy::config(&mut c, &key("proxy"), &spec.proxy);
     proxy.upstream_tls = upstream.tls.clone();
+    proxy.upstream_http2 = upstream.http2;
     let load = load::compile::compile(&mut c, &spec.load);
     let topology = topology::check(&mut c, spec);
     let expect = expect::check(&mut c, spec, &faults, &load, topology.as_ref());

@@ -26,6 +26,7 @@ pub(super) fn config(c: &mut Checker, at: &[Seg], spec: &ProxySpec) -> ProxyConf
         header_faults: spec.header_faults,
         forward_traceforge_headers: spec.forward_traceforge_headers,
         upstream_tls: crate::tls::UpstreamTls::default(),
+        upstream_http2: false,
     };
     for (key, value, what) in [
         (

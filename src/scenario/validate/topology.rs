@@ -147,6 +147,7 @@ fn no_single_proxy_keys(c: &mut Checker, spec: &ScenarioSpec) {
     for (name, given) in [
         ("ca_file", spec.upstream.ca_file.is_some()),
         ("insecure", spec.upstream.insecure),
+        ("http2", spec.upstream.http2),
     ] {
         if given {
             c.report_key(
@@ -737,6 +738,7 @@ fn named_proxy(c: &mut Checker, i: usize, p: &NamedProxySpec, names: &Names<'_>)
         up.ca_file.as_deref(),
         up.insecure,
     );
+    config.upstream_http2 = up.http2;
     NamedProxy {
         name: p.name.clone(),
         upstream,

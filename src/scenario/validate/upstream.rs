@@ -35,6 +35,7 @@ pub(super) fn check(c: &mut Checker, spec: &ScenarioSpec) -> UpstreamConfig {
         }
     }
     upstream.routes = check_routes(c, &keys(&["upstream", "routes"]), &spec.upstream.routes);
+    upstream.http2 = spec.upstream.http2;
     // With services or named proxies, `[upstream]` is refused as a whole (see `topology`).
     if spec.services.is_empty() && spec.proxies.is_empty() {
         upstream.tls = check_tls(
