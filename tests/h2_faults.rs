@@ -676,7 +676,6 @@ async fn a_goaway_scenario_gives_one_golden_body_at_concurrency_1_and_16() {
 /// connections use, sometimes fails the request whose answer comes behind a GOAWAY, or one it
 /// sent in the moment the connection was closing, instead of handing over the answer or trying
 /// again on a new connection; the body then differs from run to run.
-#[ignore = "the load generator's HTTP/2 connections do not yet retry a request a GOAWAY left unanswered"]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_goaway_scenario_over_http2_gives_one_golden_body_at_concurrency_1_and_16() {
     let one = support::play_text(GOAWAY_SCENARIO, &[]).await;

@@ -328,7 +328,10 @@ impl<D: Dial> OwnConnection<D> {
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ErrorKind> {
         let mut request = Some(request);
-        for _ in 0..2 {
+        let mut goaway_resends = 0;
+        let mut tries = 0;
+        while tries < 2 {
+            tries += 1;
             let fresh = match &self.sender {
                 Some(s) if !s.is_closed() => false,
                 _ => {
@@ -369,14 +372,24 @@ impl<D: Dial> OwnConnection<D> {
                     *outgoing.uri_mut() = uri;
                 }
             }
+            // Over HTTP/2 a GOAWAY may end the connection under a request it never answered.
+            let spare = match sender {
+                Sender::H2(_) if goaway_resends < GOAWAY_RESENDS => Some(copy(&outgoing)),
+                _ => None,
+            };
             match sender.try_send(outgoing).await {
                 Ok(response) => return Ok(response),
                 Err(mut e) => {
                     let unsent = e.take_message();
                     let error = e.into_error();
                     self.discard();
-                    match unsent {
-                        Some(again) if !fresh => request = Some(again),
+                    match (unsent, spare) {
+                        (Some(again), _) if !fresh => request = Some(again),
+                        (_, Some(again)) if turned_away(&error) => {
+                            goaway_resends += 1;
+                            tries = 0;
+                            request = Some(again);
+                        }
                         _ => return Err(super::classify(&error)),
                     }
                 }
@@ -400,16 +413,58 @@ pub enum Channel<'a, D: Dial> {
     Own(&'a mut OwnConnection<D>),
 }
 
+/// How many times a request an HTTP/2 GOAWAY turned away is sent again, on a new connection.
+const GOAWAY_RESENDS: u32 = 3;
+
+/// A copy of a request to send again: method, URI, version, headers and body.
+fn copy(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Whether an exchange failed because the server's HTTP/2 GOAWAY (with NO_ERROR: a graceful
+/// close) ended the connection under it: the server is going away, not failing, and a client
+/// sends such a request again on a new connection (RFC 9113 section 6.8). The stream got no
+/// answer, so the request is sent again as the same attempt, with the same ids: whatever the
+/// server decided for it, it decides again the same way.
+fn turned_away(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        cause = err.source();
+    }
+    false
+}
+
 impl<D: Dial> Channel<'_, D> {
     pub async fn send(
         &mut self,
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ErrorKind> {
         match self {
-            Channel::Pooled(client) => client
-                .request(request)
-                .await
-                .map_err(|e| super::classify_client(&e)),
+            Channel::Pooled(client) => {
+                let mut resends = 0;
+                let mut request = request;
+                loop {
+                    let spare = (resends < GOAWAY_RESENDS).then(|| copy(&request));
+                    match client.request(request).await {
+                        Ok(response) => return Ok(response),
+                        Err(e) => match spare {
+                            Some(again) if turned_away(&e) => {
+                                resends += 1;
+                                request = again;
+                            }
+                            _ => return Err(super::classify_client(&e)),
+                        },
+                    }
+                }
+            }
             Channel::Own(conn) => conn.send(request).await,
         }
     }
