@@ -171,6 +171,11 @@ pub struct Attempt {
     /// From sending the request to the end of the response body.
     #[serde(with = "micros", rename = "latency_us")]
     pub latency: Duration,
+    /// When the attempt was sent, from the start of the run (virtual time on the virtual clock):
+    /// where a report's time axis puts its faults and retries. Zero in files written before it
+    /// existed.
+    #[serde(with = "micros", rename = "start_us", default)]
+    pub start: Duration,
     /// A WebSocket target whose handshake got its `101`: what happened to the messages.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub websocket: Option<WsSession>,
