@@ -534,6 +534,11 @@ fn topology_graph(t: &Topology, s: &Summary) -> (Vec<chart::Node>, Vec<chart::Ed
         let f = add(from, kind_of(from), &mut nodes);
         let to_index = add(to, kind_of(to), &mut nodes);
         let label = match s.proxies.get(to) {
+            Some(p) if s.requests > 0 => format!(
+                "{} calls ({:.2}/request)",
+                p.calls,
+                p.calls as f64 / s.requests as f64
+            ),
             Some(p) => format!("{} calls", p.calls),
             None => String::new(),
         };
@@ -552,11 +557,11 @@ fn topology_graph(t: &Topology, s: &Summary) -> (Vec<chart::Node>, Vec<chart::Ed
             ProxyUpstream::Url(url) => (text_of(url), "url"),
         };
         nodes.push(chart::Node { name, kind, column });
-        let calls = s.proxies.get(&p.name).map_or(0, |x| x.calls);
+        // What the proxy forwarded is not counted (an injected error is answered without it).
         edges.push(chart::Edge {
             from,
             to: nodes.len() - 1,
-            label: format!("{calls} calls"),
+            label: String::new(),
         });
     }
     (nodes, edges)
