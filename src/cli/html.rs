@@ -4,10 +4,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
-use traceforge::report::html::Section;
 use traceforge::report::{self, Played};
 use traceforge::runner::{self, MergeError, RunVerdict};
-use traceforge::scenario::{Override, Scenario};
+use traceforge::scenario::Override;
 
 /// Arguments of `traceforge report`.
 #[derive(Debug, clap::Args)]
@@ -29,17 +28,6 @@ pub struct ReportArgs {
     /// Where golden snapshots live [default: as `run` finds them for the scenario file].
     #[arg(long, value_name = "DIR")]
     pub golden_dir: Option<PathBuf>,
-}
-
-/// The sections of an HTML report: every played scenario with its scenario, found by name.
-pub fn sections<'a>(played: &'a [Played], scenarios: &'a [Scenario]) -> Vec<Section<'a>> {
-    played
-        .iter()
-        .map(|p| Section {
-            played: p,
-            scenario: scenarios.iter().find(|s| s.name == p.name),
-        })
-        .collect()
 }
 
 pub fn report(args: &ReportArgs) -> u8 {
@@ -87,7 +75,7 @@ pub fn report(args: &ReportArgs) -> u8 {
         text,
     }];
     let scenarios = vec![scenario];
-    let sections = sections(&played, &scenarios);
+    let sections = report::html::sections(&played, &scenarios);
     let written = runner::create_parent(&args.output)
         .and_then(|()| std::fs::File::create(&args.output))
         .and_then(|f| {

@@ -290,7 +290,7 @@ impl Reports {
             errors.extend(write_file(path, |w| report::json::write_summary(w, played)).err());
         }
         if let Some(path) = &self.html {
-            let sections = super::html::sections(played, &self.scenarios);
+            let sections = report::html::sections(played, &self.scenarios);
             errors.extend(write_file(path, |w| report::html::write_html(w, &sections)).err());
         }
         errors

@@ -30,6 +30,17 @@ pub struct Section<'a> {
     pub scenario: Option<&'a Scenario>,
 }
 
+/// The sections of a report: every played scenario with its scenario, found by name.
+pub fn sections<'a>(played: &'a [Played], scenarios: &'a [Scenario]) -> Vec<Section<'a>> {
+    played
+        .iter()
+        .map(|p| Section {
+            played: p,
+            scenario: scenarios.iter().find(|s| s.name == p.name),
+        })
+        .collect()
+}
+
 /// Writes the report of `sections` as one HTML page.
 pub fn write_html<W: Write>(w: &mut W, sections: &[Section<'_>]) -> io::Result<()> {
     let page = Page {
@@ -624,4 +635,30 @@ fn join(items: impl Iterator<Item = (String, u64)>) -> String {
         .map(|(k, v)| format!("{k} × {v}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::{expectation, played, report};
+
+    #[test]
+    fn every_scenario_gets_a_section_and_text_is_escaped() {
+        let mut failed = report(vec![expectation("success_rate", false)], None);
+        failed.scenario = "<b>checkout</b>".into();
+        let list = [
+            played("<b>checkout</b>", Ok(failed)),
+            played("down", Err("cannot start the proxy".into())),
+        ];
+        let html = html_string(&sections(&list, &[])).unwrap_or_default();
+        assert!(html.contains("&lt;b&gt;checkout&lt;&#x2f;b&gt;"), "{html}");
+        assert!(!html.contains("<b>checkout"), "{html}");
+        assert!(html.contains("data-verdict=\"fail\""), "{html}");
+        assert!(html.contains("data-verdict=\"error\""), "{html}");
+        assert!(html.contains("cannot start the proxy"), "{html}");
+        // Without a timeline, the distribution is still drawn; nothing refers to the network.
+        assert!(html.contains("data-chart=\"percentiles\""), "{html}");
+        assert!(!html.contains("data-chart=\"latency\""), "{html}");
+        assert!(!html.contains("<script") && !html.contains("=\"http"), "{html}");
+    }
 }
