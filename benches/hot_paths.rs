@@ -104,6 +104,7 @@ fn serialise(c: &mut Criterion) {
                 fault_kinds: vec!["error".into()],
                 bytes: 71,
                 latency: Duration::from_micros(812),
+                start: Duration::from_millis(1234),
                 websocket: None,
             },
             Attempt {
@@ -114,6 +115,7 @@ fn serialise(c: &mut Criterion) {
                 fault_kinds: vec![],
                 bytes: 160,
                 latency: Duration::from_micros(1500),
+                start: Duration::from_millis(1285),
                 websocket: None,
             },
         ],

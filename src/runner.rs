@@ -18,7 +18,7 @@ use crate::panic_watch;
 use crate::proxy::{self, Proxy, ProxyOptions};
 use crate::record::bundle::{self, Trailer};
 use crate::record::calls::Unattributed;
-use crate::record::{Format, OpenFiles, Summary};
+use crate::record::{Format, OpenFiles, Summary, Timeline};
 use crate::scenario::{Clock, Scenario};
 use crate::server::{Listening, Shutdown};
 use crate::transport::MemoryNetwork;
@@ -26,10 +26,12 @@ use crate::upstream::{self, Upstream, UpstreamOptions};
 
 #[cfg(unix)]
 mod merge;
+mod rebuild;
 mod topology;
 mod verdict;
 
 pub use merge::{MergeError, merge};
+pub use rebuild::rebuild;
 
 pub use verdict::{Reason, RunVerdict, Stop};
 
@@ -61,6 +63,8 @@ pub struct RunOptions {
     /// Start the load at this wall-clock time (every shard of a run the same), once the servers
     /// are up; a time already past starts at once.
     pub start_at: Option<std::time::SystemTime>,
+    /// Fold the outcomes into a [`Timeline`] too ([`RunReport::timeline`]), for the HTML report.
+    pub timeline: bool,
 }
 
 /// A run of one shard: which, where its bundle goes, and how a merge finds the scenario again.
@@ -94,12 +98,19 @@ impl RunOptions {
             logs: PathBuf::from(DEFAULT_LOGS),
             shard: None,
             start_at: None,
+            timeline: false,
         }
     }
 
     /// The same options, keeping every outcome in the report, in index order.
     pub fn keeping_outcomes(mut self) -> Self {
         self.keep_outcomes = true;
+        self
+    }
+
+    /// The same options, folding the outcomes into a [`Timeline`] for the HTML report.
+    pub fn with_timeline(mut self) -> Self {
+        self.timeline = true;
         self
     }
 
@@ -136,6 +147,8 @@ pub struct RunReport {
     /// A shard's run: which shard, and the bundle it wrote. Its golden file and expectations are
     /// left to `traceforge merge`.
     pub shard: Option<(Shard, PathBuf)>,
+    /// The run in time buckets, when [`RunOptions::timeline`] asked for it.
+    pub timeline: Option<Timeline>,
 }
 
 /// Why a run could not complete.
@@ -388,6 +401,8 @@ struct Seen {
     strays: Option<Vec<Unattributed>>,
     /// What the run warns about, for a shard's bundle.
     warnings: Vec<String>,
+    /// The run in time buckets, for the HTML report.
+    timeline: Option<Timeline>,
 }
 
 impl Seen {
@@ -397,6 +412,7 @@ impl Seen {
             kept: options.keep_outcomes.then(Vec::new),
             strays: options.shard.as_ref().map(|_| Vec::new()),
             warnings: Vec::new(),
+            timeline: options.timeline.then(|| timeline_for(scenario)),
         }
     }
 
@@ -409,6 +425,9 @@ impl Seen {
 
     fn push(&mut self, outcome: &crate::record::Outcome) {
         self.body.push(outcome);
+        if let Some(timeline) = self.timeline.as_mut() {
+            timeline.push(outcome);
+        }
         if let Some(kept) = self.kept.as_mut() {
             kept.push(outcome.clone());
         }
@@ -431,6 +450,7 @@ fn finish(
         kept,
         strays,
         warnings,
+        timeline,
     } = seen;
     if let Some(message) = panic_watch::since(mark) {
         return Err(RunError::Panicked {
@@ -481,7 +501,7 @@ fn finish(
             source,
         })?;
         let shard = Some((run.shard, run.bundle.clone()));
-        return Ok(report(scenario, summary, output, interrupted, kept, shard));
+        return Ok(report(scenario, summary, output, interrupted, kept, shard, timeline));
     }
     let expectations = expect::check(&scenario.expect, &summary);
     let (golden, body) = if interrupted {
@@ -499,7 +519,7 @@ fn finish(
         expectations,
         golden,
         body,
-        ..report(scenario, summary, output, interrupted, kept, None)
+        ..report(scenario, summary, output, interrupted, kept, None, timeline)
     })
 }
 
@@ -512,6 +532,7 @@ fn report(
     interrupted: bool,
     kept: Option<Vec<crate::record::Outcome>>,
     shard: Option<(Shard, PathBuf)>,
+    timeline: Option<Timeline>,
 ) -> RunReport {
     let mut outcomes = kept.unwrap_or_default();
     outcomes.sort_by_key(|o| o.index);
@@ -527,7 +548,29 @@ fn report(
         logs: Vec::new(),
         warnings: Vec::new(),
         shard,
+        timeline,
     }
+}
+
+/// An empty [`Timeline`] for `scenario`: buckets cut from its planned duration, histograms sized
+/// like the summary's.
+pub fn timeline_for(scenario: &Scenario) -> Timeline {
+    use crate::load::{Profile, Until};
+    let planned = match &scenario.load.profile {
+        Profile::Closed {
+            until: Until::Duration(d),
+            ..
+        } => Some(*d),
+        Profile::Closed { .. } => None,
+        Profile::ClosedStages { stages } => Some(stages.iter().map(|s| s.duration).sum()),
+        Profile::Open { schedule, .. } => Some(schedule.at(schedule.count().saturating_sub(1))),
+    };
+    let options = load_options(scenario, Uri::from_static("http://proxy.traceforge"));
+    let mut timeline = Timeline::new(planned, load::longest_latency(&options));
+    for proxy in scenario.topology.iter().flat_map(|t| &t.proxies) {
+        timeline.declare_proxy(&proxy.name);
+    }
+    timeline
 }
 
 /// Plays a scenario from synchronous code, such as a `#[test]`: on a runtime of its own for the
@@ -759,6 +802,7 @@ pub(crate) mod tests {
             logs: Vec::new(),
             warnings: Vec::new(),
             shard: None,
+            timeline: None,
         }
     }
 

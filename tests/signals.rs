@@ -156,6 +156,10 @@ fn assert_stopped_run(out: &Output, dir: &Path, format: &str, signal: &str) {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(summary["passed"], false, "{summary}");
+    // The HTML report is there too, marked stopped, with what was recorded.
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(html.contains("data-verdict=\"stopped\""), "{html}");
+    assert!(html.contains("data-chart=\"latency\""), "{html}");
 }
 
 fn start_run(dir: &Path, file: &Path, format: &str) -> Child {
@@ -170,6 +174,8 @@ fn start_run(dir: &Path, file: &Path, format: &str) -> Child {
         .arg(dir.join("junit.xml"))
         .arg("--summary-json")
         .arg(dir.join("summary.json"))
+        .arg("--report")
+        .arg(dir.join("report.html"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -235,6 +241,10 @@ async fn a_second_signal_exits_at_once_with_valid_files() {
     let summary: serde_json::Value =
         serde_json::from_str(&summary).unwrap_or_else(|e| panic!("{e}: {summary}"));
     assert_eq!(summary["passed"], false);
+    let html =
+        std::fs::read_to_string(dir.path().join("report.html")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(html.contains("</html>"), "{html}");
+    assert!(!html.contains("data-verdict=\"pass\""), "{html}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

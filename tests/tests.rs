@@ -19,6 +19,7 @@ mod load_profile; // open loops, stalls, ramps, durations, request mix, retry po
 mod load_protocols; // the load generator over https and HTTP/2 (h2c, ALPN), a TLS entry proxy, `load --url https://`
 mod load_websocket; // WebSocket targets: echoes, ws_close and ws_drop through the proxy, retries, wss://, `load --url ws://`, golden determinism
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
+mod report_html; // the HTML report: the same bytes from a run, its outcomes and its shards; every chart in headless Chromium; topology
 mod run; // `traceforge run` end to end, golden comparisons, outputs, the standalone load generator
 mod scenario_file; // rendered scenario errors, overrides, no panic on any input
 mod schema; // the committed JSON schema and the shipped scenarios against it

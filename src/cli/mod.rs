@@ -34,6 +34,7 @@ macro_rules! errln {
     }};
 }
 
+pub mod html;
 pub mod init;
 pub mod k8s;
 pub mod load;
@@ -77,6 +78,10 @@ pub enum Command {
     /// summary, expectations, golden snapshot and exit code of the run on one machine.
     #[command(after_help = EXIT_CODES)]
     Merge(merge::MergeArgs),
+    /// Write the HTML report of a run from its saved outcomes (`run --output FILE --format jsonl`)
+    /// or a sharded run's bundles: the same report `run --report` writes.
+    #[command(after_help = EXIT_CODES)]
+    Report(html::ReportArgs),
     /// Print the Kubernetes manifests of a sharded run: an Indexed Job of N shards writing their
     /// bundles to a shared volume, or (`--merge`) the Job that merges them.
     #[command(after_help = EXIT_CODES)]
@@ -162,6 +167,7 @@ pub fn main() -> u8 {
         }
         Command::Run(args) => run::run(&args),
         Command::Merge(args) => merge::merge(&args),
+        Command::Report(args) => html::report(&args),
         Command::K8s(args) => k8s::k8s(&args),
         Command::Init(args) => init::init(&args),
         Command::Load(args) => load::load(&args),

@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// Write every scenario's summary and verdicts as JSON (`"version": 1`).
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
+    /// Write one self-contained HTML report of every scenario: verdict, expectations, golden
+    /// result, latency and fault activity over run time, requests and retries per second, the
+    /// latency distribution, fault rules, targets and topology.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
 
     /// Play only shard K of N (counted from 0): the requests whose index i has i % N == K, each
     /// with the ids, faults and send time it has in a single-machine run. The shard writes a
@@ -251,6 +256,9 @@ fn check_names(scenarios: &[(PathBuf, Scenario)]) -> Result<(), String> {
 struct Reports {
     junit: Option<PathBuf>,
     summary_json: Option<PathBuf>,
+    html: Option<PathBuf>,
+    /// The scenarios by name, for the HTML report's seeds, rules and topologies.
+    scenarios: Vec<Scenario>,
     played: Vec<Played>,
     /// The scenario being played, reported as stopped if a forced exit comes first.
     current: Option<(PathBuf, String)>,
@@ -280,6 +288,10 @@ impl Reports {
         }
         if let Some(path) = &self.summary_json {
             errors.extend(write_file(path, |w| report::json::write_summary(w, played)).err());
+        }
+        if let Some(path) = &self.html {
+            let sections = report::html::sections(played, &self.scenarios);
+            errors.extend(write_file(path, |w| report::html::write_html(w, &sections)).err());
         }
         errors
     }
@@ -379,6 +391,7 @@ pub fn run(args: &RunArgs) -> u8 {
     writes.extend(bundles.iter().flatten().map(|p| ("--bundle", p.as_path())));
     writes.extend(args.junit.as_deref().map(|p| ("--junit", p)));
     writes.extend(args.summary_json.as_deref().map(|p| ("--summary-json", p)));
+    writes.extend(args.report.as_deref().map(|p| ("--report", p)));
     if let Err(e) = check_outputs(&scenarios, &golden_dirs, &writes) {
         errln!("error: {e}");
         return EXIT_INVALID;
@@ -395,6 +408,12 @@ pub fn run(args: &RunArgs) -> u8 {
     let reports = Arc::new(Mutex::new(Reports {
         junit: args.junit.clone(),
         summary_json: args.summary_json.clone(),
+        html: args.report.clone(),
+        scenarios: if args.report.is_some() {
+            scenarios.iter().map(|(_, s)| s.clone()).collect()
+        } else {
+            Vec::new()
+        },
         ..Reports::default()
     }));
     let signals = {
@@ -475,6 +494,7 @@ pub fn run(args: &RunArgs) -> u8 {
                 overrides: args.overrides.iter().map(ToString::to_string).collect(),
             }),
             start_at: args.start_at,
+            timeline: args.report.is_some(),
         };
         if let Some(run) = &options.shard {
             match scenario.shard_caveats(run.shard.count) {

@@ -443,6 +443,26 @@ pub fn check(
     })
 }
 
+/// Compares `body` with the golden file in `dir`, writing and removing nothing: for reports made
+/// again from saved outcomes (`traceforge report`).
+pub fn compare(dir: &Path, scenario: &Scenario, body: &str) -> io::Result<Comparison> {
+    let path = snap_path(dir, &scenario.name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if normalize(body_of(&text)) == normalize(body) => {
+            Ok(Comparison::Matched { path })
+        }
+        Ok(text) => Ok(Comparison::Mismatch {
+            diff: diff(body_of(&text), body),
+            path,
+            new: None,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(Comparison::Missing { path, new: None })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn remove_if_present(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

@@ -434,10 +434,12 @@ async fn play<D: Dial>(
             index,
             attempt,
         };
-        let sent = match &target.websocket {
+        let sent_at = Instant::now().saturating_duration_since(run_start);
+        let mut sent = match &target.websocket {
             Some(messages) => websocket::send(ws, options, target, messages, &ids, stop).await,
             None => send(channel, options, target, &ids, stop).await,
         };
+        sent.attempt.start = sent_at;
         if let Some(p) = sent.protocol {
             protocol = p;
         }
@@ -512,6 +514,7 @@ impl Sent {
                 fault_kinds: Vec::new(),
                 bytes: 0,
                 latency: Duration::ZERO,
+                start: Duration::ZERO,
                 websocket: None,
             },
             protocol: None,

@@ -1,9 +1,11 @@
 //! The recorder: one [`Outcome`] per logical request, streaming writers for JSON, JSON lines and
-//! CSV ([`writer`]), and the run's [`Summary`] with fixed-size latency histograms ([`summary`]).
+//! CSV ([`writer`]), the run's [`Summary`] with fixed-size latency histograms ([`summary`]), and
+//! its [`Timeline`]: the same kind of aggregates per slice of run time, for the HTML report.
 
 pub mod bundle;
 pub mod calls;
 pub mod summary;
+pub mod timeline;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use calls::{Call, CallError};
 pub use summary::Summary;
+pub use timeline::Timeline;
 pub use writer::{Format, OpenFiles, OutcomeWriter, SharedWriter};
 
 /// Why an attempt got no HTTP response.
@@ -171,6 +174,11 @@ pub struct Attempt {
     /// From sending the request to the end of the response body.
     #[serde(with = "micros", rename = "latency_us")]
     pub latency: Duration,
+    /// When the attempt was sent, from the start of the run (virtual time on the virtual clock):
+    /// where a report's time axis puts its faults and retries. Zero in files written before it
+    /// existed.
+    #[serde(with = "micros", rename = "start_us", default)]
+    pub start: Duration,
     /// A WebSocket target whose handshake got its `101`: what happened to the messages.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub websocket: Option<WsSession>,

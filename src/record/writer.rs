@@ -280,6 +280,7 @@ mod tests {
                     fault_kinds: vec!["delay".into()],
                     bytes: 0,
                     latency: Duration::from_millis(5),
+                    start: Duration::ZERO,
                     websocket: None,
                 },
                 Attempt {
@@ -290,6 +291,7 @@ mod tests {
                     fault_kinds: vec![],
                     bytes: 10,
                     latency: Duration::from_micros(1500),
+                    start: Duration::from_millis(105),
                     websocket: None,
                 },
             ],

@@ -1,5 +1,6 @@
 //! Reports of played scenarios: the text report printed after each scenario ([`text`]), the
-//! `--summary-json` document ([`json`]) and the JUnit file ([`junit`]). Each renders the
+//! `--summary-json` document ([`json`]), the JUnit file ([`junit`]) and the HTML report with its
+//! charts ([`html`]). Each renders the
 //! [`RunVerdict`] the runner decided; none decides whether a run passed.
 //!
 //! Library code over `W: Write`: it renders what [`crate::runner`] returned and never prints;
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 
 use crate::runner::{RunReport, RunVerdict};
 
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod text;

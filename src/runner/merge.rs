@@ -32,7 +32,10 @@ pub enum MergeError {
 
 /// The bundles' scenario, loaded again: from `scenario` when given, else from the file the shards
 /// named (relative to the working directory), with the shards' `--set` overrides.
-fn load_scenario(first: &Trailer, scenario: Option<&Path>) -> Result<Scenario, MergeError> {
+pub(super) fn load_scenario(
+    first: &Trailer,
+    scenario: Option<&Path>,
+) -> Result<Scenario, MergeError> {
     let overrides = first
         .overrides
         .iter()
@@ -51,7 +54,7 @@ fn load_scenario(first: &Trailer, scenario: Option<&Path>) -> Result<Scenario, M
 
 /// Checks that the trailers make one complete run: one digest, one seed, one shard count, every
 /// shard exactly once. Returns the shard count.
-fn check_set(trailers: &[(PathBuf, Trailer)]) -> Result<u32, MergeError> {
+pub(super) fn check_set(trailers: &[(PathBuf, Trailer)]) -> Result<u32, MergeError> {
     let Some((first_path, first)) = trailers.first() else {
         return Err(MergeError::Invalid("no bundle to merge".into()));
     };
@@ -236,6 +239,7 @@ pub fn merge(
         logs: Vec::new(),
         warnings,
         shard: None,
+        timeline: None,
     };
     Ok((scenario, report))
 }
