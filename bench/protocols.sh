@@ -2,7 +2,7 @@
 # HTTPS and HTTP/2 through `traceforge proxy` vs nginx `proxy_pass`, configured the same way, on
 # loopback only.
 #
-#   bash bench/protocols.sh                       # every case, about 5 minutes
+#   bash bench/protocols.sh                       # every case, about 2 minutes a round
 #   bash bench/protocols.sh tls-h1 tls-h2         # some of: h1 tls-h1 tls-h2 h2c
 #   ROUNDS=3 DURATION=5 CONNS=32 H2_CONNS=4 H2_STREAMS=8 bash bench/protocols.sh   # the knobs
 #
@@ -17,7 +17,9 @@
 #   tls-h1  HTTPS, ALPN http/1.1 (h2load --h1), CONNS connections: TLS termination
 #   tls-h2  HTTPS, ALPN h2, H2_CONNS connections x H2_STREAMS streams each
 #   h2c     HTTP/2 with prior knowledge on a clear-text port, H2_CONNS x H2_STREAMS
-# Throughput is h2load's; p50/p99 come from its per-request log (--log-file), closed loop.
+# Throughput is h2load's; p50/p99 come from its per-request log (--log-file), closed loop. CPU
+# µs/request is the proxy's own CPU time (user + system, /proc/PID/stat; nginx's master and worker)
+# over the run divided by the requests done: less sensitive to other tenants than throughput.
 # A and B are interleaved for ROUNDS rounds; medians, and the ratio of medians, are printed.
 # Installs what it uses (nginx-light, nghttp2-client, openssl via apt). Everything started is
 # stopped on exit.
@@ -25,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5}       # seconds measured per h2load run (after 1 s of warm-up)
+DURATION=${DURATION:-5}       # seconds per h2load run
 CONNS=${CONNS:-32}            # HTTP/1.1 connections
 H2_CONNS=${H2_CONNS:-4}       # HTTP/2 connections ...
 H2_STREAMS=${H2_STREAMS:-8}   # ... and concurrent streams on each
@@ -56,11 +58,12 @@ need() {
 }
 
 # Starts a server in the background (not in a subshell, so its pid is kept for the cleanup) and
-# sets STARTED_URL to the address it prints. Arguments: a log name, then the command.
+# sets STARTED_URL to the address it prints and STARTED_PID. Arguments: a log name, then the command.
 start_tf() {
   local log=$WORK/$1.log; shift
   "$@" >"$log" 2>&1 &
-  PIDS+=($!)
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
   for _ in $(seq 1 100); do
     if grep -q "listening on" "$log"; then
       STARTED_URL=$(grep -m1 "listening on" "$log" | grep -o "https\?://[0-9.:]*")
@@ -135,19 +138,33 @@ CONF
   wait_port "$2"; wait_port "$3"; wait_port "$4"
 }
 
-# One h2load run against URL with the case's flags; prints "req_per_s p50_ms p99_ms" and, once
-# per case and target, what was negotiated (to stderr).
+# CPU time (user + system) of the given processes, all their threads, in clock ticks.
+cpu_ticks() {
+  local pid total=0
+  for pid in "$@"; do
+    # Fields 14 and 15 of /proc/PID/stat, counted after the command name (which may hold spaces).
+    total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+  done
+  echo "$total"
+}
+
+# One h2load run against URL with the case's flags, the proxy's processes given after the URL;
+# prints "req_per_s p50_ms p99_ms cpu_us_per_request". The CPU time is the proxy's (nginx: master
+# and worker) over the whole h2load run, connection set-up included, divided by the requests done.
 h2load_run() {
-  local case=$1 url=$2 log=$WORK/h2load-requests.tsv out=$WORK/h2load.txt flags=()
+  local case=$1 url=$2 log=$WORK/h2load-requests.tsv out=$WORK/h2load.txt flags=() before after
+  shift 2
   case $case in
     h1 | tls-h1) flags=(--h1 -c "$CONNS" -m 1) ;;
     tls-h2 | h2c) flags=(-c "$H2_CONNS" -m "$H2_STREAMS") ;;
   esac
   rm -f "$log"
-  taskset -c 1 h2load -t 1 "${flags[@]}" --warm-up-time=1 -D "$DURATION" --log-file="$log" "$url" >"$out" 2>&1 || {
+  before=$(cpu_ticks "$@")
+  taskset -c 1 h2load -t 1 "${flags[@]}" -D "$DURATION" --log-file="$log" "$url" >"$out" 2>&1 || {
     echo "h2load failed: $case $url" >&2; cat "$out" >&2; exit 1
   }
-  python3 - "$out" "$log" <<'PY'
+  after=$(cpu_ticks "$@")
+  python3 - "$out" "$log" "$((after - before))" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 done = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", text)
@@ -159,7 +176,8 @@ if any(int(statuses.group(i)) for i in (2, 3, 4)):
 rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
 micros = sorted(int(line.split("\t")[2]) for line in open(sys.argv[2]) if line.strip())
 pick = lambda q: micros[min(len(micros) - 1, int(q * len(micros)))] / 1000
-print(f"{rps:.0f} {pick(0.50):.3f} {pick(0.99):.3f}")
+cpu_us = int(sys.argv[3]) / int(sys.argv[4]) * 1e6 / int(done.group(3))
+print(f"{rps:.0f} {pick(0.50):.3f} {pick(0.99):.3f} {cpu_us:.1f}")
 PY
 }
 
@@ -172,16 +190,17 @@ negotiated() {
 
 bench_protocols() {
   local cases=("$@")
-  local up tf tf_tls nginx_plain nginx_tls nginx_h2c
+  local up tf tf_tls tf_pid tf_tls_pid nginx_plain nginx_tls nginx_h2c nginx_pids
   start_tf upstream taskset -c 1 "$TF" upstream --listen 127.0.0.1:0 --workers 1
   up=$STARTED_URL
   start_tf proxy taskset -c 0 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --workers 1
-  tf=$STARTED_URL
+  tf=$STARTED_URL tf_pid=$STARTED_PID
   start_tf proxy-tls taskset -c 0 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --workers 1 \
     --tls-cert "$WORK/tls/cert.pem" --tls-key "$WORK/tls/key.pem"
-  tf_tls=$STARTED_URL
+  tf_tls=$STARTED_URL tf_tls_pid=$STARTED_PID
   nginx_plain=$(free_port); nginx_tls=$(free_port); nginx_h2c=$(free_port)
   start_nginx "$up" "$nginx_plain" "$nginx_tls" "$nginx_h2c"
+  nginx_pids="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
   local path=/api/resource
   url_of() { # case target
     case $1-$2 in
@@ -192,31 +211,39 @@ bench_protocols() {
       h2c-nginx) echo "http://127.0.0.1:$nginx_h2c$path" ;;
     esac
   }
+  pids_of() { # case target
+    case $1-$2 in
+      h1-traceforge | h2c-traceforge) echo "$tf_pid" ;;
+      tls-*-traceforge) echo "$tf_tls_pid" ;;
+      *-nginx) echo "$nginx_pids" ;;
+    esac
+  }
   local c t
   for c in "${cases[@]}"; do
     [[ $c == tls-* ]] || continue
     for t in traceforge nginx; do echo "negotiated, $c, $t: $(negotiated "$c" "$(url_of "$c" "$t")")"; done
   done
-  declare -A rps p50 p99
-  local r a b d
+  declare -A rps p50 p99 cpu
+  local r a b d e
   for r in $(seq 1 "$ROUNDS"); do
     for c in "${cases[@]}"; do
       for t in traceforge nginx; do
-        read -r a b d < <(h2load_run "$c" "$(url_of "$c" "$t")")
-        rps[$c-$t]+=" $a"; p50[$c-$t]+=" $b"; p99[$c-$t]+=" $d"
-        echo "round $r, $c, $t: $a req/s, p50 $b ms, p99 $d ms" >&2
+        # shellcheck disable=SC2046
+        read -r a b d e < <(h2load_run "$c" "$(url_of "$c" "$t")" $(pids_of "$c" "$t"))
+        rps[$c-$t]+=" $a"; p50[$c-$t]+=" $b"; p99[$c-$t]+=" $d"; cpu[$c-$t]+=" $e"
+        echo "round $r, $c, $t: $a req/s, p50 $b ms, p99 $d ms, proxy CPU $e µs/request" >&2
       done
     done
   done
   echo
-  echo "## h2load -t1 --warm-up-time=1 -D$DURATION; h1: --h1 -c$CONNS -m1; h2: -c$H2_CONNS -m$H2_STREAMS; medians of $ROUNDS interleaved rounds"
-  printf "| %-7s | %-10s | %10s | %8s | %8s | %-32s |\n" case target "req/s" "p50 ms" "p99 ms" "req/s, each round"
-  printf "|%s|%s|%s|%s|%s|%s|\n" "---------" "------------" "------------" "----------" "----------" "----------------------------------"
+  echo "## h2load -t1 -D$DURATION; h1: --h1 -c$CONNS -m1; h2: -c$H2_CONNS -m$H2_STREAMS; medians of $ROUNDS interleaved rounds"
+  printf "| %-7s | %-10s | %10s | %8s | %8s | %14s | %-32s |\n" case target "req/s" "p50 ms" "p99 ms" "CPU µs/request" "req/s, each round"
+  printf "|%s|%s|%s|%s|%s|%s|%s|\n" "---------" "------------" "------------" "----------" "----------" "----------------" "----------------------------------"
   for c in "${cases[@]}"; do
     for t in traceforge nginx; do
       # shellcheck disable=SC2086
-      printf "| %-7s | %-10s | %10.0f | %8s | %8s | %-32s |\n" "$c" "$t" "$(median ${rps[$c-$t]})" \
-        "$(median ${p50[$c-$t]})" "$(median ${p99[$c-$t]})" "$(echo ${rps[$c-$t]} | sed 's/ / \/ /g')"
+      printf "| %-7s | %-10s | %10.0f | %8s | %8s | %14s | %-32s |\n" "$c" "$t" "$(median ${rps[$c-$t]})" \
+        "$(median ${p50[$c-$t]})" "$(median ${p99[$c-$t]})" "$(median ${cpu[$c-$t]})" "$(echo ${rps[$c-$t]} | sed 's/ / \/ /g')"
     done
   done
   echo
@@ -224,7 +251,7 @@ bench_protocols() {
     # shellcheck disable=SC2086
     echo "$c: traceforge / nginx throughput $(python3 -c "print(f'{$(median ${rps[$c-traceforge]})/$(median ${rps[$c-nginx]}):.2f}')"), per round: $(python3 -c "
 a='${rps[$c-traceforge]}'.split(); b='${rps[$c-nginx]}'.split()
-print(' / '.join(f'{float(x)/float(y):.2f}' for x, y in zip(a, b)))")"
+print(' / '.join(f'{float(x)/float(y):.2f}' for x, y in zip(a, b)))"); CPU per request $(python3 -c "print(f'{$(median ${cpu[$c-traceforge]})/$(median ${cpu[$c-nginx]}):.2f}')")"
   done
   kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
 }
