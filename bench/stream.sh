@@ -11,7 +11,8 @@
 # ports they pick themselves (--listen 127.0.0.1:0), so VmHWM (the kernel's peak RSS) is the peak
 # of that case alone. curl downloads `/api/bytes/SIZE` to /dev/null and uploads SIZE bytes of
 # `head -c SIZE /dev/zero` to `/api/echo` (which counts the body as it streams by and drops it):
-# nothing is written to disk. A sampler reads VmRSS of both servers every 100 ms besides.
+# nothing is written to disk. A sampler reads VmRSS of both servers every 100 ms besides; "proxy
+# idle" is the proxy's VmRSS once it listens, before the transfer.
 #
 # Exits non-zero when a transfer is short or fails, or when the proxy's peak RSS reaches
 # RSS_LIMIT_MIB in any case. Everything started is stopped on exit.
@@ -107,7 +108,8 @@ run_case() {
   local up=$STARTED_URL up_pid=$STARTED_PID
   start_server "proxy-$proto-$direction" "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" \
     "${workers[@]}" "${tls[@]}"
-  local proxy=$STARTED_URL proxy_pid=$STARTED_PID ca=()
+  local proxy=$STARTED_URL proxy_pid=$STARTED_PID ca=() proxy_start
+  proxy_start=$(status_kib "$proxy_pid" VmRSS)
   [[ ${#tls[@]} -gt 0 ]] && ca=(--cacert "$STARTED_CA")
   local proxy_samples=$WORK/rss-proxy-$proto-$direction up_samples=$WORK/rss-up-$proto-$direction
   : >"$proxy_samples"; : >"$up_samples"
@@ -155,9 +157,9 @@ run_case() {
 
   local mbps
   mbps=$(python3 -c "print(f'{${moved:-0}/max(${seconds:-0},1e-9)/1e6:.0f}')")
-  ROWS+=("$(printf "| %-7s | %-8s | %-4s | %13s | %7s | %6s | %15s | %17s | %15s | %s |" \
+  ROWS+=("$(printf "| %-7s | %-8s | %-4s | %13s | %7s | %6s | %9s | %15s | %17s | %15s | %s |" \
     "$proto" "$direction" "${version:-?}" "${moved:-0}" "$(printf %.2f "${seconds:-0}")" "$mbps" \
-    "$(mib "$proxy_hwm")" "$(mib "$proxy_sampled")" "$(mib "$up_hwm")" "$verdict")")
+    "$(mib "$proxy_start")" "$(mib "$proxy_hwm")" "$(mib "$proxy_sampled")" "$(mib "$up_hwm")" "$verdict")")
   echo "${ROWS[-1]}" >&2
 }
 
@@ -170,9 +172,9 @@ for proto in "${cases[@]}"; do
   for direction in download upload; do run_case "$proto" "$direction"; done
 done
 echo
-printf "| %-7s | %-8s | %-4s | %13s | %7s | %6s | %15s | %17s | %15s | %s |\n" \
-  case direction http bytes "wall s" "MB/s" "proxy VmHWM MiB" "proxy max sampled" "upstream VmHWM" result
-echo "|---------|----------|------|---------------|---------|--------|-----------------|-------------------|-----------------|--------|"
+printf "| %-7s | %-8s | %-4s | %13s | %7s | %6s | %9s | %15s | %17s | %15s | %s |\n" \
+  case direction http bytes "wall s" "MB/s" "proxy idle" "proxy VmHWM MiB" "proxy max sampled" "upstream VmHWM" result
+echo "|---------|----------|------|---------------|---------|--------|-----------|-----------------|-------------------|-----------------|--------|"
 printf "%s\n" "${ROWS[@]}"
 if ((FAILED)); then
   echo "FAILED: a transfer was short or failed, or the proxy's peak RSS reached $RSS_LIMIT_MIB MiB" >&2
