@@ -41,7 +41,10 @@ cleanup() {
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# A signal ends the script (its EXIT trap cleans up) instead of resuming it after the handler.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 need() {
   local missing=()
@@ -160,7 +163,12 @@ h2load_run() {
   esac
   rm -f "$log"
   before=$(cpu_ticks "$@")
-  taskset -c 1 h2load -t 1 "${flags[@]}" -D "$DURATION" --log-file="$log" "$url" >"$out" 2>&1 || {
+  # A proxy that stops answering must not hold the script: h2load's -D alone would wait for it.
+  # In the background and waited for, so a signal to this script ends it at once too.
+  timeout $((DURATION + 30)) taskset -c 1 h2load -t 1 "${flags[@]}" -D "$DURATION" --log-file="$log" "$url" >"$out" 2>&1 &
+  local h2load_pid=$!
+  PIDS+=("$h2load_pid")
+  wait "$h2load_pid" || {
     echo "h2load failed: $case $url" >&2; cat "$out" >&2; exit 1
   }
   after=$(cpu_ticks "$@")
@@ -185,7 +193,7 @@ PY
 negotiated() {
   local case=$1 url=$2 flags=()
   [[ $case == tls-h1 ]] && flags=(--h1)
-  h2load -n 1 -c 1 "${flags[@]}" "$url" 2>&1 | grep -E "^(TLS Protocol|Cipher|Server Temp Key|Application protocol)" | tr '\n' ' ' | sed 's/  */ /g'
+  timeout 10 h2load -n 1 -c 1 "${flags[@]}" "$url" 2>&1 | grep -E "^(TLS Protocol|Cipher|Server Temp Key|Application protocol)" | tr '\n' ' ' | sed 's/  */ /g'
 }
 
 bench_protocols() {
@@ -228,8 +236,10 @@ bench_protocols() {
   for r in $(seq 1 "$ROUNDS"); do
     for c in "${cases[@]}"; do
       for t in traceforge nginx; do
+        # Not in a subshell, so h2load's pid reaches the cleanup.
         # shellcheck disable=SC2046
-        read -r a b d e < <(h2load_run "$c" "$(url_of "$c" "$t")" $(pids_of "$c" "$t"))
+        h2load_run "$c" "$(url_of "$c" "$t")" $(pids_of "$c" "$t") >"$WORK/result.txt"
+        read -r a b d e <"$WORK/result.txt"
         rps[$c-$t]+=" $a"; p50[$c-$t]+=" $b"; p99[$c-$t]+=" $d"; cpu[$c-$t]+=" $e"
         echo "round $r, $c, $t: $a req/s, p50 $b ms, p99 $d ms, proxy CPU $e µs/request" >&2
       done

@@ -32,7 +32,10 @@ cleanup() {
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# A signal ends the script (its EXIT trap cleans up) instead of resuming it after the handler.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 need() {
   local missing=()
@@ -119,17 +122,22 @@ run_case() {
   local out=$WORK/curl-$proto-$direction.txt reply=$WORK/reply-$proto-$direction.json
   local rc=0 moved version code seconds upstream_saw
   local common=(-sS --max-time "$TRANSFER_TIMEOUT" "${curl_proto[@]}" "${ca[@]}")
+  # curl runs in the background and is waited for, so a signal to this script stops the transfer
+  # at once (bash runs traps only between foreground commands) and the cleanup can end it.
   if [[ $direction == download ]]; then
     curl "${common[@]}" -o /dev/null \
       -w '%{size_download} %{http_version} %{http_code} %{time_total}\n' \
-      "$proxy/api/bytes/$SIZE" >"$out" || rc=$?
+      "$proxy/api/bytes/$SIZE" >"$out" &
   else
     # -T - streams stdin (chunked over HTTP/1.1, DATA frames over HTTP/2) without reading it whole.
-    head -c "$SIZE" /dev/zero | curl "${common[@]}" -T - -X POST \
+    curl "${common[@]}" -T - -X POST \
       -H 'content-type: application/octet-stream' -o "$reply" \
       -w '%{size_upload} %{http_version} %{http_code} %{time_total}\n' \
-      "$proxy/api/echo" >"$out" || rc=$?
+      "$proxy/api/echo" >"$out" < <(head -c "$SIZE" /dev/zero) &
   fi
+  local curl_pid=$!
+  PIDS+=("$curl_pid")
+  wait "$curl_pid" || rc=$?
   read -r moved version code seconds <"$out" || true
   local proxy_hwm up_hwm
   proxy_hwm=$(status_kib "$proxy_pid" VmHWM)
