@@ -64,6 +64,7 @@ need() {
 # sets STARTED_URL to the address it prints and STARTED_PID. Arguments: a log name, then the command.
 start_tf() {
   local log=$WORK/$1.log; shift
+  : >"$log"
   "$@" >"$log" 2>&1 &
   STARTED_PID=$!
   PIDS+=("$STARTED_PID")

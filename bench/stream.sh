@@ -57,6 +57,7 @@ need() {
 # what it prints, and STARTED_PID. Arguments: a log name, then the command.
 start_server() {
   local log=$WORK/$1.log; shift
+  : >"$log"
   "$@" >"$log" 2>&1 &
   STARTED_PID=$!
   PIDS+=("$STARTED_PID")
