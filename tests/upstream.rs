@@ -437,6 +437,20 @@ async fn bytes_answers_exactly_n_bytes_and_refuses_bad_sizes() {
         let reply = get(&c, &format!("{}/api/bytes/{bad}", server.url()), &[]).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
     }
+    // Sizes up to MAX_BYTES (gigabytes, for streaming benchmarks) are served; a HEAD announces
+    // the length without producing the body.
+    let max = upstream::MAX_BYTES;
+    assert!(max >= 1 << 30, "{max}");
+    let head = raw_exchange(
+        server.addr,
+        format!("HEAD /api/bytes/{max} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {max}")), "{head}");
+    let above = raw_status(&server, &format!("/api/bytes/{}", max + 1)).await;
+    assert!(above.starts_with("HTTP/1.1 400"), "{above}");
     let reply = send(
         &c,
         Method::POST,

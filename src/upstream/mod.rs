@@ -549,8 +549,9 @@ fn refuse_method(method: &Method, methods: &[Method]) -> Option<Response<Full<By
 /// `truncate`) can work on without a scenario carrying a large body.
 const BYTES_PREFIX: &str = "/api/bytes/";
 
-/// The largest `/api/bytes/<n>`: big enough for any download test.
-pub const MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// The largest `/api/bytes/<n>`: big enough for any download test, streaming benchmarks of a
+/// gigabyte or more included. The body is produced as it is sent, so the size costs no memory.
+pub const MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 /// `n` bytes of `0123456789abcdef` repeated, as `application/octet-stream`, produced as they are
 /// sent; a 400 for a size that is not a number or above [`MAX_BYTES`].
