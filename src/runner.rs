@@ -501,7 +501,15 @@ fn finish(
             source,
         })?;
         let shard = Some((run.shard, run.bundle.clone()));
-        return Ok(report(scenario, summary, output, interrupted, kept, shard, timeline));
+        return Ok(report(
+            scenario,
+            summary,
+            output,
+            interrupted,
+            kept,
+            shard,
+            timeline,
+        ));
     }
     let expectations = expect::check(&scenario.expect, &summary);
     let (golden, body) = if interrupted {
