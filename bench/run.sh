@@ -19,11 +19,18 @@ PIDS=()
 
 cleanup() {
   for pid in "${PIDS[@]:-}"; do kill "$pid" 2>/dev/null || true; done
+  # Servers started inside $(start_tf ...) are recorded here: a subshell cannot add to PIDS.
+  if [[ -f $WORK/pids ]]; then
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/pids"
+  fi
   if [[ -f $WORK/nginx.pid ]]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# A signal ends the script (the EXIT trap then cleans up) instead of letting it carry on.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Installs what the selected parts use, then builds TraceForge. Arguments: the parts.
 need() {
@@ -57,7 +64,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 start_tf() {
   local log=$WORK/$1.log; shift
   "$@" >"$log" 2>&1 &
-  PIDS+=($!)
+  echo "$!" >>"$WORK/pids"
   for _ in $(seq 1 100); do
     if grep -q "listening on" "$log"; then
       grep -m1 "listening on" "$log" | grep -o "http://[0-9.:]*"
@@ -351,7 +358,8 @@ read -ra parts <<<"${*:-proxy load scenarios delay scale virtual calls}"
 need "${parts[@]}"
 echo "machine: $(nproc) cores, $(python3 -c 'import os; print(round(os.sysconf("SC_PAGE_SIZE")*os.sysconf("SC_PHYS_PAGES")/2**30))') GiB, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 versions="$($TF --version)"
-command -v wrk >/dev/null && versions+=", $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+# Debian's `wrk -v` prints its version and exits 1.
+command -v wrk >/dev/null && versions+=", $( (wrk -v 2>&1 || true) | head -1 | cut -d' ' -f1-2)"
 [[ -x $NGINX ]] && versions+=", $($NGINX -v 2>&1)"
 command -v oha >/dev/null && versions+=", $(oha --version)"
 command -v hyperfine >/dev/null && versions+=", $(hyperfine --version)"
