@@ -6,6 +6,7 @@ mod support; // shared helpers: paths, the built binary, small servers
 
 mod ci_report; // `run --junit` and `--summary-json`, `init`
 mod cli_validate; // the binary: `validate`, `schema`, `run` on invalid input, exit codes in --help
+mod dashboard; // dashboards/traceforge-proxy.json queries only metrics a real /metrics scrape has
 #[cfg(unix)]
 mod example; // the shipped example service (examples/checkout) against a payments test server
 mod expect; // every expectation kind passing and failing; names that refer to nothing
