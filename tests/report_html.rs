@@ -131,6 +131,24 @@ fn a_virtual_run_has_one_report_from_the_run_its_outcomes_and_its_shards() {
         read(&merged) == first,
         "the report from the bundles differs"
     );
+
+    // And `merge --report`, which judges the bundles: the same bytes once more.
+    let judged = d.join("judged.html");
+    ok(&bin()
+        .current_dir(root())
+        .arg("merge")
+        .args(&bundles)
+        .arg("--golden-dir")
+        .arg(d.join("golden"))
+        .arg("--report")
+        .arg(&judged)
+        .env("CI", "true")
+        .output()
+        .unwrap());
+    assert!(
+        read(&judged) == first,
+        "the report of merge --report differs"
+    );
 }
 
 #[test]

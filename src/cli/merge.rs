@@ -39,6 +39,9 @@ pub struct MergeArgs {
     /// Write the summary and verdicts as JSON, as `run --summary-json` does.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
+    /// Write the merged run's HTML report, as `run --report` does.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
 }
 
 pub fn merge(args: &MergeArgs) -> u8 {
@@ -59,6 +62,8 @@ pub fn merge(args: &MergeArgs) -> u8 {
     options.output = args.output.clone();
     options.format = args.format;
     options.open_files = OpenFiles::default();
+    options.timeline = args.report.is_some();
+    let mut merged_scenario = None;
     let (name, result) = match runner::merge(&args.bundles, args.scenario.as_deref(), &options) {
         Ok((scenario, report)) => {
             outln!(
@@ -68,7 +73,9 @@ pub fn merge(args: &MergeArgs) -> u8 {
                 args.bundles.len(),
                 if args.bundles.len() == 1 { "" } else { "s" }
             );
-            (scenario.name, Ok(report))
+            let name = scenario.name.clone();
+            merged_scenario = Some(scenario);
+            (name, Ok(report))
         }
         Err(e @ (MergeError::Invalid(_) | MergeError::Bundle(_) | MergeError::Scenario(_))) => {
             errln!("error: {e}");
@@ -101,6 +108,14 @@ pub fn merge(args: &MergeArgs) -> u8 {
     };
     if let Some(path) = &args.junit {
         if let Err(e) = write(path, |w| report::junit::write_junit(w, &played)) {
+            errln!("error: {e}");
+            code = code.max(EXIT_RUNTIME);
+        }
+    }
+    if let Some(path) = &args.report {
+        let scenarios: Vec<_> = merged_scenario.into_iter().collect();
+        let sections = report::html::sections(&played, &scenarios);
+        if let Err(e) = write(path, |w| report::html::write_html(w, &sections)) {
             errln!("error: {e}");
             code = code.max(EXIT_RUNTIME);
         }

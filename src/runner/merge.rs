@@ -173,6 +173,7 @@ pub fn merge(
         None => None,
     };
     let mut body = BodyBuilder::for_scenario(&scenario);
+    let mut timeline = options.timeline.then(|| super::timeline_for(&scenario));
     let mut kept = Vec::new();
     let mut write_error = None;
     for (path, trailer) in &trailers {
@@ -183,6 +184,9 @@ pub fn merge(
                 }
             }
             body.push(&outcome);
+            if let Some(timeline) = timeline.as_mut() {
+                timeline.push(&outcome);
+            }
             if options.keep_outcomes {
                 kept.push(outcome);
             }
@@ -239,7 +243,7 @@ pub fn merge(
         logs: Vec::new(),
         warnings,
         shard: None,
-        timeline: None,
+        timeline,
     };
     Ok((scenario, report))
 }
