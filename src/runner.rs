@@ -616,19 +616,7 @@ pub async fn play_with<D: load::Dial>(
     mut observe: impl FnMut(&crate::record::Outcome),
 ) -> Result<(Summary, Option<(PathBuf, u64)>), RunError> {
     let mark = panic_watch::count();
-    let open = |path: &PathBuf, format: Format| {
-        let output_error = |source| RunError::Output {
-            path: path.clone(),
-            source,
-        };
-        create_parent(path).map_err(output_error)?;
-        let file = std::fs::File::create(path).map_err(output_error)?;
-        let writer = options
-            .open_files
-            .open(format, file)
-            .map_err(output_error)?;
-        Ok::<_, RunError>((path.clone(), writer))
-    };
+    let open = |path: &PathBuf, format: Format| open_output(path, format, &options.open_files);
     let writer = options
         .output
         .as_ref()
@@ -711,6 +699,23 @@ pub async fn play_with<D: load::Dial>(
         Some(e) => Err(e),
         None => Ok((summary, output)),
     }
+}
+
+/// Creates an outcomes file (and its folders) and registers its writer in `open_files`, so a
+/// forced exit can complete it.
+fn open_output(
+    path: &PathBuf,
+    format: Format,
+    open_files: &OpenFiles,
+) -> Result<(PathBuf, crate::record::SharedWriter), RunError> {
+    let output_error = |source| RunError::Output {
+        path: path.clone(),
+        source,
+    };
+    create_parent(path).map_err(output_error)?;
+    let file = std::fs::File::create(path).map_err(output_error)?;
+    let writer = open_files.open(format, file).map_err(output_error)?;
+    Ok((path.clone(), writer))
 }
 
 /// Creates the folders above an output file, so `results/{name}.json` works in a fresh clone.

@@ -1,6 +1,5 @@
 //! `traceforge report`, and the HTML report's sections for `run --report`.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
@@ -76,15 +75,9 @@ pub fn report(args: &ReportArgs) -> u8 {
     }];
     let scenarios = vec![scenario];
     let sections = report::html::sections(&played, &scenarios);
-    let written = runner::create_parent(&args.output)
-        .and_then(|()| std::fs::File::create(&args.output))
-        .and_then(|f| {
-            let mut w = std::io::BufWriter::new(f);
-            report::html::write_html(&mut w, &sections)?;
-            w.flush()
-        });
+    let written = super::run::write_file(&args.output, |w| report::html::write_html(w, &sections));
     if let Err(e) = written {
-        errln!("error: cannot write {}: {e}", args.output.display());
+        errln!("error: {e}");
         return EXIT_RUNTIME;
     }
     let verdict = played[0].verdict();

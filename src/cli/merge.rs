@@ -1,6 +1,6 @@
 //! `traceforge merge`: judge the result bundles of a sharded run together.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use traceforge::golden;
@@ -107,7 +107,7 @@ pub fn merge(args: &MergeArgs) -> u8 {
         RunVerdict::Stopped(_) | RunVerdict::Error(_) => EXIT_RUNTIME,
     };
     if let Some(path) = &args.junit {
-        if let Err(e) = write(path, |w| report::junit::write_junit(w, &played)) {
+        if let Err(e) = super::run::write_file(path, |w| report::junit::write_junit(w, &played)) {
             errln!("error: {e}");
             code = code.max(EXIT_RUNTIME);
         }
@@ -115,31 +115,16 @@ pub fn merge(args: &MergeArgs) -> u8 {
     if let Some(path) = &args.report {
         let scenarios: Vec<_> = merged_scenario.into_iter().collect();
         let sections = report::html::sections(&played, &scenarios);
-        if let Err(e) = write(path, |w| report::html::write_html(w, &sections)) {
+        if let Err(e) = super::run::write_file(path, |w| report::html::write_html(w, &sections)) {
             errln!("error: {e}");
             code = code.max(EXIT_RUNTIME);
         }
     }
     if let Some(path) = &args.summary_json {
-        if let Err(e) = write(path, |w| report::json::write_summary(w, &played)) {
+        if let Err(e) = super::run::write_file(path, |w| report::json::write_summary(w, &played)) {
             errln!("error: {e}");
             code = code.max(EXIT_RUNTIME);
         }
     }
     code
-}
-
-fn write(
-    path: &Path,
-    body: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<(), String> {
-    use std::io::Write as _;
-    runner::create_parent(path)
-        .and_then(|()| std::fs::File::create(path))
-        .and_then(|f| {
-            let mut w = std::io::BufWriter::new(f);
-            body(&mut w)?;
-            w.flush()
-        })
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

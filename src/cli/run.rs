@@ -298,7 +298,7 @@ impl Reports {
 }
 
 /// Creates `path` (and its folders) and writes a report into it; says what went wrong if not.
-fn write_file(
+pub(super) fn write_file(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<(), String> {

@@ -146,7 +146,9 @@ pub fn read_outcomes(path: &Path, mut each: impl FnMut(Outcome)) -> Result<(), B
     })
 }
 
-fn for_each_line(
+/// Calls `each` with every non-empty line of a file (its end trimmed) and its 1-based number; an
+/// error `each` returns is the file's, at that line.
+pub fn for_each_line(
     path: &Path,
     mut each: impl FnMut(u64, &str) -> Result<(), String>,
 ) -> Result<(), BundleError> {

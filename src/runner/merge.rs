@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{RunError, RunOptions, RunReport, create_parent};
+use super::{RunError, RunOptions, RunReport};
 use crate::expect;
 use crate::golden::{self, BodyBuilder};
 use crate::record::Summary;
@@ -112,6 +112,57 @@ pub(super) fn check_set(trailers: &[(PathBuf, Trailer)]) -> Result<u32, MergeErr
     Ok(first.shards)
 }
 
+/// The bundles' scenario and their summaries added up (counts summed, histograms added bucket by
+/// bucket), once [`check_set`] says they make one run and the scenario is the one they played.
+/// Sorts `trailers` by shard.
+pub(super) fn from_bundles(
+    trailers: &mut [(PathBuf, Trailer)],
+    scenario: Option<&Path>,
+) -> Result<(Scenario, Summary), MergeError> {
+    check_set(trailers)?;
+    trailers.sort_by_key(|(_, t)| t.shard);
+    let first = &trailers[0].1;
+    let scenario = load_scenario(first, scenario)?;
+    if scenario.digest() != first.digest {
+        return Err(MergeError::Invalid(format!(
+            "{} is not the scenario the shards played: it changed since (its digest is {}, the bundles' {})",
+            first.file,
+            scenario.digest(),
+            first.digest
+        )));
+    }
+    let mut summary: Summary = first.summary.clone();
+    for (_, t) in &trailers[1..] {
+        summary.merge(&t.summary);
+    }
+    Ok((scenario, summary))
+}
+
+/// The expectations of a run judged from its merged data, a declared proxy that saw no call
+/// included.
+pub(super) fn judge(scenario: &Scenario, summary: &Summary) -> Vec<expect::Verdict> {
+    let mut expectations = expect::check(&scenario.expect, summary);
+    if let Some(topology) = &scenario.topology {
+        expectations.extend(expect::unseen_proxies(
+            topology.proxies.iter().map(|p| (p.name.as_str(), None)),
+            &scenario.expect,
+            summary,
+        ));
+    }
+    expectations
+}
+
+/// The shards' warnings, each once, in shard order.
+pub(super) fn warnings(trailers: &[(PathBuf, Trailer)]) -> Vec<String> {
+    let mut warnings: Vec<String> = Vec::new();
+    for w in trailers.iter().flat_map(|(_, t)| &t.warnings) {
+        if !warnings.contains(w) {
+            warnings.push(w.clone());
+        }
+    }
+    warnings
+}
+
 /// Merges `bundles` into the report a single-machine run of their scenario would have made:
 /// summary, expectations, golden comparison (per `options.golden`, in `options.golden_dir`), and
 /// the outcomes to `options.output` (grouped by shard, each in the order its requests finished).
@@ -124,25 +175,8 @@ pub fn merge(
         .iter()
         .map(|path| Ok((path.clone(), bundle::read_trailer(path)?)))
         .collect::<Result<Vec<_>, MergeError>>()?;
-    check_set(&trailers)?;
     let mut trailers = trailers;
-    trailers.sort_by_key(|(_, t)| t.shard);
-    let first = &trailers[0].1;
-    let scenario = load_scenario(first, scenario)?;
-    if scenario.digest() != first.digest {
-        return Err(MergeError::Invalid(format!(
-            "{} is not the scenario the shards played: it changed since (its digest is {}, the bundles' {})",
-            first.file,
-            scenario.digest(),
-            first.digest
-        )));
-    }
-
-    // The summary: the shards' summaries added up.
-    let mut summary: Summary = first.summary.clone();
-    for (_, t) in &trailers[1..] {
-        summary.merge(&t.summary);
-    }
+    let (scenario, summary) = from_bundles(&mut trailers, scenario)?;
     if let Some(total) = scenario.load.profile.fixed_count() {
         if summary.requests < total {
             return Err(RunError::Incomplete {
@@ -154,24 +188,11 @@ pub fn merge(
     }
 
     // The golden body and the output file, from the outcomes.
-    let writer = match &options.output {
-        Some(path) => {
-            let output_error = |source| RunError::Output {
-                path: path.clone(),
-                source,
-            };
-            create_parent(path).map_err(output_error)?;
-            let file = std::fs::File::create(path).map_err(output_error)?;
-            Some((
-                path.clone(),
-                options
-                    .open_files
-                    .open(options.format, file)
-                    .map_err(output_error)?,
-            ))
-        }
-        None => None,
-    };
+    let writer = options
+        .output
+        .as_ref()
+        .map(|path| super::open_output(path, options.format, &options.open_files))
+        .transpose()?;
     let mut body = BodyBuilder::for_scenario(&scenario);
     let mut timeline = options.timeline.then(|| super::timeline_for(&scenario));
     let mut kept = Vec::new();
@@ -206,14 +227,7 @@ pub fn merge(
         None => None,
     };
 
-    let mut expectations = expect::check(&scenario.expect, &summary);
-    if let Some(topology) = &scenario.topology {
-        expectations.extend(expect::unseen_proxies(
-            topology.proxies.iter().map(|p| (p.name.as_str(), None)),
-            &scenario.expect,
-            &summary,
-        ));
-    }
+    let expectations = judge(&scenario, &summary);
     let text = body.finish(&scenario, &summary);
     let comparison =
         golden::check(&options.golden_dir, &scenario, &text, options.golden).map_err(|source| {
@@ -222,14 +236,7 @@ pub fn merge(
                 source,
             }
         })?;
-    let mut warnings: Vec<String> = Vec::new();
-    for (_, t) in &trailers {
-        for w in &t.warnings {
-            if !warnings.contains(w) {
-                warnings.push(w.clone());
-            }
-        }
-    }
+    let warnings = warnings(&trailers);
     kept.sort_by_key(|o| o.index);
     let report = RunReport {
         scenario: scenario.name.clone(),

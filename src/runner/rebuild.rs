@@ -4,15 +4,13 @@
 //! body), so on the virtual clock the report is the one `run --report` wrote. Nothing is written:
 //! the golden file is compared, never accepted, and no `.snap.new` is left behind.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::merge::{check_set, load_scenario};
+use super::merge::{from_bundles, judge, warnings};
 use super::{MergeError, RunReport, load_options, timeline_for};
-use crate::expect;
 use crate::golden::{self, BodyBuilder};
 use crate::load;
-use crate::record::bundle::{self, BundleError, Trailer};
+use crate::record::bundle::{self, BundleError};
 use crate::record::{ErrorKind, Outcome, Summary};
 use crate::scenario::{self, Override, Scenario};
 
@@ -93,14 +91,7 @@ pub fn rebuild(
     }
     let planned = scenario.load.profile.fixed_count();
     let interrupted = cut_short || planned.is_some_and(|n| summary.requests < n);
-    let mut expectations = expect::check(&scenario.expect, &summary);
-    if let Some(topology) = &scenario.topology {
-        expectations.extend(expect::unseen_proxies(
-            topology.proxies.iter().map(|p| (p.name.as_str(), None)),
-            &scenario.expect,
-            &summary,
-        ));
-    }
+    let expectations = judge(&scenario, &summary);
     let (golden, body) = if interrupted {
         (None, None)
     } else {
@@ -113,14 +104,7 @@ pub fn rebuild(
         })?;
         (Some(comparison), Some(text))
     };
-    let mut warnings: Vec<String> = Vec::new();
-    for (_, t) in &trailers {
-        for w in &t.warnings {
-            if !warnings.contains(w) {
-                warnings.push(w.clone());
-            }
-        }
-    }
+    let warnings = warnings(&trailers);
     let report = RunReport {
         scenario: scenario.name.clone(),
         summary,
@@ -138,65 +122,24 @@ pub fn rebuild(
     Ok((scenario, report))
 }
 
-/// The scenario of a sharded run's bundles and their summaries added up, as `merge` checks them.
-fn from_bundles(
-    trailers: &mut [(PathBuf, Trailer)],
-    scenario: Option<&Path>,
-) -> Result<(Scenario, Summary), MergeError> {
-    check_set(trailers)?;
-    trailers.sort_by_key(|(_, t)| t.shard);
-    let first = &trailers[0].1;
-    let loaded = load_scenario(first, scenario)?;
-    if loaded.digest() != first.digest {
-        return Err(MergeError::Invalid(format!(
-            "{} is not the scenario the shards played: it changed since",
-            first.file
-        )));
-    }
-    let mut summary = first.summary.clone();
-    for (_, t) in &trailers[1..] {
-        summary.merge(&t.summary);
-    }
-    Ok((loaded, summary))
-}
-
 /// Streams the outcomes of a `--format json` or `--format jsonl` file to `each`, in file order.
 fn read_outcomes(path: &Path, mut each: impl FnMut(Outcome)) -> Result<(), MergeError> {
-    let invalid = |line: u64, message: String| {
-        MergeError::Invalid(format!("{}:{line}: {message}", path.display()))
-    };
-    let io = |source| BundleError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = BufReader::new(file);
-    let mut line = String::new();
-    let mut n = 0u64;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).map_err(io)? == 0 {
-            return Ok(());
-        }
-        n += 1;
+    bundle::for_each_line(path, |n, line| {
         // A JSON array as `run --format json` writes it: one outcome per line between `[` and `]`.
         let text = line.trim().trim_end_matches(',');
         if text.is_empty() || text == "[" || text == "]" {
-            continue;
+            return Ok(());
         }
         if n == 1 && text.starts_with("index,") {
-            return Err(invalid(
-                n,
+            return Err(
                 "CSV outcomes cannot be read back: record the run with --format jsonl or json"
                     .into(),
-            ));
+            );
         }
-        let outcome: Outcome = serde_json::from_str(text).map_err(|e| {
-            invalid(
-                n,
-                format!("not an outcome of `--format jsonl` or `json`: {e}"),
-            )
-        })?;
+        let outcome: Outcome = serde_json::from_str(text)
+            .map_err(|e| format!("not an outcome of `--format jsonl` or `json`: {e}"))?;
         each(outcome);
-    }
+        Ok(())
+    })?;
+    Ok(())
 }
