@@ -5,7 +5,6 @@
 //! `goaway` giving one golden body at any concurrency over HTTP/2.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use h2::Reason;
@@ -16,8 +15,9 @@ use traceforge::record::Protocol;
 use traceforge::scenario::ProxyConfig;
 use traceforge::server::Listening;
 
+use crate::load_protocols::{version_server, versions};
 use crate::proxy::{demo_upstream, plan, scrape, start_proxy};
-use crate::support::{self, bounded, loopback, metric};
+use crate::support::{self, bounded, metric};
 
 /// One rule per case, each chosen by the request header `x-case`, so one proxy (and one client
 /// connection) serves every case.
@@ -516,55 +516,7 @@ async fn curl_opens_a_new_connection_after_a_goaway_over_http2_and_http1() {
     }
 }
 
-// ---- upstream.http2 ----
-
-/// Serves one connection: 200 to every request, whose HTTP version goes to `log`.
-fn serve_versions<IO>(
-    log: Arc<Mutex<Vec<Version>>>,
-    stream: IO,
-    shutdown: traceforge::server::Shutdown,
-) -> impl std::future::Future<Output = ()> + Send
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        if let Ok(mut log) = log.lock() {
-            log.push(req.version());
-        }
-        async {
-            Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
-                Bytes::from("ok"),
-            )))
-        }
-    });
-    traceforge::server::serve_connection(stream, service, shutdown)
-}
-
-/// A server that answers 200 and records the HTTP version of every request: over TLS (ALPN h2
-/// and http/1.1) with `tls`, clear text otherwise.
-async fn version_server(
-    tls: Option<&traceforge::tls::ServerTls>,
-) -> (Listening, Arc<Mutex<Vec<Version>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let listener = tokio::net::TcpListener::bind(loopback())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let log = seen.clone();
-    let listening = match tls {
-        Some(tls) => traceforge::server::spawn_tls(listener, tls.acceptor.clone(), move |s, sh| {
-            serve_versions(log.clone(), s, sh)
-        }),
-        None => {
-            traceforge::server::spawn_tcp(listener, move |s, sh| serve_versions(log.clone(), s, sh))
-        }
-    }
-    .unwrap_or_else(|e| panic!("{e}"));
-    (listening, seen)
-}
-
-fn versions(seen: &Mutex<Vec<Version>>) -> Vec<Version> {
-    seen.lock().map(|v| v.clone()).unwrap_or_default()
-}
+// ---- upstream.http2 (servers that record the HTTP version: `crate::load_protocols`) ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_http2_reaches_the_upstream_over_http2_in_clear_text_and_over_tls() {

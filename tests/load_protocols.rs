@@ -17,7 +17,7 @@ use traceforge::tls::{ServerCert, ServerTls, UpstreamTls};
 use crate::support::{self, bounded, loopback};
 
 /// The `[load]` table of a small scenario, compiled.
-fn load_config(load: &str) -> traceforge::load::LoadConfig {
+pub(crate) fn load_config(load: &str) -> traceforge::load::LoadConfig {
     traceforge::scenario::parse_str("t.toml", &format!("name = \"t\"\n[load]\n{load}\n"), &[])
         .unwrap_or_else(|e| panic!("{e}"))
         .load
@@ -25,6 +25,16 @@ fn load_config(load: &str) -> traceforge::load::LoadConfig {
 
 /// Plays `load` against `base`, trusting `ca` for an https base; outcomes in index order.
 async fn play(base: &str, load: &str, ca: Option<&Path>) -> Vec<Outcome> {
+    play_seeded(3, base, load, ca).await
+}
+
+/// [`play`] with the load generator's ids drawn from `seed`.
+pub(crate) async fn play_seeded(
+    seed: u64,
+    base: &str,
+    load: &str,
+    ca: Option<&Path>,
+) -> Vec<Outcome> {
     let tls = ca.map(|ca| {
         traceforge::load::client_tls(&UpstreamTls {
             ca_file: Some(ca.to_path_buf()),
@@ -34,7 +44,7 @@ async fn play(base: &str, load: &str, ca: Option<&Path>) -> Vec<Outcome> {
     });
     let options = LoadOptions {
         base: base.parse().unwrap_or_else(|e| panic!("{e}")),
-        seed: 3,
+        seed,
         load: load_config(load),
         tls,
         calls: None,
@@ -76,9 +86,10 @@ where
     traceforge::server::serve_connection(stream, service, shutdown)
 }
 
-/// A server that answers 200 and records the HTTP version of every request.
-async fn version_server(
-    tls: Option<ServerTls>,
+/// A server that answers 200 and records the HTTP version of every request: over TLS (ALPN h2
+/// and http/1.1) with `tls`, clear text otherwise.
+pub(crate) async fn version_server(
+    tls: Option<&ServerTls>,
 ) -> (traceforge::server::Listening, Arc<Mutex<Vec<Version>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind(loopback())
@@ -97,7 +108,7 @@ async fn version_server(
     (listening, seen)
 }
 
-fn versions(seen: &Mutex<Vec<Version>>) -> Vec<Version> {
+pub(crate) fn versions(seen: &Mutex<Vec<Version>>) -> Vec<Version> {
     seen.lock().map(|v| v.clone()).unwrap_or_default()
 }
 
@@ -195,7 +206,7 @@ async fn https_targets_are_trusted_through_their_ca_and_http2_is_chosen_by_alpn(
     let dir2 = dir.path().join("versions");
     std::fs::create_dir_all(&dir2).unwrap_or_else(|e| panic!("{e}"));
     let (tls, ca) = generated(&dir2);
-    let (server, seen) = version_server(Some(tls)).await;
+    let (server, seen) = version_server(Some(&tls)).await;
     let h2 = play(
         &server.url(),
         "http2 = true\nrequests = 10\nconcurrency = 2",

@@ -11,12 +11,11 @@ use hyper::Method;
 use hyper::header::{HeaderMap, HeaderValue};
 use traceforge::fault::stream::{Direction, StreamFaults};
 use traceforge::fault::{FaultPlan, RequestFacts};
-use traceforge::load::LoadOptions;
 use traceforge::record::{ErrorKind, Outcome, Protocol, WsEnd, WsSession};
 use traceforge::runner::{self, RunOptions};
 use traceforge::scenario::ProxyConfig;
 use traceforge::server::Listening;
-use traceforge::tls::{ServerCert, UpstreamTls};
+use traceforge::tls::ServerCert;
 
 use crate::proxy::{demo_upstream, plan, start_proxy};
 use crate::support::{bin, bounded, root};
@@ -24,37 +23,9 @@ use crate::support::{bin, bounded, root};
 /// The seed of the load generator's ids in these tests.
 const SEED: u64 = 5;
 
-/// The `[load]` table of a small scenario, compiled.
-fn load_config(load: &str) -> traceforge::load::LoadConfig {
-    traceforge::scenario::parse_str("t.toml", &format!("name = \"t\"\n[load]\n{load}\n"), &[])
-        .unwrap_or_else(|e| panic!("{e}"))
-        .load
-}
-
 /// Plays `load` against `base` (trusting `ca` for an https base); outcomes in index order.
 async fn play(base: &str, load: &str, ca: Option<&Path>) -> Vec<Outcome> {
-    let tls = ca.map(|ca| {
-        traceforge::load::client_tls(&UpstreamTls {
-            ca_file: Some(ca.to_path_buf()),
-            insecure: false,
-        })
-        .unwrap_or_else(|e| panic!("{e}"))
-    });
-    let options = LoadOptions {
-        base: base.parse().unwrap_or_else(|e| panic!("{e}")),
-        seed: SEED,
-        load: load_config(load),
-        tls,
-        calls: None,
-    };
-    let mut outcomes = Vec::new();
-    bounded(runner::play_load(options, &RunOptions::new(""), |o| {
-        outcomes.push(o.clone())
-    }))
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    outcomes.sort_by_key(|o| o.index);
-    outcomes
+    crate::load_protocols::play_seeded(SEED, base, load, ca).await
 }
 
 /// `n` connections to `/ws/echo` with this `websocket` table, at concurrency 4.

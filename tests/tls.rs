@@ -511,6 +511,21 @@ command = ["curl", "--cacert", "{proxies.payment.ca_file}", "{proxies.ledger.ca_
     );
 }
 
+/// Plays scenario text on the real clock, accepting its golden body in a scratch folder, with the
+/// processes' logs under `logs`.
+async fn play_logged(text: &str, logs: &Path) -> traceforge::RunReport {
+    let scenario =
+        traceforge::scenario::parse_str("test.toml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let options = traceforge::RunOptions {
+        logs: logs.to_path_buf(),
+        ..traceforge::RunOptions::new(scratch.path()).accepting()
+    };
+    bounded(traceforge::runner::run(&scenario, &options))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tls_proxy_gives_its_ca_file_to_the_client_command() {
@@ -530,16 +545,7 @@ command = ["sh", "-c", "test -s \"$CA\" && case \"$URL\" in https://127.0.0.1:*)
 env = {{ CA = "{{proxies.api.ca_file}}", URL = "{{proxies.api.url}}" }}
 "#
     );
-    let scenario =
-        traceforge::scenario::parse_str("test.toml", &text, &[]).unwrap_or_else(|e| panic!("{e}"));
-    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let options = traceforge::RunOptions {
-        logs: logs.path().to_path_buf(),
-        ..traceforge::RunOptions::new(scratch.path()).accepting()
-    };
-    let report = bounded(traceforge::runner::run(&scenario, &options))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let report = play_logged(&text, logs.path()).await;
     let log =
         std::fs::read_to_string(logs.path().join("tls-proxy").join("load.log")).unwrap_or_default();
     let command = report
@@ -610,16 +616,7 @@ command = ["sh", "-c", "{CURL} -sS --noproxy '*' --max-time 15 \"$URL/api/resour
 env = {{ URL = "{{proxies.api.url}}" }}
 "#
     );
-    let scenario =
-        traceforge::scenario::parse_str("test.toml", &text, &[]).unwrap_or_else(|e| panic!("{e}"));
-    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let options = traceforge::RunOptions {
-        logs: logs.path().to_path_buf(),
-        ..traceforge::RunOptions::new(scratch.path()).accepting()
-    };
-    let report = bounded(traceforge::runner::run(&scenario, &options))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let report = play_logged(&text, logs.path()).await;
     assert!(!report.passed(), "{:?}", report.expectations);
     let api = report
         .expectations
