@@ -407,8 +407,12 @@ impl<D: Dial> Drop for OwnConnection<D> {
 
 /// Where one request goes out.
 pub enum Channel<'a, D: Dial> {
-    /// hyper's pooled client, shared by the tasks of an open loop.
-    Pooled(&'a Client<Connector<D>, Full<Bytes>>),
+    /// hyper's pooled client, shared by the tasks of an open loop; `http2` when it speaks HTTP/2
+    /// (only then can a GOAWAY leave a request unanswered).
+    Pooled {
+        client: &'a Client<Connector<D>, Full<Bytes>>,
+        http2: bool,
+    },
     /// A closed-loop worker's own connection.
     Own(&'a mut OwnConnection<D>),
 }
@@ -448,11 +452,12 @@ impl<D: Dial> Channel<'_, D> {
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ErrorKind> {
         match self {
-            Channel::Pooled(client) => {
+            Channel::Pooled { client, http2 } => {
                 let mut resends = 0;
                 let mut request = request;
                 loop {
-                    let spare = (resends < GOAWAY_RESENDS).then(|| copy(&request));
+                    // A copy only where a GOAWAY can turn the request away: HTTP/1.1 pays nothing.
+                    let spare = (*http2 && resends < GOAWAY_RESENDS).then(|| copy(&request));
                     match client.request(request).await {
                         Ok(response) => return Ok(response),
                         Err(e) => match spare {

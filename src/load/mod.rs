@@ -328,7 +328,10 @@ async fn open_loop<D: Dial>(
         let outcomes = outcomes.clone();
         let stop = stop.clone();
         tasks.spawn(async move {
-            let mut channel = Channel::Pooled(&client);
+            let mut channel = Channel::Pooled {
+                client: &client,
+                http2: options.load.http2,
+            };
             let times = Times {
                 run_start: start,
                 scheduled: due,
