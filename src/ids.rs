@@ -101,6 +101,11 @@ fn header_id(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 
 /// The trace id of a valid W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if it is one.
 pub fn traceparent_trace_id(value: &str) -> Option<&str> {
+    traceparent(value).map(|(trace, _)| trace)
+}
+
+/// The trace id and parent span id of a valid W3C `traceparent`, if it is one.
+pub fn traceparent(value: &str) -> Option<(&str, &str)> {
     let mut parts = value.trim().split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -120,7 +125,7 @@ pub fn traceparent_trace_id(value: &str) -> Option<&str> {
         && hex(parent, 16)
         && !all_zero(parent)
         && hex(flags, 2);
-    valid.then_some(trace)
+    valid.then_some((trace, parent))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::expect;
 use crate::golden::{self, BodyBuilder};
 use crate::load::{self, LoadOptions, Shard};
+use crate::observe::Outputs;
 use crate::panic_watch;
 use crate::proxy::{self, Proxy, ProxyOptions};
 use crate::record::bundle::{self, Trailer};
@@ -244,7 +245,8 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             (uri, Some(listening))
         }
     };
-    let proxy = proxy::spawn(LOOPBACK, proxy_options(scenario, upstream_uri))
+    let outputs = open_outputs(scenario, scenario.proxy.request_log.iter())?;
+    let proxy = proxy::spawn(LOOPBACK, proxy_options(scenario, upstream_uri, &outputs))
         .await
         .map_err(|source| RunError::Spawn {
             what: "proxy",
@@ -269,6 +271,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             demo.shutdown().await;
         }
     }
+    seen.warnings.extend(outputs.close().await.warnings());
     let (summary, output) = played?;
     finish(scenario, options, summary, output, seen, mark, false)
 }
@@ -300,13 +303,16 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
             ));
         });
         let upstream_uri = Uri::from_static("http://upstream.traceforge");
-        let proxy =
-            Proxy::with_connector(proxy_options(scenario, upstream_uri), network.connector())
-                .map_err(|source| RunError::Spawn {
-                    what: "proxy",
-                    addr: LOOPBACK,
-                    source,
-                })?;
+        let outputs = open_outputs(scenario, scenario.proxy.request_log.iter())?;
+        let proxy = Proxy::with_connector(
+            proxy_options(scenario, upstream_uri, &outputs),
+            network.connector(),
+        )
+        .map_err(|source| RunError::Spawn {
+            what: "proxy",
+            addr: LOOPBACK,
+            source,
+        })?;
         let proxy = Arc::new(proxy);
         network.listen(VIRTUAL_PROXY, move |io| {
             tokio::spawn(proxy::serve_connection(
@@ -318,10 +324,12 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
         let client = network.connector();
         let base = Uri::from_static("http://proxy.traceforge");
         let mut seen = Seen::new(scenario, options);
-        let (summary, output) = play_with(client, load_options(scenario, base), options, |o| {
+        let played = play_with(client, load_options(scenario, base), options, |o| {
             seen.push(o)
         })
-        .await?;
+        .await;
+        seen.warnings.extend(outputs.close().await.warnings());
+        let (summary, output) = played?;
         finish(scenario, options, summary, output, seen, mark, false)
     })
 }
@@ -365,13 +373,22 @@ fn upstream_options(scenario: &Scenario, options: &RunOptions) -> UpstreamOption
     }
 }
 
-fn proxy_options(scenario: &Scenario, upstream: Uri) -> ProxyOptions {
+fn proxy_options(scenario: &Scenario, upstream: Uri, outputs: &Outputs) -> ProxyOptions {
     ProxyOptions {
         upstream,
         plan: Arc::new(scenario.fault_plan()),
         config: scenario.proxy.clone(),
         calls: None,
+        observer: outputs.observer(scenario.proxy.request_log.as_ref(), None),
     }
+}
+
+/// Opens the request logs of the run's proxies.
+fn open_outputs<'a>(
+    scenario: &Scenario,
+    logs: impl IntoIterator<Item = &'a crate::observe::LogTarget>,
+) -> Result<Outputs, RunError> {
+    Outputs::open(scenario.seed, logs).map_err(|(path, source)| RunError::Output { path, source })
 }
 
 fn load_options(scenario: &Scenario, base: Uri) -> LoadOptions {

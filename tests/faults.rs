@@ -654,6 +654,7 @@ async fn play_scenario(text: &str) -> Vec<Outcome> {
             plan: Arc::new(scenario.fault_plan()),
             config: scenario.proxy.clone(),
             calls: None,
+            observer: None,
         },
     )
     .await

@@ -38,6 +38,7 @@ pub(crate) async fn start_proxy(upstream: &str, plan: FaultPlan, config: ProxyCo
             plan: Arc::new(plan),
             config,
             calls: None,
+            observer: None,
         },
     )
     .await

@@ -564,6 +564,7 @@ fn recorded_attempts_agree_with_the_proxy_metrics() {
                 plan: Arc::new(FaultPlan::new(scenario.seed, scenario.faults.clone())),
                 config: scenario.proxy.clone(),
                 calls: None,
+                observer: None,
             },
         )
         .await

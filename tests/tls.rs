@@ -363,6 +363,7 @@ async fn bytes_that_are_not_tls_close_their_connection_only() {
             ..traceforge::scenario::ProxyConfig::default()
         },
         calls: None,
+        observer: None,
     };
     let proxy = traceforge::proxy::spawn_tls_on(listener, options, &proxy_tls)
         .unwrap_or_else(|e| panic!("{e}"));

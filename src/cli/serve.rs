@@ -197,6 +197,15 @@ pub struct ProxyArgs {
     pub upstream_http2: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Write one JSON line per request to this file (time, trace and request ids, method, path,
+    /// status or error, fired rules, latency, bytes in and out); lines are dropped, and counted in
+    /// traceforge_proxy_log_lines_dropped_total, rather than slow a request.
+    #[arg(long, value_name = "PATH")]
+    pub log_requests: Option<PathBuf>,
+    /// When the request log starts a new file: never, hourly or daily (the date goes before the
+    /// extension: requests.2026-11-22.jsonl) [default: never].
+    #[arg(long, value_name = "WHEN")]
+    pub log_rotation: Option<traceforge::observe::Rotation>,
 }
 
 pub fn upstream(args: &UpstreamArgs) -> u8 {
@@ -272,7 +281,29 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
+    let mut options = options;
+    let outputs = match traceforge::observe::Outputs::open(
+        options.plan.seed(),
+        options.config.request_log.iter(),
+    ) {
+        Ok(outputs) => outputs,
+        Err((path, e)) => {
+            eprintln!(
+                "error: cannot write the request log {}: {e}",
+                path.display()
+            );
+            return EXIT_INVALID;
+        }
+    };
+    options.observer = outputs.observer(options.config.request_log.as_ref(), None);
     eprintln!("forwarding to {}", options.upstream);
+    if let Some(log) = &options.config.request_log {
+        eprintln!(
+            "request log: {} (rotation {})",
+            log.path.display(),
+            log.rotation
+        );
+    }
     if options.config.upstream_tls.insecure {
         eprintln!("{}", traceforge::tls::INSECURE_WARNING);
     }
@@ -282,13 +313,17 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
     // `tls` (and the folder of a generated CA) lives until the server stops.
     let server_tls = tls.as_ref().map(|t| t.server.clone());
     let ca_file = tls.as_ref().and_then(|t| t.server.ca_file.clone());
-    serve(args.workers, "proxy", ca_file, move || async move {
+    let code = serve(args.workers, "proxy", ca_file, move || async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         match &server_tls {
             Some(server) => proxy::spawn_tls_on(listener, options, server),
             None => proxy::spawn_on(listener, options),
         }
-    })
+    });
+    for warning in outputs.close_now().warnings() {
+        eprintln!("warning: {warning}");
+    }
+    code
 }
 
 /// Builds the runtime, starts the server, prints its address (and the CA file of a generated
@@ -559,6 +594,7 @@ fn proxy_options(
         plan: Arc::new(FaultPlan::new(seed, rules)),
         config,
         calls: None,
+        observer: None,
     })
 }
 
@@ -587,6 +623,21 @@ fn apply_proxy_timeouts(args: &ProxyArgs, config: &mut ProxyConfig) -> Result<()
     }
     if args.forward_traceforge_headers {
         config.forward_traceforge_headers = true;
+    }
+    if let Some(path) = &args.log_requests {
+        config.request_log = Some(traceforge::observe::LogTarget {
+            path: path.clone(),
+            rotation: args.log_rotation.unwrap_or_default(),
+        });
+    } else if let Some(rotation) = args.log_rotation {
+        match &mut config.request_log {
+            Some(log) => log.rotation = rotation,
+            None => {
+                return Err(
+                    "--log-rotation rotates the request log: give --log-requests PATH too".into(),
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -29,10 +29,16 @@ use crate::server::{BodyError, ConnectionControl, TimedBody};
 pub(crate) struct Upload {
     inner: TimedBody<Incoming>,
     progress: Arc<UploadProgress>,
+    /// The request's record counts the body's bytes here, when it is observed.
+    bytes: Option<Arc<AtomicU64>>,
 }
 
 impl Upload {
-    pub(crate) fn new(body: Incoming, timeout: Duration) -> (Self, Arc<UploadProgress>) {
+    pub(crate) fn new(
+        body: Incoming,
+        timeout: Duration,
+        bytes: Option<Arc<AtomicU64>>,
+    ) -> (Self, Arc<UploadProgress>) {
         let progress = Arc::new(UploadProgress {
             origin: Instant::now(),
             last_micros: AtomicU64::new(0),
@@ -41,6 +47,7 @@ impl Upload {
         let upload = Upload {
             inner: TimedBody::new(body, timeout),
             progress: progress.clone(),
+            bytes,
         };
         (upload, progress)
     }
@@ -56,6 +63,11 @@ impl Body for Upload {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         self.progress.moved(polled.is_pending());
+        if let (Some(bytes), Poll::Ready(Some(Ok(frame)))) = (&self.bytes, &polled) {
+            if let Some(data) = frame.data_ref() {
+                bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
         polled
     }
 
@@ -405,7 +417,10 @@ impl Body for FaultBody {
             pace.sent = pace.sent.saturating_add(len as u64);
         }
         match this.held.take() {
-            Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Some(chunk) => {
+                this.flight.sent(chunk.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
             None => Poll::Pending,
         }
     }

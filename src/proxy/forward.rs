@@ -17,7 +17,8 @@ use super::{
     json_response,
 };
 use crate::fault::{Decision, Effect, HeaderSide};
-use crate::ids::Ids;
+use crate::ids::{Ids, TRACEPARENT};
+use crate::observe::Exchange;
 use crate::server::{self, BodyError};
 use crate::websocket;
 use crate::wire;
@@ -36,6 +37,7 @@ where
         ids: &Ids,
         decision: &Decision,
         upgrade: bool,
+        mut exchange: Option<&mut Exchange>,
     ) -> Result<(Response<ProxyBody>, Option<OnUpgrade>), ForwardError> {
         let (mut parts, body) = req.into_parts();
         parts.uri = self.upstream_uri(&parts.uri)?;
@@ -85,7 +87,16 @@ where
         };
         // A body still coming from the client is read with the client body timeout, and the time
         // spent waiting on it is left out of the upstream timeout below.
-        let (body, progress) = Upload::new(body, self.config.client_body_timeout);
+        if let Some(exchange) = exchange.as_deref_mut() {
+            // With spans exported, the upstream's parent is the proxy's client span.
+            if let Some(traceparent) = exchange.forwarding(&parts.uri.to_string()) {
+                if let Ok(value) = HeaderValue::from_str(&traceparent) {
+                    parts.headers.insert(TRACEPARENT, value);
+                }
+            }
+        }
+        let counter = exchange.as_deref().map(Exchange::bytes_in);
+        let (body, progress) = Upload::new(body, self.config.client_body_timeout, counter);
         let progress = (!body.is_end_stream()).then_some(progress);
         let upstream_req = Request::from_parts(parts, body);
 
@@ -100,6 +111,9 @@ where
             )
             .await?
             .map_err(|e| ForwardError::from_client(&e))?;
+        if let Some(exchange) = exchange {
+            exchange.upstream_answered(response.status().as_u16());
+        }
         let switched = (upgrade && websocket::is_switch(response.status(), response.headers()))
             .then(|| hyper::upgrade::on(&mut response));
         let (mut parts, body) = response.into_parts();

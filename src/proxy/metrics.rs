@@ -20,6 +20,8 @@
 //!   client's connection was closed mid-body).
 //! - `goaways_total{rule}`: client connections a `goaway` rule shut down gracefully after the
 //!   response (an HTTP/2 GOAWAY, or `Connection: close` on HTTP/1.1).
+//! - `log_lines_dropped_total` and `spans_dropped_total`: request-log lines and spans lost so
+//!   that no request waits on a slow disk or collector (see [`crate::observe`]).
 //! - `in_flight` covers a request from arrival until its response body is done (or the client has
 //!   gone), so a throttled download counts for as long as it streams.
 
@@ -32,6 +34,7 @@ use prometheus::{
 use tokio::time::Instant;
 
 use crate::fault::{FaultAction, FaultRule, HeaderSide};
+use crate::observe::Exchange;
 
 /// Latency buckets, in seconds: from sub-millisecond loopback hops to the default 30s timeout.
 const BUCKETS: &[f64] = &[
@@ -68,7 +71,7 @@ impl Disposition {
         Disposition::ProxyError,
     ];
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Disposition::Forwarded => "forwarded",
             Disposition::Dropped => "dropped",
@@ -102,6 +105,11 @@ pub struct Metrics {
     truncated: IntCounterVec,
     throttled: IntCounterVec,
     goaways: IntCounterVec,
+    /// Request-log lines and spans lost (see [`Metrics::observed_drops`]).
+    log_lines_dropped: IntCounter,
+    spans_dropped: IntCounter,
+    /// Held while the two above catch up with their sources, so two scrapes cannot both add.
+    drops_sync: Arc<std::sync::Mutex<()>>,
     header_rewrites: IntCounterVec,
     status_rewrites: IntCounterVec,
     responses: IntCounterVec,
@@ -204,6 +212,14 @@ impl Metrics {
             "Client connections shut down gracefully after a response by a goaway rule (an HTTP/2 GOAWAY, or Connection: close on HTTP/1.1), by rule.",
             &["rule"],
         )?;
+        let log_lines_dropped = counter(
+            "traceforge_proxy_log_lines_dropped_total",
+            "Request-log lines lost: dropped while the disk fell behind, or not written (a full disk).",
+        )?;
+        let spans_dropped = counter(
+            "traceforge_proxy_spans_dropped_total",
+            "Spans not exported: dropped while the exporter fell behind, or refused by the collector.",
+        )?;
         let header_rewrites = counter_vec(
             "traceforge_proxy_header_rewrites_total",
             "Requests or responses whose headers a headers rule changed, by rule and target.",
@@ -304,6 +320,9 @@ impl Metrics {
             truncated,
             throttled,
             goaways,
+            log_lines_dropped,
+            spans_dropped,
+            drops_sync: Arc::new(std::sync::Mutex::new(())),
             header_rewrites,
             status_rewrites,
             by_status: (0..600).map(|_| std::sync::OnceLock::new()).collect(),
@@ -327,6 +346,25 @@ impl Metrics {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// Brings the drop counters up to their sources' totals (read at scrape time: the request
+    /// log's writer and the span exporter count their own drops).
+    pub fn observed_drops(&self, log_lines: u64, spans: u64) {
+        // A poisoned lock only means a scrape panicked mid-update; the counters are still sound.
+        let _held = self
+            .drops_sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (counter, total) in [
+            (&self.log_lines_dropped, log_lines),
+            (&self.spans_dropped, spans),
+        ] {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
+    }
+
     /// The registry, for callers that want to gather or merge the metrics themselves.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -340,6 +378,7 @@ impl Metrics {
             metrics: self.clone(),
             started: Instant::now(),
             settled: false,
+            exchange: None,
         }
     }
 
@@ -392,12 +431,18 @@ pub struct Flight {
     metrics: Arc<Metrics>,
     started: Instant,
     settled: bool,
+    /// The request's record for the request log and the trace exporter, when they are on: told
+    /// the outcome with the counters, and written when the guard is dropped.
+    exchange: Option<Box<Exchange>>,
 }
 
 impl Flight {
     /// Records the outcome and the response sent. `detail` names the terminal fault rule, or the
     /// failure kind (upstream, client or proxy). After [`Flight::settle`], only the response is recorded.
     pub fn finish(&mut self, outcome: Disposition, status: u16, detail: &str) {
+        if let Some(exchange) = &mut self.exchange {
+            exchange.settle(outcome.label(), detail, Some(status));
+        }
         if !self.settled {
             self.count(outcome, status, detail);
         }
@@ -407,6 +452,9 @@ impl Flight {
     /// Records how the request ended before any response: a reset never sends one, a hang may send
     /// its cap's 504 later ([`Flight::finish`] then records only that response).
     pub fn settle(&mut self, outcome: Disposition, detail: &str) {
+        if let Some(exchange) = &mut self.exchange {
+            exchange.settle(outcome.label(), detail, None);
+        }
         if !self.settled {
             self.count(outcome, 0, detail);
         }
@@ -453,10 +501,30 @@ impl Flight {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    /// Keeps `exchange` until the request is over, then writes it.
+    pub fn observe(&mut self, exchange: Box<Exchange>) {
+        self.exchange = Some(exchange);
+    }
+
+    /// The request's record, when it is being observed.
+    pub fn exchange(&mut self) -> Option<&mut Exchange> {
+        self.exchange.as_deref_mut()
+    }
+
+    /// `n` bytes of response body went to the client.
+    pub fn sent(&mut self, n: u64) {
+        if let Some(exchange) = &mut self.exchange {
+            exchange.sent(n);
+        }
+    }
 }
 
 impl Drop for Flight {
     fn drop(&mut self) {
+        if let Some(exchange) = self.exchange.take() {
+            exchange.finish();
+        }
         if !self.settled {
             self.metrics.cancelled.inc();
         }

@@ -84,7 +84,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::fault::{Decision, Effect, ErrorReply, FaultPlan, RequestFacts, Step};
-use crate::ids::{IdSource, Ids};
+use crate::ids::{IdSource, Ids, TRACEPARENT};
+use crate::observe::{Arrival, Exchange, Observer};
 use crate::record::CallError;
 use crate::record::calls::{CallRecorder, Slot};
 use crate::scenario::ProxyConfig;
@@ -114,6 +115,8 @@ pub struct ProxyOptions {
     /// decisions key on the call's trace context and ordinal (see [`crate::record::calls`]),
     /// not on `x-traceforge-index`.
     pub calls: Option<Arc<CallRecorder>>,
+    /// Where each request's record goes (the request log, spans); `None` keeps no record.
+    pub observer: Option<Arc<Observer>>,
 }
 
 /// The proxy's shared state, one per server: the plan, the pooled upstream client, the metrics.
@@ -134,6 +137,7 @@ pub struct Proxy<C = HttpsConnector<HttpConnector>> {
     /// Stands in for the request index when a client does not send `x-traceforge-index`.
     arrivals: std::sync::atomic::AtomicU64,
     calls: Option<Arc<CallRecorder>>,
+    observer: Option<Arc<Observer>>,
 }
 
 impl Proxy<HttpsConnector<HttpConnector>> {
@@ -184,6 +188,7 @@ where
             started: tokio::time::Instant::now(),
             arrivals: std::sync::atomic::AtomicU64::new(0),
             calls: options.calls,
+            observer: options.observer.filter(|o| o.is_active()),
         })
     }
 
@@ -251,6 +256,20 @@ where
             .calls
             .as_ref()
             .map(|calls| calls.begin(req.headers(), req.method().as_str(), &path_and_query(&req)));
+        if let Some(observer) = &self.observer {
+            let key = self.stream_key(&ids, slot.as_ref());
+            flight.observe(Exchange::begin(
+                observer,
+                Arrival {
+                    trace_id: &ids.trace_id,
+                    request_id: &ids.request_id,
+                    traceparent: req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()),
+                    key: &key,
+                    method: req.method().as_str(),
+                    path: &path_and_query(&req),
+                },
+            ));
+        }
 
         // 2. Decide: a pure function of the seed, the rule, the request id and the request index the
         // load generator sends, so arrival order cannot change it. Other clients get an arrival count.
@@ -264,6 +283,9 @@ where
                 .collect(),
             None => Vec::new(),
         };
+        if let Some(exchange) = flight.exchange() {
+            exchange.fired(decision.steps.iter().map(|s| (&*s.name, s.effect.kind())));
+        }
         let fired = decision.fired_rules().join(", ");
         let kinds = decision.fired_kinds().join(", ");
         for step in &decision.steps {
@@ -311,7 +333,10 @@ where
                 (response, outcome, step.name.to_string())
             }
             // 5. Forward: only requests no terminal rule answered reach the upstream.
-            None => match self.forward(req, &ids, &decision, upgrade.is_some()).await {
+            None => match self
+                .forward(req, &ids, &decision, upgrade.is_some(), flight.exchange())
+                .await
+            {
                 Ok((mut response, switched)) => {
                     if h2_websocket {
                         response = websocket::over_h2(response, switched.is_some());
@@ -411,6 +436,12 @@ where
         // 8. Body faults apply to forwarded bodies only. The body keeps the flight and the decision
         // (its `max_active` slots) until it is done, so both cover the whole download.
         if outcome != Disposition::Forwarded {
+            // A synthetic body is whole already: the record can count it now.
+            flight.sent(
+                hyper::body::Body::size_hint(response.body())
+                    .exact()
+                    .unwrap_or(0),
+            );
             return response;
         }
         let cut = self.cut(&decision, conn, http2);
@@ -564,6 +595,10 @@ where
     }
 
     fn metrics_response(&self) -> Response<ProxyBody> {
+        if let Some(observer) = &self.observer {
+            self.metrics
+                .observed_drops(observer.log_lines_dropped(), observer.spans_dropped());
+        }
         let mut response = Response::new(Full::new(Bytes::from(self.metrics.encode())));
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -215,7 +215,14 @@ pub(super) async fn run(
         listeners.push(listener);
     }
 
-    // 2. The proxies, each in front of its mock, URL or service.
+    // 2. The proxies, each in front of its mock, URL or service, with their request logs.
+    let outputs = super::open_outputs(
+        scenario,
+        topology
+            .proxies
+            .iter()
+            .filter_map(|p| p.config.request_log.as_ref()),
+    )?;
     let mut started = Started {
         servers: Vec::new(),
         proxies: BTreeMap::new(),
@@ -252,6 +259,7 @@ pub(super) async fn run(
             plan: Arc::new(FaultPlan::new(scenario.seed, proxy.faults.clone())),
             config: proxy.config.clone(),
             calls: Some(CallRecorder::new(proxy.name.clone(), calls.clone())),
+            observer: outputs.observer(proxy.config.request_log.as_ref(), Some(&proxy.name)),
         };
         let listening = match tls.by_proxy.get(&proxy.name) {
             Some(server) => proxy::spawn_tls_on(listener, options, server),
@@ -400,6 +408,7 @@ pub(super) async fn run(
     // 5. Stop everything, then collect what no request claimed.
     let handshakes = started.handshake_failures();
     let stop_failure = started.stop(options.stop.is_cancelled()).await;
+    let closed = outputs.close().await;
     drained.cancel();
     let (unclaimed_counts, unclaimed) = match drain.await {
         Ok(drained) => drained,
@@ -422,6 +431,7 @@ pub(super) async fn run(
     }
     let mut warnings = warnings(&unclaimed_counts, topology.client.is_some());
     warnings.extend(handshake_warnings(&handshakes));
+    warnings.extend(closed.warnings());
     summary.merge_proxies(&unclaimed_counts);
     for u in &unclaimed {
         seen.push_unattributed(u);

@@ -206,6 +206,8 @@ pub struct ProxyConfig {
     /// Speak HTTP/2 to the upstream (`upstream.http2`): h2c with prior knowledge to `http://`,
     /// `h2` required by ALPN from `https://`. WebSocket upgrades stay on HTTP/1.1.
     pub upstream_http2: bool,
+    /// The request log (`log_requests`, `log_rotation`).
+    pub request_log: Option<crate::observe::LogTarget>,
 }
 
 impl ProxyConfig {
@@ -227,6 +229,7 @@ impl Default for ProxyConfig {
             forward_traceforge_headers: false,
             upstream_tls: crate::tls::UpstreamTls::default(),
             upstream_http2: false,
+            request_log: None,
         }
     }
 }

@@ -837,6 +837,32 @@ pub struct ProxySpec {
     /// false: the upstream sees the request as a client without TraceForge would send it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forward_traceforge_headers: bool,
+
+    /// Write one JSON line per request to this file: time, trace and request ids, method, path,
+    /// status or error, the rules that fired with their kinds, latency, and bytes in and out.
+    /// Relative to the directory `traceforge` runs in. Written off the request path: when the disk
+    /// falls behind, lines are dropped (counted in `traceforge_proxy_log_lines_dropped_total`),
+    /// never requests slowed. Proxies given the same file share it; each line names its proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_requests: Option<String>,
+
+    /// When the request log starts a new file: `never` (default: the path as given), `hourly` or
+    /// `daily`, which put the date (UTC) before the extension: `requests.2026-11-22.jsonl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_rotation: Option<LogRotation>,
+}
+
+/// When a request log starts a new file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogRotation {
+    /// One file, the path given.
+    #[default]
+    Never,
+    /// A file per hour: `requests.2026-11-22-14.jsonl`.
+    Hourly,
+    /// A file per day: `requests.2026-11-22.jsonl`.
+    Daily,
 }
 
 impl ProxySpec {
@@ -849,6 +875,8 @@ impl ProxySpec {
             && self.client_body_timeout.is_none()
             && !self.header_faults
             && !self.forward_traceforge_headers
+            && self.log_requests.is_none()
+            && self.log_rotation.is_none()
     }
 }
 
@@ -1024,6 +1052,14 @@ pub struct NamedProxySpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forward_traceforge_headers: bool,
 
+    /// As `proxy.log_requests`: this proxy's request log (proxies may share one file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_requests: Option<String>,
+
+    /// As `proxy.log_rotation`. Default `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_rotation: Option<LogRotation>,
+
     /// Serve TLS: `{proxies.NAME.url}` becomes `https://127.0.0.1:PORT`. Without `cert_file`
     /// and `key_file`, a throwaway CA and a certificate for `127.0.0.1`, `::1` and `localhost` are
     /// generated for the run, and `{proxies.NAME.ca_file}` is the path of the CA's PEM file.
@@ -1051,6 +1087,8 @@ impl NamedProxySpec {
             client_body_timeout: self.client_body_timeout,
             header_faults: self.header_faults,
             forward_traceforge_headers: self.forward_traceforge_headers,
+            log_requests: self.log_requests.clone(),
+            log_rotation: self.log_rotation,
         }
     }
 }

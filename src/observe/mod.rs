@@ -1,0 +1,218 @@
+//! What the proxy tells the outside world about each request, besides its `/metrics`: the request
+//! log ([`request_log`]) and OpenTelemetry spans. [`Exchange`] is one request's record, filled in
+//! by the proxy as it serves it; an [`Observer`] is where finished records go.
+//!
+//! Ids are deterministic: a span id is a hash of the run's seed and what identifies the request
+//! (its decision key, its caller's span), never a random number, so two runs of a scenario give
+//! the same trace and span ids.
+
+pub mod exchange;
+pub mod request_log;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+pub use exchange::{Arrival, Exchange};
+pub use request_log::{LogGuard, LogTarget, RequestLog, Rotation};
+
+/// Where one proxy's finished exchanges go. Several proxies of a run share the log (each line
+/// names its proxy) and the exporter.
+#[derive(Debug)]
+pub struct Observer {
+    log: Option<RequestLog>,
+    /// A named proxy's name, on its log lines and spans.
+    proxy: Option<Arc<str>>,
+    seed: u64,
+    clock: Clock,
+}
+
+/// Wall-clock time for the proxy's instants: `wall` was the time at `origin`. On the virtual
+/// clock, times follow virtual time from the run's start.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    wall: SystemTime,
+    origin: Instant,
+}
+
+impl Observer {
+    /// An observer that writes nothing yet, for a proxy under `seed`.
+    pub fn new(seed: u64) -> Self {
+        Observer {
+            log: None,
+            proxy: None,
+            seed,
+            clock: Clock {
+                wall: SystemTime::now(),
+                origin: Instant::now(),
+            },
+        }
+    }
+
+    /// Writes a line per request to `log`.
+    pub fn with_log(mut self, log: RequestLog) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Names the proxy on every line and span.
+    pub fn named(mut self, proxy: &str) -> Self {
+        self.proxy = Some(Arc::from(proxy));
+        self
+    }
+
+    /// True when anything is recorded: without a log or an exporter, the proxy skips the records.
+    pub fn is_active(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Lines of the request log lost so far (0 without a log).
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.log.as_ref().map_or(0, RequestLog::dropped)
+    }
+
+    /// True when spans are exported.
+    pub fn exports_spans(&self) -> bool {
+        false
+    }
+
+    /// Spans lost so far (0 without an exporter).
+    pub fn spans_dropped(&self) -> u64 {
+        0
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        match at.checked_duration_since(self.clock.origin) {
+            Some(since) => self.clock.wall + since,
+            None => self.clock.wall - self.clock.origin.duration_since(at),
+        }
+    }
+
+    /// A span id: the seed's hash of `parts` (never all zero).
+    fn span_id(&self, parts: &[&str]) -> [u8; 8] {
+        let mut all = vec!["span"];
+        if let Some(proxy) = &self.proxy {
+            all.push(proxy);
+        }
+        all.extend_from_slice(parts);
+        let bytes = crate::seed::uuid_parts(self.seed, &all).into_bytes();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&bytes[..8]);
+        if id == [0u8; 8] {
+            id[7] = 1;
+        }
+        id
+    }
+
+    /// The 16 bytes of a trace id: the id itself when it is 32 hex digits (the W3C form the
+    /// proxy and the load generator make), else the seed's hash of it.
+    fn trace_bytes(&self, trace_id: &str) -> [u8; 16] {
+        exchange::hex_id::<16>(trace_id).unwrap_or_else(|| {
+            crate::seed::uuid_parts(self.seed, &["trace", trace_id]).into_bytes()
+        })
+    }
+
+    fn export(&self, _exchange: &Exchange, _ended: Instant) {}
+}
+
+/// The observability outputs of a run or a proxy process, opened once and shared by its proxies:
+/// each distinct request-log file.
+pub struct Outputs {
+    seed: u64,
+    logs: Vec<(PathBuf, RequestLog, LogGuard)>,
+}
+
+impl std::fmt::Debug for Outputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outputs")
+            .field("logs", &self.logs.iter().map(|l| &l.0).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What closing the outputs found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Closed {
+    /// Request-log lines lost, per file.
+    pub log_lines_dropped: Vec<(PathBuf, u64)>,
+}
+
+impl Closed {
+    /// Warnings for the run's report: every output that lost something.
+    pub fn warnings(&self) -> Vec<String> {
+        self.log_lines_dropped
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(path, n)| {
+                format!(
+                    "the request log {} lost {n} line{} (the disk fell behind or was full); requests were not slowed",
+                    path.display(),
+                    if *n == 1 { "" } else { "s" }
+                )
+            })
+            .collect()
+    }
+}
+
+impl Outputs {
+    /// Opens every request log in `targets` (one writer per file, whichever proxies name it).
+    /// An error names the file.
+    pub fn open<'a>(
+        seed: u64,
+        targets: impl IntoIterator<Item = &'a LogTarget>,
+    ) -> Result<Outputs, (PathBuf, std::io::Error)> {
+        let mut logs: Vec<(PathBuf, RequestLog, LogGuard)> = Vec::new();
+        for target in targets {
+            if logs.iter().any(|(path, ..)| *path == target.path) {
+                continue;
+            }
+            let (log, guard) = request_log::open(target).map_err(|e| (target.path.clone(), e))?;
+            logs.push((target.path.clone(), log, guard));
+        }
+        Ok(Outputs { seed, logs })
+    }
+
+    /// The observer of a proxy whose request log is `log` (named `name`, for a named proxy), or
+    /// `None` when it records nothing.
+    pub fn observer(&self, log: Option<&LogTarget>, name: Option<&str>) -> Option<Arc<Observer>> {
+        let log = log.and_then(|target| {
+            self.logs
+                .iter()
+                .find(|(path, ..)| *path == target.path)
+                .map(|(_, log, _)| log.clone())
+        });
+        let mut observer = Observer::new(self.seed);
+        if let Some(log) = log {
+            observer = observer.with_log(log);
+        }
+        if let Some(name) = name {
+            observer = observer.named(name);
+        }
+        observer.is_active().then(|| Arc::new(observer))
+    }
+
+    /// Writes what is queued (about a second at most per file) and closes every output.
+    pub async fn close(self) -> Closed {
+        // The writer threads' final flushes block: not on the runtime's own threads.
+        let logs = self.logs;
+        tokio::task::spawn_blocking(move || close_logs(logs))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// [`Outputs::close`] outside any runtime (it blocks).
+    pub fn close_now(self) -> Closed {
+        close_logs(self.logs)
+    }
+}
+
+fn close_logs(logs: Vec<(PathBuf, RequestLog, LogGuard)>) -> Closed {
+    Closed {
+        log_lines_dropped: logs
+            .into_iter()
+            .map(|(path, _, guard)| (path, guard.close()))
+            .collect(),
+    }
+}
