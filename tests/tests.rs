@@ -19,6 +19,7 @@ mod layers; // the layers point down: nothing below the reports uses them
 mod load_profile; // open loops, stalls, ramps, durations, request mix, retry policy
 mod load_protocols; // the load generator over https and HTTP/2 (h2c, ALPN), a TLS entry proxy, `load --url https://`
 mod load_websocket; // WebSocket targets: echoes, ws_close and ws_drop through the proxy, retries, wss://, `load --url ws://`, golden determinism
+mod observe; // the proxy's request log: one line per request, the same ids run after run, rotation, a full disk
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
 mod report_html; // the HTML report: the same bytes from a run, its outcomes and its shards; every chart in headless Chromium; topology
 mod run; // `traceforge run` end to end, golden comparisons, outputs, the standalone load generator

@@ -427,6 +427,7 @@ fn serve_bytes(server: Server, data: &[u8]) {
                     plan: Arc::new(scenario.fault_plan()),
                     config: scenario.proxy.clone(),
                     calls: None,
+                    observer: None,
                 };
                 let Ok(proxy) = Proxy::with_connector(options, network.connector()) else {
                     panic!("the proxy cannot be built");

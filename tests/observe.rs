@@ -1,0 +1,404 @@
+//! The proxy's request log over real sockets: one line per request with what the proxy did,
+//! the same ids run after run and at any concurrency, rotation, a full disk that drops lines but
+//! no request, and the errors of a log that cannot be written or is asked for wrongly.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use hyper::{Method, Uri};
+use traceforge::observe::{LogTarget, Outputs, Rotation};
+use traceforge::proxy::{self, ProxyOptions};
+use traceforge::scenario::ProxyConfig;
+use traceforge::server::Listening;
+
+use crate::proxy::{demo_upstream, plan};
+use crate::support::{self, bounded, client, eventually, get, loopback, send};
+
+/// A proxy in front of `upstream` with `faults`, logging to `target`.
+async fn logged_proxy(upstream: &str, faults: &str, target: &LogTarget) -> (Listening, Outputs) {
+    let plan = plan(7, faults);
+    let outputs =
+        Outputs::open(7, [target]).unwrap_or_else(|(path, e)| panic!("{}: {e}", path.display()));
+    let proxy = proxy::spawn(
+        loopback(),
+        ProxyOptions {
+            upstream: upstream.parse::<Uri>().unwrap_or_else(|e| panic!("{e}")),
+            plan: Arc::new(plan),
+            config: ProxyConfig::default(),
+            calls: None,
+            observer: outputs.observer(Some(target), None),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("spawn proxy: {e}"));
+    (proxy, outputs)
+}
+
+/// Every line of a request log, parsed (each must be one JSON object).
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn by_request<'a>(lines: &'a [serde_json::Value], id: &str) -> &'a serde_json::Value {
+    let found: Vec<_> = lines.iter().filter(|l| l["request_id"] == id).collect();
+    assert_eq!(found.len(), 1, "one line for {id} in {lines:#?}");
+    found[0]
+}
+
+const FAULTS: &str = r#"
+[[faults]]
+name = "slow"
+kind = "delay"
+delay = "5ms"
+match = { path = "/api/fail" }
+[[faults]]
+name = "fail"
+kind = "error"
+status = 503
+match = { path = "/api/fail" }
+
+[[faults]]
+name = "cut"
+kind = "truncate"
+after_bytes = 100
+match = { path = "/api/bytes/*" }
+
+[[faults]]
+name = "boom"
+kind = "reset"
+match = { path = "/api/reset" }
+"#;
+
+#[tokio::test]
+async fn each_request_gets_one_line_with_what_the_proxy_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = LogTarget {
+        path: dir.path().join("logs/requests.jsonl"),
+        rotation: Rotation::Never,
+    };
+    let upstream = demo_upstream(Vec::new()).await;
+    let (proxy, outputs) = logged_proxy(&upstream.url(), FAULTS, &target).await;
+    let http = client();
+    let base = proxy.url();
+
+    let ok_reply = get(
+        &http,
+        &format!("{base}/api/resource?page=2"),
+        &[("x-request-id", "ok-1"), ("x-trace-id", "trace-ok")],
+    )
+    .await;
+    assert_eq!(ok_reply.status, 200);
+    let upload = "u".repeat(1000);
+    let echoed = send(
+        &http,
+        Method::POST,
+        &format!("{base}/api/echo"),
+        &[("x-request-id", "post-1")],
+        &upload,
+    )
+    .await;
+    assert_eq!(echoed.status, 200);
+    let failed = get(
+        &http,
+        &format!("{base}/api/fail"),
+        &[("x-request-id", "fail-1")],
+    )
+    .await;
+    assert_eq!(failed.status, 503);
+    // A cut body and a reset: the client sees a broken exchange, the log says what happened.
+    for (path, id) in [("/api/bytes/5000", "cut-1"), ("/api/reset", "reset-1")] {
+        let request = hyper::Request::get(format!("{base}{path}"))
+            .header("x-request-id", id)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let broken = bounded(async {
+            match http.request(request).await {
+                Ok(response) => http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        assert!(broken.is_err(), "{path}: the exchange breaks");
+    }
+    proxy.shutdown().await;
+    upstream.shutdown().await;
+    let closed = outputs.close().await;
+    assert_eq!(closed.log_lines_dropped, vec![(target.path.clone(), 0)]);
+
+    let lines = lines(&target.path);
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    let ok = by_request(&lines, "ok-1");
+    assert_eq!(ok["trace_id"], "trace-ok");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/api/resource?page=2");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["outcome"], "forwarded");
+    assert_eq!(ok["error"], serde_json::Value::Null);
+    assert_eq!(ok["faults"], serde_json::json!([]));
+    assert_eq!(ok["bytes_in"], 0);
+    assert_eq!(ok["bytes_out"].as_u64(), Some(ok_reply.body.len() as u64));
+    assert!(
+        humantime::parse_rfc3339(ok["time"].as_str().unwrap()).is_ok(),
+        "{ok}"
+    );
+    assert!(ok["latency_ms"].as_f64().unwrap() > 0.0, "{ok}");
+    assert_eq!(ok["span_id"].as_str().unwrap().len(), 16, "{ok}");
+    assert!(
+        ok.get("proxy").is_none(),
+        "the lone proxy has no name: {ok}"
+    );
+
+    let post = by_request(&lines, "post-1");
+    assert_eq!(post["bytes_in"], 1000, "{post}");
+    assert_eq!(
+        post["bytes_out"].as_u64(),
+        Some(echoed.body.len() as u64),
+        "{post}"
+    );
+
+    let fail = by_request(&lines, "fail-1");
+    assert_eq!(fail["status"], 503);
+    assert_eq!(fail["outcome"], "injected_error");
+    assert_eq!(
+        fail["faults"],
+        serde_json::json!([{"rule": "slow", "kind": "delay"}, {"rule": "fail", "kind": "error"}]),
+        "firing order, delays first"
+    );
+    assert_eq!(
+        fail["bytes_out"].as_u64(),
+        Some(failed.body.len() as u64),
+        "{fail}"
+    );
+    assert!(
+        fail["latency_ms"].as_f64().unwrap() >= 5.0,
+        "the delay is in the latency: {fail}"
+    );
+
+    let cut = by_request(&lines, "cut-1");
+    assert_eq!(cut["status"], 200);
+    assert_eq!(
+        cut["faults"],
+        serde_json::json!([{"rule": "cut", "kind": "truncate"}])
+    );
+    assert_eq!(
+        cut["bytes_out"], 100,
+        "only what the cut let through: {cut}"
+    );
+
+    let reset = by_request(&lines, "reset-1");
+    assert_eq!(reset["status"], serde_json::Value::Null, "{reset}");
+    assert_eq!(reset["outcome"], "reset");
+    assert_eq!(reset["error"], "reset");
+    assert_eq!(reset["bytes_out"], 0);
+}
+
+/// What identifies each request in a log, sorted: ids, status and the rules that fired.
+fn fingerprint(path: &Path) -> BTreeSet<String> {
+    lines(path)
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {} {} {} {} {}",
+                l["request_id"], l["trace_id"], l["span_id"], l["path"], l["status"], l["faults"]
+            )
+        })
+        .collect()
+}
+
+const FLAKY: &str = r#"
+name = "logged"
+seed = 11
+
+[[faults]]
+name = "flaky"
+kind = "error"
+status = 503
+probability = 0.3
+
+[load]
+requests = 60
+retries = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_log_has_the_same_ids_run_after_run_and_at_any_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen: Vec<(usize, BTreeSet<String>)> = Vec::new();
+    for (run, concurrency) in [1, 16, 16].into_iter().enumerate() {
+        let log = dir.path().join(format!("run-{run}.jsonl"));
+        let log_set = format!("proxy.log_requests={}", log.display());
+        let concurrency_set = format!("load.concurrency={concurrency}");
+        let played = support::play_text(FLAKY, &[&log_set, &concurrency_set]).await;
+        let attempts: usize = played.outcomes.iter().map(|o| o.attempts.len()).sum();
+        let fingerprint = fingerprint(&log);
+        assert_eq!(fingerprint.len(), attempts, "one line per attempt");
+        seen.push((concurrency, fingerprint));
+    }
+    let (_, first) = &seen[0];
+    assert!(
+        first.iter().any(|l| l.contains("flaky")),
+        "some requests failed"
+    );
+    for (concurrency, fingerprint) in &seen[1..] {
+        assert_eq!(
+            fingerprint, first,
+            "the log at concurrency {concurrency} differs"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rotation_puts_the_date_before_the_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    for (rotation, digits) in [(Rotation::Daily, 10), (Rotation::Hourly, 13)] {
+        let target = LogTarget {
+            path: dir.path().join(rotation.as_str()).join("requests.jsonl"),
+            rotation,
+        };
+        let before = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
+        let upstream = demo_upstream(Vec::new()).await;
+        let (proxy, outputs) = logged_proxy(&upstream.url(), "", &target).await;
+        let reply = get(&client(), &format!("{}/api/resource", proxy.url()), &[]).await;
+        assert_eq!(reply.status, 200);
+        proxy.shutdown().await;
+        outputs.close().await;
+        let after = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
+        let names: Vec<String> = std::fs::read_dir(target.path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        // `2026-11-22T14:…` → `2026-11-22` (daily) or `2026-11-22-14` (hourly); a test that
+        // straddles the hour may see either side of it.
+        let stamp = |t: &str| t[..digits].replace('T', "-");
+        let expected: BTreeSet<String> = [&before, &after]
+            .iter()
+            .map(|t| format!("requests.{}.jsonl", stamp(t)))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(
+            expected.contains(&names[0]),
+            "{names:?} not in {expected:?}"
+        );
+        let path = target.path.parent().unwrap().join(&names[0]);
+        assert_eq!(lines(&path).len(), 1);
+    }
+}
+
+/// `/dev/full` fails every write with ENOSPC: the proxy answers every request anyway, counts each
+/// lost line, and says so when it stops.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_full_disk_drops_lines_and_no_request() {
+    use crate::support::ServerProcess;
+
+    let (upstream, hits) = support::counting_upstream().await;
+    let mut cmd = support::bin();
+    cmd.args([
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url(),
+        "--log-requests",
+        "/dev/full",
+    ]);
+    let proxy = ServerProcess::start(cmd);
+    let http = client();
+    for _ in 0..20 {
+        let reply = get(&http, &format!("{}/api/resource", proxy.url), &[]).await;
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 20);
+    let metrics_url = format!("{}/metrics", proxy.url);
+    eventually("20 lost lines on /metrics", || {
+        let http = http.clone();
+        let url = metrics_url.clone();
+        async move {
+            let text = get(&http, &url, &[]).await.text();
+            let samples = support::parse_exposition(&text);
+            support::metric(&samples, "traceforge_proxy_log_lines_dropped_total", &[]) == 20.0
+        }
+    })
+    .await;
+    let stderr = proxy.terminate();
+    assert!(
+        stderr.contains("the request log /dev/full lost 20 lines"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_log_that_cannot_be_written_fails_the_run_and_names_the_file() {
+    let out = support::bin()
+        .args([
+            "run",
+            "scenarios/flaky-api.toml",
+            "--set",
+            "proxy.log_requests=/dev/null/requests.jsonl",
+        ])
+        .current_dir(support::root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("/dev/null/requests.jsonl"),
+        "the error names the file: {stderr}"
+    );
+}
+
+#[test]
+fn a_rotation_without_a_log_is_an_error_that_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rotated.toml");
+    std::fs::write(
+        &file,
+        "name = \"rotated\"\n\n[proxy]\nlog_rotation = \"daily\"\n\n[load]\nrequests = 1\n",
+    )
+    .unwrap();
+    let out = support::bin()
+        .args(["validate", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rotated.toml:4:"),
+        "file and line: {stderr}"
+    );
+    assert!(stderr.contains("log_requests"), "{stderr}");
+
+    let bad =
+        "name = \"rotated\"\n\n[proxy]\nlog_requests = \"r.jsonl\"\nlog_rotation = \"weekly\"\n";
+    std::fs::write(&file, bad).unwrap();
+    let out = support::bin()
+        .args(["validate", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for valid in ["never", "hourly", "daily"] {
+        assert!(stderr.contains(valid), "names {valid}: {stderr}");
+    }
+
+    let out = support::bin()
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-rotation",
+            "daily",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--log-requests"), "{stderr}");
+}
