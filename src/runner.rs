@@ -66,6 +66,10 @@ pub struct RunOptions {
     pub start_at: Option<std::time::SystemTime>,
     /// Fold the outcomes into a [`Timeline`] too ([`RunReport::timeline`]), for the HTML report.
     pub timeline: bool,
+    /// Export spans (the load generator's and every proxy's) to this OTLP/HTTP traces endpoint
+    /// (see [`crate::observe::otlp::traces_url`]). The load then sends a W3C trace context with
+    /// every request, whatever `load.client_trace` says.
+    pub otlp: Option<Uri>,
 }
 
 /// A run of one shard: which, where its bundle goes, and how a merge finds the scenario again.
@@ -100,6 +104,7 @@ impl RunOptions {
             shard: None,
             start_at: None,
             timeline: false,
+            otlp: None,
         }
     }
 
@@ -196,6 +201,9 @@ pub enum RunError {
     /// file, say).
     #[error("the load generator cannot set up TLS: {0}")]
     LoadTls(crate::tls::TlsError),
+    /// The span export could not be set up.
+    #[error("cannot export spans: {0}")]
+    Observe(String),
 }
 
 const LOOPBACK: SocketAddr =
@@ -245,8 +253,8 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             (uri, Some(listening))
         }
     };
-    let outputs = open_outputs(scenario, scenario.proxy.request_log.iter())?;
-    let proxy = proxy::spawn(LOOPBACK, proxy_options(scenario, upstream_uri, &outputs))
+    let mut outputs = open_outputs(scenario, options, scenario.proxy.request_log.iter())?;
+    let proxy = proxy::spawn(LOOPBACK, proxy_options(scenario, upstream_uri, &mut outputs)?)
         .await
         .map_err(|source| RunError::Spawn {
             what: "proxy",
@@ -257,7 +265,9 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
     let client = load::tcp_dialer();
     wait_for_start(options).await;
     let mut seen = Seen::new(scenario, options);
-    let played = play_with(client, load_options(scenario, base), options, |o| {
+    let mut spans = LoadSpans::new(scenario, &mut outputs, &base)?;
+    let played = play_with(client, spans.load_options(scenario, &base), options, |o| {
+        spans.send(o);
         seen.push(o)
     })
     .await;
@@ -303,9 +313,9 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
             ));
         });
         let upstream_uri = Uri::from_static("http://upstream.traceforge");
-        let outputs = open_outputs(scenario, scenario.proxy.request_log.iter())?;
+        let mut outputs = open_outputs(scenario, options, scenario.proxy.request_log.iter())?;
         let proxy = Proxy::with_connector(
-            proxy_options(scenario, upstream_uri, &outputs),
+            proxy_options(scenario, upstream_uri, &mut outputs)?,
             network.connector(),
         )
         .map_err(|source| RunError::Spawn {
@@ -324,7 +334,9 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
         let client = network.connector();
         let base = Uri::from_static("http://proxy.traceforge");
         let mut seen = Seen::new(scenario, options);
-        let played = play_with(client, load_options(scenario, base), options, |o| {
+        let mut spans = LoadSpans::new(scenario, &mut outputs, &base)?;
+        let played = play_with(client, spans.load_options(scenario, &base), options, |o| {
+            spans.send(o);
             seen.push(o)
         })
         .await;
@@ -373,22 +385,72 @@ fn upstream_options(scenario: &Scenario, options: &RunOptions) -> UpstreamOption
     }
 }
 
-fn proxy_options(scenario: &Scenario, upstream: Uri, outputs: &Outputs) -> ProxyOptions {
-    ProxyOptions {
+fn proxy_options(
+    scenario: &Scenario,
+    upstream: Uri,
+    outputs: &mut Outputs,
+) -> Result<ProxyOptions, RunError> {
+    Ok(ProxyOptions {
         upstream,
         plan: Arc::new(scenario.fault_plan()),
         config: scenario.proxy.clone(),
         calls: None,
-        observer: outputs.observer(scenario.proxy.request_log.as_ref(), None),
-    }
+        observer: outputs
+            .observer(scenario.proxy.request_log.as_ref(), None)
+            .map_err(RunError::Observe)?,
+    })
 }
 
-/// Opens the request logs of the run's proxies.
+/// Opens the request logs of the run's proxies, and its span export.
 fn open_outputs<'a>(
     scenario: &Scenario,
+    options: &RunOptions,
     logs: impl IntoIterator<Item = &'a crate::observe::LogTarget>,
 ) -> Result<Outputs, RunError> {
-    Outputs::open(scenario.seed, logs).map_err(|(path, source)| RunError::Output { path, source })
+    Outputs::open(scenario.seed, logs)
+        .map(|outputs| outputs.with_otlp(options.otlp.clone()))
+        .map_err(|(path, source)| RunError::Output { path, source })
+}
+
+/// The load generator's spans, when the run exports them: each finished request's, as it is
+/// recorded.
+struct LoadSpans {
+    sink: Option<crate::observe::SpanSink>,
+    seed: u64,
+    origin: std::time::SystemTime,
+    base: String,
+}
+
+impl LoadSpans {
+    fn new(scenario: &Scenario, outputs: &mut Outputs, base: &Uri) -> Result<Self, RunError> {
+        Ok(LoadSpans {
+            sink: outputs
+                .spans(crate::observe::spans::LOAD_SERVICE)
+                .map_err(RunError::Observe)?,
+            seed: scenario.seed,
+            // Taken just before the load starts: its offsets count from (a hair after) here.
+            origin: outputs.wall_now(),
+            base: base.to_string(),
+        })
+    }
+
+    /// The load's options: with spans exported, every request carries its trace context.
+    fn load_options(&self, scenario: &Scenario, base: &Uri) -> LoadOptions {
+        let mut options = load_options(scenario, base.clone());
+        if self.sink.is_some() {
+            options.load.client_trace = true;
+        }
+        options
+    }
+
+    fn send(&mut self, outcome: &crate::record::Outcome) {
+        if let Some(sink) = &self.sink {
+            for span in crate::observe::spans::load_spans(outcome, self.seed, self.origin, &self.base)
+            {
+                sink.send(span);
+            }
+        }
+    }
 }
 
 fn load_options(scenario: &Scenario, base: Uri) -> LoadOptions {

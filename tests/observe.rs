@@ -402,3 +402,234 @@ fn a_rotation_without_a_log_is_an_error_that_says_so() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--log-requests"), "{stderr}");
 }
+
+// ---- Spans: the load generator's and the proxy's, as an OTLP collector receives them ----
+
+use crate::otlp_receiver::{ReceivedSpan, Receiver};
+
+/// OTLP span kinds (the protobuf enum).
+const KIND_INTERNAL: i32 = 1;
+const KIND_SERVER: i32 = 2;
+const KIND_CLIENT: i32 = 3;
+
+/// Plays `text` with spans exported to `receiver` and the request log in `log`.
+async fn play_traced(
+    text: &str,
+    receiver: &Receiver,
+    log: &Path,
+    overrides: &[&str],
+) -> traceforge::runner::RunReport {
+    let mut all: Vec<traceforge::scenario::Override> = overrides
+        .iter()
+        .map(|o| o.parse().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    all.push(
+        format!("proxy.log_requests={}", log.display())
+            .parse()
+            .unwrap(),
+    );
+    let scenario = traceforge::scenario::parse_str("traced.toml", text, &all)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let scratch = tempfile::tempdir().unwrap();
+    let options = traceforge::runner::RunOptions {
+        otlp: Some(traceforge::observe::otlp::traces_url(&receiver.url()).unwrap()),
+        ..traceforge::runner::RunOptions::new(scratch.path()).accepting()
+    };
+    bounded(traceforge::runner::run(&scenario, &options))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn of(spans: &[ReceivedSpan], service: &str, kind: i32) -> Vec<ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.service == service && s.kind == kind)
+        .cloned()
+        .collect()
+}
+
+/// What two runs must agree on: every span's ids, parent, service, kind, name and attributes that
+/// do not measure time.
+fn span_fingerprint(spans: &[ReceivedSpan]) -> BTreeSet<String> {
+    spans
+        .iter()
+        .map(|s| {
+            let mut attributes = s.attributes.clone();
+            attributes.remove("http.response.body.size");
+            format!(
+                "{} {} {} {} {} {} {:?} {:?}",
+                s.service,
+                s.trace_id,
+                s.span_id,
+                s.parent_span_id,
+                s.kind,
+                s.name,
+                attributes,
+                s.events.iter().map(|e| &e.0).collect::<Vec<_>>()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_the_request_log_carry_the_same_ids_on_two_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for (run, concurrency) in [4, 12].into_iter().enumerate() {
+        let receiver = Receiver::start().await;
+        let log = dir.path().join(format!("run-{run}.jsonl"));
+        let concurrency = format!("load.concurrency={concurrency}");
+        let report = play_traced(FLAKY, &receiver, &log, &[&concurrency]).await;
+        assert!(report.passed(), "{:?}", report.expectations);
+        assert!(
+            report.warnings.is_empty(),
+            "nothing lost: {:?}",
+            report.warnings
+        );
+        // The run waits for its exporters: everything is in once it returns.
+        let spans = receiver.spans();
+        let lines = lines(&log);
+        let attempts = report.summary.attempts as usize;
+        let load_roots = of(&spans, "traceforge-load", KIND_INTERNAL);
+        let load_attempts = of(&spans, "traceforge-load", KIND_CLIENT);
+        let servers = of(&spans, "traceforge-proxy", KIND_SERVER);
+        let upstream_calls = of(&spans, "traceforge-proxy", KIND_CLIENT);
+        assert_eq!(load_roots.len(), 60, "a root span per request");
+        assert_eq!(load_attempts.len(), attempts, "a client span per attempt");
+        assert_eq!(servers.len(), attempts, "a server span per attempt");
+        assert_eq!(lines.len(), attempts, "a log line per attempt");
+        let forwarded = lines.iter().filter(|l| l["outcome"] == "forwarded").count();
+        assert_eq!(upstream_calls.len(), forwarded, "a client span per upstream call");
+
+        for line in &lines {
+            // The log line and the server span: the same request, the same ids.
+            let server = servers
+                .iter()
+                .find(|s| s.span_id == line["span_id"])
+                .unwrap_or_else(|| panic!("no server span for {line}"));
+            assert_eq!(server.trace_id, line["trace_id"], "{line}");
+            assert_eq!(
+                server.attributes["traceforge.request_id"],
+                line["request_id"].as_str().unwrap()
+            );
+            // Its parent is the load generator's attempt, whose parent is the request's root.
+            let attempt = load_attempts
+                .iter()
+                .find(|s| s.span_id == server.parent_span_id)
+                .unwrap_or_else(|| panic!("no load span is the parent of {server:?}"));
+            assert_eq!(server.parent_is_remote, Some(true));
+            assert_eq!(attempt.trace_id, server.trace_id);
+            assert!(
+                load_roots
+                    .iter()
+                    .any(|r| r.span_id == attempt.parent_span_id && r.trace_id == attempt.trace_id),
+                "{attempt:?}"
+            );
+            let fired = line["faults"].as_array().unwrap();
+            if fired.is_empty() {
+                assert!(server.events.is_empty(), "{server:?}");
+                let call = upstream_calls
+                    .iter()
+                    .find(|c| c.parent_span_id == server.span_id)
+                    .unwrap_or_else(|| panic!("no upstream call under {server:?}"));
+                assert_eq!(call.trace_id, server.trace_id);
+                assert_eq!(call.attributes["http.response.status_code"], "200");
+            } else {
+                assert_eq!(server.events.len(), 1, "{server:?}");
+                let (name, attributes) = &server.events[0];
+                assert_eq!(name, "fault.injected");
+                assert_eq!(attributes["traceforge.fault.rule"], "flaky");
+                assert_eq!(attributes["traceforge.fault.kind"], "error");
+                assert_eq!(server.attributes["http.response.status_code"], "503");
+                assert_eq!(server.status_code, 2, "an error status: {server:?}");
+            }
+        }
+        runs.push((span_fingerprint(&spans), fingerprint(&log)));
+    }
+    assert_eq!(runs[0].0, runs[1].0, "the same spans on both runs");
+    assert_eq!(runs[0].1, runs[1].1, "the same log on both runs");
+}
+
+/// `traceforge proxy --otlp`: a caller's `traceparent` is the server span's parent, the upstream
+/// gets the proxy's client span as its parent, and SIGTERM sends every span before the exit.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_joins_its_callers_trace_and_passes_its_own_span_upstream() {
+    use crate::support::ServerProcess;
+
+    let receiver = Receiver::start().await;
+    let (upstream, seen) = support::serve(|_| async { support::respond(200, &[], "ok") }).await;
+    let mut cmd = support::bin();
+    cmd.args([
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url(),
+        "--fault",
+        "delay:1ms",
+        "--otlp",
+        &receiver.url(),
+    ]);
+    let proxy = ServerProcess::start(cmd);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let http = client();
+    for parent in ["00f067aa0ba902b7", "00f067aa0ba902b8", "00f067aa0ba902b9"] {
+        let traceparent = format!("00-{trace}-{parent}-01");
+        let reply = get(
+            &http,
+            &format!("{}/api/{parent}", proxy.url),
+            &[("traceparent", &traceparent)],
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+    }
+    let stderr = proxy.terminate();
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let spans = receiver.spans();
+    let servers = of(&spans, "traceforge-proxy", KIND_SERVER);
+    let calls = of(&spans, "traceforge-proxy", KIND_CLIENT);
+    assert_eq!((servers.len(), calls.len()), (3, 3), "{spans:#?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    for request in &seen {
+        let parent = request.path.trim_start_matches("/api/");
+        let server = servers
+            .iter()
+            .find(|s| s.parent_span_id == parent)
+            .unwrap_or_else(|| panic!("no server span under {parent}: {servers:#?}"));
+        assert_eq!(server.trace_id, trace);
+        assert_eq!(server.events[0].0, "fault.injected");
+        let call = calls
+            .iter()
+            .find(|c| c.parent_span_id == server.span_id)
+            .unwrap_or_else(|| panic!("no client span under {server:?}"));
+        let sent = support::header(&request.headers, "traceparent");
+        assert_eq!(
+            sent,
+            format!("00-{trace}-{}-01", call.span_id),
+            "the upstream's parent is the proxy's client span"
+        );
+        assert!(call.start_unix_nanos >= server.start_unix_nanos);
+        assert!(call.end_unix_nanos <= server.end_unix_nanos + 1_000_000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_refuses_spans_costs_a_warning_not_the_run() {
+    let receiver = Receiver::start_failing(503).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.jsonl");
+    let report = play_traced(FLAKY, &receiver, &log, &["load.requests=10"]).await;
+    assert!(report.passed(), "{:?}", report.expectations);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("traceforge-proxy") && w.contains("were not exported")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(!receiver.requests().is_empty(), "the exporter tried");
+    assert_eq!(lines(&log).len() as u64, report.summary.attempts);
+}

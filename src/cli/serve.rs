@@ -16,6 +16,7 @@ use hyper::header::{HeaderName, HeaderValue};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use traceforge::fault::{FaultPlan, FaultRule};
+use traceforge::observe::Outputs;
 use traceforge::proxy::{self, ProxyOptions};
 use traceforge::scenario::{self, ProxyConfig, Scenario};
 use traceforge::server::{ClientTimeouts, Listening};
@@ -206,6 +207,11 @@ pub struct ProxyArgs {
     /// extension: requests.2026-11-22.jsonl) [default: never].
     #[arg(long, value_name = "WHEN")]
     pub log_rotation: Option<traceforge::observe::Rotation>,
+    /// Export a span per request (and one for its upstream call) to this OpenTelemetry collector,
+    /// over OTLP/HTTP protobuf: http://host:4318 sends to /v1/traces; a URL with a path is used as
+    /// given.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp: Option<String>,
 }
 
 pub fn upstream(args: &UpstreamArgs) -> u8 {
@@ -246,10 +252,11 @@ pub fn upstream(args: &UpstreamArgs) -> u8 {
     let server_tls = tls.as_ref().map(|t| t.server.clone());
     let ca_file = tls.as_ref().and_then(|t| t.server.ca_file.clone());
     serve(args.workers, "upstream", ca_file, move || async move {
-        match &server_tls {
+        let listening = match &server_tls {
             Some(server) => upstream::spawn_tls(args.listen, options, server).await,
             None => upstream::spawn(args.listen, options).await,
-        }
+        }?;
+        Ok((listening, None))
     })
 }
 
@@ -282,20 +289,24 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
         }
     };
     let mut options = options;
-    let outputs = match traceforge::observe::Outputs::open(
-        options.plan.seed(),
-        options.config.request_log.iter(),
-    ) {
-        Ok(outputs) => outputs,
-        Err((path, e)) => {
-            eprintln!(
-                "error: cannot write the request log {}: {e}",
-                path.display()
-            );
+    let otlp = match args.otlp.as_deref().map(traceforge::observe::otlp::traces_url) {
+        None => None,
+        Some(Ok(url)) => Some(url),
+        Some(Err(message)) => {
+            eprintln!("error: --otlp: {message}");
             return EXIT_INVALID;
         }
     };
-    options.observer = outputs.observer(options.config.request_log.as_ref(), None);
+    let outputs = match Outputs::open(options.plan.seed(), options.config.request_log.iter()) {
+        Ok(outputs) => outputs.with_otlp(otlp.clone()),
+        Err((path, e)) => {
+            eprintln!("error: cannot write the request log {}: {e}", path.display());
+            return EXIT_INVALID;
+        }
+    };
+    if let Some(url) = &otlp {
+        eprintln!("exporting spans to {url}");
+    }
     eprintln!("forwarding to {}", options.upstream);
     if let Some(log) = &options.config.request_log {
         eprintln!(
@@ -313,17 +324,19 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
     // `tls` (and the folder of a generated CA) lives until the server stops.
     let server_tls = tls.as_ref().map(|t| t.server.clone());
     let ca_file = tls.as_ref().and_then(|t| t.server.ca_file.clone());
-    let code = serve(args.workers, "proxy", ca_file, move || async move {
+    serve(args.workers, "proxy", ca_file, move || async move {
+        let mut outputs = outputs;
+        // The span exporter runs on the proxy's runtime.
+        options.observer = outputs
+            .observer(options.config.request_log.as_ref(), None)
+            .map_err(std::io::Error::other)?;
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
-        match &server_tls {
+        let listening = match &server_tls {
             Some(server) => proxy::spawn_tls_on(listener, options, server),
             None => proxy::spawn_on(listener, options),
-        }
-    });
-    for warning in outputs.close_now().warnings() {
-        eprintln!("warning: {warning}");
-    }
-    code
+        }?;
+        Ok((listening, Some(outputs)))
+    })
 }
 
 /// Builds the runtime, starts the server, prints its address (and the CA file of a generated
@@ -331,7 +344,7 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
 fn serve<F, Fut>(workers: Option<u16>, what: &str, ca_file: Option<PathBuf>, start: F) -> u8
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = std::io::Result<Listening>>,
+    Fut: Future<Output = std::io::Result<(Listening, Option<Outputs>)>>,
 {
     let runtime = match super::runtime(workers.map(usize::from), false) {
         Ok(runtime) => runtime,
@@ -341,8 +354,8 @@ where
         }
     };
     runtime.block_on(async {
-        let listening = match start().await {
-            Ok(listening) => listening,
+        let (listening, outputs) = match start().await {
+            Ok(started) => started,
             Err(e) => {
                 eprintln!("error: could not start the {what}: {e}");
                 return EXIT_RUNTIME;
@@ -360,6 +373,11 @@ where
         shutdown_signal().await;
         eprintln!("shutting down the {what}");
         listening.shutdown().await;
+        if let Some(outputs) = outputs {
+            for warning in outputs.close().await.warnings() {
+                eprintln!("warning: {warning}");
+            }
+        }
         EXIT_OK
     })
 }

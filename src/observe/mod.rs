@@ -7,7 +7,9 @@
 //! the same trace and span ids.
 
 pub mod exchange;
+pub mod otlp;
 pub mod request_log;
+pub mod spans;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 pub use exchange::{Arrival, Exchange};
+pub use otlp::{SpanExport, SpanSink};
 pub use request_log::{LogGuard, LogTarget, RequestLog, Rotation};
 
 /// Where one proxy's finished exchanges go. Several proxies of a run share the log (each line
@@ -23,6 +26,7 @@ pub use request_log::{LogGuard, LogTarget, RequestLog, Rotation};
 #[derive(Debug)]
 pub struct Observer {
     log: Option<RequestLog>,
+    spans: Option<SpanSink>,
     /// A named proxy's name, on its log lines and spans.
     proxy: Option<Arc<str>>,
     seed: u64,
@@ -42,18 +46,22 @@ impl Observer {
     pub fn new(seed: u64) -> Self {
         Observer {
             log: None,
+            spans: None,
             proxy: None,
             seed,
-            clock: Clock {
-                wall: SystemTime::now(),
-                origin: Instant::now(),
-            },
+            clock: Clock::now(),
         }
     }
 
     /// Writes a line per request to `log`.
     pub fn with_log(mut self, log: RequestLog) -> Self {
         self.log = Some(log);
+        self
+    }
+
+    /// Exports a server span (and a client span for the upstream call) per request to `spans`.
+    pub fn with_spans(mut self, spans: SpanSink) -> Self {
+        self.spans = Some(spans);
         self
     }
 
@@ -65,7 +73,7 @@ impl Observer {
 
     /// True when anything is recorded: without a log or an exporter, the proxy skips the records.
     pub fn is_active(&self) -> bool {
-        self.log.is_some()
+        self.log.is_some() || self.spans.is_some()
     }
 
     /// Lines of the request log lost so far (0 without a log).
@@ -75,19 +83,16 @@ impl Observer {
 
     /// True when spans are exported.
     pub fn exports_spans(&self) -> bool {
-        false
+        self.spans.is_some()
     }
 
     /// Spans lost so far (0 without an exporter).
     pub fn spans_dropped(&self) -> u64 {
-        0
+        self.spans.as_ref().map_or(0, SpanSink::dropped)
     }
 
     fn wall(&self, at: Instant) -> SystemTime {
-        match at.checked_duration_since(self.clock.origin) {
-            Some(since) => self.clock.wall + since,
-            None => self.clock.wall - self.clock.origin.duration_since(at),
-        }
+        self.clock.wall(at)
     }
 
     /// A span id: the seed's hash of `parts` (never all zero).
@@ -114,20 +119,54 @@ impl Observer {
         })
     }
 
-    fn export(&self, _exchange: &Exchange, _ended: Instant) {}
+    fn export(&self, exchange: &Exchange, ended: Instant) {
+        let Some(sink) = &self.spans else { return };
+        let spans = spans::proxy_spans(
+            &exchange.parts(),
+            self.proxy.as_deref(),
+            |at| self.wall(at),
+            ended,
+        );
+        for span in spans {
+            sink.send(span);
+        }
+    }
 }
 
+impl Clock {
+    fn now() -> Clock {
+        Clock {
+            wall: SystemTime::now(),
+            origin: Instant::now(),
+        }
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        match at.checked_duration_since(self.origin) {
+            Some(since) => self.wall + since,
+            None => self.wall - self.origin.duration_since(at),
+        }
+    }
+}
+
+/// How long closing waits for the span exporters to send what they hold.
+const EXPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The observability outputs of a run or a proxy process, opened once and shared by its proxies:
-/// each distinct request-log file.
+/// each distinct request-log file, and an OTLP span exporter per service name.
 pub struct Outputs {
     seed: u64,
+    clock: Clock,
     logs: Vec<(PathBuf, RequestLog, LogGuard)>,
+    otlp: Option<hyper::Uri>,
+    exports: Vec<(String, SpanExport)>,
 }
 
 impl std::fmt::Debug for Outputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outputs")
             .field("logs", &self.logs.iter().map(|l| &l.0).collect::<Vec<_>>())
+            .field("otlp", &self.otlp)
             .finish_non_exhaustive()
     }
 }
@@ -137,22 +176,38 @@ impl std::fmt::Debug for Outputs {
 pub struct Closed {
     /// Request-log lines lost, per file.
     pub log_lines_dropped: Vec<(PathBuf, u64)>,
+    /// Spans sent and lost, per service name.
+    pub spans: Vec<(String, otlp::ExportStats)>,
 }
 
 impl Closed {
     /// Warnings for the run's report: every output that lost something.
     pub fn warnings(&self) -> Vec<String> {
-        self.log_lines_dropped
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
+        let logs = self
+            .log_lines_dropped
             .iter()
             .filter(|(_, n)| *n > 0)
             .map(|(path, n)| {
                 format!(
                     "the request log {} lost {n} line{} (the disk fell behind or was full); requests were not slowed",
                     path.display(),
-                    if *n == 1 { "" } else { "s" }
+                    plural(*n)
                 )
-            })
-            .collect()
+            });
+        let spans = self
+            .spans
+            .iter()
+            .filter(|(_, stats)| stats.dropped > 0)
+            .map(|(service, stats)| {
+                format!(
+                    "{} span{} of {service} were not exported ({} were): the collector refused them, did not answer, or fell behind",
+                    stats.dropped,
+                    plural(stats.dropped),
+                    stats.exported
+                )
+            });
+        logs.chain(spans).collect()
     }
 }
 
@@ -171,12 +226,54 @@ impl Outputs {
             let (log, guard) = request_log::open(target).map_err(|e| (target.path.clone(), e))?;
             logs.push((target.path.clone(), log, guard));
         }
-        Ok(Outputs { seed, logs })
+        Ok(Outputs {
+            seed,
+            clock: Clock::now(),
+            logs,
+            otlp: None,
+            exports: Vec::new(),
+        })
+    }
+
+    /// Exports spans to the OTLP/HTTP endpoint `url` (see [`otlp::traces_url`]).
+    pub fn with_otlp(mut self, url: Option<hyper::Uri>) -> Self {
+        self.otlp = url;
+        self
+    }
+
+    /// True when spans are exported.
+    pub fn exports_spans(&self) -> bool {
+        self.otlp.is_some()
+    }
+
+    /// The wall-clock time now, on the clock the proxies' spans use (virtual time on the virtual
+    /// clock): where the load generator's offsets start.
+    pub fn wall_now(&self) -> SystemTime {
+        self.clock.wall(Instant::now())
+    }
+
+    /// Where spans of `service` go, when spans are exported: one exporter per service name,
+    /// started on first use (on the current runtime).
+    pub fn spans(&mut self, service: &str) -> Result<Option<SpanSink>, String> {
+        let Some(url) = &self.otlp else {
+            return Ok(None);
+        };
+        if let Some((_, export)) = self.exports.iter().find(|(name, _)| name == service) {
+            return Ok(Some(export.sink()));
+        }
+        let export = SpanExport::start(url, service)?;
+        let sink = export.sink();
+        self.exports.push((service.to_string(), export));
+        Ok(Some(sink))
     }
 
     /// The observer of a proxy whose request log is `log` (named `name`, for a named proxy), or
     /// `None` when it records nothing.
-    pub fn observer(&self, log: Option<&LogTarget>, name: Option<&str>) -> Option<Arc<Observer>> {
+    pub fn observer(
+        &mut self,
+        log: Option<&LogTarget>,
+        name: Option<&str>,
+    ) -> Result<Option<Arc<Observer>>, String> {
         let log = log.and_then(|target| {
             self.logs
                 .iter()
@@ -184,27 +281,33 @@ impl Outputs {
                 .map(|(_, log, _)| log.clone())
         });
         let mut observer = Observer::new(self.seed);
+        observer.clock = self.clock;
         if let Some(log) = log {
             observer = observer.with_log(log);
+        }
+        if let Some(spans) = self.spans(&spans::proxy_service(name))? {
+            observer = observer.with_spans(spans);
         }
         if let Some(name) = name {
             observer = observer.named(name);
         }
-        observer.is_active().then(|| Arc::new(observer))
+        Ok(observer.is_active().then(|| Arc::new(observer)))
     }
 
-    /// Writes what is queued (about a second at most per file) and closes every output.
+    /// Sends the spans held (within a few seconds), writes what is queued for the logs (about a
+    /// second at most per file), and closes every output.
     pub async fn close(self) -> Closed {
+        let mut spans = Vec::new();
+        for (service, export) in self.exports {
+            spans.push((service, export.shutdown(EXPORT_GRACE).await));
+        }
         // The writer threads' final flushes block: not on the runtime's own threads.
         let logs = self.logs;
-        tokio::task::spawn_blocking(move || close_logs(logs))
+        let mut closed = tokio::task::spawn_blocking(move || close_logs(logs))
             .await
-            .unwrap_or_default()
-    }
-
-    /// [`Outputs::close`] outside any runtime (it blocks).
-    pub fn close_now(self) -> Closed {
-        close_logs(self.logs)
+            .unwrap_or_default();
+        closed.spans = spans;
+        closed
     }
 }
 
@@ -214,5 +317,6 @@ fn close_logs(logs: Vec<(PathBuf, RequestLog, LogGuard)>) -> Closed {
             .into_iter()
             .map(|(path, _, guard)| (path, guard.close()))
             .collect(),
+        spans: Vec::new(),
     }
 }

@@ -216,8 +216,9 @@ pub(super) async fn run(
     }
 
     // 2. The proxies, each in front of its mock, URL or service, with their request logs.
-    let outputs = super::open_outputs(
+    let mut outputs = super::open_outputs(
         scenario,
+        options,
         topology
             .proxies
             .iter()
@@ -259,7 +260,9 @@ pub(super) async fn run(
             plan: Arc::new(FaultPlan::new(scenario.seed, proxy.faults.clone())),
             config: proxy.config.clone(),
             calls: Some(CallRecorder::new(proxy.name.clone(), calls.clone())),
-            observer: outputs.observer(proxy.config.request_log.as_ref(), Some(&proxy.name)),
+            observer: outputs
+                .observer(proxy.config.request_log.as_ref(), Some(&proxy.name))
+                .map_err(RunError::Observe)?,
         };
         let listening = match tls.by_proxy.get(&proxy.name) {
             Some(server) => proxy::spawn_tls_on(listener, options, server),
@@ -365,14 +368,16 @@ pub(super) async fn run(
                 Entry::Service(_) => None,
             };
             let load_options = LoadOptions {
-                base,
+                base: base.clone(),
                 seed: scenario.seed,
                 load: scenario.load.clone(),
                 tls: entry_tls,
                 calls: Some(calls.clone()),
             };
             super::wait_for_start(options).await;
+            let mut spans = super::LoadSpans::new(scenario, &mut outputs, &base)?;
             let play = play_with(load::tcp_dialer(), load_options, &play_options, |o| {
+                spans.send(o);
                 seen.push(o)
             });
             let mut play = std::pin::pin!(play);
