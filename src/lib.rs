@@ -72,6 +72,7 @@ pub mod golden;
 pub mod ids;
 pub mod k8s;
 pub mod load;
+pub mod observe;
 pub mod panic_watch;
 pub mod proxy;
 pub mod record;
