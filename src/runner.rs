@@ -254,13 +254,16 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
         }
     };
     let mut outputs = open_outputs(scenario, options, scenario.proxy.request_log.iter())?;
-    let proxy = proxy::spawn(LOOPBACK, proxy_options(scenario, upstream_uri, &mut outputs)?)
-        .await
-        .map_err(|source| RunError::Spawn {
-            what: "proxy",
-            addr: LOOPBACK,
-            source,
-        })?;
+    let proxy = proxy::spawn(
+        LOOPBACK,
+        proxy_options(scenario, upstream_uri, &mut outputs)?,
+    )
+    .await
+    .map_err(|source| RunError::Spawn {
+        what: "proxy",
+        addr: LOOPBACK,
+        source,
+    })?;
     let base = listening_uri(&proxy, "proxy")?;
     let client = load::tcp_dialer();
     wait_for_start(options).await;
@@ -281,9 +284,12 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunReport,
             demo.shutdown().await;
         }
     }
-    seen.warnings.extend(outputs.close().await.warnings());
+    let lost = outputs.close().await.warnings();
+    seen.warnings.extend(lost.iter().cloned());
     let (summary, output) = played?;
-    finish(scenario, options, summary, output, seen, mark, false)
+    let mut report = finish(scenario, options, summary, output, seen, mark, false)?;
+    report.warnings.extend(lost);
+    Ok(report)
 }
 
 /// Plays one scenario on the virtual clock: the same upstream, proxy and load generator, over
@@ -340,9 +346,12 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
             seen.push(o)
         })
         .await;
-        seen.warnings.extend(outputs.close().await.warnings());
+        let lost = outputs.close().await.warnings();
+        seen.warnings.extend(lost.iter().cloned());
         let (summary, output) = played?;
-        finish(scenario, options, summary, output, seen, mark, false)
+        let mut report = finish(scenario, options, summary, output, seen, mark, false)?;
+        report.warnings.extend(lost);
+        Ok(report)
     })
 }
 
@@ -445,7 +454,8 @@ impl LoadSpans {
 
     fn send(&mut self, outcome: &crate::record::Outcome) {
         if let Some(sink) = &self.sink {
-            for span in crate::observe::spans::load_spans(outcome, self.seed, self.origin, &self.base)
+            for span in
+                crate::observe::spans::load_spans(outcome, self.seed, self.origin, &self.base)
             {
                 sink.send(span);
             }

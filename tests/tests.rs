@@ -2,7 +2,8 @@
 //! its public entry points; servers bind 127.0.0.1 on port 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support; // shared helpers: paths, the built binary, small servers
+mod otlp_receiver;
+mod support; // shared helpers: paths, the built binary, small servers // an OTLP/HTTP receiver decoding with opentelemetry-proto
 
 mod ci_report; // `run --junit` and `--summary-json`, `init`
 mod cli_validate; // the binary: `validate`, `schema`, `run` on invalid input, exit codes in --help
@@ -19,7 +20,8 @@ mod layers; // the layers point down: nothing below the reports uses them
 mod load_profile; // open loops, stalls, ramps, durations, request mix, retry policy
 mod load_protocols; // the load generator over https and HTTP/2 (h2c, ALPN), a TLS entry proxy, `load --url https://`
 mod load_websocket; // WebSocket targets: echoes, ws_close and ws_drop through the proxy, retries, wss://, `load --url ws://`, golden determinism
-mod observe; // the proxy's request log: one line per request, the same ids run after run, rotation, a full disk
+mod observe; // the request log and spans of a run and of `proxy --otlp`: the same ids run after run, rotation, a full disk, a refusing collector
+mod otlp; // span export over OTLP/HTTP: exact ids, times and status at a real receiver; failing, silent and absent collectors; a full queue
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
 mod report_html; // the HTML report: the same bytes from a run, its outcomes and its shards; every chart in headless Chromium; topology
 mod run; // `traceforge run` end to end, golden comparisons, outputs, the standalone load generator

@@ -67,6 +67,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
 
+    /// Export spans to this OpenTelemetry collector over OTLP/HTTP protobuf: the load
+    /// generator's (a root span per request, a client span per attempt) and every proxy's (a
+    /// server span per request, a client span per upstream call), with the run's deterministic
+    /// trace ids. http://host:4318 sends to /v1/traces; a URL with a path is used as given.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = traceforge::observe::otlp::traces_url)]
+    pub otlp: Option<hyper::Uri>,
+
     /// Play only shard K of N (counted from 0): the requests whose index i has i % N == K, each
     /// with the ids, faults and send time it has in a single-machine run. The shard writes a
     /// result bundle (--bundle); `traceforge merge` judges all the bundles together.
@@ -495,6 +502,7 @@ pub fn run(args: &RunArgs) -> u8 {
             }),
             start_at: args.start_at,
             timeline: args.report.is_some(),
+            otlp: args.otlp.clone(),
         };
         if let Some(run) = &options.shard {
             match scenario.shard_caveats(run.shard.count) {

@@ -210,8 +210,8 @@ pub struct ProxyArgs {
     /// Export a span per request (and one for its upstream call) to this OpenTelemetry collector,
     /// over OTLP/HTTP protobuf: http://host:4318 sends to /v1/traces; a URL with a path is used as
     /// given.
-    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    pub otlp: Option<String>,
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = traceforge::observe::otlp::traces_url)]
+    pub otlp: Option<Uri>,
 }
 
 pub fn upstream(args: &UpstreamArgs) -> u8 {
@@ -289,18 +289,14 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
         }
     };
     let mut options = options;
-    let otlp = match args.otlp.as_deref().map(traceforge::observe::otlp::traces_url) {
-        None => None,
-        Some(Ok(url)) => Some(url),
-        Some(Err(message)) => {
-            eprintln!("error: --otlp: {message}");
-            return EXIT_INVALID;
-        }
-    };
+    let otlp = args.otlp.clone();
     let outputs = match Outputs::open(options.plan.seed(), options.config.request_log.iter()) {
         Ok(outputs) => outputs.with_otlp(otlp.clone()),
         Err((path, e)) => {
-            eprintln!("error: cannot write the request log {}: {e}", path.display());
+            eprintln!(
+                "error: cannot write the request log {}: {e}",
+                path.display()
+            );
             return EXIT_INVALID;
         }
     };

@@ -171,7 +171,12 @@ pub(crate) fn proxy_spans(
 /// The load generator's spans of one finished request: the request's root span and a client span
 /// per attempt. `origin` is the wall-clock time the run's offsets count from; `url` the base the
 /// load was sent to. `None` when the request carried no W3C trace id (no trace to join).
-pub fn load_spans(outcome: &Outcome, seed: u64, origin: SystemTime, base: &str) -> Vec<FinishedSpan> {
+pub fn load_spans(
+    outcome: &Outcome,
+    seed: u64,
+    origin: SystemTime,
+    base: &str,
+) -> Vec<FinishedSpan> {
     let Some(trace) = hex_id::<16>(&outcome.trace_id) else {
         return Vec::new();
     };
@@ -186,7 +191,10 @@ pub fn load_spans(outcome: &Outcome, seed: u64, origin: SystemTime, base: &str) 
         };
         let mut attributes = vec![
             KeyValue::new("http.request.method", outcome.method.clone()),
-            KeyValue::new("url.full", format!("{}{}", base.trim_end_matches('/'), outcome.path)),
+            KeyValue::new(
+                "url.full",
+                format!("{}{}", base.trim_end_matches('/'), outcome.path),
+            ),
             KeyValue::new("url.path", path.to_string()),
             KeyValue::new("traceforge.request_id", attempt.request_id.clone()),
             KeyValue::new("traceforge.index", int(outcome.index)),
