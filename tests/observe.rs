@@ -639,3 +639,71 @@ async fn a_collector_that_refuses_spans_costs_a_warning_not_the_run() {
     assert!(!receiver.requests().is_empty(), "the exporter tried");
     assert_eq!(lines(&log).len() as u64, report.summary.attempts);
 }
+
+/// Two named proxies in a chain, sharing one log: each line names its proxy, the back proxy's
+/// request is the front one's (same trace), and its server span is a child of the front proxy's
+/// upstream call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_proxies_share_a_log_and_chain_their_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxies.jsonl");
+    let text = format!(
+        r#"
+name = "chain"
+seed = 3
+
+[[proxies]]
+name = "front"
+upstream = {{ url = "{{proxies.back.url}}" }}
+log_requests = "{log}"
+faults = ["delay:1ms"]
+
+[[proxies]]
+name = "back"
+log_requests = "{log}"
+log_rotation = "never"
+
+[load]
+to = "front"
+requests = 12
+concurrency = 4
+"#,
+        log = log.display()
+    );
+    let scenario =
+        traceforge::scenario::parse_str("chain.toml", &text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let receiver = Receiver::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let options = traceforge::runner::RunOptions {
+        otlp: Some(traceforge::observe::otlp::traces_url(&receiver.url()).unwrap()),
+        ..traceforge::runner::RunOptions::new(scratch.path()).accepting()
+    };
+    let report = bounded(traceforge::runner::run(&scenario, &options))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.passed(), "{:?}", report.expectations);
+    let lines = lines(&log);
+    let front: Vec<_> = lines.iter().filter(|l| l["proxy"] == "front").collect();
+    let back: Vec<_> = lines.iter().filter(|l| l["proxy"] == "back").collect();
+    assert_eq!((front.len(), back.len()), (12, 12), "{lines:#?}");
+    let spans = receiver.spans();
+    let front_calls = of(&spans, "traceforge-proxy-front", KIND_CLIENT);
+    let back_servers = of(&spans, "traceforge-proxy-back", KIND_SERVER);
+    assert_eq!((front_calls.len(), back_servers.len()), (12, 12));
+    for line in &back {
+        let server = back_servers
+            .iter()
+            .find(|s| s.span_id == line["span_id"])
+            .unwrap_or_else(|| panic!("no span for {line}"));
+        let call = front_calls
+            .iter()
+            .find(|c| c.span_id == server.parent_span_id)
+            .unwrap_or_else(|| panic!("the back proxy's parent is not a front call: {server:?}"));
+        assert_eq!(call.trace_id, server.trace_id);
+        assert!(
+            front.iter().any(|f| f["trace_id"] == line["trace_id"]),
+            "the same trace in both proxies' lines: {line}"
+        );
+        assert_eq!(server.attributes["traceforge.proxy"], "back");
+    }
+}
