@@ -707,3 +707,39 @@ concurrency = 4
         assert_eq!(server.attributes["traceforge.proxy"], "back");
     }
 }
+
+/// On the virtual clock there are no real sockets in the run: spans still leave, from the
+/// exporters' own runtime, and their times follow virtual time (an hour of it plays in a second).
+#[test]
+fn a_virtual_clock_run_exports_its_spans_in_virtual_time() {
+    let collector = tokio::runtime::Runtime::new().unwrap();
+    let receiver = collector.block_on(Receiver::start());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("virtual.jsonl");
+    let text = FLAKY
+        .replace("seed = 11\n", "seed = 11\n\n[run]\nclock = \"virtual\"\n")
+        .replace("[load]\nrequests = 60", "[load]\nrequests = 60\nrate = 1");
+    let log_set: traceforge::scenario::Override = format!("proxy.log_requests={}", log.display())
+        .parse()
+        .unwrap();
+    let scenario = traceforge::scenario::parse_str("virtual.toml", &text, &[log_set])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let scratch = tempfile::tempdir().unwrap();
+    let options = traceforge::runner::RunOptions {
+        otlp: Some(traceforge::observe::otlp::traces_url(&receiver.url()).unwrap()),
+        ..traceforge::runner::RunOptions::new(scratch.path()).accepting()
+    };
+    let report = traceforge::play(&scenario, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.passed(), "{:?}", report.expectations);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let spans = receiver.spans();
+    let attempts = report.summary.attempts as usize;
+    assert_eq!(of(&spans, "traceforge-proxy", KIND_SERVER).len(), attempts);
+    let roots = of(&spans, "traceforge-load", KIND_INTERNAL);
+    assert_eq!(roots.len(), 60);
+    let first = roots.iter().map(|s| s.start_unix_nanos).min().unwrap();
+    let last = roots.iter().map(|s| s.start_unix_nanos).max().unwrap();
+    // 60 requests at one a second: the last starts 59 virtual seconds after the first.
+    assert_eq!(last - first, 59_000_000_000, "{first} {last}");
+    assert_eq!(lines(&log).len(), attempts);
+}

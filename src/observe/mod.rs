@@ -154,12 +154,45 @@ const EXPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The observability outputs of a run or a proxy process, opened once and shared by its proxies:
 /// each distinct request-log file, and an OTLP span exporter per service name.
+///
+/// The exporters run on a runtime of their own (one thread): they need real sockets and a real
+/// clock, which a run on the virtual clock does not have, and their batching and encoding stay
+/// off the proxy's workers.
 pub struct Outputs {
     seed: u64,
     clock: Clock,
     logs: Vec<(PathBuf, RequestLog, LogGuard)>,
     otlp: Option<hyper::Uri>,
     exports: Vec<(String, SpanExport)>,
+    runtime: Option<ExportRuntime>,
+}
+
+/// The exporters' runtime; stopped without waiting when dropped (a run that failed before
+/// closing its outputs), since dropping a runtime may not block inside another.
+struct ExportRuntime(Option<tokio::runtime::Runtime>);
+
+impl ExportRuntime {
+    fn start() -> Result<ExportRuntime, String> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("traceforge-otlp")
+            .enable_all()
+            .build()
+            .map(|runtime| ExportRuntime(Some(runtime)))
+            .map_err(|e| format!("cannot start the span exporter's runtime: {e}"))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for ExportRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Outputs {
@@ -232,6 +265,7 @@ impl Outputs {
             logs,
             otlp: None,
             exports: Vec::new(),
+            runtime: None,
         })
     }
 
@@ -261,7 +295,18 @@ impl Outputs {
         if let Some((_, export)) = self.exports.iter().find(|(name, _)| name == service) {
             return Ok(Some(export.sink()));
         }
-        let export = SpanExport::start(url, service)?;
+        if self.runtime.is_none() {
+            self.runtime = Some(ExportRuntime::start()?);
+        }
+        let handle = self
+            .runtime
+            .as_ref()
+            .and_then(ExportRuntime::handle)
+            .ok_or("the span exporter's runtime is gone")?;
+        let export = {
+            let _entered = handle.enter();
+            SpanExport::start(url, service)?
+        };
         let sink = export.sink();
         self.exports.push((service.to_string(), export));
         Ok(Some(sink))
@@ -299,8 +344,18 @@ impl Outputs {
     pub async fn close(self) -> Closed {
         let mut spans = Vec::new();
         for (service, export) in self.exports {
-            spans.push((service, export.shutdown(EXPORT_GRACE).await));
+            // Awaited from here, bounded over there: the grace is timed on the exporters' runtime
+            // (the virtual clock would jump over it).
+            let stats = match self.runtime.as_ref().and_then(ExportRuntime::handle) {
+                Some(handle) => handle
+                    .spawn(export.shutdown(EXPORT_GRACE))
+                    .await
+                    .unwrap_or_default(),
+                None => export.shutdown(EXPORT_GRACE).await,
+            };
+            spans.push((service, stats));
         }
+        drop(self.runtime);
         // The writer threads' final flushes block: not on the runtime's own threads.
         let logs = self.logs;
         let mut closed = tokio::task::spawn_blocking(move || close_logs(logs))
