@@ -111,15 +111,28 @@ pub fn trace_id(seed: u64, index: u64) -> String {
 /// The parent span id of the `traceparent` the load generator sends for request `index`, attempt
 /// `attempt` (16 lowercase hex digits, never all zero).
 pub fn span_id(seed: u64, index: u64, attempt: u32) -> String {
+    format!(
+        "{:016x}",
+        u64::from_be_bytes(attempt_span(seed, index, attempt))
+    )
+}
+
+/// [`span_id`] as the 8 bytes of a span id.
+pub fn attempt_span(seed: u64, index: u64, attempt: u32) -> [u8; 8] {
     let (i, a) = (Digits::new(index), Digits::new(u64::from(attempt)));
-    let bytes = uuid_parts(seed, &["id", "span", i.as_str(), a.as_str()]).into_bytes();
-    let mut span = u64::from_be_bytes([
-        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-    ]);
-    if span == 0 {
-        span = 1;
+    span_bytes(seed, &["id", "span", i.as_str(), a.as_str()])
+}
+
+/// A span id for the key made of `parts`: the first 8 bytes of [`uuid_parts`], never all zero
+/// (W3C forbids it; an all-zero draw becomes 1).
+pub fn span_bytes(seed: u64, parts: &[&str]) -> [u8; 8] {
+    let bytes = uuid_parts(seed, parts).into_bytes();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&bytes[..8]);
+    if id == [0u8; 8] {
+        id[7] = 1;
     }
-    format!("{span:016x}")
+    id
 }
 
 #[cfg(test)]

@@ -82,15 +82,11 @@ impl Exchange {
     pub fn begin(observer: &Arc<Observer>, arrival: Arrival<'_>) -> Box<Exchange> {
         let traceparent = arrival.traceparent.and_then(crate::ids::traceparent);
         let (trace, parent) = match traceparent {
-            Some((trace, parent)) => (hex_id::<16>(trace), Some(hex_id::<8>(parent))),
+            Some((trace, parent)) => (hex_id::<16>(trace), hex_id::<8>(parent)),
             None => (None, None),
         };
         let trace = trace.unwrap_or_else(|| observer.trace_bytes(arrival.trace_id));
-        let parent = parent.flatten();
-        let parent_hex = arrival
-            .traceparent
-            .and_then(crate::ids::traceparent)
-            .map_or("", |(_, p)| p);
+        let parent_hex = traceparent.map_or("", |(_, p)| p);
         let span = observer.span_id(&[arrival.key, parent_hex, "server"]);
         Box::new(Exchange {
             observer: observer.clone(),

@@ -102,13 +102,7 @@ impl Observer {
             all.push(proxy);
         }
         all.extend_from_slice(parts);
-        let bytes = crate::seed::uuid_parts(self.seed, &all).into_bytes();
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&bytes[..8]);
-        if id == [0u8; 8] {
-            id[7] = 1;
-        }
-        id
+        crate::seed::span_bytes(self.seed, &all)
     }
 
     /// The 16 bytes of a trace id: the id itself when it is 32 hex digits (the W3C form the

@@ -186,9 +186,7 @@ pub fn load_spans(
     let mut spans = Vec::with_capacity(outcome.attempts.len() + 1);
     for (n, attempt) in outcome.attempts.iter().enumerate() {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
-        let Some(span_id) = hex_id::<8>(&crate::seed::span_id(seed, outcome.index, n)) else {
-            continue;
-        };
+        let span_id = crate::seed::attempt_span(seed, outcome.index, n);
         let mut attributes = vec![
             KeyValue::new("http.request.method", outcome.method.clone()),
             KeyValue::new(
@@ -274,12 +272,5 @@ pub fn load_spans(
 
 /// The id of request `index`'s root span (never all zero).
 fn root_span_id(seed: u64, index: u64) -> [u8; 8] {
-    let index = index.to_string();
-    let bytes = crate::seed::uuid_parts(seed, &["id", "span", &index, "request"]).into_bytes();
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&bytes[..8]);
-    if id == [0u8; 8] {
-        id[7] = 1;
-    }
-    id
+    crate::seed::span_bytes(seed, &["id", "span", &index.to_string(), "request"])
 }
