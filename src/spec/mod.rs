@@ -9,6 +9,7 @@ pub mod check;
 pub mod compact;
 pub mod duration;
 pub mod error;
+pub mod extent;
 pub mod url;
 
 use std::borrow::Cow;
