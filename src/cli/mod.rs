@@ -90,7 +90,7 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
     /// Print the JSON schema of the scenario format (draft-07), for editor autocomplete.
-    Schema,
+    Schema(SchemaArgs),
     /// Write a commented starter scenario: scenarios/NAME.toml (or NAME.toml without a scenarios/ folder);
     /// `--template service` for one with your own service in the loop.
     #[command(after_help = EXIT_CODES)]
@@ -101,6 +101,14 @@ pub enum Command {
     Upstream(serve::UpstreamArgs),
     /// Run the fault-injecting proxy on its own, in front of any upstream.
     Proxy(serve::ProxyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SchemaArgs {
+    /// Print the OpenAPI 3.1 document of the proxy's control API (`traceforge proxy --control`)
+    /// instead.
+    #[arg(long)]
+    pub control_api: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,9 +161,14 @@ pub fn main() -> u8 {
     };
     match cli.command {
         Command::Validate(args) => validate(&args),
-        Command::Schema => {
+        Command::Schema(args) => {
+            let text = if args.control_api {
+                traceforge::proxy::control::openapi_text()
+            } else {
+                traceforge::schema::json()
+            };
             let mut out = std::io::stdout().lock();
-            match out.write_all(traceforge::schema::json().as_bytes()) {
+            match out.write_all(text.as_bytes()) {
                 Ok(()) => EXIT_OK,
                 // A closed pipe (`traceforge schema | head`) is not a failure.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,

@@ -15,11 +15,13 @@ use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
+use traceforge::fault::live::LiveRules;
 use traceforge::fault::{FaultPlan, FaultRule};
 use traceforge::observe::Outputs;
 use traceforge::proxy::{self, ProxyOptions};
 use traceforge::scenario::{self, ProxyConfig, Scenario};
 use traceforge::server::{ClientTimeouts, Listening};
+use traceforge::spec::FaultSpec;
 use traceforge::upstream::{self, UpstreamOptions};
 
 const PROXY_ENV_HELP: &str = "Environment (also read from ./.env; flags and --scenario win):
@@ -212,6 +214,12 @@ pub struct ProxyArgs {
     /// given.
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = traceforge::observe::otlp::traces_url)]
     pub otlp: Option<Uri>,
+    /// Serve the control API on this address: a REST API that adds, replaces, removes, enables
+    /// and disables fault rules while the proxy runs, and lists the last requests. A bare port
+    /// (8474) is on 127.0.0.1; port 0 picks a free one. The address is printed
+    /// (`control API on http://ADDR`). Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = proxy::control::parse_listen)]
+    pub control: Option<SocketAddr>,
 }
 
 pub fn upstream(args: &UpstreamArgs) -> u8 {
@@ -256,7 +264,7 @@ pub fn upstream(args: &UpstreamArgs) -> u8 {
             Some(server) => upstream::spawn_tls(args.listen, options, server).await,
             None => upstream::spawn(args.listen, options).await,
         }?;
-        Ok((listening, None))
+        Ok((listening, None, None))
     })
 }
 
@@ -274,7 +282,7 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let options = match proxy_options(args, &env, scenario) {
+    let (options, specs) = match proxy_options(args, &env, scenario) {
         Ok(options) => options,
         Err(message) => {
             eprintln!("error: {message}");
@@ -327,11 +335,21 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
             .observer(options.config.request_log.as_ref(), None)
             .map_err(std::io::Error::other)?;
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        if let Some(control) = args.control {
+            let control = tokio::net::TcpListener::bind(control).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("the control API on {control}: {e}"))
+            })?;
+            let rules = options.plan.rules().iter().cloned();
+            let rules = LiveRules::new(options.plan.seed(), specs.into_iter().zip(rules).collect());
+            let controlled =
+                proxy::control::spawn_on(listener, control, options, rules, server_tls.as_ref())?;
+            return Ok((controlled.proxy, Some(outputs), Some(controlled.control)));
+        }
         let listening = match &server_tls {
             Some(server) => proxy::spawn_tls_on(listener, options, server),
             None => proxy::spawn_on(listener, options),
         }?;
-        Ok((listening, Some(outputs)))
+        Ok((listening, Some(outputs), None))
     })
 }
 
@@ -340,7 +358,7 @@ pub fn proxy(args: &ProxyArgs) -> u8 {
 fn serve<F, Fut>(workers: Option<u16>, what: &str, ca_file: Option<PathBuf>, start: F) -> u8
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = std::io::Result<(Listening, Option<Outputs>)>>,
+    Fut: Future<Output = std::io::Result<(Listening, Option<Outputs>, Option<Listening>)>>,
 {
     let runtime = match super::runtime(workers.map(usize::from), false) {
         Ok(runtime) => runtime,
@@ -350,7 +368,8 @@ where
         }
     };
     runtime.block_on(async {
-        let (listening, outputs) = match start().await {
+        // `control`: the proxy's control API, when it has one; it stops with the proxy.
+        let (listening, outputs, control) = match start().await {
             Ok(started) => started,
             Err(e) => {
                 eprintln!("error: could not start the {what}: {e}");
@@ -364,10 +383,17 @@ where
                 Some(path) => writeln!(out, "ca file: {}", path.display()),
                 None => Ok(()),
             })
+            .and_then(|()| match &control {
+                Some(control) => writeln!(out, "control API on {}", control.url()),
+                None => Ok(()),
+            })
             .and_then(|()| out.flush());
         drop(out);
         shutdown_signal().await;
         eprintln!("shutting down the {what}");
+        if let Some(control) = control {
+            control.shutdown().await;
+        }
         listening.shutdown().await;
         if let Some(outputs) = outputs {
             for warning in outputs.close().await.warnings() {
@@ -538,11 +564,14 @@ fn quote_plain_values(text: &str) -> String {
 
 /// Flags, then the scenario file (`--scenario`, already loaded), then the environment, then
 /// defaults.
+///
+/// Also returns the rules as written (`FaultSpec`s, in the plan's order): the control API shows
+/// them and goes back to them on a reset.
 fn proxy_options(
     args: &ProxyArgs,
     env: &Env,
     scenario: Option<Scenario>,
-) -> Result<ProxyOptions, String> {
+) -> Result<(ProxyOptions, Vec<FaultSpec>), String> {
     let seed = args
         .seed
         .or(scenario.as_ref().map(|s| s.seed))
@@ -556,12 +585,19 @@ fn proxy_options(
             .or_else(|| env.upstream.clone())
             .unwrap_or_else(|| Uri::from_static("http://127.0.0.1:8081")),
     };
-    let rules = if !args.faults.is_empty() {
-        compile_faults("--fault", &args.faults)?
+    let (specs, rules): (Vec<FaultSpec>, Vec<FaultRule>) = if !args.faults.is_empty() {
+        compile_faults("--fault", &args.faults)?.into_iter().unzip()
     } else if let Some(s) = &scenario {
-        s.faults.clone()
+        // Validation compiled every entry, in order: the specs line up with the rules.
+        let specs = s.spec.faults.iter().map(|entry| match entry {
+            traceforge::spec::FaultEntry::Table(spec)
+            | traceforge::spec::FaultEntry::Compact { spec, .. } => spec.clone(),
+        });
+        specs.zip(s.faults.iter().cloned()).unzip()
     } else {
         compile_faults("the environment", &env.faults())?
+            .into_iter()
+            .unzip()
     };
     let mut config = scenario.map(|s| s.proxy).unwrap_or_default();
     if let Some((name, value)) = &env.header {
@@ -603,13 +639,16 @@ fn proxy_options(
             ));
         }
     }
-    Ok(ProxyOptions {
-        upstream,
-        plan: Arc::new(FaultPlan::new(seed, rules)),
-        config,
-        calls: None,
-        observer: None,
-    })
+    Ok((
+        ProxyOptions {
+            upstream,
+            plan: Arc::new(FaultPlan::new(seed, rules)),
+            config,
+            calls: None,
+            observer: None,
+        },
+        specs,
+    ))
 }
 
 /// The upstream's client timeouts: the flags, or the defaults.
@@ -667,7 +706,7 @@ fn parse_duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
 
 /// Validates compact fault strings exactly as a scenario's `faults = [...]` would be, named as
 /// there (`delay-1`, `error-2`, ...).
-fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, String> {
+fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<(FaultSpec, FaultRule)>, String> {
     use traceforge::spec::compact::{self, CompactError};
 
     let mut rules = Vec::with_capacity(specs.len());
@@ -681,7 +720,7 @@ fn compile_faults(origin: &str, specs: &[String]) -> Result<Vec<FaultRule>, Stri
         let name = format!("{}-{}", fault.kind, i + 1);
         let rule = traceforge::fault::compile::compile_rule(&fault, &name)
             .map_err(|e| format!("{origin} `{spec}`: {e}"))?;
-        rules.push(rule);
+        rules.push((fault, rule));
     }
     Ok(rules)
 }

@@ -10,6 +10,7 @@
 
 pub mod compile;
 pub mod decision;
+pub mod live;
 pub mod matcher;
 mod rank;
 pub mod stream;

@@ -172,8 +172,16 @@ impl Exchange {
         if let Some(upstream) = &mut self.upstream {
             upstream.ended = Some(ended);
         }
-        if let Some(log) = &self.observer.log {
-            log.write_line(self.line(ended));
+        let log = &self.observer.log;
+        let recent = &self.observer.recent;
+        if log.is_some() || recent.is_some() {
+            let line = self.line(ended);
+            if let Some(recent) = recent {
+                recent.push(&line);
+            }
+            if let Some(log) = log {
+                log.write_line(line);
+            }
         }
         self.observer.export(&self, ended);
     }

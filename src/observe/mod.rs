@@ -8,6 +8,7 @@
 
 pub mod exchange;
 pub mod otlp;
+pub mod recent;
 pub mod request_log;
 pub mod spans;
 
@@ -19,11 +20,12 @@ use tokio::time::Instant;
 
 pub use exchange::{Arrival, Exchange};
 pub use otlp::{SpanExport, SpanSink};
+pub use recent::Recent;
 pub use request_log::{LogGuard, LogTarget, RequestLog, Rotation};
 
 /// Where one proxy's finished exchanges go. Several proxies of a run share the log (each line
 /// names its proxy) and the exporter.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Observer {
     log: Option<RequestLog>,
     spans: Option<SpanSink>,
@@ -31,6 +33,8 @@ pub struct Observer {
     proxy: Option<Arc<str>>,
     seed: u64,
     clock: Clock,
+    /// The last requests, for the control API (`GET /requests`).
+    recent: Option<Arc<Recent>>,
 }
 
 /// Wall-clock time for the proxy's instants: `wall` was the time at `origin`. On the virtual
@@ -50,6 +54,7 @@ impl Observer {
             proxy: None,
             seed,
             clock: Clock::now(),
+            recent: None,
         }
     }
 
@@ -71,9 +76,16 @@ impl Observer {
         self
     }
 
-    /// True when anything is recorded: without a log or an exporter, the proxy skips the records.
+    /// Keeps the last requests' records in `recent` too (the control API's request history).
+    pub fn with_recent(mut self, recent: Arc<Recent>) -> Self {
+        self.recent = Some(recent);
+        self
+    }
+
+    /// True when anything is recorded: without a log, an exporter or a history, the proxy skips
+    /// the records.
     pub fn is_active(&self) -> bool {
-        self.log.is_some() || self.spans.is_some()
+        self.log.is_some() || self.spans.is_some() || self.recent.is_some()
     }
 
     /// Lines of the request log lost so far (0 without a log).

@@ -250,49 +250,6 @@ impl Metrics {
         )?;
         registry.register(Box::new(duration.clone()))?;
 
-        for rule in rules {
-            faults.with_label_values(&[rule.name.as_str(), rule.action.kind()]);
-            match &rule.action {
-                FaultAction::Delay(_) => {
-                    delayed.with_label_values(&[rule.name.as_str()]);
-                }
-                FaultAction::Drop => {
-                    dropped.with_label_values(&[rule.name.as_str()]);
-                }
-                FaultAction::Error(reply) => {
-                    injected_errors
-                        .with_label_values(&[rule.name.as_str(), &reply.status.to_string()]);
-                }
-                FaultAction::Reset => {
-                    resets.with_label_values(&[rule.name.as_str()]);
-                }
-                FaultAction::Hang { .. } => {
-                    hangs.with_label_values(&[rule.name.as_str()]);
-                }
-                FaultAction::Truncate { .. } => {
-                    truncated.with_label_values(&[rule.name.as_str()]);
-                }
-                FaultAction::Throttle { .. } => {
-                    throttled.with_label_values(&[rule.name.as_str()]);
-                }
-                FaultAction::GoAway => {
-                    goaways.with_label_values(&[rule.name.as_str()]);
-                }
-                // Counted by `faults_total{kind="stream"}` above.
-                FaultAction::Stream { .. } => {}
-                FaultAction::Headers { target, .. } => {
-                    header_rewrites.with_label_values(&[rule.name.as_str(), target.as_str()]);
-                }
-                FaultAction::Status(status) => {
-                    status_rewrites.with_label_values(&[rule.name.as_str(), &status.to_string()]);
-                }
-                // Stream faults are counted once per upgrade, in the faults counter above.
-                FaultAction::WsClose { .. }
-                | FaultAction::WsDelay(_)
-                | FaultAction::WsDrop { .. }
-                | FaultAction::RstStream { .. } => {}
-            }
-        }
         for kind in ["unreachable", "failed", "timeout"] {
             upstream_errors.with_label_values(&[kind]);
         }
@@ -302,7 +259,7 @@ impl Metrics {
         for kind in ["resources", "internal"] {
             proxy_errors.with_label_values(&[kind]);
         }
-        Ok(Metrics {
+        let metrics = Metrics {
             registry,
             requests,
             forwarded,
@@ -333,7 +290,60 @@ impl Metrics {
             responses,
             in_flight,
             duration,
-        })
+        };
+        for rule in rules {
+            metrics.add_rule(rule);
+        }
+        Ok(metrics)
+    }
+
+    /// Creates the zero series of a rule's counters, so dashboards see it before it fires: for
+    /// every rule at the start, and for rules added while the proxy runs (the control API).
+    pub fn add_rule(&self, rule: &FaultRule) {
+        let name = rule.name.as_str();
+        self.faults.with_label_values(&[name, rule.action.kind()]);
+        match &rule.action {
+            FaultAction::Delay(_) => {
+                self.delayed.with_label_values(&[name]);
+            }
+            FaultAction::Drop => {
+                self.dropped.with_label_values(&[name]);
+            }
+            FaultAction::Error(reply) => {
+                self.injected_errors
+                    .with_label_values(&[name, &reply.status.to_string()]);
+            }
+            FaultAction::Reset => {
+                self.resets.with_label_values(&[name]);
+            }
+            FaultAction::Hang { .. } => {
+                self.hangs.with_label_values(&[name]);
+            }
+            FaultAction::Truncate { .. } => {
+                self.truncated.with_label_values(&[name]);
+            }
+            FaultAction::Throttle { .. } => {
+                self.throttled.with_label_values(&[name]);
+            }
+            FaultAction::GoAway => {
+                self.goaways.with_label_values(&[name]);
+            }
+            // Counted by `faults_total{kind="stream"}` above.
+            FaultAction::Stream { .. } => {}
+            FaultAction::Headers { target, .. } => {
+                self.header_rewrites
+                    .with_label_values(&[name, target.as_str()]);
+            }
+            FaultAction::Status(status) => {
+                self.status_rewrites
+                    .with_label_values(&[name, &status.to_string()]);
+            }
+            // Stream faults are counted once per upgrade, in the faults counter above.
+            FaultAction::WsClose { .. }
+            | FaultAction::WsDelay(_)
+            | FaultAction::WsDrop { .. }
+            | FaultAction::RstStream { .. } => {}
+        }
     }
 
     /// The Prometheus text exposition of every metric.

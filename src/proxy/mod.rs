@@ -57,6 +57,7 @@
 //! faults and the client's upload), `headers` (hop-by-hop headers) and [`metrics`].
 
 mod body;
+pub mod control;
 mod events;
 mod forward;
 mod headers;
@@ -83,6 +84,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::fault::live::LiveRules;
 use crate::fault::{Decision, Effect, ErrorReply, FaultPlan, RequestFacts, Step};
 use crate::ids::{IdSource, Ids, TRACEPARENT};
 use crate::observe::{Arrival, Exchange, Observer};
@@ -123,7 +125,10 @@ pub struct ProxyOptions {
 #[derive(Debug)]
 pub struct Proxy<C = HttpsConnector<HttpConnector>> {
     upstream: Uri,
-    plan: Arc<FaultPlan>,
+    /// The fault rules: the starting plan, or rules the control API changes. Each request loads
+    /// them once (see [`Proxy::decide`]); they also hold the clock time windows count from and
+    /// the arrival count that stands in for a missing request index.
+    plan: Arc<LiveRules>,
     config: ProxyConfig,
     ids: IdSource,
     client: Client<C, Upload>,
@@ -132,10 +137,6 @@ pub struct Proxy<C = HttpsConnector<HttpConnector>> {
     /// trailers), also to a clear-text upstream (h2c with prior knowledge).
     client_h2: Client<C, Upload>,
     metrics: Arc<Metrics>,
-    /// When the proxy started: time windows in fault rules count from here.
-    started: tokio::time::Instant,
-    /// Stands in for the request index when a client does not send `x-traceforge-index`.
-    arrivals: std::sync::atomic::AtomicU64,
     calls: Option<Arc<CallRecorder>>,
     observer: Option<Arc<Observer>>,
 }
@@ -180,13 +181,11 @@ where
             upstream: options.upstream,
             // Requests that arrive without ids get them from the plan's seed: the one seed of a run.
             ids: IdSource::new(options.plan.seed(), "proxy"),
-            plan: options.plan,
+            plan: Arc::new(LiveRules::fixed(options.plan)),
             config: options.config,
             client,
             client_h2,
             metrics: Arc::new(metrics),
-            started: tokio::time::Instant::now(),
-            arrivals: std::sync::atomic::AtomicU64::new(0),
             calls: options.calls,
             observer: options.observer.filter(|o| o.is_active()),
         })
@@ -194,6 +193,13 @@ where
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Serves the rules `live` holds instead of its options' plan: the control API changes them
+    /// while the proxy runs (see [`control`]).
+    pub fn with_live_rules(mut self, live: Arc<LiveRules>) -> Self {
+        self.plan = live;
+        self
     }
 
     /// Answers one request on the connection `conn`. Never fails: every problem is an HTTP
@@ -477,7 +483,11 @@ where
     /// The decision for one request, from its facts: a service's call is keyed on its load request
     /// and ordinal; anything else on its request id and the load generator's index and attempt
     /// (an arrival count for clients that send no index).
+    ///
+    /// The rules are loaded once, here: the whole decision comes from one set of rules, the one
+    /// before or the one after any change the control API makes meanwhile.
     fn decide(&self, req: &Request<Incoming>, ids: &Ids, slot: Option<&Slot>) -> Decision {
+        let rules = self.plan.load();
         let (key, index, attempt) = match slot {
             Some(slot) => (
                 std::borrow::Cow::Owned(slot.key()),
@@ -486,10 +496,7 @@ where
             ),
             None => (
                 std::borrow::Cow::Borrowed(ids.request_id.as_str()),
-                wire::index(req.headers()).unwrap_or_else(|| {
-                    self.arrivals
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                }),
+                wire::index(req.headers()).unwrap_or_else(|| rules.arrival()),
                 wire::attempt(req.headers()).unwrap_or(0),
             ),
         };
@@ -506,9 +513,9 @@ where
             request_id: &key,
             index,
             attempt,
-            elapsed: self.started.elapsed(),
+            elapsed: rules.elapsed(),
         };
-        self.plan.decide(&facts)
+        rules.plan().decide(&facts)
     }
 
     /// Applies a terminal fault: the synthetic response of an error, a drop or a capped hang.
