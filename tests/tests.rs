@@ -7,6 +7,7 @@ mod support; // shared helpers: paths, the built binary, small servers // an OTL
 
 mod ci_report; // `run --junit` and `--summary-json`, `init`
 mod cli_validate; // the binary: `validate`, `schema`, `run` on invalid input, exit codes in --help
+mod control; // the proxy's control API: every operation against the OpenAPI file, atomic changes, a Python client, `proxy --control`
 mod dashboard; // dashboards/traceforge-proxy.json queries only metrics a real /metrics scrape has
 #[cfg(unix)]
 mod example; // the shipped example service (examples/checkout) against a payments test server

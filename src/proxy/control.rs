@@ -591,7 +591,6 @@ pub fn openapi() -> Value {
                 "responses": {
                     "200": answer("The rule, as it is now.", "Rule"),
                     "404": err("No rule has this name."),
-                    "405": err("Only POST is served here.")
                 }
             }
         })
@@ -601,7 +600,7 @@ pub fn openapi() -> Value {
         "info": {
             "title": "TraceForge proxy control API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Served by `traceforge proxy --control ADDR` on a listener of its own. Changes the proxy's fault rules while it runs and reads back the last requests. Every change is atomic: a request is decided by the rules before it or after it, never by part of one. Errors are JSON with a 4xx status. The /metrics counters are never reset."
+            "description": "Served by `traceforge proxy --control ADDR` on a listener of its own. Changes the proxy's fault rules while it runs and reads back the last requests. Every change is atomic: a request is decided by the rules before it or after it, never by part of one. Errors are JSON (the Error schema) with a 4xx status: besides those listed under each operation, a method a path does not serve gets 405 with `Allow`, and a path not listed here gets 404. The /metrics counters are never reset."
         },
         "paths": {
             "/rules": {
@@ -609,8 +608,7 @@ pub fn openapi() -> Value {
                     "operationId": "listRules",
                     "summary": "The rules in order, disabled ones included.",
                     "responses": {
-                        "200": answer("The rules.", "RuleList"),
-                        "405": err("Only GET and POST are served here.")
+                        "200": answer("The rules.", "RuleList")
                     }
                 },
                 "post": {
@@ -620,7 +618,6 @@ pub fn openapi() -> Value {
                     "responses": {
                         "201": answer("The rule added; `Location` is its URL.", "Rule"),
                         "400": err("The body is not JSON or not a valid rule (`problems` says which fields)."),
-                        "405": err("Only GET and POST are served here."),
                         "409": err("A rule of this name exists already."),
                         "413": err("The body is over 64 KiB.")
                     }
@@ -634,7 +631,6 @@ pub fn openapi() -> Value {
                     "responses": {
                         "200": answer("The rule.", "Rule"),
                         "404": err("No rule has this name."),
-                        "405": err("Only GET, PUT and DELETE are served here.")
                     }
                 },
                 "put": {
@@ -646,7 +642,6 @@ pub fn openapi() -> Value {
                         "200": answer("The rule, as it is now.", "Rule"),
                         "400": err("The body is not JSON or not a valid rule, or names another rule."),
                         "404": err("No rule has this name."),
-                        "405": err("Only GET, PUT and DELETE are served here."),
                         "413": err("The body is over 64 KiB.")
                     }
                 },
@@ -657,7 +652,6 @@ pub fn openapi() -> Value {
                     "responses": {
                         "200": answer("The rule removed.", "Rule"),
                         "404": err("No rule has this name."),
-                        "405": err("Only GET, PUT and DELETE are served here.")
                     }
                 }
             },
@@ -677,7 +671,6 @@ pub fn openapi() -> Value {
                     "responses": {
                         "200": answer("The requests, oldest first.", "RequestList"),
                         "400": err("`last` is not a number from 0 to 10000, or the query has another parameter."),
-                        "405": err("Only GET is served here.")
                     }
                 }
             },
@@ -687,7 +680,6 @@ pub fn openapi() -> Value {
                     "summary": "Back to the starting rules, all enabled. Time windows (`from`, `until`) and the arrival count that stands in for a missing `x-traceforge-index` start again; the request history is emptied. The /metrics counters are not reset.",
                     "responses": {
                         "200": answer("The rules, as at the start.", "RuleList"),
-                        "405": err("Only POST is served here.")
                     }
                 }
             },
@@ -696,8 +688,7 @@ pub fn openapi() -> Value {
                     "operationId": "openapi",
                     "summary": "This document.",
                     "responses": {
-                        "200": {"description": "The OpenAPI document.", "content": {"application/json": {"schema": {"type": "object"}}}},
-                        "405": err("Only GET is served here.")
+                        "200": {"description": "The OpenAPI document.", "content": {"application/json": {"schema": {"type": "object"}}}}
                     }
                 }
             }
