@@ -54,7 +54,8 @@
 //!
 //! The steps of a request are in [`Proxy::handle`], here; the rest by concern: `forward` (step 5:
 //! what the upstream sees, its timeout, whose fault a failed exchange was), `body` (the body
-//! faults and the client's upload), `headers` (hop-by-hop headers) and [`metrics`].
+//! faults and the client's upload), `headers` (hop-by-hop headers) and [`metrics`]. [`control`] is
+//! the API of `traceforge proxy --control`, which changes the rules while the proxy runs.
 
 mod body;
 pub mod control;
