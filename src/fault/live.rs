@@ -488,6 +488,40 @@ mod tests {
     }
 
     #[test]
+    fn a_change_keeps_the_epoch_and_a_reset_starts_a_new_one() {
+        let live = LiveRules::new(1, Vec::new());
+        assert_eq!(live.load().arrival(), 0);
+        assert_eq!(live.load().arrival(), 1);
+        live.add(error_spec("a", 503), true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(live.load().arrival(), 2, "a change keeps counting");
+        live.reset();
+        assert_eq!(
+            live.load().arrival(),
+            0,
+            "a reset counts from the start again"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_rule_keeps_its_max_active_count_across_a_change() {
+        let mut limited = error_spec("limited", 503);
+        limited.max_active = Some(1);
+        let live = LiveRules::new(1, Vec::new());
+        live.add(limited, true).unwrap_or_else(|e| panic!("{e}"));
+        let facts = RequestFacts::new(&Method::GET, "/", "r");
+        let held = live.load().plan().decide(&facts);
+        assert_eq!(held.fired_rules(), ["limited"]);
+        live.add(error_spec("other", 500), true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let next = live.load().plan().decide(&facts);
+        assert_eq!(next.fired_rules(), ["other"], "the slot is still held");
+        drop(held);
+        drop(next);
+        assert_eq!(live.load().plan().decide(&facts).fired_rules(), ["limited"]);
+    }
+
+    #[test]
     fn a_rename_through_replace_is_refused() {
         let live = LiveRules::new(1, Vec::new());
         live.add(error_spec("a", 503), true)
