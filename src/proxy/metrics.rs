@@ -259,7 +259,7 @@ impl Metrics {
                 FaultAction::Drop => {
                     dropped.with_label_values(&[rule.name.as_str()]);
                 }
-                FaultAction::Error(reply) => {
+                FaultAction::Error(reply) | FaultAction::Quota(reply) => {
                     injected_errors
                         .with_label_values(&[rule.name.as_str(), &reply.status.to_string()]);
                 }
