@@ -143,7 +143,11 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 27
         ("status", f.status.is_some(), &[K::Error, K::Status]),
         ("body", f.body.is_some(), &[K::Error]),
         ("headers", f.headers.is_some(), &[K::Error]),
-        ("retry_after", f.retry_after.is_some(), &[K::Error, K::Quota]),
+        (
+            "retry_after",
+            f.retry_after.is_some(),
+            &[K::Error, K::Quota],
+        ),
         ("grpc_status", f.grpc_status.is_some(), &[K::Error]),
         ("grpc_message", f.grpc_message.is_some(), &[K::Error]),
         ("error_code", f.error_code.is_some(), &[K::RstStream]),
@@ -486,7 +490,12 @@ fn check_delay(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultA
                     );
                 }
             }
-            positive_extent(c, at.sub_field("delay", "over"), ramp.over, "a ramp's `over`");
+            positive_extent(
+                c,
+                at.sub_field("delay", "over"),
+                ramp.over,
+                "a ramp's `over`",
+            );
             DelayModel::Ramp(Ramp {
                 from: ramp.from.get(),
                 to: ramp.to.get(),
@@ -836,11 +845,7 @@ fn check_window(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Window {
 }
 
 /// A rule's `probability`: the fixed value (1 when a ramp decides), and the ramp, if it is one.
-fn check_probability(
-    c: &mut Checker,
-    fault: &FaultSpec,
-    at: &At<'_>,
-) -> (f64, Option<Ramp<f64>>) {
+fn check_probability(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> (f64, Option<Ramp<f64>>) {
     match fault.probability {
         None => (1.0, None),
         Some(ProbabilitySpec::Fixed(p)) => {
@@ -945,7 +950,10 @@ fn check_bursts(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Burst
                     ok = false;
                     c.report(
                         field(name),
-                        format!("`bursts.{name}` must be at least 1ms, found {}", format_duration(d)),
+                        format!(
+                            "`bursts.{name}` must be at least 1ms, found {}",
+                            format_duration(d)
+                        ),
                         "too short",
                         Some("use a longer mean, or count requests with an integer".into()),
                     );
@@ -984,7 +992,11 @@ fn quota_of(fault: &FaultSpec) -> Option<Quota> {
 
 fn check_quota(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultAction> {
     let (Some(limit), Some(window)) = (fault.limit, fault.window) else {
-        let missing = if fault.limit.is_none() { "limit" } else { "window" };
+        let missing = if fault.limit.is_none() {
+            "limit"
+        } else {
+            "window"
+        };
         c.report(
             at.field("kind"),
             "a `quota` fault needs `limit` and `window`",

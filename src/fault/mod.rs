@@ -134,7 +134,10 @@ impl Window {
         self.first.is_some()
             || self.after.is_some()
             || self.every.is_some()
-            || self.quota.as_ref().is_some_and(quota::Quota::counts_by_rank)
+            || self
+                .quota
+                .as_ref()
+                .is_some_and(quota::Quota::counts_by_rank)
     }
 
     /// The index, attempt and time conditions (everything but the rank and `max_active`).

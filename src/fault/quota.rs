@@ -237,9 +237,18 @@ mod tests {
         assert!(check(&none, 500).is_none());
         assert!(check(&none, 600).is_some(), "no header is a bucket too");
         assert!(check(&a, 1000).is_none(), "a new window");
-        let reply = Quota::reply(&q.template(), over.unwrap_or(Over { retry_after: Duration::ZERO, reset: Duration::ZERO }));
+        let reply = Quota::reply(
+            &q.template(),
+            over.unwrap_or(Over {
+                retry_after: Duration::ZERO,
+                reset: Duration::ZERO,
+            }),
+        );
         assert_eq!(reply.status, 429);
-        assert_eq!(reply.retry_after_value(), Some(HeaderValue::from_static("1")));
+        assert_eq!(
+            reply.retry_after_value(),
+            Some(HeaderValue::from_static("1"))
+        );
         let names: Vec<&str> = reply.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -254,11 +263,7 @@ mod tests {
             assert_eq!(counters.take(w, None), 0);
             assert_eq!(counters.take(w, None), 1);
         }
-        let kept = counters
-            .windows
-            .lock()
-            .map(|w| w.len())
-            .unwrap_or_default();
+        let kept = counters.windows.lock().map(|w| w.len()).unwrap_or_default();
         assert_eq!(kept, KEEP);
     }
 }

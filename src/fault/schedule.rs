@@ -298,7 +298,13 @@ mod tests {
         };
         let chain = Chain::default();
         let pattern: String = (0..12)
-            .map(|i| if b.is_on(1, "r", req(i), &chain) { '1' } else { '0' })
+            .map(|i| {
+                if b.is_on(1, "r", req(i), &chain) {
+                    '1'
+                } else {
+                    '0'
+                }
+            })
             .collect();
         assert_eq!(pattern, "111001110011");
         let t = Bursts::Fixed {
@@ -362,7 +368,9 @@ mod tests {
         }
         // Another seed or rule name is another chain.
         let other = Chain::default();
-        let changed: Vec<bool> = (0..n).map(|i| b.is_on(10, "bursty", req(i), &other)).collect();
+        let changed: Vec<bool> = (0..n)
+            .map(|i| b.is_on(10, "bursty", req(i), &other))
+            .collect();
         assert_ne!(changed, expected);
     }
 

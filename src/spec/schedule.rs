@@ -140,7 +140,9 @@ impl<'de> Deserialize<'de> for DelayField {
                 f.write_str("a delay like \"100ms\", a range like \"100ms..500ms\", or a ramp such as { from = \"10ms\", to = \"500ms\", over = 1000 }")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                DelaySpec::parse(v).map(DelayField::Plain).map_err(E::custom)
+                DelaySpec::parse(v)
+                    .map(DelayField::Plain)
+                    .map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 Err(E::custom(format!(
