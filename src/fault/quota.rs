@@ -131,11 +131,14 @@ impl Quota {
     }
 }
 
+/// One window's counts, by bucket: a header value, or `None` (no `per_header`, or no such header).
+type Buckets = BTreeMap<Option<Vec<u8>>, u64>;
+
 /// Requests counted per window and bucket (a header value, or none), in arrival order. Shared by
 /// every clone of a plan.
 #[derive(Debug, Default)]
 pub struct Counters {
-    windows: Mutex<BTreeMap<u64, BTreeMap<Option<Vec<u8>>, u64>>>,
+    windows: Mutex<BTreeMap<u64, Buckets>>,
 }
 
 impl Counters {
