@@ -1,8 +1,10 @@
 //! Fault rules compiled into a [`FaultPlan`], and the decision function the proxy calls for every
 //! request. A decision depends only on the scenario seed, the rules and the request's facts (id,
 //! index, attempt, method, path, query, headers, elapsed time), never on arrival order, so the same
-//! request gets the same faults at any concurrency. The one exception is `max_active`, which counts
-//! requests in flight and is documented as order-dependent.
+//! request gets the same faults at any concurrency. The exceptions are `max_active`, which counts
+//! requests in flight, and a `quota` over a window of time or with `per_header`, which counts
+//! arrivals ([`quota`]); both are documented as order-dependent. Ramps and bursts ([`schedule`])
+//! are pure functions of the seed, the rule and the request's index or time.
 //!
 //! Modules: [`matcher`] (which requests a rule applies to), `rank` (request ranks for
 //! `first`/`after`/`every`), [`decision`] (what the proxy must do),
@@ -394,8 +396,10 @@ impl FaultPlan {
     ///
     /// Pure given `(seed, rules, load profile, facts)`, except for `max_active`, which counts the
     /// decisions still alive. Rules are evaluated in order. A rule fires when its `match`
-    /// conditions hold, its window admits the request (attempt, index window, time window,
-    /// rank), its probability roll succeeds, and a `max_active` slot is free. Each rule draws from
+    /// conditions hold, its window admits the request (attempt, index window, time window, bursts,
+    /// rank, and for a `quota` being over quota), its probability roll (against the ramp's value at
+    /// the request, if the probability ramps) succeeds, and a `max_active` slot is free. A quota
+    /// counts a request once it is past the other conditions, before the roll. Each rule draws from
     /// its own stream, keyed `fault/<rule-name>/<request-id>`: first the probability roll (always,
     /// even at probability 1), then any value it needs (a delay, then its jitter).
     ///

@@ -288,7 +288,8 @@ impl JsonSchema for FaultEntry {
 ///
 /// A rule fires when all of these hold: its `match` conditions; its deterministic pattern
 /// (`first`, `after`, `every`, `attempts`, `from_request`/`until_request`); its time window
-/// (`from`/`until`); its `probability` roll; and its `max_active` limit.
+/// (`from`/`until`); its `bursts` being on; for a `quota`, the request being over quota; its
+/// `probability` roll; and its `max_active` limit.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
