@@ -4,8 +4,8 @@
 //! - A window of requests (`window = 100`) is the indices `0..100`, `100..200`, ... Without
 //!   `per_header`, a request is over quota when the number of requests with a smaller index in its
 //!   window that meet the rule's `match` (its rank in the window, counted over the load profile
-//!   like `first`) is at least `limit`: a pure function of `(seed, load profile, index)`, the
-//!   same at any concurrency. Retries of a request keep its index, so a request over quota stays
+//!   like `first`; without a load profile, a standalone proxy, every index counts) is at least
+//!   `limit`: a pure function of `(seed, load profile, index)`, the same at any concurrency. Retries of a request keep its index, so a request over quota stays
 //!   over quota on every attempt; `Retry-After` is the rule's `retry_after`, or 1 second.
 //! - A window of time (`window = "1s"`) is `0..1s`, `1s..2s`, ... since the start of the run.
 //!   Every request that reaches the rule (attempts included) is counted in arrival order, so which
