@@ -129,7 +129,8 @@ fn schema_documents_every_kind_with_an_example() {
             "ws_delay",
             "ws_drop",
             "rst_stream",
-            "goaway"
+            "goaway",
+            "quota"
         ]
     );
     for kind in kinds {

@@ -399,6 +399,16 @@ event_delay = "50ms"
 kind = "goaway"
 every = 10
 
+[[faults]]
+name = "api-quota"
+kind = "quota"
+limit = 5
+window = 20
+per_header = "x-api-key"
+retry_after = "2s"
+probability = { from = 0.5, to = 1.0, over = 100 }
+bursts = { on = 10, off = 5 }
+
 [load]
 requests = 100
 targets = [{ path = "/api/resource?debug=1&id=3" }, { path = "/static/index.html" }]

@@ -34,6 +34,7 @@ mod service;
 mod services_run; // services as real processes: readiness, early exits, stop and SIGKILL, no process left behind
 mod shards; // `run --shard K/N` in separate processes, then `merge`: exactly the single-machine run
 mod signals; // SIGINT/SIGTERM/SIGHUP stop run and load promptly with complete files; closed stdout
+mod stateful_faults; // quota by requests and by time, per header; probability and delay ramps; fixed and Markov bursts
 mod streams; // server-sent events through the proxy, the stream fault, with hyper and curl
 mod tls; // https:// upstreams and TLS listeners with curl and rustls clients, certificates, validation
 mod topology_file; // [[services]], [[proxies]], load.to/command and [expect.proxies]: their shape and every error

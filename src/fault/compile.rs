@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use hyper::header::HeaderName;
 
+use super::quota::Quota;
+use super::schedule::{Bursts, Ramp};
 use super::{
     DelayModel, ErrorReply, FaultAction, FaultRule, GrpcStatus, HeaderSide, Matcher, PathGlob,
     RandomDelay, ValueMatch, Window, header_ops,
 };
 use crate::spec::check::{Checker, Seg, final_status, is_file_name, no_body_allowed, with};
 use crate::spec::duration::{DelaySpec, DurationSpec, format_duration};
+use crate::spec::extent::Extent;
+use crate::spec::schedule::{BurstsSpec, DelayField, ProbabilitySpec};
 use crate::spec::{Distribution, FaultEntry, FaultKind, FaultSpec, HeaderTarget};
 
 /// How a fault was written. Problems point at a table's fields; a compact string has no fields of
@@ -33,7 +37,7 @@ pub struct At<'a> {
 
 impl At<'_> {
     /// The path of one of the fault's fields.
-    fn field(&self, name: &str) -> Vec<Seg> {
+    pub(crate) fn field(&self, name: &str) -> Vec<Seg> {
         match self.form {
             Form::Table => with(self.path, Seg::Key(name.into())),
             Form::Compact => self.path.to_vec(),
@@ -41,7 +45,7 @@ impl At<'_> {
     }
 
     /// The path of a field inside one of the fault's tables (`match.path`).
-    fn sub_field(&self, table: &str, name: &str) -> Vec<Seg> {
+    pub(crate) fn sub_field(&self, table: &str, name: &str) -> Vec<Seg> {
         match self.form {
             Form::Table => with(&self.field(table), Seg::Key(name.into())),
             Form::Compact => self.path.to_vec(),
@@ -104,8 +108,7 @@ pub fn compile_rule(fault: &FaultSpec, name: &str) -> Result<FaultRule, String> 
 
 /// Checks one fault, table or compact, and compiles it.
 fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> Option<FaultRule> {
-    let mut probability = fault.probability.unwrap_or(1.0);
-    c.probability(at.field("probability"), probability);
+    let (mut probability, probability_ramp) = check_probability(c, fault, at);
     let action = check_action(c, fault, at);
     // A `ws_drop`'s probability is per message, drawn by the stream (see `fault::stream`): the
     // rule itself applies to every matching upgrade.
@@ -113,7 +116,12 @@ fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> 
         probability = 1.0;
     }
     let matcher = check_matcher(c, fault, at);
-    let window = check_window(c, fault, at);
+    let window = Window {
+        probability_ramp,
+        bursts: check_bursts(c, fault, at),
+        quota: quota_of(fault),
+        ..check_window(c, fault, at)
+    };
     Some(FaultRule {
         name,
         action: action?,
@@ -124,7 +132,7 @@ fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> 
 }
 
 /// Every kind-specific field, whether it is given, and the kinds it applies to.
-fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 24] {
+fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 27] {
     use FaultKind as K;
     [
         ("delay", f.delay.is_some(), &[K::Delay, K::WsDelay]),
@@ -135,7 +143,11 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 24
         ("status", f.status.is_some(), &[K::Error, K::Status]),
         ("body", f.body.is_some(), &[K::Error]),
         ("headers", f.headers.is_some(), &[K::Error]),
-        ("retry_after", f.retry_after.is_some(), &[K::Error]),
+        (
+            "retry_after",
+            f.retry_after.is_some(),
+            &[K::Error, K::Quota],
+        ),
         ("grpc_status", f.grpc_status.is_some(), &[K::Error]),
         ("grpc_message", f.grpc_message.is_some(), &[K::Error]),
         ("error_code", f.error_code.is_some(), &[K::RstStream]),
@@ -155,6 +167,9 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 24
         ("add", f.add.is_some(), &[K::Headers]),
         ("set", f.set.is_some(), &[K::Headers]),
         ("remove", f.remove.is_some(), &[K::Headers]),
+        ("limit", f.limit.is_some(), &[K::Quota]),
+        ("window", f.window.is_some(), &[K::Quota]),
+        ("per_header", f.per_header.is_some(), &[K::Quota]),
     ]
 }
 
@@ -266,7 +281,16 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
         }
         FaultKind::WsClose => check_ws_close(c, fault, at),
         FaultKind::WsDelay => {
-            let Some(delay) = fault.delay else {
+            if let Some(DelayField::Ramp(_)) = fault.delay {
+                c.report(
+                    at.field("delay"),
+                    "a `ws_delay` fault takes a delay or a range, not a ramp",
+                    "a ramp",
+                    Some("write `delay = \"100ms\"` or `delay = \"50ms..200ms\"`; ramps are for `delay` faults".into()),
+                );
+                return None;
+            }
+            let Some(delay) = fault.delay.and_then(DelayField::plain) else {
                 c.report(
                     at.field("kind"),
                     "a `ws_delay` fault needs `delay`",
@@ -278,9 +302,24 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
             backwards_range(c, at, delay);
             Some(FaultAction::WsDelay(delay))
         }
-        FaultKind::WsDrop => Some(FaultAction::WsDrop {
-            probability: fault.probability.unwrap_or(1.0),
-        }),
+        FaultKind::WsDrop => {
+            if let Some(ProbabilitySpec::Ramp(_)) = fault.probability {
+                c.report(
+                    at.field("probability"),
+                    "a `ws_drop` fault's probability is per message and cannot ramp",
+                    "a ramp",
+                    Some("write a number such as `probability = 0.1`".into()),
+                );
+                return None;
+            }
+            Some(FaultAction::WsDrop {
+                probability: fault
+                    .probability
+                    .and_then(ProbabilitySpec::fixed)
+                    .unwrap_or(1.0),
+            })
+        }
+        FaultKind::Quota => check_quota(c, fault, at),
         FaultKind::Error => {
             let status = required_status(
                 c,
@@ -435,7 +474,35 @@ fn check_delay(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultA
             );
             return None;
         }
-        (Some(delay), None) => {
+        (Some(DelayField::Ramp(ramp)), None) => {
+            for name in ["mean", "stddev"] {
+                let given = if name == "mean" {
+                    fault.mean
+                } else {
+                    fault.stddev
+                };
+                if given.is_some() {
+                    c.report(
+                        at.field(name),
+                        format!("`{name}` needs `distribution`"),
+                        "without `distribution`",
+                        Some("remove it: a ramped `delay` goes from `from` to `to`".into()),
+                    );
+                }
+            }
+            positive_extent(
+                c,
+                at.sub_field("delay", "over"),
+                ramp.over,
+                "a ramp's `over`",
+            );
+            DelayModel::Ramp(Ramp {
+                from: ramp.from.get(),
+                to: ramp.to.get(),
+                over: ramp.over,
+            })
+        }
+        (Some(DelayField::Plain(delay)), None) => {
             for name in ["mean", "stddev"] {
                 let given = if name == "mean" {
                     fault.mean
@@ -773,5 +840,190 @@ fn check_window(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Window {
         from,
         until,
         max_active: fault.max_active,
+        ..Window::default()
     }
+}
+
+/// A rule's `probability`: the fixed value (1 when a ramp decides), and the ramp, if it is one.
+fn check_probability(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> (f64, Option<Ramp<f64>>) {
+    match fault.probability {
+        None => (1.0, None),
+        Some(ProbabilitySpec::Fixed(p)) => {
+            c.probability(at.field("probability"), p);
+            (p, None)
+        }
+        Some(ProbabilitySpec::Ramp(r)) => {
+            c.probability(at.sub_field("probability", "from"), r.from);
+            c.probability(at.sub_field("probability", "to"), r.to);
+            positive_extent(
+                c,
+                at.sub_field("probability", "over"),
+                r.over,
+                "a ramp's `over`",
+            );
+            (
+                1.0,
+                Some(Ramp {
+                    from: r.from,
+                    to: r.to,
+                    over: r.over,
+                }),
+            )
+        }
+    }
+}
+
+/// A length that must be above zero: `over`, burst periods, a quota's `window`.
+fn positive_extent(c: &mut Checker, path: Vec<Seg>, e: Extent, what: &str) {
+    if e.is_zero() {
+        c.report(
+            path,
+            format!("{what} must be above zero"),
+            "zero",
+            Some("write a number of requests such as 100, or a time such as \"30s\"".into()),
+        );
+    }
+}
+
+/// The shortest mean period of a Markov burst schedule in time: each period is remembered, so a
+/// mean far below a request's spacing would only cost memory.
+const MIN_MEAN_PERIOD: Duration = Duration::from_millis(1);
+
+/// `bursts`: both `on` and `off` (fixed), or both `mean_on` and `mean_off` (Markov), above zero
+/// and on one axis.
+fn check_bursts(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Bursts> {
+    let spec: BurstsSpec = fault.bursts?;
+    let field = |name: &str| at.sub_field("bursts", name);
+    let fixed = spec.on.is_some() || spec.off.is_some();
+    let markov = spec.mean_on.is_some() || spec.mean_off.is_some();
+    let help = "write `bursts = { on = \"30s\", off = \"2m\" }` (fixed) or `bursts = { mean_on = 20, mean_off = 80 }` (a seeded Markov chain)";
+    if fixed && markov {
+        c.report(
+            at.field("bursts"),
+            "`bursts` takes `on` and `off` (fixed) or `mean_on` and `mean_off` (Markov), not both",
+            "mixed",
+            Some(help.into()),
+        );
+        return None;
+    }
+    let (names, first, second) = if markov {
+        (("mean_on", "mean_off"), spec.mean_on, spec.mean_off)
+    } else {
+        (("on", "off"), spec.on, spec.off)
+    };
+    let (Some(a), Some(b)) = (first, second) else {
+        let missing = if first.is_none() { names.0 } else { names.1 };
+        c.report(
+            at.field("bursts"),
+            format!("`bursts` needs `{}` and `{}`", names.0, names.1),
+            &format!("missing `{missing}`"),
+            Some(help.into()),
+        );
+        return None;
+    };
+    let mut ok = true;
+    for (name, e) in [(names.0, a), (names.1, b)] {
+        if e.is_zero() {
+            ok = false;
+        }
+        positive_extent(c, field(name), e, &format!("`bursts.{name}`"));
+    }
+    if a.axis() != b.axis() {
+        c.report(
+            field(names.1),
+            format!(
+                "`{}` counts {} but `{}` counts {}: both must be requests (integers) or both times (strings)",
+                names.0,
+                a.axis().as_str(),
+                names.1,
+                b.axis().as_str()
+            ),
+            "another axis",
+            Some(format!("write `{}` as a {}", names.1, if a.axis() == crate::spec::extent::Axis::Requests { "whole number of requests" } else { "time such as \"30s\"" })),
+        );
+        return None;
+    }
+    if markov {
+        for (name, e) in [(names.0, a), (names.1, b)] {
+            if let Extent::Time(d) = e {
+                if !d.is_zero() && d < MIN_MEAN_PERIOD {
+                    ok = false;
+                    c.report(
+                        field(name),
+                        format!(
+                            "`bursts.{name}` must be at least 1ms, found {}",
+                            format_duration(d)
+                        ),
+                        "too short",
+                        Some("use a longer mean, or count requests with an integer".into()),
+                    );
+                }
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    Some(if markov {
+        Bursts::Markov {
+            mean_on: a,
+            mean_off: b,
+        }
+    } else {
+        Bursts::Fixed { on: a, off: b }
+    })
+}
+
+/// A `quota` rule's quota (checked by [`check_quota`]).
+fn quota_of(fault: &FaultSpec) -> Option<Quota> {
+    if fault.kind != FaultKind::Quota {
+        return None;
+    }
+    Some(Quota {
+        limit: fault.limit?,
+        window: fault.window?,
+        per_header: fault
+            .per_header
+            .as_deref()
+            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+        retry_after: fault.retry_after.map(DurationSpec::get),
+    })
+}
+
+fn check_quota(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultAction> {
+    let (Some(limit), Some(window)) = (fault.limit, fault.window) else {
+        let missing = if fault.limit.is_none() {
+            "limit"
+        } else {
+            "window"
+        };
+        c.report(
+            at.field("kind"),
+            "a `quota` fault needs `limit` and `window`",
+            &format!("missing `{missing}`"),
+            Some("add `limit = 10` and `window = 100` (requests, by index) or `window = \"1s\"` (time)".into()),
+        );
+        return None;
+    };
+    if limit == 0 {
+        c.report(
+            at.field("limit"),
+            "`limit` must be at least 1, found 0",
+            "zero",
+            Some("to refuse every request, use `kind = \"error\"` with `status = 429`".into()),
+        );
+    }
+    positive_extent(c, at.field("window"), window, "a quota's `window`");
+    if let Some(name) = &fault.per_header {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            c.report(
+                at.field("per_header"),
+                format!("`{name}` is not a valid header name"),
+                "invalid header name",
+                Some("header names are letters, digits and `-`, such as \"x-api-key\"".into()),
+            );
+        }
+    }
+    let quota = quota_of(fault)?;
+    Some(FaultAction::Quota(Arc::new(quota.template())))
 }

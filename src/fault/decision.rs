@@ -78,6 +78,10 @@ pub enum Action<D = Duration> {
     /// Forward and answer as usual, then shut the client's connection down gracefully: an HTTP/2
     /// GOAWAY, or `Connection: close` on HTTP/1.1.
     GoAway,
+    /// Terminal. A request over a `quota`: answer with this 429 (`Retry-After` and `RateLimit-*`
+    /// headers filled in for the request) without forwarding. A compiled rule holds the reply
+    /// every 429 starts from; the quota itself is in its window ([`crate::fault::Window::quota`]).
+    Quota(Arc<ErrorReply>),
 }
 
 /// The effect of a fired rule, with any random values already drawn.
@@ -102,6 +106,7 @@ impl<D> Action<D> {
             Action::WsDrop { .. } => "ws_drop",
             Action::RstStream { .. } => "rst_stream",
             Action::GoAway => "goaway",
+            Action::Quota(_) => "quota",
         }
     }
 
@@ -124,6 +129,7 @@ impl<D> Action<D> {
                 | Action::Reset
                 | Action::Hang { .. }
                 | Action::RstStream { .. }
+                | Action::Quota(_)
         )
     }
 
@@ -168,6 +174,7 @@ impl<D> Action<D> {
             Action::WsDrop { probability } => Action::WsDrop {
                 probability: *probability,
             },
+            Action::Quota(reply) => Action::Quota(reply.clone()),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Fault rules compiled into a [`FaultPlan`], and the decision function the proxy calls for every
 //! request. A decision depends only on the scenario seed, the rules and the request's facts (id,
 //! index, attempt, method, path, query, headers, elapsed time), never on arrival order, so the same
-//! request gets the same faults at any concurrency. The one exception is `max_active`, which counts
-//! requests in flight and is documented as order-dependent.
+//! request gets the same faults at any concurrency. The exceptions are `max_active`, which counts
+//! requests in flight, and a `quota` over a window of time or with `per_header`, which counts
+//! arrivals ([`quota`]); both are documented as order-dependent. Ramps and bursts ([`schedule`])
+//! are pure functions of the seed, the rule and the request's index or time.
 //!
 //! Modules: [`matcher`] (which requests a rule applies to), `rank` (request ranks for
 //! `first`/`after`/`every`), [`decision`] (what the proxy must do),
@@ -12,7 +14,9 @@ pub mod compile;
 pub mod decision;
 pub mod live;
 pub mod matcher;
+pub mod quota;
 mod rank;
+pub mod schedule;
 pub mod stream;
 
 use std::fmt;
@@ -56,6 +60,9 @@ pub enum DelayModel {
         mean: Duration,
         stddev: Duration,
     },
+    /// A straight line from `from` to `to` over requests or time, then `to` (see
+    /// [`schedule::Ramp`]).
+    Ramp(schedule::Ramp<Duration>),
 }
 
 impl From<DelaySpec> for DelayModel {
@@ -116,12 +123,24 @@ pub struct Window {
     pub until: Option<Duration>,
     /// At most this many requests under the rule at once.
     pub max_active: Option<u32>,
+    /// The probability as a ramp over requests or time; replaces [`FaultRule::probability`].
+    pub probability_ramp: Option<schedule::Ramp<f64>>,
+    /// Fire only while the burst schedule is on.
+    pub bursts: Option<schedule::Bursts>,
+    /// A `quota` rule: fire only for requests over the quota.
+    pub quota: Option<quota::Quota>,
 }
 
 impl Window {
     /// Whether the rule counts matching requests (`first`, `after`, `every`).
     pub fn needs_rank(&self) -> bool {
-        self.first.is_some() || self.after.is_some() || self.every.is_some()
+        self.first.is_some()
+            || self.after.is_some()
+            || self.every.is_some()
+            || self
+                .quota
+                .as_ref()
+                .is_some_and(quota::Quota::counts_by_rank)
     }
 
     /// The index, attempt and time conditions (everything but the rank and `max_active`).
@@ -180,6 +199,9 @@ impl fmt::Display for FaultRule {
                     DelayModel::LogNormal { mean, stddev } => {
                         write!(f, " lognormal {}±{}", fd(*mean), fd(*stddev))?
                     }
+                    DelayModel::Ramp(r) => {
+                        write!(f, " {}→{} over {}", fd(r.from), fd(r.to), r.over)?
+                    }
                 }
                 if let Some(j) = jitter {
                     write!(f, " jitter {}", fd(*j))?;
@@ -226,13 +248,30 @@ impl fmt::Display for FaultRule {
             },
             FaultAction::WsDrop { probability } => write!(f, " p={probability} per message")?,
             FaultAction::RstStream { code } => write!(f, " error code {code}")?,
+            FaultAction::Quota(_) => {
+                if let Some(q) = &self.window.quota {
+                    write!(f, " {} per {}", q.limit, q.window)?;
+                    if let Some(h) = &q.per_header {
+                        write!(f, " per {h}")?;
+                    }
+                }
+            }
             FaultAction::Drop
             | FaultAction::Reset
             | FaultAction::Hang { cap: None }
             | FaultAction::GoAway => {}
         }
-        if self.probability < 1.0 {
+        if let Some(r) = &self.window.probability_ramp {
+            write!(f, ", p={}→{} over {}", r.from, r.to, r.over)?;
+        } else if self.probability < 1.0 {
             write!(f, ", p={}", self.probability)?;
+        }
+        match &self.window.bursts {
+            Some(schedule::Bursts::Fixed { on, off }) => write!(f, ", bursts {on} on/{off} off")?,
+            Some(schedule::Bursts::Markov { mean_on, mean_off }) => {
+                write!(f, ", bursts ~{mean_on} on/~{mean_off} off")?
+            }
+            None => {}
         }
         if let Some(path) = &self.matcher.path {
             write!(f, ", path {}", path.as_str())?;
@@ -302,6 +341,10 @@ pub struct FaultPlan {
     names: Vec<Arc<str>>,
     active: Vec<Arc<AtomicU32>>,
     ranks: Option<Arc<RankTable>>,
+    /// Each rule's Markov burst cycles, remembered (pure: a cache).
+    chains: Vec<Arc<schedule::Chain>>,
+    /// Each rule's quota counts in arrival order (order-dependent, like `active`).
+    counters: Vec<Arc<quota::Counters>>,
 }
 
 impl FaultPlan {
@@ -311,6 +354,8 @@ impl FaultPlan {
             seed,
             names: rules.iter().map(|r| Arc::from(r.name.as_str())).collect(),
             active: rules.iter().map(|_| Arc::default()).collect(),
+            chains: rules.iter().map(|_| Arc::default()).collect(),
+            counters: rules.iter().map(|_| Arc::default()).collect(),
             rules,
             ranks: None,
         }
@@ -352,8 +397,10 @@ impl FaultPlan {
     ///
     /// Pure given `(seed, rules, load profile, facts)`, except for `max_active`, which counts the
     /// decisions still alive. Rules are evaluated in order. A rule fires when its `match`
-    /// conditions hold, its window admits the request (attempt, index window, time window,
-    /// rank), its probability roll succeeds, and a `max_active` slot is free. Each rule draws from
+    /// conditions hold, its window admits the request (attempt, index window, time window, bursts,
+    /// rank, and for a `quota` being over quota), its probability roll (against the ramp's value at
+    /// the request, if the probability ramps) succeeds, and a `max_active` slot is free. A quota
+    /// counts a request once it is past the other conditions, before the roll. Each rule draws from
     /// its own stream, keyed `fault/<rule-name>/<request-id>`: first the probability roll (always,
     /// even at probability 1), then any value it needs (a delay, then its jitter).
     ///
@@ -404,19 +451,44 @@ impl FaultPlan {
         if rule.action.is_stream() && !crate::websocket::is_upgrade(facts.method, facts.headers) {
             return None;
         }
+        let at = schedule::Point::of(facts);
+        if let Some(bursts) = &rule.window.bursts {
+            let on = match which {
+                RuleRef::Index(i) => bursts.is_on(self.seed, &rule.name, at, &self.chains[i]),
+                RuleRef::Header => {
+                    bursts.is_on(self.seed, &rule.name, at, &schedule::Chain::default())
+                }
+            };
+            if !on {
+                return None;
+            }
+        }
         if let RuleRef::Index(i) = which {
             if rule.window.needs_rank() && !rule.window.admits_rank(self.rank(i, facts.index)) {
                 return None;
             }
         }
+        let over = match (&rule.window.quota, which) {
+            (Some(q), RuleRef::Index(i)) => {
+                Some(q.check(at, facts.headers, |x| self.rank(i, x), &self.counters[i])?)
+            }
+            _ => None,
+        };
         // The key is `fault/<rule>/<request-id>`, hashed piece by piece: no string per rule.
         let mut rng = seed::rng_parts(self.seed, &["fault", &rule.name, facts.request_id]);
         // Always draw, even at probability 1, so a rule's later draws do not depend on its probability.
         let roll: f64 = rng.random();
-        if roll >= rule.probability {
+        let probability = rule
+            .window
+            .probability_ramp
+            .map_or(rule.probability, |r| r.at(at));
+        if roll >= probability {
             return None;
         }
-        let effect = effect_of(&rule.action, &mut rng);
+        let mut effect = effect_of(&rule.action, &mut rng, at);
+        if let (Effect::Quota(template), Some(over)) = (&effect, over) {
+            effect = Effect::Quota(Arc::new(quota::Quota::reply(template, over)));
+        }
         let slot = match (which, rule.window.max_active) {
             (RuleRef::Index(i), Some(limit)) => {
                 Some(Arc::new(ActiveSlot::acquire(&self.active[i], limit)?))
@@ -433,8 +505,8 @@ impl FaultPlan {
 }
 
 /// The effect of a firing rule, drawing any random value from the rule's stream.
-fn effect_of(action: &FaultAction, rng: &mut Pcg64) -> Effect {
-    action.map_delay(|d| draw_delay(&d.model, d.jitter, rng))
+fn effect_of(action: &FaultAction, rng: &mut Pcg64, at: schedule::Point) -> Effect {
+    action.map_delay(|d| draw_delay(&d.model, d.jitter, rng, at))
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -451,9 +523,15 @@ fn clamped(ns: f64) -> u64 {
 
 /// A delay drawn from `model`, plus jitter, in `[0, MAX_DURATION]`. The draw order is part of the
 /// golden-file contract: the base value, then the jitter.
-fn draw_delay(model: &DelayModel, jitter: Option<Duration>, rng: &mut Pcg64) -> Duration {
+fn draw_delay(
+    model: &DelayModel,
+    jitter: Option<Duration>,
+    rng: &mut Pcg64,
+    at: schedule::Point,
+) -> Duration {
     let base = match *model {
         DelayModel::Fixed(d) => nanos(d),
+        DelayModel::Ramp(r) => nanos(r.at(at)),
         DelayModel::Uniform(lo, hi) => {
             let lo_ns = nanos(lo);
             let hi_ns = nanos(hi).max(lo_ns);

@@ -309,7 +309,7 @@ impl Metrics {
             FaultAction::Drop => {
                 self.dropped.with_label_values(&[name]);
             }
-            FaultAction::Error(reply) => {
+            FaultAction::Error(reply) | FaultAction::Quota(reply) => {
                 self.injected_errors
                     .with_label_values(&[name, &reply.status.to_string()]);
             }

@@ -531,6 +531,10 @@ where
         let rule: &str = &step.name;
         match &step.effect {
             Effect::Error(reply) => (error_reply(rule, reply), Disposition::InjectedError),
+            Effect::Quota(reply) => (
+                error_reply_of(rule, "quota", reply),
+                Disposition::InjectedError,
+            ),
             Effect::Drop => (synthetic(rule, "drop", 503), Disposition::Dropped),
             Effect::RstStream { code } => {
                 flight.settle(Disposition::Reset, rule);
@@ -655,11 +659,16 @@ fn synthetic(rule: &str, kind: &str, status: u16) -> Response<ProxyBody> {
 /// The synthetic answer of an error rule: its status, its body (or the JSON one naming the rule),
 /// `Retry-After`, then the rule's own headers, which win over the proxy's (`content-type`).
 fn error_reply(rule: &str, reply: &ErrorReply) -> Response<ProxyBody> {
+    error_reply_of(rule, "error", reply)
+}
+
+/// [`error_reply`] for a rule of `kind` (an `error`, or a `quota`'s 429).
+fn error_reply_of(rule: &str, kind: &str, reply: &ErrorReply) -> Response<ProxyBody> {
     if let Some(grpc) = &reply.grpc {
         return grpc_reply(rule, reply, grpc);
     }
     let mut response = match &reply.body {
-        None => synthetic(rule, "error", reply.status),
+        None => synthetic(rule, kind, reply.status),
         Some(body) => {
             let mut response = Response::new(Full::new(Bytes::from(body.clone())));
             *response.status_mut() = final_status(reply.status);

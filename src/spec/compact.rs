@@ -86,7 +86,11 @@ pub fn parse(text: &str) -> Result<FaultSpec, CompactError> {
             let arg = tokens.next_arg().ok_or_else(|| {
                 format!("\"{text}\" needs a duration: `delay:100ms` or `delay:100ms-500ms`")
             })?;
-            spec.delay = Some(DelaySpec::parse(arg).map_err(|e| format!("in \"{text}\": {e}"))?);
+            spec.delay = Some(
+                DelaySpec::parse(arg)
+                    .map_err(|e| format!("in \"{text}\": {e}"))?
+                    .into(),
+            );
         }
         FaultKind::Error => {
             let arg = tokens
@@ -127,7 +131,7 @@ pub fn parse(text: &str) -> Result<FaultSpec, CompactError> {
                 let p = arg.parse::<f64>().map_err(|_| {
                     format!("in \"{text}\": `{arg}` is neither a probability (0 to 1) nor a path starting with `/`")
                 })?;
-                spec.probability = Some(p);
+                spec.probability = Some(p.into());
             }
         }
     }
@@ -197,10 +201,10 @@ mod tests {
         let d = ok("delay:100ms");
         assert_eq!(
             (d.kind, d.delay),
-            (FaultKind::Delay, Some(DelaySpec::Fixed(ms(100))))
+            (FaultKind::Delay, Some(DelaySpec::Fixed(ms(100)).into()))
         );
         let d = ok("delay:100ms-500ms");
-        assert_eq!(d.delay, Some(DelaySpec::Range(ms(100), ms(500))));
+        assert_eq!(d.delay, Some(DelaySpec::Range(ms(100), ms(500)).into()));
         let d = ok("delay:200ms:/api");
         assert_eq!(
             d.matcher.and_then(|m| m.path).as_deref(),
@@ -212,16 +216,16 @@ mod tests {
             (FaultKind::Error, Some(503), None)
         );
         let e = ok("error:503:0.5");
-        assert_eq!(e.probability, Some(0.5));
+        assert_eq!(e.probability, Some(0.5.into()));
         let e = ok("error:500:0.1:/api");
-        assert_eq!((e.status, e.probability), (Some(500), Some(0.1)));
+        assert_eq!((e.status, e.probability), (Some(500), Some(0.1.into())));
         assert!(e.matcher.is_some());
         let d = ok("drop:0.1");
-        assert_eq!((d.kind, d.probability), (FaultKind::Drop, Some(0.1)));
+        assert_eq!((d.kind, d.probability), (FaultKind::Drop, Some(0.1.into())));
         let d = ok("drop");
         assert_eq!(d.probability, None);
         let d = ok("delay:1s:0.3:/api/*");
-        assert_eq!(d.probability, Some(0.3));
+        assert_eq!(d.probability, Some(0.3.into()));
         assert_eq!(d.matcher.and_then(|m| m.path).as_deref(), Some("/api/*"));
     }
 

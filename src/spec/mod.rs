@@ -10,6 +10,7 @@ pub mod compact;
 pub mod duration;
 pub mod error;
 pub mod extent;
+pub mod schedule;
 pub mod url;
 
 use std::borrow::Cow;
@@ -19,7 +20,9 @@ use std::fmt;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use self::duration::{DelaySpec, DurationSpec};
+use self::duration::DurationSpec;
+use self::extent::Extent;
+use self::schedule::{BurstsSpec, DelayField, ProbabilitySpec};
 
 /// A TraceForge chaos scenario: an upstream, the faults the proxy injects in front of it, a seed, a
 /// load profile and what the run must show. `traceforge run FILE` plays it and checks it against
@@ -285,7 +288,8 @@ impl JsonSchema for FaultEntry {
 ///
 /// A rule fires when all of these hold: its `match` conditions; its deterministic pattern
 /// (`first`, `after`, `every`, `attempts`, `from_request`/`until_request`); its time window
-/// (`from`/`until`); its `probability` roll; and its `max_active` limit.
+/// (`from`/`until`); its `bursts` being on; for a `quota`, the request being over quota; its
+/// `probability` roll; and its `max_active` limit.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
@@ -302,10 +306,11 @@ pub struct FaultSpec {
     pub kind: FaultKind,
 
     /// For `delay`: how long to hold the request before forwarding it, `"100ms"` or a range
-    /// `"100ms..500ms"` (each request draws its own value uniformly). Give either `delay` or
-    /// `distribution`.
+    /// `"100ms..500ms"` (each request draws its own value uniformly), or a ramp
+    /// `{ from = "10ms", to = "500ms", over = 1000 }` (a straight line over requests or time, then
+    /// `to`). Give either `delay` or `distribution`. For `ws_delay`: a value or a range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delay: Option<DelaySpec>,
+    pub delay: Option<DelayField>,
 
     /// For `delay`: draw each request's delay from a distribution with `mean` and `stddev`
     /// instead of `delay`. Values below zero are clamped to zero. Example:
@@ -425,10 +430,13 @@ pub struct FaultSpec {
     pub remove: Option<Vec<String>>,
 
     /// The chance, from 0 to 1, that a matching request gets this fault. Decided per request from the
-    /// seed, the rule and the request id, so arrival order cannot change it. Default 1.
+    /// seed, the rule and the request id, so arrival order cannot change it. Default 1. A ramp
+    /// `{ from = 0.0, to = 0.8, over = "10m" }` goes in a straight line from `from` to `to` over
+    /// requests (an integer: by request index) or time since the start (a duration), then stays
+    /// at `to`: gradual degradation. The roll is the same either way, so a rising ramp only adds
+    /// requests to those that fire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub probability: Option<f64>,
+    pub probability: Option<ProbabilitySpec>,
 
     /// Which requests the rule applies to; every request when left out.
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
@@ -486,6 +494,28 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_active: Option<u32>,
+
+    /// For `quota`: how many requests each `window` lets through; the rest get a 429. At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<u64>,
+
+    /// For `quota`: the fixed window the `limit` applies to: a number of requests (windows of
+    /// request indices `0..N`, `N..2N`, ...: deterministic at any concurrency) or a time such as
+    /// `"1s"` (windows of time since the start, counted in arrival order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Extent>,
+
+    /// For `quota`: count separately for each value of this request header, such as
+    /// `"x-api-key"` (requests without it share one bucket). Counted in arrival order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_header: Option<String>,
+
+    /// Fire only while "on": `{ on = "30s", off = "2m" }` (fixed: on first, repeating from the
+    /// start) or `{ mean_on = 20, mean_off = 80 }` (a seeded two-state Markov chain, starting
+    /// on). Integers count requests (by index), strings are times; all on the same axis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bursts: Option<BurstsSpec>,
 }
 
 impl FaultSpec {
@@ -529,6 +559,10 @@ impl FaultSpec {
             from: None,
             until: None,
             max_active: None,
+            limit: None,
+            window: None,
+            per_header: None,
+            bursts: None,
         }
     }
 }
@@ -596,10 +630,14 @@ pub enum FaultKind {
     /// and the connection closed after it. Example: `{ kind = "goaway", every = 10 }`.
     #[serde(rename = "goaway")]
     GoAway,
+    /// Answer 429 with `Retry-After` (and `RateLimit-*` headers) to the requests over `limit` in
+    /// each `window`, without forwarding; optionally per value of the `per_header` header. Example:
+    /// `{ kind = "quota", limit = 10, window = 100 }` or `{ kind = "quota", limit = 5, window = "1s", per_header = "x-api-key" }`.
+    Quota,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::Delay,
         FaultKind::Error,
         FaultKind::Drop,
@@ -615,6 +653,7 @@ impl FaultKind {
         FaultKind::WsDrop,
         FaultKind::RstStream,
         FaultKind::GoAway,
+        FaultKind::Quota,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -634,6 +673,7 @@ impl FaultKind {
             FaultKind::WsDrop => "ws_drop",
             FaultKind::RstStream => "rst_stream",
             FaultKind::GoAway => "goaway",
+            FaultKind::Quota => "quota",
         }
     }
 

@@ -88,6 +88,14 @@ pub(super) fn check(
                     model: DelayModel::Fixed(d) | DelayModel::Uniform(d, _),
                     jitter,
                 }) => delays.push((name.clone(), d.saturating_sub(jitter.unwrap_or_default()))),
+                // A ramp's delay is never below the lower of its two ends.
+                FaultAction::Delay(RandomDelay {
+                    model: DelayModel::Ramp(r),
+                    jitter,
+                }) => delays.push((
+                    name.clone(),
+                    r.from.min(r.to).saturating_sub(jitter.unwrap_or_default()),
+                )),
                 FaultAction::Delay(_) => c.report(
                     p,
                     format!(
