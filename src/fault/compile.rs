@@ -800,7 +800,12 @@ pub const RESPONSE_KINDS: [FaultKind; 8] = [
 
 /// `match.response_status` and `match.response_header`: statuses 100 to 599, classes `1xx` to
 /// `5xx`, valid header names and values.
-fn check_response_conditions(c: &mut Checker, spec: &MatchSpec, at: &At<'_>, matcher: &mut Matcher) {
+fn check_response_conditions(
+    c: &mut Checker,
+    spec: &MatchSpec,
+    at: &At<'_>,
+    matcher: &mut Matcher,
+) {
     let sub = |name: &str| at.sub_field("match", name);
     if let Some(statuses) = &spec.response_status {
         let p = sub("response_status");
@@ -833,7 +838,8 @@ fn check_response_conditions(c: &mut Checker, spec: &MatchSpec, at: &At<'_>, mat
 
 /// One `response_status` item: a status from 100 to 599, or a class `1xx` to `5xx`.
 fn status_item(c: &mut Checker, path: Vec<Seg>, item: &StatusItemSpec) -> Option<StatusMatch> {
-    const CLASSES: &str = "a status from 100 to 599 (503), or a class: \"1xx\", \"2xx\", \"3xx\", \"4xx\" or \"5xx\"";
+    const CLASSES: &str =
+        "a status from 100 to 599 (503), or a class: \"1xx\", \"2xx\", \"3xx\", \"4xx\" or \"5xx\"";
     match item {
         StatusItemSpec::Code(code) => match u16::try_from(*code) {
             Ok(status @ 100..=599) => Some(StatusMatch::Code(status)),

@@ -152,7 +152,6 @@ impl Matcher {
             && self.query_matches(query)
     }
 
-
     fn query_matches(&self, query: Option<&str>) -> bool {
         if self.query.is_empty() {
             return true;

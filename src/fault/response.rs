@@ -35,7 +35,8 @@ impl FaultPlan {
             if !rule.matcher.is_response() || !rule.matcher.matches_response(status, headers) {
                 continue;
             }
-            if let Some(step) = self.evaluate(RuleRef::Index(index), rule, &self.names[index], facts)
+            if let Some(step) =
+                self.evaluate(RuleRef::Index(index), rule, &self.names[index], facts)
             {
                 let terminal = step.effect.is_terminal();
                 decision.push(step);
@@ -90,7 +91,11 @@ mod tests {
             7,
             vec![
                 FaultRule::new("slow", FaultAction::delay(DelaySpec::Fixed(ms(10)))),
-                on_response("to-502", FaultAction::Status(502), vec![StatusMatch::Class(5)]),
+                on_response(
+                    "to-502",
+                    FaultAction::Status(502),
+                    vec![StatusMatch::Class(5)],
+                ),
                 cache,
                 on_response(
                     "gone",

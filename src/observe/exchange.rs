@@ -123,8 +123,11 @@ impl Exchange {
         &mut self,
         rules: impl IntoIterator<Item = (&'a str, &'static str)>,
     ) {
-        self.faults
-            .extend(rules.into_iter().map(|(rule, kind)| (rule.to_string(), kind)));
+        self.faults.extend(
+            rules
+                .into_iter()
+                .map(|(rule, kind)| (rule.to_string(), kind)),
+        );
     }
 
     /// How the proxy disposed of the request (a `/metrics` outcome label), the rule or failure

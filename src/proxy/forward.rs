@@ -128,16 +128,19 @@ where
         // alone. Their delays hold the head here; a terminal one replaces the response, which
         // the caller answers (this one goes unread).
         if let Some(asked) = asked.filter(|_| switched.is_none()) {
-            let response = self
-                .plan
-                .decide_response(&asked.facts(), parts.status.as_u16(), &parts.headers);
+            let response =
+                self.plan
+                    .decide_response(&asked.facts(), parts.status.as_u16(), &parts.headers);
             let delay = response.total_delay();
             decision.extend_response(response);
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             if !decision.forwards() {
-                return Ok((Response::from_parts(parts, body.map_err(BoxError::from).boxed()), None));
+                return Ok((
+                    Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
+                    None,
+                ));
             }
         }
         // The upstream's answer as the faults reshape it; the proxy's own headers (ids, fired

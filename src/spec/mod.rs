@@ -817,7 +817,8 @@ pub enum StatusItemSpec {
 
 impl<'de> Deserialize<'de> for StatusItemSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StatusVisitor { list: false })
+        deserializer
+            .deserialize_any(StatusVisitor { list: false })
             .and_then(|m| match m {
                 StatusMatchSpec::One(item) => Ok(item),
                 StatusMatchSpec::Many(_) => Err(serde::de::Error::custom("a list inside a list")),
@@ -840,7 +841,9 @@ impl<'de> serde::de::Visitor<'de> for StatusVisitor {
     type Value = StatusMatchSpec;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.list {
-            f.write_str("a status such as 503, a class such as \"5xx\", or a list such as [500, 503]")
+            f.write_str(
+                "a status such as 503, a class such as \"5xx\", or a list such as [500, 503]",
+            )
         } else {
             f.write_str("a status such as 503 or a class such as \"5xx\"")
         }
@@ -851,7 +854,11 @@ impl<'de> serde::de::Visitor<'de> for StatusVisitor {
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
         u64::try_from(v)
             .map(|v| StatusMatchSpec::One(StatusItemSpec::Code(v)))
-            .map_err(|_| E::custom(format!("{v} is not an HTTP status: they go from 100 to 599")))
+            .map_err(|_| {
+                E::custom(format!(
+                    "{v} is not an HTTP status: they go from 100 to 599"
+                ))
+            })
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
         Ok(StatusMatchSpec::One(StatusItemSpec::Class(v.to_string())))

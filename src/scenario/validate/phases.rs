@@ -48,7 +48,10 @@ pub(super) fn check(
             );
         }
         for (list, on) in [(&phase.enable, true), (&phase.disable, false)] {
-            let field = with(&here, Seg::Key(if on { "enable" } else { "disable" }.into()));
+            let field = with(
+                &here,
+                Seg::Key(if on { "enable" } else { "disable" }.into()),
+            );
             for (j, name) in list.iter().enumerate() {
                 let p = with(&field, Seg::Index(j));
                 if !names.contains(name) {
@@ -93,7 +96,10 @@ fn phase_name(i: usize, phase: &PhaseSpec) -> String {
 /// `from` before `until`.
 fn span_of(c: &mut Checker, here: &[Seg], phase: &PhaseSpec) -> Option<Span> {
     let until_at = with(here, Seg::Key("until".into()));
-    let axis = phase.from.or(phase.until).map_or(Axis::Requests, Extent::axis);
+    let axis = phase
+        .from
+        .or(phase.until)
+        .map_or(Axis::Requests, Extent::axis);
     if let (Some(from), Some(until)) = (phase.from, phase.until) {
         if from.axis() != until.axis() {
             c.report(
