@@ -70,7 +70,11 @@ async fn a_rule_enabled_for_a_block_fires_exactly_there_and_a_disabled_one_every
         assert_eq!(*status, Some(want_status), "request {index}");
         assert_eq!(faults, want_faults, "request {index}");
     }
-    assert_eq!(got, summary(&parallel.outcomes), "concurrency 1 and 16 agree");
+    assert_eq!(
+        got,
+        summary(&parallel.outcomes),
+        "concurrency 1 and 16 agree"
+    );
     // The rule lines say when the phases let each rule fire.
     let body = serial.report.body.clone().unwrap_or_default();
     assert!(
@@ -167,10 +171,15 @@ fn a_phase_on_two_axes_or_empty_or_doing_nothing_is_an_error() {
     );
     assert!(shown.contains("--> scenario.toml:18:9"), "{shown}");
 
-    let both = BLOCKS.replace("disable = [\"blip\"]", "enable = [\"blip\"]\ndisable = [\"blip\"]");
+    let both = BLOCKS.replace(
+        "disable = [\"blip\"]",
+        "enable = [\"blip\"]\ndisable = [\"blip\"]",
+    );
     let shown = error(&both);
     assert!(
-        shown.starts_with("error: phases[1].disable[0]: phase `phase-2` both enables and disables `blip`"),
+        shown.starts_with(
+            "error: phases[1].disable[0]: phase `phase-2` both enables and disables `blip`"
+        ),
         "{shown}"
     );
     assert!(shown.contains("--> scenario.toml:25:12"), "{shown}");
