@@ -27,6 +27,12 @@
 //! Every fault acts on its own request only: over HTTP/2, the other streams of the connection
 //! go on untouched (a `goaway` lets them finish).
 //!
+//! Rules with a condition on the upstream's response (`match.response_status`,
+//! `match.response_header`) are decided in step 5, on the upstream's own head (before any status
+//! or header rewrite), with the request's facts (`asked`). Their delays hold the head; a terminal
+//! one (`error`, `drop`, `reset`) replaces the upstream's answer as a request rule's would; the
+//! others join the request's steps, after them, and steps 6 to 8 apply them. A `101` is left alone.
+//!
 //! Headers the load generator and users rely on:
 //! - [`wire::FAULT`] on every response where at least one rule fired (delays included): the
 //!   fired rule names in firing order, `slow-api, api-503`. On a truncated response it comes with

@@ -322,7 +322,10 @@ impl JsonSchema for FaultEntry {
 ///
 /// A rule fires when all of these hold: its `match` conditions; its deterministic pattern
 /// (`first`, `after`, `every`, `attempts`, `from_request`/`until_request`); its time window
-/// (`from`/`until`); its `probability` roll; and its `max_active` limit.
+/// (`from`/`until`); the `[[phases]]` that name it; its `probability` roll; and its `max_active`
+/// limit. A rule with a condition on the upstream's response (`match.response_status`,
+/// `match.response_header`) is decided once the upstream has answered, and its steps come after
+/// those of the request's rules.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
