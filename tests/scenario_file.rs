@@ -90,7 +90,7 @@ error: unknown key `laod`
 2 | laod = 1
   | ^^^^ unknown key
   |
-  = help: did you mean `load`? valid keys here: `name`, `description`, `seed`, `upstream`, `faults`, `proxy`, `load`, `expect`, `run`, `services`, `proxies`"
+  = help: did you mean `load`? valid keys here: `name`, `description`, `seed`, `upstream`, `faults`, `proxy`, `load`, `expect`, `run`, `services`, `proxies`, `phases`"
     );
 }
 

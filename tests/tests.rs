@@ -23,8 +23,10 @@ mod load_protocols; // the load generator over https and HTTP/2 (h2c, ALPN), a T
 mod load_websocket; // WebSocket targets: echoes, ws_close and ws_drop through the proxy, retries, wss://, `load --url ws://`, golden determinism
 mod observe; // the request log and spans of a run and of `proxy --otlp`: the same ids run after run, rotation, a full disk, a refusing collector
 mod otlp; // span export over OTLP/HTTP: exact ids, times and status at a real receiver; failing, silent and absent collectors; a full queue
+mod phases; // [[phases]]: rules on for a block of requests or virtual time, off for another, at any concurrency; located errors
 mod proxy; // the fault-injecting proxy: ids, faults, seeded decisions, hop-by-hop, metrics, 502/504
 mod report_html; // the HTML report: the same bytes from a run, its outcomes and its shards; every chart in headless Chromium; topology
+mod response_faults; // rules on the upstream's response: status classes, header conditions, delay, cut, replace, reset
 mod run; // `traceforge run` end to end, golden comparisons, outputs, the standalone load generator
 mod scenario_file; // rendered scenario errors, overrides, no panic on any input
 mod schema; // the committed JSON schema and the shipped scenarios against it

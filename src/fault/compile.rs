@@ -13,13 +13,16 @@ use super::quota::Quota;
 use super::schedule::{Bursts, Ramp};
 use super::{
     DelayModel, ErrorReply, FaultAction, FaultRule, GrpcStatus, HeaderSide, Matcher, PathGlob,
-    RandomDelay, ValueMatch, Window, header_ops,
+    RandomDelay, StatusMatch, ValueMatch, Window, header_ops,
 };
 use crate::spec::check::{Checker, Seg, final_status, is_file_name, no_body_allowed, with};
 use crate::spec::duration::{DelaySpec, DurationSpec, format_duration};
 use crate::spec::extent::Extent;
 use crate::spec::schedule::{BurstsSpec, DelayField, ProbabilitySpec};
-use crate::spec::{Distribution, FaultEntry, FaultKind, FaultSpec, HeaderTarget};
+use crate::spec::{
+    Distribution, FaultEntry, FaultKind, FaultSpec, HeaderTarget, MatchSpec, StatusItemSpec,
+    StatusMatchSpec,
+};
 
 /// How a fault was written. Problems point at a table's fields; a compact string has no fields of
 /// its own, so they point at the string.
@@ -116,6 +119,9 @@ fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> 
         probability = 1.0;
     }
     let matcher = check_matcher(c, fault, at);
+    if matcher.is_response() {
+        check_response_kind(c, fault, at);
+    }
     let window = Window {
         probability_ramp,
         bursts: check_bursts(c, fault, at),
@@ -765,6 +771,7 @@ fn check_matcher(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Matcher {
             matcher.query.push((name.clone(), ValueMatch::parse(value)));
         }
     }
+    check_response_conditions(c, spec, at, &mut matcher);
     matcher
 }
 
@@ -840,7 +847,126 @@ fn check_window(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Window {
         from,
         until,
         max_active: fault.max_active,
+        // Phases are the scenario's, not the rule's: validation adds them (`validate::phases`).
         ..Window::default()
+    }
+}
+
+/// The kinds a rule with a response condition may have: what can still be done once the
+/// upstream has answered.
+pub const RESPONSE_KINDS: [FaultKind; 8] = [
+    FaultKind::Delay,
+    FaultKind::Status,
+    FaultKind::Truncate,
+    FaultKind::Throttle,
+    FaultKind::Headers,
+    FaultKind::Error,
+    FaultKind::Reset,
+    FaultKind::Drop,
+];
+
+/// `match.response_status` and `match.response_header`: statuses 100 to 599, classes `1xx` to
+/// `5xx`, valid header names and values.
+fn check_response_conditions(
+    c: &mut Checker,
+    spec: &MatchSpec,
+    at: &At<'_>,
+    matcher: &mut Matcher,
+) {
+    let sub = |name: &str| at.sub_field("match", name);
+    if let Some(statuses) = &spec.response_status {
+        let p = sub("response_status");
+        if statuses.items().is_empty() {
+            c.report(
+                p.clone(),
+                "an empty `response_status` list matches no response",
+                "empty list",
+                Some("list statuses or classes, such as `[500, 503]` or `\"5xx\"`, or remove `response_status`".into()),
+            );
+        }
+        for (i, item) in statuses.items().iter().enumerate() {
+            let here = match statuses {
+                StatusMatchSpec::One(_) => p.clone(),
+                StatusMatchSpec::Many(_) => with(&p, Seg::Index(i)),
+            };
+            if let Some(status) = status_item(c, here, item) {
+                matcher.response_status.push(status);
+            }
+        }
+    }
+    if let Some(headers) = &spec.response_header {
+        matcher.response_headers = c
+            .headers(sub("response_header"), headers)
+            .into_iter()
+            .map(|(n, v)| (n, ValueMatch::parse(v.to_str().unwrap_or_default())))
+            .collect();
+    }
+}
+
+/// One `response_status` item: a status from 100 to 599, or a class `1xx` to `5xx`.
+fn status_item(c: &mut Checker, path: Vec<Seg>, item: &StatusItemSpec) -> Option<StatusMatch> {
+    const CLASSES: &str =
+        "a status from 100 to 599 (503), or a class: \"1xx\", \"2xx\", \"3xx\", \"4xx\" or \"5xx\"";
+    match item {
+        StatusItemSpec::Code(code) => match u16::try_from(*code) {
+            Ok(status @ 100..=599) => Some(StatusMatch::Code(status)),
+            _ => {
+                c.report(
+                    path,
+                    format!("{code} is not an HTTP status: they go from 100 to 599"),
+                    "not a status",
+                    Some(format!("write {CLASSES}")),
+                );
+                None
+            }
+        },
+        StatusItemSpec::Class(text) => {
+            let lower = text.trim().to_ascii_lowercase();
+            match lower.as_bytes() {
+                [d @ b'1'..=b'5', b'x', b'x'] => Some(StatusMatch::Class(d - b'0')),
+                _ => {
+                    let help = if lower.parse::<u16>().is_ok() {
+                        format!("write the status as a number, without quotes: {lower}")
+                    } else {
+                        format!("write {CLASSES}")
+                    };
+                    c.report(
+                        path,
+                        format!("`{text}` is not a status class"),
+                        "not a status or class",
+                        Some(help),
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// A rule with a response condition acts once the upstream has answered: only the kinds of
+/// [`RESPONSE_KINDS`] can, and a `headers` rule only on the response.
+fn check_response_kind(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) {
+    let kind = fault.kind;
+    if !RESPONSE_KINDS.contains(&kind) {
+        c.report(
+            at.field("kind"),
+            format!(
+                "{} `{kind}` fault cannot have a condition on the upstream's response",
+                article(kind)
+            ),
+            "not a response kind",
+            Some(format!(
+                "a rule with `match.response_status` or `match.response_header` acts after the upstream answers: its kind must be {} (`headers` with `target = \"response\"`)",
+                kind_list(&RESPONSE_KINDS).replacen(" and ", " or ", 1)
+            )),
+        );
+    } else if kind == FaultKind::Headers && fault.target == Some(HeaderTarget::Request) {
+        c.report(
+            at.field("target"),
+            "the request has gone upstream by the time its response is known",
+            "not with a response condition",
+            Some("write `target = \"response\"`, or drop `match.response_status` and `match.response_header`".into()),
+        );
     }
 }
 

@@ -315,6 +315,14 @@ impl Decision {
         self.steps.push(step);
     }
 
+    /// Appends the steps of the response rules ([`crate::fault::FaultPlan::decide_response`])
+    /// after the request's, in firing order. Nothing of the request's is dropped: it has been
+    /// forwarded under them. A terminal response step is then [`Decision::terminal`]: it replaces
+    /// the upstream's response. Of the status rewrites the last wins, so a response rule's.
+    pub fn extend_response(&mut self, response: Decision) {
+        self.steps.extend(response.steps);
+    }
+
     /// The sum of every delay that fired: delays add up.
     pub fn total_delay(&self) -> Duration {
         self.steps
@@ -327,7 +335,8 @@ impl Decision {
     }
 
     /// The terminal step (error, drop, reset or hang), if any. It is always the last step, and
-    /// then only delays come before it.
+    /// then only delays come before it, unless it is a response rule's (see
+    /// [`Decision::extend_response`]).
     pub fn terminal(&self) -> Option<&Step> {
         self.steps.last().filter(|s| s.effect.is_terminal())
     }

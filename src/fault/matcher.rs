@@ -1,5 +1,6 @@
-//! Which requests a rule applies to: path glob, methods, header and query conditions. Pure
-//! functions of the request's facts; `FaultPlan::decide` calls them for every rule.
+//! Which requests a rule applies to: path glob, methods, header and query conditions, and the
+//! conditions on the upstream's response (status, headers). Pure functions of the request's facts
+//! and of the response head; `FaultPlan::decide` and `FaultPlan::decide_response` call them.
 
 use globset::{GlobBuilder, GlobMatcher};
 use hyper::Method;
@@ -85,6 +86,38 @@ pub struct Matcher {
     /// gRPC calls: the path `/package.Service/Method` matches this glob and the `content-type`
     /// is `application/grpc` (or one of its `+proto`, `+json` forms).
     pub grpc: Option<PathGlob>,
+    /// The upstream's response status is one of these (a status or a class); empty: any. With
+    /// this or `response_headers`, the rule is a response rule (see [`Matcher::is_response`]).
+    pub response_status: Vec<StatusMatch>,
+    /// The upstream's response headers, as `headers` for the request's.
+    pub response_headers: Vec<(HeaderName, ValueMatch)>,
+}
+
+/// One item of a `response_status` condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// Exactly this status.
+    Code(u16),
+    /// Every status of this hundred: `Class(5)` is `5xx`.
+    Class(u8),
+}
+
+impl StatusMatch {
+    pub fn accepts(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Code(code) => code == status,
+            StatusMatch::Class(class) => status / 100 == u16::from(class),
+        }
+    }
+}
+
+impl std::fmt::Display for StatusMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatusMatch::Code(code) => write!(f, "{code}"),
+            StatusMatch::Class(class) => write!(f, "{class}xx"),
+        }
+    }
 }
 
 /// True for a gRPC request: `content-type: application/grpc`, `application/grpc+proto`, ...
@@ -119,15 +152,6 @@ impl Matcher {
             && self.query_matches(query)
     }
 
-    fn headers_match(&self, headers: &HeaderMap) -> bool {
-        self.headers.iter().all(|(name, want)| {
-            headers
-                .get_all(name)
-                .iter()
-                .any(|v| want.accepts(v.as_bytes()))
-        })
-    }
-
     fn query_matches(&self, query: Option<&str>) -> bool {
         if self.query.is_empty() {
             return true;
@@ -146,7 +170,35 @@ impl Matcher {
             && self.headers.is_empty()
             && self.query.is_empty()
             && self.grpc.is_none()
+            && !self.is_response()
     }
+
+    /// Whether the rule has conditions on the upstream's response: then it is decided after the
+    /// upstream answers ([`crate::fault::FaultPlan::decide_response`]), never before.
+    pub fn is_response(&self) -> bool {
+        !self.response_status.is_empty() || !self.response_headers.is_empty()
+    }
+
+    /// True when the upstream's response meets the response conditions (the request's are
+    /// checked by [`Matcher::matches`]).
+    pub fn matches_response(&self, status: u16, headers: &HeaderMap) -> bool {
+        (self.response_status.is_empty() || self.response_status.iter().any(|s| s.accepts(status)))
+            && header_conditions_hold(&self.response_headers, headers)
+    }
+
+    fn headers_match(&self, headers: &HeaderMap) -> bool {
+        header_conditions_hold(&self.headers, headers)
+    }
+}
+
+/// Every `(name, value)` condition holds: a header with several values matches when any does.
+fn header_conditions_hold(conditions: &[(HeaderName, ValueMatch)], headers: &HeaderMap) -> bool {
+    conditions.iter().all(|(name, want)| {
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| want.accepts(v.as_bytes()))
+    })
 }
 
 /// The `name=value` pairs of a query string, percent-decoded, `+` read as a space. A parameter

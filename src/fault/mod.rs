@@ -14,8 +14,10 @@ pub mod compile;
 pub mod decision;
 pub mod live;
 pub mod matcher;
+pub mod phase;
 pub mod quota;
 mod rank;
+mod response;
 pub mod schedule;
 pub mod stream;
 
@@ -33,7 +35,8 @@ use rand_pcg::Pcg64;
 pub use decision::{
     Action, Decision, Effect, ErrorReply, GrpcStatus, HeaderOp, HeaderSide, RuleRef, Step,
 };
-pub use matcher::{Matcher, PathGlob, ValueMatch};
+pub use matcher::{Matcher, PathGlob, StatusMatch, ValueMatch};
+pub use phase::{Gate, Span};
 
 use crate::load::Target;
 use crate::spec::duration::{DelaySpec, MAX_DURATION};
@@ -129,6 +132,8 @@ pub struct Window {
     pub bursts: Option<schedule::Bursts>,
     /// A `quota` rule: fire only for requests over the quota.
     pub quota: Option<quota::Quota>,
+    /// The scenario's `[[phases]]` that switch this rule on or off; `None`: no phase names it.
+    pub gates: Option<Arc<Gate>>,
 }
 
 impl Window {
@@ -150,6 +155,10 @@ impl Window {
             && self.until_request.is_none_or(|u| facts.index < u)
             && facts.elapsed >= self.from
             && self.until.is_none_or(|u| facts.elapsed < u)
+            && self
+                .gates
+                .as_ref()
+                .is_none_or(|g| g.admits(facts.index, facts.elapsed))
     }
 
     fn admits_rank(&self, rank: u64) -> bool {
@@ -283,6 +292,24 @@ impl fmt::Display for FaultRule {
             let ms: Vec<&str> = self.matcher.methods.iter().map(Method::as_str).collect();
             write!(f, ", {}", ms.join("|"))?;
         }
+        if !self.matcher.response_status.is_empty() {
+            let ss: Vec<String> = self
+                .matcher
+                .response_status
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            write!(f, ", response {}", ss.join("|"))?;
+        }
+        for (name, value) in &self.matcher.response_headers {
+            match value {
+                ValueMatch::Any => write!(f, ", response header {name}")?,
+                ValueMatch::Exact(v) => write!(f, ", response header {name}={v}")?,
+            }
+        }
+        if let Some(gate) = &self.window.gates {
+            write!(f, ", {gate}")?;
+        }
         f.write_str(")")
     }
 }
@@ -410,9 +437,16 @@ impl FaultPlan {
     /// `x-traceforge-fault` header is evaluated last as a rule named `header`, unless a terminal
     /// fault already fired; a malformed one is ignored and explained in
     /// [`Decision::header_error`].
+    ///
+    /// Rules with a condition on the upstream's response are left out: the proxy decides them
+    /// with [`FaultPlan::decide_response`] once the upstream has answered.
     pub fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
         let mut decision = Decision::default();
         for (index, rule) in self.rules.iter().enumerate() {
+            // Response rules wait for the upstream's answer: `decide_response`.
+            if rule.matcher.is_response() {
+                continue;
+            }
             let fired = self.evaluate(RuleRef::Index(index), rule, &self.names[index], facts);
             if let Some(step) = fired {
                 let terminal = step.effect.is_terminal();

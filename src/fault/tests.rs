@@ -391,6 +391,7 @@ fn matchers_check_method_path_headers_and_query_all_together() {
             ("id".into(), ValueMatch::parse("*")),
         ],
         grpc: None,
+        ..Matcher::default()
     };
     let good = headers(&[("x-user", "7"), ("X-USER", "42"), ("x-canary", "")]);
     let facts =

@@ -118,6 +118,18 @@ impl Exchange {
             .collect();
     }
 
+    /// The rules that fired on the upstream's response, after those [`Exchange::fired`] gave.
+    pub fn fired_on_response<'a>(
+        &mut self,
+        rules: impl IntoIterator<Item = (&'a str, &'static str)>,
+    ) {
+        self.faults.extend(
+            rules
+                .into_iter()
+                .map(|(rule, kind)| (rule.to_string(), kind)),
+        );
+    }
+
     /// How the proxy disposed of the request (a `/metrics` outcome label), the rule or failure
     /// kind behind it, and the status sent, if one was.
     pub fn settle(&mut self, outcome: &'static str, detail: &str, status: Option<u16>) {

@@ -11,6 +11,7 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::Connect;
 use serde_json::json;
 
+use super::asked::Asked;
 use super::body::{Upload, UploadProgress};
 use super::{
     BoxError, Disposition, Proxy, ProxyBody, close_after, final_status, full, headers,
@@ -35,7 +36,8 @@ where
         &self,
         req: Request<Incoming>,
         ids: &Ids,
-        decision: &Decision,
+        decision: &mut Decision,
+        asked: Option<&Asked>,
         upgrade: bool,
         mut exchange: Option<&mut Exchange>,
     ) -> Result<(Response<ProxyBody>, Option<OnUpgrade>), ForwardError> {
@@ -121,6 +123,26 @@ where
         headers::strip_hop_by_hop(&mut parts.headers);
         if switched.is_some() {
             websocket::insert_upgrade_headers(&mut parts.headers);
+        }
+        // Rules on the upstream's response see its own head, before any rewrite; a `101` is left
+        // alone. Their delays hold the head here; a terminal one replaces the response, which
+        // the caller answers (this one goes unread).
+        if let Some(asked) = asked.filter(|_| switched.is_none()) {
+            let response =
+                asked
+                    .plan()
+                    .decide_response(&asked.facts(), parts.status.as_u16(), &parts.headers);
+            let delay = response.total_delay();
+            decision.extend_response(response);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if !decision.forwards() {
+                return Ok((
+                    Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
+                    None,
+                ));
+            }
         }
         // The upstream's answer as the faults reshape it; the proxy's own headers (ids, fired
         // rules) go on after, so a rule cannot hide them from the load generator. A `101` keeps

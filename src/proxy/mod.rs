@@ -27,6 +27,12 @@
 //! Every fault acts on its own request only: over HTTP/2, the other streams of the connection
 //! go on untouched (a `goaway` lets them finish).
 //!
+//! Rules with a condition on the upstream's response (`match.response_status`,
+//! `match.response_header`) are decided in step 5, on the upstream's own head (before any status
+//! or header rewrite), with the request's facts (`asked`). Their delays hold the head; a terminal
+//! one (`error`, `drop`, `reset`) replaces the upstream's answer as a request rule's would; the
+//! others join the request's steps, after them, and steps 6 to 8 apply them. A `101` is left alone.
+//!
 //! Headers the load generator and users rely on:
 //! - [`wire::FAULT`] on every response where at least one rule fired (delays included): the
 //!   fired rule names in firing order, `slow-api, api-503`. On a truncated response it comes with
@@ -57,6 +63,7 @@
 //! faults and the client's upload), `headers` (hop-by-hop headers) and [`metrics`]. [`control`] is
 //! the API of `traceforge proxy --control`, which changes the rules while the proxy runs.
 
+mod asked;
 mod body;
 pub mod control;
 mod events;
@@ -94,6 +101,7 @@ use crate::record::calls::{CallRecorder, Slot};
 use crate::scenario::ProxyConfig;
 use crate::server::{self, ClientTimeouts, ConnectionControl, Listening, Shutdown};
 use crate::wire;
+use asked::Asked;
 use body::{Cut, Ending, FaultBody, Pace, Upload};
 
 pub use metrics::{Disposition, Metrics};
@@ -281,8 +289,8 @@ where
         // 2. Decide: a pure function of the seed, the rule, the request id and the request index the
         // load generator sends, so arrival order cannot change it. Other clients get an arrival count.
         // A service's call is decided by its request and ordinal instead.
-        let decision = self.decide(&req, &ids, slot.as_ref());
-        let fired_names: Vec<String> = match &slot {
+        let (mut decision, asked) = self.decide(&req, &ids, slot.as_ref());
+        let mut fired_names: Vec<String> = match &slot {
             Some(_) => decision
                 .fired_rules()
                 .iter()
@@ -293,8 +301,8 @@ where
         if let Some(exchange) = flight.exchange() {
             exchange.fired(decision.steps.iter().map(|s| (&*s.name, s.effect.kind())));
         }
-        let fired = decision.fired_rules().join(", ");
-        let kinds = decision.fired_kinds().join(", ");
+        let mut fired = decision.fired_rules().join(", ");
+        let mut kinds = decision.fired_kinds().join(", ");
         for step in &decision.steps {
             self.metrics.fault_fired(&step.name, step.effect.kind());
             if matches!(step.effect, Effect::Delay(_)) {
@@ -305,6 +313,9 @@ where
             // The header is the client's to fix; the request goes on without it.
             tracing::debug!(request_id = %ids.request_id, %error, "ignored x-traceforge-fault");
         }
+
+        // The steps the response rules add come after these.
+        let asked_steps = decision.steps.len();
 
         // 3. Delays add up and come before anything else, so a delayed error or body fault is slow
         // too. If the client disconnects here, hyper drops this future: nothing is forwarded and
@@ -324,27 +335,53 @@ where
         // 4. A terminal fault answers (or refuses to answer) without forwarding.
         let (mut response, outcome, detail) = match decision.terminal() {
             Some(step) => {
-                if let Some(slot) = slot.as_mut() {
-                    // A reset or a hang may never return: the call is recorded before it starts.
-                    match step.effect {
-                        Effect::Reset | Effect::RstStream { .. } => {
-                            slot.finish(None, Some(CallError::Reset), fired_names.clone())
-                        }
-                        Effect::Hang { cap: None } => {
-                            slot.finish(None, Some(CallError::Hang), fired_names.clone())
-                        }
-                        _ => {}
-                    }
-                }
+                before_terminal(slot.as_mut(), step, &fired_names);
                 let (response, outcome) = self.terminal(step, &mut flight, conn, http2).await;
                 (response, outcome, step.name.to_string())
             }
-            // 5. Forward: only requests no terminal rule answered reach the upstream.
+            // 5. Forward: only requests no terminal rule answered reach the upstream. Rules on
+            // its response are decided when its head arrives, their steps after the request's.
             None => match self
-                .forward(req, &ids, &decision, upgrade.is_some(), flight.exchange())
+                .forward(
+                    req,
+                    &ids,
+                    &mut decision,
+                    asked.as_ref(),
+                    upgrade.is_some(),
+                    flight.exchange(),
+                )
                 .await
             {
+                Ok((upstream, _)) if !decision.forwards() => {
+                    // A response rule replaced the upstream's answer, as a terminal rule would.
+                    drop(upstream);
+                    (fired, kinds, fired_names) =
+                        self.response_fired(&decision, asked_steps, &mut flight, slot.is_some());
+                    let step = decision.steps.last().filter(|s| s.effect.is_terminal());
+                    match step {
+                        Some(step) => {
+                            before_terminal(slot.as_mut(), step, &fired_names);
+                            let (response, outcome) =
+                                self.terminal(step, &mut flight, conn, http2).await;
+                            (response, outcome, step.name.to_string())
+                        }
+                        // `forwards()` says there is one.
+                        None => (
+                            synthetic("response", "error", 500),
+                            Disposition::InjectedError,
+                            String::new(),
+                        ),
+                    }
+                }
                 Ok((mut response, switched)) => {
+                    if decision.steps.len() > asked_steps {
+                        (fired, kinds, fired_names) = self.response_fired(
+                            &decision,
+                            asked_steps,
+                            &mut flight,
+                            slot.is_some(),
+                        );
+                    }
                     if h2_websocket {
                         response = websocket::over_h2(response, switched.is_some());
                     }
@@ -483,11 +520,18 @@ where
 
     /// The decision for one request, from its facts: a service's call is keyed on its load request
     /// and ordinal; anything else on its request id and the load generator's index and attempt
-    /// (an arrival count for clients that send no index).
+    /// (an arrival count for clients that send no index). With response rules in the plan, the
+    /// facts are kept for them too.
     ///
-    /// The rules are loaded once, here: the whole decision comes from one set of rules, the one
-    /// before or the one after any change the control API makes meanwhile.
-    fn decide(&self, req: &Request<Incoming>, ids: &Ids, slot: Option<&Slot>) -> Decision {
+    /// The rules are loaded once, here: the whole decision, the response rules' included, comes
+    /// from one set of rules, the one before or the one after any change the control API makes
+    /// meanwhile.
+    fn decide(
+        &self,
+        req: &Request<Incoming>,
+        ids: &Ids,
+        slot: Option<&Slot>,
+    ) -> (Decision, Option<Asked>) {
         let rules = self.plan.load();
         let (key, index, attempt) = match slot {
             Some(slot) => (
@@ -516,7 +560,47 @@ where
             attempt,
             elapsed: rules.elapsed(),
         };
-        rules.plan().decide(&facts)
+        let plan = rules.plan();
+        let asked = plan
+            .has_response_rules()
+            .then(|| Asked::new(&facts, plan.clone()));
+        (plan.decide(&facts), asked)
+    }
+
+    /// Counts the steps the response rules added to `decision` (after its first `asked`), adds
+    /// them to the request's record, and gives the fired-rule texts again: the names and kinds for
+    /// the response headers, and the names for a service's call (`named`), in firing order.
+    fn response_fired(
+        &self,
+        decision: &Decision,
+        asked: usize,
+        flight: &mut metrics::Flight,
+        named: bool,
+    ) -> (String, String, Vec<String>) {
+        let added = asked::response_steps(decision, asked);
+        for step in added {
+            self.metrics.fault_fired(&step.name, step.effect.kind());
+            if matches!(step.effect, Effect::Delay(_)) {
+                self.metrics.delay_fired(&step.name);
+            }
+        }
+        if let Some(exchange) = flight.exchange() {
+            exchange.fired_on_response(added.iter().map(|s| (&*s.name, s.effect.kind())));
+        }
+        let names = if named {
+            decision
+                .fired_rules()
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (
+            decision.fired_rules().join(", "),
+            decision.fired_kinds().join(", "),
+            names,
+        )
     }
 
     /// Applies a terminal fault: the synthetic response of an error, a drop or a capped hang.
@@ -617,6 +701,21 @@ where
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         full(response)
+    }
+}
+
+/// Records a service's call before a terminal fault that may never return (a reset, a hang).
+fn before_terminal(slot: Option<&mut Slot>, step: &Step, fired_names: &[String]) {
+    if let Some(slot) = slot {
+        match step.effect {
+            Effect::Reset | Effect::RstStream { .. } => {
+                slot.finish(None, Some(CallError::Reset), fired_names.to_vec())
+            }
+            Effect::Hang { cap: None } => {
+                slot.finish(None, Some(CallError::Hang), fired_names.to_vec())
+            }
+            _ => {}
+        }
     }
 }
 

@@ -93,7 +93,9 @@ impl Scenario {
                 ));
             }
             if self.clock == Clock::Real
-                && (!rule.window.from.is_zero() || rule.window.until.is_some())
+                && (!rule.window.from.is_zero()
+                    || rule.window.until.is_some()
+                    || rule.window.gates.as_ref().is_some_and(|g| g.on_time_axis()))
             {
                 caveats.push(format!(
                     "rule `{}`{at}: its time window counts from each shard's own start; give the shards one `--start-at` so they agree",

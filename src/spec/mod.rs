@@ -84,6 +84,43 @@ pub struct ScenarioSpec {
     /// service. Point a service at one with `{proxies.NAME.url}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxies: Vec<NamedProxySpec>,
+
+    /// Blocks of the run in which rules are switched on or off (`[[phases]]`): a rule listed in
+    /// a phase's `enable` fires only inside the phases that enable it; a rule listed in a phase's
+    /// `disable` does not fire inside that phase. Counted in requests (deterministic at any
+    /// concurrency) or in time since the start of the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseSpec>,
+}
+
+/// One phase: a block of requests or of time, and the rules it switches on or off.
+/// Example: `[[phases]]` with `name = "outage"`, `from = 10`, `until = 20`, `enable = ["outage-503"]`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseSpec {
+    /// The phase's name, for errors and reports. Default `phase-<position>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+
+    /// Where the phase starts, included: a request index (`10`) or a time since the start of the
+    /// run (`"30s"`). Default 0, the start of the run. On the same axis as `until`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<extent::Extent>,
+
+    /// Where the phase ends, excluded: a request index (`20`: requests 10 to 19 with
+    /// `from = 10`) or a time (`"45s"`). Default: the end of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<extent::Extent>,
+
+    /// Rules that fire only inside the phases that enable them (off everywhere else). Names of
+    /// `[[faults]]` rules, or of the rules of `[[proxies]]` (a name several proxies use applies to
+    /// each of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enable: Vec<String>,
+
+    /// Rules that do not fire inside this phase, even where another phase enables them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
 }
 
 /// How the scenario is played.
@@ -288,8 +325,10 @@ impl JsonSchema for FaultEntry {
 ///
 /// A rule fires when all of these hold: its `match` conditions; its deterministic pattern
 /// (`first`, `after`, `every`, `attempts`, `from_request`/`until_request`); its time window
-/// (`from`/`until`); its `bursts` being on; for a `quota`, the request being over quota; its
-/// `probability` roll; and its `max_active` limit.
+/// (`from`/`until`); the `[[phases]]` that name it; its `bursts` being on; for a `quota`, the
+/// request being over quota; its `probability` roll; and its `max_active` limit. A rule with a
+/// condition on the upstream's response (`match.response_status`, `match.response_header`) is
+/// decided once the upstream has answered, and its steps come after those of the request's rules.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
@@ -776,6 +815,133 @@ pub struct MatchSpec {
     /// `content-type` of `application/grpc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<String>,
+
+    /// The upstream's response status: a status (`503`), a class (`"5xx"`) or a list of them
+    /// (`[500, 503]`, `[404, "5xx"]`). A rule with a response condition acts after the upstream
+    /// answers: it can hold the response (`delay`), replace its status (`status`), cut or pace
+    /// its body (`truncate`, `throttle`), change its headers (`headers` with
+    /// `target = "response"`), or replace it (`error`, `drop`, `reset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<StatusMatchSpec>,
+
+    /// The upstream's response headers and their exact values; `"*"` means present with any
+    /// value. Names are case-insensitive. Makes the rule act after the upstream answers, like
+    /// `response_status`. Example: `{ "x-cache" = "miss", "retry-after" = "*" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header: Option<BTreeMap<String, String>>,
+}
+
+/// A response status condition: one status or class, or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum StatusMatchSpec {
+    One(StatusItemSpec),
+    Many(Vec<StatusItemSpec>),
+}
+
+impl StatusMatchSpec {
+    /// The items, one or many, in order.
+    pub fn items(&self) -> &[StatusItemSpec] {
+        match self {
+            StatusMatchSpec::One(item) => std::slice::from_ref(item),
+            StatusMatchSpec::Many(items) => items,
+        }
+    }
+}
+
+/// A status (`503`) or a class of them (`"5xx"`), as written: the compiler checks the range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum StatusItemSpec {
+    Code(u64),
+    Class(String),
+}
+
+impl<'de> Deserialize<'de> for StatusItemSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(StatusVisitor { list: false })
+            .and_then(|m| match m {
+                StatusMatchSpec::One(item) => Ok(item),
+                StatusMatchSpec::Many(_) => Err(serde::de::Error::custom("a list inside a list")),
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusMatchSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StatusVisitor { list: true })
+    }
+}
+
+/// Reads a status, a class, or (at the top only) a list of them.
+struct StatusVisitor {
+    list: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for StatusVisitor {
+    type Value = StatusMatchSpec;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.list {
+            f.write_str(
+                "a status such as 503, a class such as \"5xx\", or a list such as [500, 503]",
+            )
+        } else {
+            f.write_str("a status such as 503 or a class such as \"5xx\"")
+        }
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(StatusMatchSpec::One(StatusItemSpec::Code(v)))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        u64::try_from(v)
+            .map(|v| StatusMatchSpec::One(StatusItemSpec::Code(v)))
+            .map_err(|_| {
+                E::custom(format!(
+                    "{v} is not an HTTP status: they go from 100 to 599"
+                ))
+            })
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(StatusMatchSpec::One(StatusItemSpec::Class(v.to_string())))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if !self.list {
+            return Err(serde::de::Error::custom(
+                "a list inside a list: write one list such as [500, \"5xx\"]",
+            ));
+        }
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element::<StatusItemSpec>()? {
+            out.push(item);
+        }
+        Ok(StatusMatchSpec::Many(out))
+    }
+}
+
+impl JsonSchema for StatusMatchSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "StatusMatch".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A status (503), a class (\"5xx\"), or a list of them ([500, 503], [404, \"5xx\"]).",
+            "anyOf": [
+                { "type": "integer", "minimum": 100, "maximum": 599 },
+                { "type": "string", "enum": ["1xx", "2xx", "3xx", "4xx", "5xx"] },
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "anyOf": [
+                            { "type": "integer", "minimum": 100, "maximum": 599 },
+                            { "type": "string", "enum": ["1xx", "2xx", "3xx", "4xx", "5xx"] }
+                        ]
+                    }
+                }
+            ]
+        })
+    }
 }
 
 /// One HTTP method or a list of them.

@@ -2,9 +2,10 @@
 //! found, each with the path of the offending value so the caller can point at it in the file.
 //! One module per concern: [`upstream`], the faults (compiled by [`crate::fault::compile`]),
 //! [`proxy`] settings, the load (compiled by [`crate::load::compile`]), the services and named
-//! proxies of a [`topology`], and [`expect`].
+//! proxies of a [`topology`], the [`phases`] that switch rules on and off, and [`expect`].
 
 mod expect;
+mod phases;
 mod proxy;
 mod topology;
 mod upstream;
@@ -28,12 +29,13 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
     }
 
     let upstream = upstream::check(&mut c, spec);
-    let faults = fault::compile::compile(&mut c, &key("faults"), &spec.faults);
+    let mut faults = fault::compile::compile(&mut c, &key("faults"), &spec.faults);
     let mut proxy = proxy::config(&mut c, &key("proxy"), &spec.proxy);
     proxy.upstream_tls = upstream.tls.clone();
     proxy.upstream_http2 = upstream.http2;
     let load = load::compile::compile(&mut c, &spec.load);
-    let topology = topology::check(&mut c, spec);
+    let mut topology = topology::check(&mut c, spec);
+    phases::check(&mut c, spec, &mut faults, topology.as_mut());
     let expect = expect::check(&mut c, spec, &faults, &load, topology.as_ref());
 
     if !c.problems.is_empty() {
