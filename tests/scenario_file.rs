@@ -106,7 +106,7 @@ error: faults[0].kind: unknown value `dealy`
 4 | kind = \"dealy\"
   |        ^^^^^^^ unknown value
   |
-  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `stream`, `headers`, `status`, `ws_close`, `ws_delay`, `ws_drop`, `rst_stream`, `goaway`"
+  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `stream`, `headers`, `status`, `ws_close`, `ws_delay`, `ws_drop`, `rst_stream`, `goaway`, `corrupt`, `garbage`, `empty`, `slow_read`, `slow_close`"
     );
 }
 
@@ -469,7 +469,8 @@ fn a_scenario_with_every_fault_kind_validates() {
         kinds,
         [
             "delay", "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "headers",
-            "status", "ws_close", "ws_delay", "ws_drop", "stream", "goaway"
+            "status", "ws_close", "ws_delay", "ws_drop", "stream", "goaway", "corrupt", "garbage",
+            "empty", "slow_read", "slow_close"
         ]
     );
     assert!(s.proxy.header_faults);

@@ -129,7 +129,12 @@ fn schema_documents_every_kind_with_an_example() {
             "ws_delay",
             "ws_drop",
             "rst_stream",
-            "goaway"
+            "goaway",
+            "corrupt",
+            "garbage",
+            "empty",
+            "slow_read",
+            "slow_close"
         ]
     );
     for kind in kinds {

@@ -399,6 +399,30 @@ event_delay = "50ms"
 kind = "goaway"
 every = 10
 
+[[faults]]
+kind = "corrupt"
+mode = "json"
+every = 20
+
+[[faults]]
+kind = "garbage"
+size = 64
+every = 30
+
+[[faults]]
+kind = "empty"
+every = 40
+
+[[faults]]
+kind = "slow_read"
+bytes_per_second = 10240
+match = { method = "POST" }
+
+[[faults]]
+kind = "slow_close"
+delay = "10ms..50ms"
+every = 50
+
 [load]
 requests = 100
 targets = [{ path = "/api/resource?debug=1&id=3" }, { path = "/static/index.html" }]

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::spec::CorruptMode;
 use crate::spec::duration::DelaySpec;
 
 /// What a fault does. A compiled rule holds an [`Action`] whose delay is still a distribution
@@ -78,6 +79,21 @@ pub enum Action<D = Duration> {
     /// Forward and answer as usual, then shut the client's connection down gracefully: an HTTP/2
     /// GOAWAY, or `Connection: close` on HTTP/1.1.
     GoAway,
+    /// Forward, then corrupt the response body (see [`crate::proxy`]'s `corrupt` module): replace
+    /// each byte with probability `rate` (`Bytes`), or make a JSON body invalid (`Json`, which
+    /// falls back to bytes for a body it cannot use).
+    Corrupt { mode: CorruptMode, rate: f64 },
+    /// Terminal. Send `size` random bytes instead of a response, then close the connection (over
+    /// HTTP/2: a `200` head, the bytes as the body, then a reset of the stream). Do not forward.
+    Garbage { size: u64 },
+    /// Terminal. Close the connection with no response, cleanly (a FIN; over HTTP/2 a reset of
+    /// the stream with NO_ERROR before any head). Do not forward.
+    Empty,
+    /// Forward, reading the client's request body at no more than `bytes_per_second`.
+    SlowRead { bytes_per_second: u64 },
+    /// Forward and answer, then hold the connection open this long before closing it (over
+    /// HTTP/2, hold back the end of the stream). The delay is drawn per request.
+    SlowClose(D),
 }
 
 /// The effect of a fired rule, with any random values already drawn.
@@ -102,6 +118,11 @@ impl<D> Action<D> {
             Action::WsDrop { .. } => "ws_drop",
             Action::RstStream { .. } => "rst_stream",
             Action::GoAway => "goaway",
+            Action::Corrupt { .. } => "corrupt",
+            Action::Garbage { .. } => "garbage",
+            Action::Empty => "empty",
+            Action::SlowRead { .. } => "slow_read",
+            Action::SlowClose(_) => "slow_close",
         }
     }
 
@@ -124,6 +145,8 @@ impl<D> Action<D> {
                 | Action::Reset
                 | Action::Hang { .. }
                 | Action::RstStream { .. }
+                | Action::Garbage { .. }
+                | Action::Empty
         )
     }
 
@@ -168,6 +191,16 @@ impl<D> Action<D> {
             Action::WsDrop { probability } => Action::WsDrop {
                 probability: *probability,
             },
+            Action::Corrupt { mode, rate } => Action::Corrupt {
+                mode: *mode,
+                rate: *rate,
+            },
+            Action::Garbage { size } => Action::Garbage { size: *size },
+            Action::Empty => Action::Empty,
+            Action::SlowRead { bytes_per_second } => Action::SlowRead {
+                bytes_per_second: *bytes_per_second,
+            },
+            Action::SlowClose(d) => Action::SlowClose(delay(d)),
         }
     }
 }
@@ -319,7 +352,7 @@ impl Decision {
             .sum()
     }
 
-    /// The terminal step (error, drop, reset or hang), if any. It is always the last step, and
+    /// The terminal step (error, drop, reset, hang, rst_stream, garbage or empty), if any. It is always the last step, and
     /// then only delays come before it.
     pub fn terminal(&self) -> Option<&Step> {
         self.steps.last().filter(|s| s.effect.is_terminal())
@@ -383,6 +416,38 @@ impl Decision {
         self.steps
             .iter()
             .find(|s| matches!(s.effect, Effect::GoAway))
+    }
+
+    /// The `corrupt` steps that fired, in firing order: each corrupts the body the one before it
+    /// produced, from its own random stream.
+    pub fn corruptions(&self) -> impl Iterator<Item = (&Arc<str>, CorruptMode, f64)> {
+        self.steps.iter().filter_map(|s| match s.effect {
+            Effect::Corrupt { mode, rate } => Some((&s.name, mode, rate)),
+            _ => None,
+        })
+    }
+
+    /// Read the request body at this many bytes per second: the lowest `slow_read` rate that fired.
+    pub fn slow_read(&self) -> Option<u64> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s.effect {
+                Effect::SlowRead { bytes_per_second } => Some(bytes_per_second),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Hold the connection open this long after the response: the longest `slow_close` delay
+    /// that fired.
+    pub fn slow_close(&self) -> Option<Duration> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s.effect {
+                Effect::SlowClose(d) => Some(d),
+                _ => None,
+            })
+            .max()
     }
 
     /// The status that replaces the upstream's: the last `status` rewrite that fired.

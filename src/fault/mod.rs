@@ -225,10 +225,22 @@ impl fmt::Display for FaultRule {
             },
             FaultAction::WsDrop { probability } => write!(f, " p={probability} per message")?,
             FaultAction::RstStream { code } => write!(f, " error code {code}")?,
+            FaultAction::Corrupt { mode, rate } => match mode {
+                crate::spec::CorruptMode::Bytes => write!(f, " bytes rate {rate}")?,
+                crate::spec::CorruptMode::Json => write!(f, " json")?,
+            },
+            FaultAction::Garbage { size } => write!(f, " {size} bytes")?,
+            FaultAction::SlowRead { bytes_per_second } => write!(f, " {bytes_per_second} B/s")?,
+            FaultAction::SlowClose(RandomDelay { model, .. }) => match model {
+                DelayModel::Fixed(d) => write!(f, " {}", fd(*d))?,
+                DelayModel::Uniform(lo, hi) => write!(f, " {}..{}", fd(*lo), fd(*hi))?,
+                _ => {}
+            },
             FaultAction::Drop
             | FaultAction::Reset
             | FaultAction::Hang { cap: None }
-            | FaultAction::GoAway => {}
+            | FaultAction::GoAway
+            | FaultAction::Empty => {}
         }
         if self.probability < 1.0 {
             write!(f, ", p={}", self.probability)?;

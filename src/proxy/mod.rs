@@ -57,6 +57,8 @@
 //! faults and the client's upload), `headers` (hop-by-hop headers) and [`metrics`].
 
 mod body;
+mod broken;
+mod corrupt;
 mod events;
 mod forward;
 mod headers;
@@ -323,13 +325,22 @@ where
                         Effect::Reset | Effect::RstStream { .. } => {
                             slot.finish(None, Some(CallError::Reset), fired_names.clone())
                         }
+                        Effect::Garbage { .. } => {
+                            slot.finish(None, Some(CallError::Garbage), fired_names.clone())
+                        }
+                        Effect::Empty => {
+                            slot.finish(None, Some(CallError::Empty), fired_names.clone())
+                        }
                         Effect::Hang { cap: None } => {
                             slot.finish(None, Some(CallError::Hang), fired_names.clone())
                         }
                         _ => {}
                     }
                 }
-                let (response, outcome) = self.terminal(step, &mut flight, conn, http2).await;
+                let key = self.stream_key(&ids, slot.as_ref());
+                let (response, outcome) = self
+                    .terminal(step, &key, &mut flight, conn, http2)
+                    .await;
                 (response, outcome, step.name.to_string())
             }
             // 5. Forward: only requests no terminal rule answered reach the upstream.
@@ -409,6 +420,21 @@ where
             }
         }
 
+        // A `slow_close` holds the connection open after a forwarded response: over HTTP/1.1 the
+        // response says `Connection: close` and the FIN waits (step 8 does HTTP/2).
+        let slow_close = decision
+            .slow_close()
+            .filter(|_| outcome == Disposition::Forwarded)
+            .filter(|_| response.status() != StatusCode::SWITCHING_PROTOCOLS);
+        if let Some(delay) = slow_close {
+            if !http2 {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                conn.linger(delay);
+            }
+        }
+
         // 7. Count when the outcome is known, at the response head.
         let status = response.status().as_u16();
         // Debug, not info: the proxy sits on the hot path of load tests.
@@ -444,6 +470,25 @@ where
             );
             return response;
         }
+        let corruptions: Vec<(Arc<str>, crate::spec::CorruptMode, f64)> = decision
+            .corruptions()
+            .map(|(rule, mode, rate)| (rule.clone(), mode, rate))
+            .collect();
+        if !corruptions.is_empty() {
+            let key: Arc<str> = Arc::from(self.stream_key(&ids, slot.as_ref()));
+            for (rule, mode, rate) in &corruptions {
+                response = corrupt::apply(
+                    response,
+                    self.plan.seed(),
+                    rule,
+                    &key,
+                    *mode,
+                    *rate,
+                    &self.metrics,
+                )
+                .await;
+            }
+        }
         let cut = self.cut(&decision, conn, http2);
         let pace = self.pace(&decision);
         let events = decision
@@ -464,7 +509,11 @@ where
                 .boxed(),
                 None => body,
             };
-            FaultBody::new(body, cut, pace, flight, decision).boxed()
+            let body = FaultBody::new(body, cut, pace, flight, decision).boxed();
+            match slow_close {
+                Some(delay) if http2 => broken::Linger::new(body, delay).boxed(),
+                _ => body,
+            }
         })
     }
 
@@ -516,6 +565,7 @@ where
     async fn terminal(
         &self,
         step: &Step,
+        key: &str,
         flight: &mut metrics::Flight,
         conn: &ConnectionControl,
         http2: bool,
@@ -544,6 +594,42 @@ where
                 // Counted before the connection goes, since this future goes with it.
                 flight.settle(Disposition::Reset, rule);
                 conn.reset();
+                let never: Infallible = std::future::pending().await;
+                match never {}
+            }
+            Effect::Garbage { size } => {
+                // Counted before the connection goes (HTTP/1.1), since this future goes with it.
+                flight.settle(Disposition::Garbage, rule);
+                let bytes = broken::garbage(self.plan.seed(), rule, key, *size);
+                if http2 {
+                    // Random bytes on a shared connection would break its other streams: this
+                    // stream gets them as its body, after a `200` head, then its reset.
+                    let body = broken::GarbageBody::new(bytes, Ending::new(conn.clone(), true));
+                    let mut response = Response::new(body.boxed());
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    mark_injected(response.headers_mut(), rule);
+                    return (response, Disposition::Garbage);
+                }
+                conn.close_with(bytes);
+                let never: Infallible = std::future::pending().await;
+                match never {}
+            }
+            Effect::Empty if http2 => {
+                // No head at all: the stream is reset before one, with NO_ERROR (a clean end,
+                // where `reset` says INTERNAL_ERROR).
+                flight.settle(Disposition::Empty, rule);
+                let mut response = synthetic(rule, "empty", 500);
+                response
+                    .extensions_mut()
+                    .insert(ResetStream(u32::from(broken::EMPTY_REASON)));
+                (response, Disposition::Empty)
+            }
+            Effect::Empty => {
+                flight.settle(Disposition::Empty, rule);
+                conn.close_with(Bytes::new());
                 let never: Infallible = std::future::pending().await;
                 match never {}
             }
