@@ -250,10 +250,7 @@ pub async fn serve_controlled<IO, S, B>(
     // Nothing is left to shut down: a service task still waiting for that must not wait forever
     // (HTTP/2 streams run in tasks of their own, which can outlive the connection).
     control.shutdown_started();
-    let io = handed_back
-        .lock()
-        .ok()
-        .and_then(|mut slot| slot.take());
+    let io = handed_back.lock().ok().and_then(|mut slot| slot.take());
     if let Some(io) = io {
         farewell(io, control.take_farewell(), after).await;
     }

@@ -468,9 +468,26 @@ fn a_scenario_with_every_fault_kind_validates() {
     assert_eq!(
         kinds,
         [
-            "delay", "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "headers",
-            "status", "ws_close", "ws_delay", "ws_drop", "stream", "goaway", "corrupt", "garbage",
-            "empty", "slow_read", "slow_close"
+            "delay",
+            "delay",
+            "error",
+            "drop",
+            "reset",
+            "hang",
+            "truncate",
+            "throttle",
+            "headers",
+            "status",
+            "ws_close",
+            "ws_delay",
+            "ws_drop",
+            "stream",
+            "goaway",
+            "corrupt",
+            "garbage",
+            "empty",
+            "slow_read",
+            "slow_close"
         ]
     );
     assert!(s.proxy.header_faults);

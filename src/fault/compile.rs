@@ -406,7 +406,10 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
                     at.field("kind"),
                     "a `slow_read` fault needs `bytes_per_second`",
                     "missing `bytes_per_second`",
-                    Some("add `bytes_per_second = 10240`: how fast the proxy reads the request body".into()),
+                    Some(
+                        "add `bytes_per_second = 10240`: how fast the proxy reads the request body"
+                            .into(),
+                    ),
                 );
                 return None;
             };

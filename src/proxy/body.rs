@@ -69,7 +69,10 @@ impl Upload {
 
     /// The next chunk of a paced body: at most one quantum, once the pace allows it. The time
     /// spent waiting on the pace counts as waiting on the client (the upstream is not late).
-    fn poll_paced(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_paced(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if self.held.is_none() {
             let chunk = match self.rest.take() {
                 Some(rest) => rest,

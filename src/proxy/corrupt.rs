@@ -206,7 +206,8 @@ fn values(text: &[u8]) -> Vec<Token> {
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
-                while i < text.len() && matches!(text[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                while i < text.len()
+                    && matches!(text[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
                 {
                     i += 1;
                 }
@@ -432,7 +433,11 @@ mod tests {
         let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let whole = corrupt_in_chunks(&body, body.len(), 0.01);
         for chunk in [1, 7, 4096, 5000, 65536] {
-            assert_eq!(corrupt_in_chunks(&body, chunk, 0.01), whole, "chunks of {chunk}");
+            assert_eq!(
+                corrupt_in_chunks(&body, chunk, 0.01),
+                whole,
+                "chunks of {chunk}"
+            );
         }
         assert_eq!(whole.len(), body.len());
         let changed = whole.iter().zip(&body).filter(|(a, b)| a != b).count();
@@ -457,7 +462,10 @@ mod tests {
                 JsonBreak::WrongType => {
                     let value = parsed.unwrap_or_else(|e| panic!("{e}"));
                     // Keys never change.
-                    let keys: Vec<&String> = value.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+                    let keys: Vec<&String> = value
+                        .as_object()
+                        .map(|o| o.keys().collect())
+                        .unwrap_or_default();
                     assert_eq!(keys, ["count", "name", "ok", "tags"]);
                 }
             }

@@ -338,9 +338,7 @@ where
                     }
                 }
                 let key = self.stream_key(&ids, slot.as_ref());
-                let (response, outcome) = self
-                    .terminal(step, &key, &mut flight, conn, http2)
-                    .await;
+                let (response, outcome) = self.terminal(step, &key, &mut flight, conn, http2).await;
                 (response, outcome, step.name.to_string())
             }
             // 5. Forward: only requests no terminal rule answered reach the upstream.
