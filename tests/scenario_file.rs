@@ -522,7 +522,7 @@ fn a_scenario_with_every_fault_kind_validates() {
     assert_eq!(s.faults[5].window.max_active, Some(2));
     // The plan `traceforge run` builds from it.
     let plan = s.fault_plan();
-    assert_eq!(plan.rules().len(), 15);
+    assert_eq!(plan.rules().len(), 20);
     assert_eq!(
         s.faults[10].action,
         FaultAction::WsClose {
