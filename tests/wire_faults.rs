@@ -529,3 +529,80 @@ targets = [{ path = "/api/resource" }]
         assert_eq!(errors, want, "{http2}");
     }
 }
+
+#[test]
+fn the_new_fields_are_checked_where_they_are_written() {
+    for (fault, want) in [
+        (
+            "kind = \"corrupt\"\nrate = 0.0",
+            "`rate` must be above 0 and at most 1, found 0",
+        ),
+        (
+            "kind = \"corrupt\"\nrate = 1.5",
+            "`rate` must be above 0 and at most 1, found 1.5",
+        ),
+        (
+            "kind = \"corrupt\"\nmode = \"xml\"",
+            "valid values here: `bytes`, `json`",
+        ),
+        (
+            "kind = \"garbage\"\nsize = 0",
+            "`size` must be from 1 to 1048576 (1 MiB), found 0",
+        ),
+        ("kind = \"garbage\"\nsize = 2000000", "found 2000000"),
+        (
+            "kind = \"slow_read\"",
+            "a `slow_read` fault needs `bytes_per_second`",
+        ),
+        (
+            "kind = \"slow_read\"\nbytes_per_second = 0",
+            "would never read the body",
+        ),
+        (
+            "kind = \"slow_close\"",
+            "a `slow_close` fault needs `delay`",
+        ),
+        (
+            "kind = \"slow_close\"\ndelay = \"2s..1s\"",
+            "the range 2s..1s runs backwards",
+        ),
+        (
+            "kind = \"empty\"\nsize = 10",
+            "`size` does not apply to an `empty` fault",
+        ),
+        (
+            "kind = \"garbage\"\nrate = 0.5",
+            "`rate` belongs to `corrupt` faults",
+        ),
+        (
+            "kind = \"throttle\"\nbytes_per_second = 1\nmode = \"json\"",
+            "`mode` does not apply to a `throttle` fault",
+        ),
+    ] {
+        let text = format!("name = \"checks\"\n\n[[faults]]\n{fault}\n");
+        let error = match traceforge::parse_str("checks.toml", &text, &[]) {
+            Ok(_) => panic!("{fault}: accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(error.contains(want), "{fault}: {error}");
+        // Located: the file, and a line inside the fault's table.
+        assert!(
+            ["checks.toml:4:", "checks.toml:5:", "checks.toml:6:"]
+                .iter()
+                .any(|at| error.contains(at)),
+            "{fault}: {error}"
+        );
+    }
+    // The defaults: bytes at 1%, 1024 garbage bytes.
+    let s = traceforge::parse_str(
+        "ok.toml",
+        "name = \"ok\"\n[[faults]]\nkind = \"corrupt\"\n[[faults]]\nkind = \"garbage\"\n",
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.faults[0].to_string(),
+        "corrupt-1 (corrupt bytes rate 0.01)"
+    );
+    assert_eq!(s.faults[1].to_string(), "garbage-2 (garbage 1024 bytes)");
+}

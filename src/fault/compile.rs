@@ -228,7 +228,11 @@ fn check_grpc_error(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<F
 
 /// "a" or "an", for "an `error` fault".
 fn article(kind: FaultKind) -> &'static str {
-    if kind == FaultKind::Error { "an" } else { "a" }
+    if matches!(kind, FaultKind::Error | FaultKind::Empty) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// "`a`", "`a` and `b`", "`a`, `b` and `c`".

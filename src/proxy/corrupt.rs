@@ -62,7 +62,7 @@ fn block_changes(seed: u64, rule: &str, key: &str, block: u64, rate: f64) -> Vec
         let u: f64 = rng.random();
         let gap = ((1.0 - u).ln() / log_keep).floor();
         // Also stops on NaN (a rate of 0 or less, which validation refuses).
-        if !(gap < BLOCK as f64) {
+        if gap.is_nan() || gap >= BLOCK as f64 {
             break;
         }
         at += gap as u64;

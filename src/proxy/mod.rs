@@ -24,6 +24,21 @@
 //!   gracefully: over HTTP/2 a GOAWAY (streams under way finish, new ones are refused), over
 //!   HTTP/1.1 `Connection: close` on the response.
 //!
+//! - `corrupt`: the upstream's body with bytes replaced (length kept), or a JSON body cut off
+//!   inside a string or given a value of the wrong type (`Content-Length` set to match); see
+//!   `corrupt`.
+//! - `garbage`: no HTTP response: `size` seeded random bytes on the raw connection, then a clean
+//!   close ([`ConnectionControl::close_with`]). Over HTTP/2 a `200` head, the bytes as the body,
+//!   then the stream reset (INTERNAL_ERROR).
+//! - `empty`: no response at all: the connection closed cleanly (a FIN, after reading what the
+//!   client still sends, so unread bytes do not turn it into a RST). Over HTTP/2 the stream is
+//!   reset with NO_ERROR before any head.
+//! - `slow_read`: the client's request body read at N bytes per second (the upstream gets all of
+//!   it; the client feels backpressure).
+//! - `slow_close`: forwarded and answered, then over HTTP/1.1 `Connection: close` and the FIN
+//!   held back by the delay ([`ConnectionControl::linger`]); over HTTP/2 the stream's end
+//!   (END_STREAM) held back by the delay.
+//!
 //! Every fault acts on its own request only: over HTTP/2, the other streams of the connection
 //! go on untouched (a `goaway` lets them finish).
 //!
@@ -54,7 +69,9 @@
 //!
 //! The steps of a request are in [`Proxy::handle`], here; the rest by concern: `forward` (step 5:
 //! what the upstream sees, its timeout, whose fault a failed exchange was), `body` (the body
-//! faults and the client's upload), `headers` (hop-by-hop headers) and [`metrics`].
+//! faults and the client's upload), `corrupt` (the `corrupt` fault's bodies), `broken` (the
+//! `garbage` bytes and the HTTP/2 bodies of `garbage` and `slow_close`), `headers` (hop-by-hop
+//! headers) and [`metrics`].
 
 mod body;
 mod broken;

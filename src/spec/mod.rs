@@ -277,11 +277,13 @@ impl JsonSchema for FaultEntry {
 /// A fault rule as a table.
 ///
 /// Rules are evaluated in order for every request. Delays add up; the first terminal fault
-/// (`error`, `drop`, `reset`, `hang`) wins and ends evaluation, and the body, header and status
-/// faults that fired before it are dropped (the request is never forwarded, so they would do
-/// nothing). Body faults (`truncate`, `throttle`), `headers` and `status` rewrites compose with
-/// delays and with each other: of two `truncate`s the smaller `after_bytes` wins, of two
-/// `throttle`s the lower rate, of several `status` rewrites the last one.
+/// (`error`, `drop`, `reset`, `hang`, `rst_stream`, `garbage`, `empty`) wins and ends
+/// evaluation, and the body, header and status faults that fired before it are dropped (the
+/// request is never forwarded, so they would do nothing). Body faults (`truncate`, `throttle`,
+/// `corrupt`), `slow_read`, `slow_close`, `headers` and `status` rewrites compose with delays and
+/// with each other: of two `truncate`s the smaller `after_bytes` wins, of two `slow_read`s or
+/// `throttle`s the lower rate, of two `slow_close`s the longer delay, of several `status`
+/// rewrites the last one; several `corrupt`s apply one after another, in order.
 ///
 /// A rule fires when all of these hold: its `match` conditions; its deterministic pattern
 /// (`first`, `after`, `every`, `attempts`, `from_request`/`until_request`); its time window
