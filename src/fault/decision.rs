@@ -7,8 +7,11 @@
 //! 2. If there is a [`Decision::terminal`] step, answer with it and do not forward (see [`Effect`]).
 //! 3. Otherwise apply [`Decision::request_headers`] to the request, forward it, replace the status
 //!    with [`Decision::status_rewrite`], apply [`Decision::response_headers`], and send the body,
-//!    cut after [`Decision::truncate_after`] bytes and paced at [`Decision::throttle`] bytes/s.
-//!    With [`Decision::go_away`], shut the client's connection down gracefully after the response.
+//!    cut after [`Decision::truncate_after`] bytes and paced at [`Decision::throttle`] bytes/s,
+//!    after [`Decision::corruptions`] changed it. The request body is read at
+//!    [`Decision::slow_read`] bytes/s. With [`Decision::go_away`], shut the client's connection
+//!    down gracefully after the response; with [`Decision::slow_close`], close it only that long
+//!    after the response.
 //! 4. Keep the decision alive until the response is finished: it holds the `max_active` slots.
 //!
 //! Every synthetic response (error, drop, hang's 504) carries `x-fault-injected: <rule name>`;
