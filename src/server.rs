@@ -230,21 +230,59 @@ pub async fn serve_controlled<IO, S, B>(
 {
     let control = ConnectionControl::default();
     control.0.attached.store(true, Ordering::Release);
+    let handed_back = Arc::new(std::sync::Mutex::new(None));
     let io = Controlled {
-        io,
+        io: Some(io),
         control: control.clone(),
+        handed_back: handed_back.clone(),
+        lingering: None,
     };
     let service = make_service(control.clone());
+    let after = shutdown.clone();
     tokio::select! {
         biased;
         // Dropping the connection drops the in-flight service future and the transport; the
-        // transport's drop makes the close abrupt when a reset was asked for.
+        // transport's drop makes the close abrupt when a reset was asked for, or hands the
+        // transport back for a farewell.
         () = control.closing() => tracing::debug!("connection closed by the service"),
         () = drive(io, service, shutdown, timeouts.header, Some(&control)) => {}
     }
     // Nothing is left to shut down: a service task still waiting for that must not wait forever
     // (HTTP/2 streams run in tasks of their own, which can outlive the connection).
     control.shutdown_started();
+    let io = handed_back.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(io) = io {
+        farewell(io, control.take_farewell(), after).await;
+    }
+}
+
+/// The longest a farewell ([`ConnectionControl::close_with`]) may take: writing its bytes to a
+/// client that does not read, or waiting for one that does not close its side.
+pub const FAREWELL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Writes `bytes` to the raw transport of a connection whose HTTP exchange was dropped, then
+/// closes it cleanly: the write side is shut down (a FIN, after TLS's `close_notify`), and what
+/// the client still sends is read and discarded until it closes its side. Closing a socket with
+/// unread bytes in its receive buffer would send a RST instead of the FIN (what nginx's lingering
+/// close avoids too). Bounded by [`FAREWELL_LIMIT`] and cut by the server's shutdown.
+async fn farewell<IO: Transport>(mut io: IO, bytes: bytes::Bytes, mut shutdown: Shutdown) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        io.write_all(&bytes).await?;
+        io.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while io.read(&mut sink).await? > 0 {}
+        Ok::<_, io::Error>(())
+    };
+    tokio::select! {
+        biased;
+        () = shutdown.fired() => {}
+        done = tokio::time::timeout(FAREWELL_LIMIT, work) => match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "farewell cut short"),
+            Err(_) => tracing::debug!("farewell timed out"),
+        },
+    }
 }
 
 /// Serves one connection until it ends. A graceful shutdown starts when the server stops
@@ -346,6 +384,8 @@ const OPEN: u8 = 0;
 const CLOSE_AFTER_FLUSH: u8 = 1;
 const CLOSE: u8 = 2;
 const RESET: u8 = 3;
+/// The service asked for a farewell: drop the HTTP connection, then write raw bytes and close.
+const FAREWELL: u8 = 4;
 
 /// The handle a service uses to end its own connection (see [`serve_controlled`]). Cloning shares
 /// the connection. A control that belongs to no connection does nothing.
@@ -369,6 +409,11 @@ struct ControlState {
     /// Tasks waiting in [`ConnectionControl::flushed_since`]: without any, a flush wakes nobody.
     flush_waiters: AtomicUsize,
     flushed: Notify,
+    /// What a farewell writes ([`ConnectionControl::close_with`]).
+    farewell: std::sync::Mutex<Option<bytes::Bytes>>,
+    /// How long the transport waits before it shuts its write side down, in nanoseconds; 0 for
+    /// not at all ([`ConnectionControl::linger`]).
+    linger_nanos: AtomicU64,
 }
 
 impl ConnectionControl {
@@ -388,6 +433,48 @@ impl ConnectionControl {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
+    }
+
+    /// Drop the HTTP connection now, with no response, and write `bytes` to the raw transport
+    /// instead (empty: nothing), then close it cleanly, with a FIN (see [`farewell`]). For
+    /// HTTP/1.1: on HTTP/2 this would end every stream of the connection. Asking after another
+    /// close or a reset does nothing.
+    pub fn close_with(&self, bytes: bytes::Bytes) {
+        if let Ok(mut slot) = self.0.farewell.lock() {
+            *slot = Some(bytes);
+        }
+        let asked = self
+            .0
+            .state
+            .compare_exchange(OPEN, FAREWELL, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if asked {
+            self.0.notify.notify_one();
+        }
+    }
+
+    fn take_farewell(&self) -> bytes::Bytes {
+        self.0
+            .farewell
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+            .unwrap_or_default()
+    }
+
+    /// Delay the close of the transport: when the connection shuts its write side down (over
+    /// HTTP/1.1, once the last response of a `Connection: close` exchange is flushed), it waits
+    /// `delay` first, so the client gets the whole response and its FIN only `delay` later. The
+    /// longest delay asked for wins.
+    pub fn linger(&self, delay: Duration) {
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.0.linger_nanos.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    /// The linger asked for, once: the transport's shutdown waits for it only the first time.
+    fn take_linger(&self) -> Option<Duration> {
+        let nanos = self.0.linger_nanos.swap(0, Ordering::AcqRel);
+        (nanos > 0).then(|| Duration::from_nanos(nanos))
     }
 
     /// Shut the connection down gracefully: the exchanges under way finish, no new one starts.
@@ -483,7 +570,7 @@ impl ConnectionControl {
             // `notify_one` stores a permit when nobody waits, so no request is lost between the
             // check and the wait.
             let notified = self.0.notify.notified();
-            if matches!(self.state(), CLOSE | RESET) {
+            if matches!(self.state(), CLOSE | RESET | FAREWELL) {
                 return;
             }
             notified.await;
@@ -518,17 +605,42 @@ impl Drop for FlushWaiter<'_> {
     }
 }
 
-/// The transport of a controlled connection: reports flushes to the control, and makes the close
-/// abortive on drop when the control asked for a reset.
+/// The transport of a controlled connection: reports flushes to the control, makes the close
+/// abortive on drop when the control asked for a reset, hands the transport back on drop when it
+/// asked for a farewell, and holds the shutdown of its write side for a linger.
 struct Controlled<IO: Transport> {
-    io: IO,
+    /// Always `Some` until the drop hands it back.
+    io: Option<IO>,
     control: ConnectionControl,
+    /// Where the drop leaves the transport for a farewell.
+    handed_back: Arc<std::sync::Mutex<Option<IO>>>,
+    /// The linger under way, in `poll_shutdown`.
+    lingering: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO: Transport> Controlled<IO> {
+    fn io(&mut self) -> io::Result<Pin<&mut IO>> {
+        self.io
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
 }
 
 impl<IO: Transport> Drop for Controlled<IO> {
     fn drop(&mut self) {
-        if self.control.state() == RESET {
-            self.io.set_abortive_close();
+        match self.control.state() {
+            RESET => {
+                if let Some(io) = &self.io {
+                    io.set_abortive_close();
+                }
+            }
+            FAREWELL => {
+                if let (Some(io), Ok(mut slot)) = (self.io.take(), self.handed_back.lock()) {
+                    *slot = Some(io);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -539,7 +651,7 @@ impl<IO: Transport> AsyncRead for Controlled<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        self.io()?.poll_read(cx, buf)
     }
 }
 
@@ -549,7 +661,7 @@ impl<IO: Transport> AsyncWrite for Controlled<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        self.io()?.poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -557,25 +669,35 @@ impl<IO: Transport> AsyncWrite for Controlled<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        self.io()?.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 
     /// hyper flushes the transport only once its own write buffer is empty, so a finished flush
     /// means every byte handed to hyper so far is on its way to the client.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let result = ready!(Pin::new(&mut self.io).poll_flush(cx));
+        let result = ready!(self.io()?.poll_flush(cx));
         if result.is_ok() {
             self.control.flushed();
         }
         Poll::Ready(result)
     }
 
+    /// hyper shuts the write side down once a connection is done (after the response to a
+    /// `Connection: close` exchange is flushed); a linger asked for holds that FIN back first.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let this = &mut *self;
+        if let Some(delay) = this.control.take_linger() {
+            this.lingering = Some(Box::pin(tokio::time::sleep(delay)));
+        }
+        if let Some(sleep) = &mut this.lingering {
+            ready!(sleep.as_mut().poll(cx));
+            this.lingering = None;
+        }
+        this.io()?.poll_shutdown(cx)
     }
 }
 

@@ -167,7 +167,7 @@ error: expect.status.5x: `5x` is not a status, a status class, a transport error
   |                     ^^^^^^^^^^^^^^^ unknown result
   |
   = note: the override was applied to expect.toml
-  = help: did you mean `5xx`? keys are statuses (100 to 599) or 1xx, 2xx, 3xx, 4xx, 5xx, timeout, connect, reset, protocol, ws_closed, ws_missing_echo, ws_mismatch"
+  = help: did you mean `5xx`? keys are statuses (100 to 599) or 1xx, 2xx, 3xx, 4xx, 5xx, timeout, connect, reset, protocol, ws_closed, ws_missing_echo, ws_mismatch, empty"
     );
     let target = error(&["expect.targets=[{path=\"/api/resorce\", success_rate=1.0}]"]);
     assert!(

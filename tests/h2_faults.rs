@@ -119,7 +119,9 @@ async fn setup() -> (Listening, Listening) {
 
 /// An HTTP/2 connection with prior knowledge, and the task driving it (its result says how the
 /// connection ended).
-async fn connect(addr: SocketAddr) -> (SendRequest<Bytes>, JoinHandle<Result<(), h2::Error>>) {
+pub(crate) async fn connect(
+    addr: SocketAddr,
+) -> (SendRequest<Bytes>, JoinHandle<Result<(), h2::Error>>) {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -131,24 +133,24 @@ async fn connect(addr: SocketAddr) -> (SendRequest<Bytes>, JoinHandle<Result<(),
 
 /// What one stream got: its head (if any), the body bytes that arrived, and the error that ended
 /// it (if it did not end cleanly).
-struct Got {
-    head: Option<(StatusCode, HeaderMap)>,
-    body: Vec<u8>,
-    error: Option<h2::Error>,
+pub(crate) struct Got {
+    pub(crate) head: Option<(StatusCode, HeaderMap)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) error: Option<h2::Error>,
 }
 
 impl Got {
-    fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         self.head.as_ref().map(|(s, _)| s.as_u16())
     }
 
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.head
             .as_ref()
             .map_or("", |(_, h)| support::header(h, name))
     }
 
-    fn reason(&self) -> Option<Reason> {
+    pub(crate) fn reason(&self) -> Option<Reason> {
         self.error.as_ref().and_then(h2::Error::reason)
     }
 
@@ -159,7 +161,7 @@ impl Got {
 
 /// Reads a response to its end (or its error), giving back flow-control capacity as the body
 /// arrives so bodies larger than a window come through.
-async fn read(response: h2::client::ResponseFuture) -> Got {
+pub(crate) async fn read(response: h2::client::ResponseFuture) -> Got {
     let response: Response<h2::RecvStream> = match response.await {
         Ok(response) => response,
         Err(error) => {
@@ -192,7 +194,7 @@ async fn read(response: h2::client::ResponseFuture) -> Got {
 }
 
 /// Opens a stream: `GET path` with `x-case: case`.
-async fn start(
+pub(crate) async fn start(
     send: &SendRequest<Bytes>,
     addr: SocketAddr,
     path: &str,
@@ -212,19 +214,24 @@ async fn start(
 }
 
 /// `GET path` with `x-case: case` on the connection, read to its end.
-async fn exchange(send: &SendRequest<Bytes>, addr: SocketAddr, path: &str, case: &str) -> Got {
+pub(crate) async fn exchange(
+    send: &SendRequest<Bytes>,
+    addr: SocketAddr,
+    path: &str,
+    case: &str,
+) -> Got {
     bounded(read(start(send, addr, path, case).await)).await
 }
 
 /// A stream left open on the connection while another is faulted: a `POST /api/echo` whose body
 /// is half sent, so the upstream is still waiting for it.
-struct Neighbour {
+pub(crate) struct Neighbour {
     response: h2::client::ResponseFuture,
     body: h2::SendStream<Bytes>,
 }
 
 impl Neighbour {
-    async fn open(send: &SendRequest<Bytes>, addr: SocketAddr) -> Neighbour {
+    pub(crate) async fn open(send: &SendRequest<Bytes>, addr: SocketAddr) -> Neighbour {
         let request = Request::post(format!("http://{addr}/api/echo"))
             .body(())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -240,7 +247,7 @@ impl Neighbour {
     }
 
     /// Sends the rest of the body; the answer must be the echo of all of it.
-    async fn finish(mut self, case: &str) {
+    pub(crate) async fn finish(mut self, case: &str) {
         self.body
             .send_data(Bytes::from_static(b"second half"), true)
             .unwrap_or_else(|e| panic!("{case}: the neighbour's stream is gone: {e}"));

@@ -434,7 +434,7 @@ fn a_kind_that_cannot_act_on_a_response_is_a_located_error_naming_the_allowed_ki
     assert!(error.contains("--> scenario.toml:4:8"), "{error}");
     assert!(
         error.contains(
-            "its kind must be `delay`, `status`, `truncate`, `throttle`, `headers`, `error`, `reset` or `drop`"
+            "its kind must be `delay`, `status`, `truncate`, `throttle`, `headers`, `corrupt`, `error`, `reset`, `drop`, `empty` or `garbage`"
         ),
         "{error}"
     );

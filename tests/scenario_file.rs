@@ -106,7 +106,7 @@ error: faults[0].kind: unknown value `dealy`
 4 | kind = \"dealy\"
   |        ^^^^^^^ unknown value
   |
-  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `stream`, `headers`, `status`, `ws_close`, `ws_delay`, `ws_drop`, `rst_stream`, `goaway`, `quota`"
+  = help: did you mean `delay`? valid values here: `delay`, `error`, `drop`, `reset`, `hang`, `truncate`, `throttle`, `stream`, `headers`, `status`, `ws_close`, `ws_delay`, `ws_drop`, `rst_stream`, `goaway`, `quota`, `corrupt`, `garbage`, `empty`, `slow_read`, `slow_close`"
     );
 }
 
@@ -469,7 +469,12 @@ fn a_scenario_with_every_fault_kind_validates() {
         kinds,
         [
             "delay", "delay", "error", "drop", "reset", "hang", "truncate", "throttle", "headers",
-            "status", "ws_close", "ws_delay", "ws_drop", "stream", "goaway", "quota"
+            "status", "ws_close", "ws_delay", "ws_drop", "stream", "goaway", "quota",
+                        "corrupt",
+            "garbage",
+            "empty",
+            "slow_read",
+            "slow_close"
         ]
     );
     assert!(s.proxy.header_faults);
@@ -504,7 +509,7 @@ fn a_scenario_with_every_fault_kind_validates() {
     assert_eq!(s.faults[5].window.max_active, Some(2));
     // The plan `traceforge run` builds from it.
     let plan = s.fault_plan();
-    assert_eq!(plan.rules().len(), 16);
+    assert_eq!(plan.rules().len(), 21);
     assert_eq!(
         s.faults[10].action,
         FaultAction::WsClose {

@@ -130,7 +130,12 @@ fn schema_documents_every_kind_with_an_example() {
             "ws_drop",
             "rst_stream",
             "goaway",
-            "quota"
+            "quota",
+            "corrupt",
+            "garbage",
+            "empty",
+            "slow_read",
+            "slow_close"
         ]
     );
     for kind in kinds {

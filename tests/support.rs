@@ -409,6 +409,30 @@ retry_after = "2s"
 probability = { from = 0.5, to = 1.0, over = 100 }
 bursts = { on = 10, off = 5 }
 
+[[faults]]
+kind = "corrupt"
+mode = "json"
+every = 20
+
+[[faults]]
+kind = "garbage"
+size = 64
+every = 30
+
+[[faults]]
+kind = "empty"
+every = 40
+
+[[faults]]
+kind = "slow_read"
+bytes_per_second = 10240
+match = { method = "POST" }
+
+[[faults]]
+kind = "slow_close"
+delay = "10ms..50ms"
+every = 50
+
 [load]
 requests = 100
 targets = [{ path = "/api/resource?debug=1&id=3" }, { path = "/static/index.html" }]

@@ -43,4 +43,5 @@ mod topology_file; // [[services]], [[proxies]], load.to/command and [expect.pro
 mod upstream; // the demo upstream: routes, ids, static containment, malformed bytes, shutdown
 mod verdict; // a panic never passes; latencies past an hour; output folders and protected files
 mod virtual_time; // the virtual clock: in-memory pipes, paused time, exact latencies
-mod websocket; // WebSockets through the proxy: Python's websockets and tokio-tungstenite as clients, stream faults
+mod websocket;
+mod wire_faults; // corrupt, garbage, empty, slow_read, slow_close over real sockets and HTTP/2; what the load generator records // WebSockets through the proxy: Python's websockets and tokio-tungstenite as clients, stream faults

@@ -138,10 +138,14 @@ fn check_rule(c: &mut Checker, fault: &FaultSpec, name: String, at: &At<'_>) -> 
 }
 
 /// Every kind-specific field, whether it is given, and the kinds it applies to.
-fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 27] {
+fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 30] {
     use FaultKind as K;
     [
-        ("delay", f.delay.is_some(), &[K::Delay, K::WsDelay]),
+        (
+            "delay",
+            f.delay.is_some(),
+            &[K::Delay, K::WsDelay, K::SlowClose],
+        ),
         ("distribution", f.distribution.is_some(), &[K::Delay]),
         ("mean", f.mean.is_some(), &[K::Delay]),
         ("stddev", f.stddev.is_some(), &[K::Delay]),
@@ -165,7 +169,7 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 27
         (
             "bytes_per_second",
             f.bytes_per_second.is_some(),
-            &[K::Throttle],
+            &[K::Throttle, K::SlowRead],
         ),
         ("after_events", f.after_events.is_some(), &[K::Stream]),
         ("event_delay", f.event_delay.is_some(), &[K::Stream]),
@@ -176,6 +180,9 @@ fn kind_fields(f: &FaultSpec) -> [(&'static str, bool, &'static [FaultKind]); 27
         ("limit", f.limit.is_some(), &[K::Quota]),
         ("window", f.window.is_some(), &[K::Quota]),
         ("per_header", f.per_header.is_some(), &[K::Quota]),
+        ("mode", f.mode.is_some(), &[K::Corrupt]),
+        ("rate", f.rate.is_some(), &[K::Corrupt]),
+        ("size", f.size.is_some(), &[K::Garbage]),
     ]
 }
 
@@ -242,7 +249,11 @@ fn check_grpc_error(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<F
 
 /// "a" or "an", for "an `error` fault".
 fn article(kind: FaultKind) -> &'static str {
-    if kind == FaultKind::Error { "an" } else { "a" }
+    if matches!(kind, FaultKind::Error | FaultKind::Empty) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// "`a`", "`a` and `b`", "`a`, `b` and `c`".
@@ -424,6 +435,68 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
             })
         }
         FaultKind::Headers => check_header_fault(c, fault, at),
+        FaultKind::Corrupt => check_corrupt(c, fault, at),
+        FaultKind::Garbage => {
+            let size = fault.size.unwrap_or(DEFAULT_GARBAGE_SIZE);
+            if !(1..=MAX_GARBAGE_SIZE).contains(&size) {
+                c.report(
+                    at.field("size"),
+                    format!("`size` must be from 1 to {MAX_GARBAGE_SIZE} (1 MiB), found {size}"),
+                    "out of range",
+                    Some("the client gets this many random bytes; for no bytes at all, use `kind = \"empty\"`".into()),
+                );
+            }
+            Some(FaultAction::Garbage { size })
+        }
+        FaultKind::Empty => Some(FaultAction::Empty),
+        FaultKind::SlowRead => {
+            let Some(bytes_per_second) = fault.bytes_per_second else {
+                c.report(
+                    at.field("kind"),
+                    "a `slow_read` fault needs `bytes_per_second`",
+                    "missing `bytes_per_second`",
+                    Some(
+                        "add `bytes_per_second = 10240`: how fast the proxy reads the request body"
+                            .into(),
+                    ),
+                );
+                return None;
+            };
+            if bytes_per_second == 0 {
+                c.report(
+                    at.field("bytes_per_second"),
+                    "a `slow_read` of 0 bytes per second would never read the body",
+                    "zero",
+                    Some("use at least 1".into()),
+                );
+            }
+            Some(FaultAction::SlowRead { bytes_per_second })
+        }
+        FaultKind::SlowClose => {
+            if let Some(DelayField::Ramp(_)) = fault.delay {
+                c.report(
+                    at.field("delay"),
+                    "a `slow_close` fault takes a delay or a range, not a ramp",
+                    "a ramp",
+                    Some("write `delay = \"2s\"` or `delay = \"1s..3s\"`; ramps are for `delay` faults".into()),
+                );
+                return None;
+            }
+            let Some(delay) = fault.delay.and_then(DelayField::plain) else {
+                c.report(
+                    at.field("kind"),
+                    "a `slow_close` fault needs `delay`",
+                    "missing `delay`",
+                    Some("add `delay = \"2s\"` or a range `delay = \"1s..3s\"`: how long the connection stays open after the response".into()),
+                );
+                return None;
+            };
+            backwards_range(c, at, delay);
+            Some(FaultAction::SlowClose(RandomDelay {
+                model: DelayModel::from(delay),
+                jitter: None,
+            }))
+        }
         FaultKind::Status => {
             let status = required_status(
                 c,
@@ -582,6 +655,29 @@ fn backwards_range(c: &mut Checker, at: &At<'_>, delay: DelaySpec) {
             );
         }
     }
+}
+
+/// The bytes a `garbage` fault sends when it gives no `size`.
+pub const DEFAULT_GARBAGE_SIZE: u64 = 1024;
+
+/// The most a `garbage` fault may send: 1 MiB.
+pub const MAX_GARBAGE_SIZE: u64 = 1024 * 1024;
+
+/// The share of bytes a `corrupt` fault replaces when it gives no `rate`.
+pub const DEFAULT_CORRUPT_RATE: f64 = 0.01;
+
+fn check_corrupt(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<FaultAction> {
+    let mode = fault.mode.unwrap_or_default();
+    let rate = fault.rate.unwrap_or(DEFAULT_CORRUPT_RATE);
+    if !(rate > 0.0 && rate <= 1.0) {
+        c.report(
+            at.field("rate"),
+            format!("`rate` must be above 0 and at most 1, found {rate}"),
+            "out of range",
+            Some("the chance that each body byte is replaced: 0.01 is one byte in a hundred, 1 every byte".into()),
+        );
+    }
+    Some(FaultAction::Corrupt { mode, rate })
 }
 
 /// The close code a `ws_close` sends when it gives none: 1011, "internal error".
@@ -854,15 +950,18 @@ fn check_window(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Window {
 
 /// The kinds a rule with a response condition may have: what can still be done once the
 /// upstream has answered.
-pub const RESPONSE_KINDS: [FaultKind; 8] = [
+pub const RESPONSE_KINDS: [FaultKind; 11] = [
     FaultKind::Delay,
     FaultKind::Status,
     FaultKind::Truncate,
     FaultKind::Throttle,
     FaultKind::Headers,
+    FaultKind::Corrupt,
     FaultKind::Error,
     FaultKind::Reset,
     FaultKind::Drop,
+    FaultKind::Empty,
+    FaultKind::Garbage,
 ];
 
 /// `match.response_status` and `match.response_header`: statuses 100 to 599, classes `1xx` to

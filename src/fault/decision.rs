@@ -7,8 +7,11 @@
 //! 2. If there is a [`Decision::terminal`] step, answer with it and do not forward (see [`Effect`]).
 //! 3. Otherwise apply [`Decision::request_headers`] to the request, forward it, replace the status
 //!    with [`Decision::status_rewrite`], apply [`Decision::response_headers`], and send the body,
-//!    cut after [`Decision::truncate_after`] bytes and paced at [`Decision::throttle`] bytes/s.
-//!    With [`Decision::go_away`], shut the client's connection down gracefully after the response.
+//!    cut after [`Decision::truncate_after`] bytes and paced at [`Decision::throttle`] bytes/s,
+//!    after [`Decision::corruptions`] changed it. The request body is read at
+//!    [`Decision::slow_read`] bytes/s. With [`Decision::go_away`], shut the client's connection
+//!    down gracefully after the response; with [`Decision::slow_close`], close it only that long
+//!    after the response.
 //! 4. Keep the decision alive until the response is finished: it holds the `max_active` slots.
 //!
 //! Every synthetic response (error, drop, hang's 504) carries `x-fault-injected: <rule name>`;
@@ -20,6 +23,7 @@ use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::spec::CorruptMode;
 use crate::spec::duration::DelaySpec;
 
 /// What a fault does. A compiled rule holds an [`Action`] whose delay is still a distribution
@@ -82,6 +86,21 @@ pub enum Action<D = Duration> {
     /// headers filled in for the request) without forwarding. A compiled rule holds the reply
     /// every 429 starts from; the quota itself is in its window ([`crate::fault::Window::quota`]).
     Quota(Arc<ErrorReply>),
+    /// Forward, then corrupt the response body (see [`crate::proxy`]'s `corrupt` module): replace
+    /// each byte with probability `rate` (`Bytes`), or make a JSON body invalid (`Json`, which
+    /// falls back to bytes for a body it cannot use).
+    Corrupt { mode: CorruptMode, rate: f64 },
+    /// Terminal. Send `size` random bytes instead of a response, then close the connection (over
+    /// HTTP/2: a `200` head, the bytes as the body, then a reset of the stream). Do not forward.
+    Garbage { size: u64 },
+    /// Terminal. Close the connection with no response, cleanly (a FIN; over HTTP/2 a reset of
+    /// the stream with NO_ERROR before any head). Do not forward.
+    Empty,
+    /// Forward, reading the client's request body at no more than `bytes_per_second`.
+    SlowRead { bytes_per_second: u64 },
+    /// Forward and answer, then hold the connection open this long before closing it (over
+    /// HTTP/2, hold back the end of the stream). The delay is drawn per request.
+    SlowClose(D),
 }
 
 /// The effect of a fired rule, with any random values already drawn.
@@ -107,6 +126,11 @@ impl<D> Action<D> {
             Action::RstStream { .. } => "rst_stream",
             Action::GoAway => "goaway",
             Action::Quota(_) => "quota",
+            Action::Corrupt { .. } => "corrupt",
+            Action::Garbage { .. } => "garbage",
+            Action::Empty => "empty",
+            Action::SlowRead { .. } => "slow_read",
+            Action::SlowClose(_) => "slow_close",
         }
     }
 
@@ -130,6 +154,8 @@ impl<D> Action<D> {
                 | Action::Hang { .. }
                 | Action::RstStream { .. }
                 | Action::Quota(_)
+                | Action::Garbage { .. }
+                | Action::Empty
         )
     }
 
@@ -175,6 +201,16 @@ impl<D> Action<D> {
                 probability: *probability,
             },
             Action::Quota(reply) => Action::Quota(reply.clone()),
+            Action::Corrupt { mode, rate } => Action::Corrupt {
+                mode: *mode,
+                rate: *rate,
+            },
+            Action::Garbage { size } => Action::Garbage { size: *size },
+            Action::Empty => Action::Empty,
+            Action::SlowRead { bytes_per_second } => Action::SlowRead {
+                bytes_per_second: *bytes_per_second,
+            },
+            Action::SlowClose(d) => Action::SlowClose(delay(d)),
         }
     }
 }
@@ -334,9 +370,9 @@ impl Decision {
             .sum()
     }
 
-    /// The terminal step (error, drop, reset or hang), if any. It is always the last step, and
-    /// then only delays come before it, unless it is a response rule's (see
-    /// [`Decision::extend_response`]).
+    /// The terminal step (error, drop, reset, hang, rst_stream, quota, garbage or empty), if
+    /// any. It is always the last step, and then only delays come before it, unless it is a
+    /// response rule's (see [`Decision::extend_response`]).
     pub fn terminal(&self) -> Option<&Step> {
         self.steps.last().filter(|s| s.effect.is_terminal())
     }
@@ -399,6 +435,38 @@ impl Decision {
         self.steps
             .iter()
             .find(|s| matches!(s.effect, Effect::GoAway))
+    }
+
+    /// The `corrupt` steps that fired, in firing order: each corrupts the body the one before it
+    /// produced, from its own random stream.
+    pub fn corruptions(&self) -> impl Iterator<Item = (&Arc<str>, CorruptMode, f64)> {
+        self.steps.iter().filter_map(|s| match s.effect {
+            Effect::Corrupt { mode, rate } => Some((&s.name, mode, rate)),
+            _ => None,
+        })
+    }
+
+    /// Read the request body at this many bytes per second: the lowest `slow_read` rate that fired.
+    pub fn slow_read(&self) -> Option<u64> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s.effect {
+                Effect::SlowRead { bytes_per_second } => Some(bytes_per_second),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Hold the connection open this long after the response: the longest `slow_close` delay
+    /// that fired.
+    pub fn slow_close(&self) -> Option<Duration> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s.effect {
+                Effect::SlowClose(d) => Some(d),
+                _ => None,
+            })
+            .max()
     }
 
     /// The status that replaces the upstream's: the last `status` rewrite that fired.

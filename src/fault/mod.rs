@@ -265,10 +265,22 @@ impl fmt::Display for FaultRule {
                     }
                 }
             }
+            FaultAction::Corrupt { mode, rate } => match mode {
+                crate::spec::CorruptMode::Bytes => write!(f, " bytes rate {rate}")?,
+                crate::spec::CorruptMode::Json => write!(f, " json")?,
+            },
+            FaultAction::Garbage { size } => write!(f, " {size} bytes")?,
+            FaultAction::SlowRead { bytes_per_second } => write!(f, " {bytes_per_second} B/s")?,
+            FaultAction::SlowClose(RandomDelay { model, .. }) => match model {
+                DelayModel::Fixed(d) => write!(f, " {}", fd(*d))?,
+                DelayModel::Uniform(lo, hi) => write!(f, " {}..{}", fd(*lo), fd(*hi))?,
+                _ => {}
+            },
             FaultAction::Drop
             | FaultAction::Reset
             | FaultAction::Hang { cap: None }
-            | FaultAction::GoAway => {}
+            | FaultAction::GoAway
+            | FaultAction::Empty => {}
         }
         if let Some(r) = &self.window.probability_ramp {
             write!(f, ", p={}→{} over {}", r.from, r.to, r.over)?;

@@ -243,6 +243,40 @@ fn every_kind_decides_its_effect() {
         ),
         (FaultAction::Status(500), Effect::Status(500), false),
         (FaultAction::GoAway, Effect::GoAway, false),
+        (
+            FaultAction::Corrupt {
+                mode: crate::spec::CorruptMode::Json,
+                rate: 0.01,
+            },
+            Effect::Corrupt {
+                mode: crate::spec::CorruptMode::Json,
+                rate: 0.01,
+            },
+            false,
+        ),
+        (
+            FaultAction::Garbage { size: 10 },
+            Effect::Garbage { size: 10 },
+            true,
+        ),
+        (FaultAction::Empty, Effect::Empty, true),
+        (
+            FaultAction::SlowRead {
+                bytes_per_second: 100,
+            },
+            Effect::SlowRead {
+                bytes_per_second: 100,
+            },
+            false,
+        ),
+        (
+            FaultAction::SlowClose(RandomDelay {
+                model: DelayModel::Fixed(Duration::from_millis(30)),
+                jitter: None,
+            }),
+            Effect::SlowClose(Duration::from_millis(30)),
+            false,
+        ),
     ];
     for (action, effect, terminal) in cases {
         let kind = action.kind();
@@ -920,4 +954,66 @@ fn a_grpc_matcher_wants_the_method_path_and_a_grpc_content_type() {
     assert!(matcher.matches(&facts("/payments.v1.Payments/Charge", &headers)));
     assert!(!matcher.matches(&facts("/payments.v1.Refunds/Charge", &headers)));
     assert!(!matcher.matches(&facts("/payments.v1.Payments/Charge", &HeaderMap::new())));
+}
+
+#[test]
+fn slow_close_draws_its_delay_per_request_and_body_faults_compose() {
+    let range = |lo, hi| {
+        FaultAction::SlowClose(RandomDelay {
+            model: DelayModel::Uniform(Duration::from_millis(lo), Duration::from_millis(hi)),
+            jitter: None,
+        })
+    };
+    let plan = FaultPlan::new(
+        5,
+        vec![
+            FaultRule::new("linger", range(100, 900)),
+            FaultRule::new(
+                "slow-up",
+                FaultAction::SlowRead {
+                    bytes_per_second: 500,
+                },
+            ),
+            FaultRule::new(
+                "slower-up",
+                FaultAction::SlowRead {
+                    bytes_per_second: 200,
+                },
+            ),
+            FaultRule::new(
+                "flip",
+                FaultAction::Corrupt {
+                    mode: crate::spec::CorruptMode::Bytes,
+                    rate: 0.5,
+                },
+            ),
+        ],
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let d = get(&plan, "/", &id(i));
+        let delay = d.slow_close().unwrap_or_default();
+        assert!((100..=900).contains(&delay.as_millis()), "{delay:?}");
+        assert_eq!(
+            get(&plan, "/", &id(i)).slow_close(),
+            Some(delay),
+            "drawn from the request id"
+        );
+        seen.insert(delay);
+        assert_eq!(d.slow_read(), Some(200), "the lowest rate wins");
+        assert_eq!(d.corruptions().count(), 1);
+        assert!(d.forwards());
+    }
+    assert!(seen.len() > 10, "one delay per request: {seen:?}");
+    // A terminal fault drops them: nothing is forwarded.
+    let plan = FaultPlan::new(
+        5,
+        vec![
+            FaultRule::new("linger", range(1, 2)),
+            FaultRule::new("nothing", FaultAction::Empty),
+        ],
+    );
+    let d = get(&plan, "/", "x");
+    assert_eq!(d.fired_rules(), ["nothing"]);
+    assert_eq!(d.slow_close(), None);
 }

@@ -390,7 +390,7 @@ impl<D: Dial> OwnConnection<D> {
                             tries = 0;
                             request = Some(again);
                         }
-                        _ => return Err(super::classify(&error)),
+                        _ => return Err(super::classify_head(&error)),
                     }
                 }
             }

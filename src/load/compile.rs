@@ -366,7 +366,7 @@ fn check_retry(c: &mut Checker, l: &LoadSpec) -> super::plan::RetryPolicy {
             classes: Vec::new(),
             errors: Vec::new(),
         };
-        const NAMES: [&str; 12] = ResultName::NAMES;
+        const NAMES: [&str; 13] = ResultName::NAMES;
         for (i, item) in on.iter().enumerate() {
             let p = with(&field("on"), Seg::Index(i));
             match item {

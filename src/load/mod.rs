@@ -647,6 +647,29 @@ fn classify_client(e: &hyper_util::client::legacy::Error) -> ErrorKind {
     if e.is_connect() {
         return ErrorKind::Connect;
     }
+    classify_head(e)
+}
+
+/// Sorts the error of an exchange that got no response head: as [`classify`] does, except that a
+/// connection that ended cleanly with nothing (hyper's "connection closed before message
+/// completed") and an HTTP/2 stream reset with NO_ERROR before its head are
+/// [`ErrorKind::Empty`], not a reset: an empty response. Not for body errors: a body cut short
+/// by a clean close stays a reset.
+fn classify_head(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return ErrorKind::Empty;
+            }
+        }
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            if h2.is_reset() && h2.reason() == Some(h2::Reason::NO_ERROR) {
+                return ErrorKind::Empty;
+            }
+        }
+        cause = err.source();
+    }
     classify(e)
 }
 

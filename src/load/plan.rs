@@ -501,6 +501,7 @@ impl Default for RetryOn {
                 ErrorKind::Timeout,
                 ErrorKind::Reset,
                 ErrorKind::Protocol,
+                ErrorKind::Empty,
             ],
         }
     }

@@ -31,6 +31,13 @@ pub(crate) struct Upload {
     progress: Arc<UploadProgress>,
     /// The request's record counts the body's bytes here, when it is observed.
     bytes: Option<Arc<AtomicU64>>,
+    /// A `slow_read` fault: the body is read at this pace. The client feels it as backpressure:
+    /// hyper reads from the connection only as fast as the body is polled.
+    pace: Option<Pace>,
+    /// A chunk of at most one pacing quantum, waiting for its release time.
+    held: Option<Bytes>,
+    /// The rest of the chunk `held` came from.
+    rest: Option<Bytes>,
 }
 
 impl Upload {
@@ -48,8 +55,72 @@ impl Upload {
             inner: TimedBody::new(body, timeout),
             progress: progress.clone(),
             bytes,
+            pace: None,
+            held: None,
+            rest: None,
         };
         (upload, progress)
+    }
+
+    /// Reads the body at `pace` (a `slow_read` fault).
+    pub(crate) fn pace(&mut self, pace: Pace) {
+        self.pace = Some(pace);
+    }
+
+    /// The next chunk of a paced body: at most one quantum, once the pace allows it. The time
+    /// spent waiting on the pace counts as waiting on the client (the upstream is not late).
+    fn poll_paced(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if self.held.is_none() {
+            let chunk = match self.rest.take() {
+                Some(rest) => rest,
+                None => {
+                    let polled = Pin::new(&mut self.inner).poll_frame(cx);
+                    self.progress.moved(polled.is_pending());
+                    match ready!(polled) {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(chunk) => chunk,
+                            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                        },
+                        other => return Poll::Ready(other),
+                    }
+                }
+            };
+            let mut head = chunk;
+            if let Some(pace) = &self.pace {
+                if head.len() > pace.quantum {
+                    self.rest = Some(head.split_off(pace.quantum));
+                }
+            }
+            self.held = Some(head);
+        }
+        if let (Some(pace), Some(held)) = (&mut self.pace, &self.held) {
+            let len = held.len();
+            let released = pace.poll_release(cx, len);
+            self.progress.moved(released.is_pending());
+            ready!(released);
+            pace.sent = pace.sent.saturating_add(len as u64);
+        }
+        match self.held.take() {
+            Some(chunk) => {
+                if let Some(bytes) = &self.bytes {
+                    bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    /// Bytes read from the client but not yet passed on.
+    fn pending(&self) -> u64 {
+        [&self.held, &self.rest]
+            .into_iter()
+            .flatten()
+            .map(|b| b.len() as u64)
+            .sum()
     }
 }
 
@@ -61,6 +132,9 @@ impl Body for Upload {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if self.pace.is_some() {
+            return self.poll_paced(cx);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         self.progress.moved(polled.is_pending());
         if let (Some(bytes), Poll::Ready(Some(Ok(frame)))) = (&self.bytes, &polled) {
@@ -72,11 +146,21 @@ impl Body for Upload {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.held.is_none() && self.rest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let hint = self.inner.size_hint();
+        let pending = self.pending();
+        if pending == 0 {
+            return hint;
+        }
+        let mut adjusted = SizeHint::new();
+        adjusted.set_lower(hint.lower().saturating_add(pending));
+        if let Some(upper) = hint.upper() {
+            adjusted.set_upper(upper.saturating_add(pending));
+        }
+        adjusted
     }
 }
 

@@ -98,7 +98,10 @@ where
             }
         }
         let counter = exchange.as_deref().map(Exchange::bytes_in);
-        let (body, progress) = Upload::new(body, self.config.client_body_timeout, counter);
+        let (mut body, progress) = Upload::new(body, self.config.client_body_timeout, counter);
+        if let Some(rate) = decision.slow_read() {
+            body.pace(super::body::Pace::new(rate));
+        }
         let progress = (!body.is_end_stream()).then_some(progress);
         let upstream_req = Request::from_parts(parts, body);
 

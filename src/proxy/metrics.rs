@@ -10,14 +10,17 @@
 //!   `client_errors_total{kind}` (the client did: no `Host`, a malformed or stalled body),
 //!   `proxy_errors_total{kind}` (the proxy itself: out of file descriptors, say),
 //!   `resets_total{rule}` (closed with no response), `hangs_total{rule}` (counted when the hang
-//!   starts, whether it ends with the client giving up or with the cap's 504) or `cancelled_total`
-//!   (the client went away before any of those: the guard counts it on drop). So at rest,
-//!   `requests_total` equals the sum of those nine, and `in_flight` is 0.
+//!   starts, whether it ends with the client giving up or with the cap's 504),
+//!   `garbage_total{rule}` (random bytes instead of a response), `empty_total{rule}` (closed
+//!   cleanly with no response) or `cancelled_total` (the client went away before any of those:
+//!   the guard counts it on drop). So at rest, `requests_total` equals the sum of those eleven,
+//!   and `in_flight` is 0.
 //! - what a forwarded response went through: `truncated_total{rule}` (bodies actually cut: a body
 //!   shorter than the limit is not), `throttled_total{rule}` (bodies paced),
 //!   `header_rewrites_total{rule,target}`, `status_rewrites_total{rule,status}`, and
 //!   `upstream_read_timeouts_total` (bodies the upstream stalled past the read timeout: the
 //!   client's connection was closed mid-body).
+//! - `corrupted_total{rule,mode}`: response bodies a `corrupt` rule changed, by the mode applied.
 //! - `goaways_total{rule}`: client connections a `goaway` rule shut down gracefully after the
 //!   response (an HTTP/2 GOAWAY, or `Connection: close` on HTTP/1.1).
 //! - `log_lines_dropped_total` and `spans_dropped_total`: request-log lines and spans lost so
@@ -57,10 +60,14 @@ pub enum Disposition {
     ClientError,
     /// The proxy failed on its own account (out of file descriptors, say): not the upstream's.
     ProxyError,
+    /// A `garbage` fault sent random bytes instead of a response.
+    Garbage,
+    /// An `empty` fault closed the connection (or the HTTP/2 stream) with no response.
+    Empty,
 }
 
 impl Disposition {
-    const ALL: [Disposition; 8] = [
+    const ALL: [Disposition; 10] = [
         Disposition::Forwarded,
         Disposition::Dropped,
         Disposition::InjectedError,
@@ -69,6 +76,8 @@ impl Disposition {
         Disposition::Hang,
         Disposition::ClientError,
         Disposition::ProxyError,
+        Disposition::Garbage,
+        Disposition::Empty,
     ];
 
     pub fn label(self) -> &'static str {
@@ -81,6 +90,8 @@ impl Disposition {
             Disposition::Hang => "hang",
             Disposition::ClientError => "client_error",
             Disposition::ProxyError => "proxy_error",
+            Disposition::Garbage => "garbage",
+            Disposition::Empty => "empty",
         }
     }
 }
@@ -105,6 +116,9 @@ pub struct Metrics {
     truncated: IntCounterVec,
     throttled: IntCounterVec,
     goaways: IntCounterVec,
+    garbage: IntCounterVec,
+    empty: IntCounterVec,
+    corrupted: IntCounterVec,
     /// Request-log lines and spans lost (see [`Metrics::observed_drops`]).
     log_lines_dropped: IntCounter,
     spans_dropped: IntCounter,
@@ -212,6 +226,21 @@ impl Metrics {
             "Client connections shut down gracefully after a response by a goaway rule (an HTTP/2 GOAWAY, or Connection: close on HTTP/1.1), by rule.",
             &["rule"],
         )?;
+        let garbage = counter_vec(
+            "traceforge_proxy_garbage_total",
+            "Requests answered with random bytes instead of a response by a garbage rule, by rule.",
+            &["rule"],
+        )?;
+        let empty = counter_vec(
+            "traceforge_proxy_empty_total",
+            "Connections (HTTP/2: streams) closed cleanly with no response by an empty rule, by rule.",
+            &["rule"],
+        )?;
+        let corrupted = counter_vec(
+            "traceforge_proxy_corrupted_total",
+            "Response bodies a corrupt rule changed, by rule and the mode applied (json, or bytes, also for a json rule that fell back).",
+            &["rule", "mode"],
+        )?;
         let log_lines_dropped = counter(
             "traceforge_proxy_log_lines_dropped_total",
             "Request-log lines lost: dropped while the disk fell behind, or not written (a full disk).",
@@ -277,6 +306,9 @@ impl Metrics {
             truncated,
             throttled,
             goaways,
+            garbage,
+            empty,
+            corrupted,
             log_lines_dropped,
             spans_dropped,
             drops_sync: Arc::new(std::sync::Mutex::new(())),
@@ -328,6 +360,17 @@ impl Metrics {
             FaultAction::GoAway => {
                 self.goaways.with_label_values(&[name]);
             }
+            FaultAction::Garbage { .. } => {
+                self.garbage.with_label_values(&[name]);
+            }
+            FaultAction::Empty => {
+                self.empty.with_label_values(&[name]);
+            }
+            FaultAction::Corrupt { mode, .. } => {
+                self.corrupted.with_label_values(&[name, mode.as_str()]);
+            }
+            // Counted by `faults_total{kind=...}`.
+            FaultAction::SlowRead { .. } | FaultAction::SlowClose(_) => {}
             // Counted by `faults_total{kind="stream"}` above.
             FaultAction::Stream { .. } => {}
             FaultAction::Headers { target, .. } => {
@@ -419,6 +462,12 @@ impl Metrics {
         self.goaways.with_label_values(&[rule]).inc();
     }
 
+    /// A `corrupt` rule changed a body, in `mode` (what was applied: `bytes` also for a `json`
+    /// rule that fell back).
+    pub fn body_corrupted(&self, rule: &str, mode: &str) {
+        self.corrupted.with_label_values(&[rule, mode]).inc();
+    }
+
     pub fn headers_rewritten(&self, rule: &str, target: HeaderSide) {
         self.header_rewrites
             .with_label_values(&[rule, target.as_str()])
@@ -484,6 +533,8 @@ impl Flight {
             Disposition::ProxyError => m.proxy_errors.with_label_values(&[detail]).inc(),
             Disposition::Reset => m.resets.with_label_values(&[detail]).inc(),
             Disposition::Hang => m.hangs.with_label_values(&[detail]).inc(),
+            Disposition::Garbage => m.garbage.with_label_values(&[detail]).inc(),
+            Disposition::Empty => m.empty.with_label_values(&[detail]).inc(),
         }
         self.settled = true;
     }

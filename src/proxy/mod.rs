@@ -24,6 +24,21 @@
 //!   gracefully: over HTTP/2 a GOAWAY (streams under way finish, new ones are refused), over
 //!   HTTP/1.1 `Connection: close` on the response.
 //!
+//! - `corrupt`: the upstream's body with bytes replaced (length kept), or a JSON body cut off
+//!   inside a string or given a value of the wrong type (`Content-Length` set to match); see
+//!   `corrupt`.
+//! - `garbage`: no HTTP response: `size` seeded random bytes on the raw connection, then a clean
+//!   close ([`ConnectionControl::close_with`]). Over HTTP/2 a `200` head, the bytes as the body,
+//!   then the stream reset (INTERNAL_ERROR).
+//! - `empty`: no response at all: the connection closed cleanly (a FIN, after reading what the
+//!   client still sends, so unread bytes do not turn it into a RST). Over HTTP/2 the stream is
+//!   reset with NO_ERROR before any head.
+//! - `slow_read`: the client's request body read at N bytes per second (the upstream gets all of
+//!   it; the client feels backpressure).
+//! - `slow_close`: forwarded and answered, then over HTTP/1.1 `Connection: close` and the FIN
+//!   held back by the delay ([`ConnectionControl::linger`]); over HTTP/2 the stream's end
+//!   (END_STREAM) held back by the delay.
+//!
 //! Every fault acts on its own request only: over HTTP/2, the other streams of the connection
 //! go on untouched (a `goaway` lets them finish).
 //!
@@ -60,12 +75,16 @@
 //!
 //! The steps of a request are in [`Proxy::handle`], here; the rest by concern: `forward` (step 5:
 //! what the upstream sees, its timeout, whose fault a failed exchange was), `body` (the body
-//! faults and the client's upload), `headers` (hop-by-hop headers) and [`metrics`]. [`control`] is
-//! the API of `traceforge proxy --control`, which changes the rules while the proxy runs.
+//! faults and the client's upload), `corrupt` (the `corrupt` fault's bodies), `broken` (the
+//! `garbage` bytes and the HTTP/2 bodies of `garbage` and `slow_close`), `headers` (hop-by-hop
+//! headers) and [`metrics`]. [`control`] is the API of `traceforge proxy --control`, which changes
+//! the rules while the proxy runs.
 
 mod asked;
 mod body;
+mod broken;
 pub mod control;
+mod corrupt;
 mod events;
 mod forward;
 mod headers;
@@ -336,7 +355,8 @@ where
         let (mut response, outcome, detail) = match decision.terminal() {
             Some(step) => {
                 before_terminal(slot.as_mut(), step, &fired_names);
-                let (response, outcome) = self.terminal(step, &mut flight, conn, http2).await;
+                let key = self.stream_key(&ids, slot.as_ref());
+                let (response, outcome) = self.terminal(step, &key, &mut flight, conn, http2).await;
                 (response, outcome, step.name.to_string())
             }
             // 5. Forward: only requests no terminal rule answered reach the upstream. Rules on
@@ -361,8 +381,9 @@ where
                     match step {
                         Some(step) => {
                             before_terminal(slot.as_mut(), step, &fired_names);
+                            let key = self.stream_key(&ids, slot.as_ref());
                             let (response, outcome) =
-                                self.terminal(step, &mut flight, conn, http2).await;
+                                self.terminal(step, &key, &mut flight, conn, http2).await;
                             (response, outcome, step.name.to_string())
                         }
                         // `forwards()` says there is one.
@@ -453,6 +474,21 @@ where
             }
         }
 
+        // A `slow_close` holds the connection open after a forwarded response: over HTTP/1.1 the
+        // response says `Connection: close` and the FIN waits (step 8 does HTTP/2).
+        let slow_close = decision
+            .slow_close()
+            .filter(|_| outcome == Disposition::Forwarded)
+            .filter(|_| response.status() != StatusCode::SWITCHING_PROTOCOLS);
+        if let Some(delay) = slow_close {
+            if !http2 {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                conn.linger(delay);
+            }
+        }
+
         // 7. Count when the outcome is known, at the response head.
         let status = response.status().as_u16();
         // Debug, not info: the proxy sits on the hot path of load tests.
@@ -488,6 +524,25 @@ where
             );
             return response;
         }
+        let corruptions: Vec<(Arc<str>, crate::spec::CorruptMode, f64)> = decision
+            .corruptions()
+            .map(|(rule, mode, rate)| (rule.clone(), mode, rate))
+            .collect();
+        if !corruptions.is_empty() {
+            let key: Arc<str> = Arc::from(self.stream_key(&ids, slot.as_ref()));
+            for (rule, mode, rate) in &corruptions {
+                response = corrupt::apply(
+                    response,
+                    self.plan.seed(),
+                    rule,
+                    &key,
+                    *mode,
+                    *rate,
+                    &self.metrics,
+                )
+                .await;
+            }
+        }
         let cut = self.cut(&decision, conn, http2);
         let pace = self.pace(&decision);
         let events = decision
@@ -508,7 +563,11 @@ where
                 .boxed(),
                 None => body,
             };
-            FaultBody::new(body, cut, pace, flight, decision).boxed()
+            let body = FaultBody::new(body, cut, pace, flight, decision).boxed();
+            match slow_close {
+                Some(delay) if http2 => broken::Linger::new(body, delay).boxed(),
+                _ => body,
+            }
         })
     }
 
@@ -608,6 +667,7 @@ where
     async fn terminal(
         &self,
         step: &Step,
+        key: &str,
         flight: &mut metrics::Flight,
         conn: &ConnectionControl,
         http2: bool,
@@ -640,6 +700,42 @@ where
                 // Counted before the connection goes, since this future goes with it.
                 flight.settle(Disposition::Reset, rule);
                 conn.reset();
+                let never: Infallible = std::future::pending().await;
+                match never {}
+            }
+            Effect::Garbage { size } => {
+                // Counted before the connection goes (HTTP/1.1), since this future goes with it.
+                flight.settle(Disposition::Garbage, rule);
+                let bytes = broken::garbage(self.plan.seed(), rule, key, *size);
+                if http2 {
+                    // Random bytes on a shared connection would break its other streams: this
+                    // stream gets them as its body, after a `200` head, then its reset.
+                    let body = broken::GarbageBody::new(bytes, Ending::new(conn.clone(), true));
+                    let mut response = Response::new(body.boxed());
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    mark_injected(response.headers_mut(), rule);
+                    return (response, Disposition::Garbage);
+                }
+                conn.close_with(bytes);
+                let never: Infallible = std::future::pending().await;
+                match never {}
+            }
+            Effect::Empty if http2 => {
+                // No head at all: the stream is reset before one, with NO_ERROR (a clean end,
+                // where `reset` says INTERNAL_ERROR).
+                flight.settle(Disposition::Empty, rule);
+                let mut response = synthetic(rule, "empty", 500);
+                response
+                    .extensions_mut()
+                    .insert(ResetStream(u32::from(broken::EMPTY_REASON)));
+                (response, Disposition::Empty)
+            }
+            Effect::Empty => {
+                flight.settle(Disposition::Empty, rule);
+                conn.close_with(Bytes::new());
                 let never: Infallible = std::future::pending().await;
                 match never {}
             }
@@ -711,6 +807,10 @@ fn before_terminal(slot: Option<&mut Slot>, step: &Step, fired_names: &[String])
             Effect::Reset | Effect::RstStream { .. } => {
                 slot.finish(None, Some(CallError::Reset), fired_names.to_vec())
             }
+            Effect::Garbage { .. } => {
+                slot.finish(None, Some(CallError::Garbage), fired_names.to_vec())
+            }
+            Effect::Empty => slot.finish(None, Some(CallError::Empty), fired_names.to_vec()),
             Effect::Hang { cap: None } => {
                 slot.finish(None, Some(CallError::Hang), fired_names.to_vec())
             }

@@ -87,6 +87,10 @@ pub enum CallError {
     Hang,
     /// The service closed the connection before the answer.
     Cancelled,
+    /// A `garbage` fault answered random bytes instead of a response.
+    Garbage,
+    /// An `empty` fault closed the connection with no response.
+    Empty,
 }
 
 impl CallError {
@@ -95,6 +99,8 @@ impl CallError {
             CallError::Reset => "reset",
             CallError::Hang => "hang",
             CallError::Cancelled => "cancelled",
+            CallError::Garbage => "garbage",
+            CallError::Empty => "empty",
         }
     }
 }

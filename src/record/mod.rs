@@ -40,6 +40,9 @@ pub enum ErrorKind {
     WsMissingEcho,
     /// A WebSocket echo matched no message that was waiting for one.
     WsMismatch,
+    /// The connection closed cleanly (a FIN, no reset) before any response head: the server
+    /// sent nothing at all. Over HTTP/2, the stream was reset with NO_ERROR before its head.
+    Empty,
 }
 
 impl ErrorKind {
@@ -53,6 +56,7 @@ impl ErrorKind {
             ErrorKind::WsClosed => "ws_closed",
             ErrorKind::WsMissingEcho => "ws_missing_echo",
             ErrorKind::WsMismatch => "ws_mismatch",
+            ErrorKind::Empty => "empty",
         }
     }
 }
@@ -119,7 +123,7 @@ pub enum ResultName {
 
 impl ResultName {
     /// Every name, in the order help texts list them.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "1xx",
         "2xx",
         "3xx",
@@ -132,6 +136,7 @@ impl ResultName {
         "ws_closed",
         "ws_missing_echo",
         "ws_mismatch",
+        "empty",
     ];
 
     /// The result `name` stands for; `None` for anything else (statuses are numbers, read apart).
@@ -144,6 +149,7 @@ impl ResultName {
             "ws_closed" => ResultName::Error(ErrorKind::WsClosed),
             "ws_missing_echo" => ResultName::Error(ErrorKind::WsMissingEcho),
             "ws_mismatch" => ResultName::Error(ErrorKind::WsMismatch),
+            "empty" => ResultName::Error(ErrorKind::Empty),
             n if n.len() == 3 && n.ends_with("xx") && Self::NAMES.contains(&n) => {
                 ResultName::Class(u16::from(n.as_bytes()[0] - b'0'))
             }

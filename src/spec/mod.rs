@@ -317,11 +317,13 @@ impl JsonSchema for FaultEntry {
 /// A fault rule as a table.
 ///
 /// Rules are evaluated in order for every request. Delays add up; the first terminal fault
-/// (`error`, `drop`, `reset`, `hang`) wins and ends evaluation, and the body, header and status
-/// faults that fired before it are dropped (the request is never forwarded, so they would do
-/// nothing). Body faults (`truncate`, `throttle`), `headers` and `status` rewrites compose with
-/// delays and with each other: of two `truncate`s the smaller `after_bytes` wins, of two
-/// `throttle`s the lower rate, of several `status` rewrites the last one.
+/// (`error`, `drop`, `reset`, `hang`, `rst_stream`, `garbage`, `empty`) wins and ends
+/// evaluation, and the body, header and status faults that fired before it are dropped (the
+/// request is never forwarded, so they would do nothing). Body faults (`truncate`, `throttle`,
+/// `corrupt`), `slow_read`, `slow_close`, `headers` and `status` rewrites compose with delays and
+/// with each other: of two `truncate`s the smaller `after_bytes` wins, of two `slow_read`s or
+/// `throttle`s the lower rate, of two `slow_close`s the longer delay, of several `status`
+/// rewrites the last one; several `corrupt`s apply one after another, in order.
 ///
 /// A rule fires when all of these hold: its `match` conditions; its deterministic pattern
 /// (`first`, `after`, `every`, `attempts`, `from_request`/`until_request`); its time window
@@ -347,7 +349,9 @@ pub struct FaultSpec {
     /// For `delay`: how long to hold the request before forwarding it, `"100ms"` or a range
     /// `"100ms..500ms"` (each request draws its own value uniformly), or a ramp
     /// `{ from = "10ms", to = "500ms", over = 1000 }` (a straight line over requests or time, then
-    /// `to`). Give either `delay` or `distribution`. For `ws_delay`: a value or a range.
+    /// `to`). Give either `delay` or `distribution`. For `ws_delay`: how long each message is
+    /// held, a value or a range. For `slow_close`: how long the connection stays open after the
+    /// response before it is closed, a value or a range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<DelayField>,
 
@@ -437,7 +441,8 @@ pub struct FaultSpec {
     pub code: Option<u16>,
 
     /// For `throttle`: the rate, in bytes per second, at which the response body is streamed to the
-    /// client (per connection). At least 1.
+    /// client (per connection). For `slow_read`: the rate at which the proxy reads the client's
+    /// request body. At least 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub bytes_per_second: Option<u64>,
@@ -467,6 +472,25 @@ pub struct FaultSpec {
     /// first, then `set`, then `add`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove: Option<Vec<String>>,
+
+    /// For `corrupt`: `"bytes"` (the default) replaces body bytes at random, at `rate`; `"json"`
+    /// makes a JSON response body (`application/json` or `+json`, at most 1 MiB) invalid the way a
+    /// broken server does: the body cut off inside a string value, or one value of the wrong type
+    /// (a string where a number was, a number sent as a string). Other bodies get `"bytes"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<CorruptMode>,
+
+    /// For `corrupt` in `"bytes"` mode: the chance that each body byte is replaced, above 0 and at
+    /// most 1. Default 0.01 (one byte in a hundred).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub rate: Option<f64>,
+
+    /// For `garbage`: how many random bytes the client gets instead of a response, 1 to 1048576
+    /// (1 MiB). Default 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub size: Option<u64>,
 
     /// The chance, from 0 to 1, that a matching request gets this fault. Decided per request from the
     /// seed, the rule and the request id, so arrival order cannot change it. Default 1. A ramp
@@ -587,6 +611,9 @@ impl FaultSpec {
             add: None,
             set: None,
             remove: None,
+            mode: None,
+            rate: None,
+            size: None,
             probability: None,
             matcher: None,
             first: None,
@@ -673,10 +700,36 @@ pub enum FaultKind {
     /// each `window`, without forwarding; optionally per value of the `per_header` header. Example:
     /// `{ kind = "quota", limit = 10, window = 100 }` or `{ kind = "quota", limit = 5, window = "1s", per_header = "x-api-key" }`.
     Quota,
+    /// Forward, then corrupt the response body: in `mode = "bytes"` (the default) each byte is
+    /// replaced with probability `rate` by a different random byte (length and `Content-Length`
+    /// kept); in `mode = "json"` a JSON body is cut off inside a string or gets a value of the
+    /// wrong type, with a `Content-Length` that matches. Which bytes, and which change, are drawn
+    /// from the seed, the rule and the request id. Example: `{ kind = "corrupt", mode = "json" }`.
+    Corrupt,
+    /// Answer `size` random bytes (default 1024) that are not HTTP, then close the connection. Do
+    /// not forward. Over HTTP/2 the stream gets a `200` head, the random bytes as its body, then a
+    /// reset (INTERNAL_ERROR); the connection's other streams go on. Example:
+    /// `{ kind = "garbage", size = 64 }`.
+    Garbage,
+    /// Close the connection with no response at all: a clean close (FIN), not a reset. Do not
+    /// forward. Over HTTP/2 the stream is reset with NO_ERROR before any head; the connection's
+    /// other streams go on. Example: `{ kind = "empty", every = 10 }`.
+    Empty,
+    /// Forward, reading the client's request body at no more than `bytes_per_second` (a slow
+    /// server: the client's upload is held back); the upstream gets every byte. Example:
+    /// `{ kind = "slow_read", bytes_per_second = 10240 }`.
+    #[serde(rename = "slow_read")]
+    SlowRead,
+    /// Forward and answer as usual, then hold the connection open `delay` (fixed, or a range drawn
+    /// per request) before closing it: over HTTP/1.1 the response carries `Connection: close` and
+    /// the FIN comes only after the delay; over HTTP/2 the stream's end (END_STREAM) is held back
+    /// by the delay. Example: `{ kind = "slow_close", delay = "2s" }`.
+    #[serde(rename = "slow_close")]
+    SlowClose,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 21] = [
         FaultKind::Delay,
         FaultKind::Error,
         FaultKind::Drop,
@@ -693,6 +746,11 @@ impl FaultKind {
         FaultKind::RstStream,
         FaultKind::GoAway,
         FaultKind::Quota,
+        FaultKind::Corrupt,
+        FaultKind::Garbage,
+        FaultKind::Empty,
+        FaultKind::SlowRead,
+        FaultKind::SlowClose,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -713,6 +771,11 @@ impl FaultKind {
             FaultKind::RstStream => "rst_stream",
             FaultKind::GoAway => "goaway",
             FaultKind::Quota => "quota",
+            FaultKind::Corrupt => "corrupt",
+            FaultKind::Garbage => "garbage",
+            FaultKind::Empty => "empty",
+            FaultKind::SlowRead => "slow_read",
+            FaultKind::SlowClose => "slow_close",
         }
     }
 
@@ -774,6 +837,26 @@ impl fmt::Display for Distribution {
             Distribution::Normal => "normal",
             Distribution::Lognormal => "lognormal",
         })
+    }
+}
+
+/// How a `corrupt` fault breaks a body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CorruptMode {
+    /// Replace bytes at random, at the rule's `rate`; length kept.
+    #[default]
+    Bytes,
+    /// Make a JSON body invalid: cut off inside a string, or a value of the wrong type.
+    Json,
+}
+
+impl CorruptMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CorruptMode::Bytes => "bytes",
+            CorruptMode::Json => "json",
+        }
     }
 }
 
@@ -1521,9 +1604,10 @@ pub struct RetrySpec {
     pub jitter: Option<DurationSpec>,
 
     /// What is retried: statuses (`503`), classes (`"5xx"`), transport errors (`"connect"`,
-    /// `"timeout"`, `"reset"`, `"protocol"`) and WebSocket errors (`"ws_closed"`,
-    /// `"ws_missing_echo"`, `"ws_mismatch"`). Default `["5xx", "connect", "timeout", "reset",
-    /// "protocol"]`. A `Retry-After` header on a retried response sets the wait.
+    /// `"timeout"`, `"reset"`, `"protocol"`, `"empty"`: closed with no response) and WebSocket
+    /// errors (`"ws_closed"`, `"ws_missing_echo"`, `"ws_mismatch"`). Default `["5xx", "connect",
+    /// "timeout", "reset", "protocol", "empty"]`. A `Retry-After` header on a retried response
+    /// sets the wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on: Option<Vec<RetryOnSpec>>,
 }
@@ -1568,10 +1652,10 @@ impl JsonSchema for RetryOnSpec {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A status (503), a class (\"5xx\"), a transport error (\"connect\", \"timeout\", \"reset\", \"protocol\") or a WebSocket error (\"ws_closed\", \"ws_missing_echo\", \"ws_mismatch\").",
+            "description": "A status (503), a class (\"5xx\"), a transport error (\"connect\", \"timeout\", \"reset\", \"protocol\", \"empty\") or a WebSocket error (\"ws_closed\", \"ws_missing_echo\", \"ws_mismatch\").",
             "anyOf": [
                 { "type": "integer", "minimum": 100, "maximum": 599 },
-                { "type": "string", "enum": ["1xx", "2xx", "3xx", "4xx", "5xx", "connect", "timeout", "reset", "protocol", "ws_closed", "ws_missing_echo", "ws_mismatch"] }
+                { "type": "string", "enum": ["1xx", "2xx", "3xx", "4xx", "5xx", "connect", "timeout", "reset", "protocol", "ws_closed", "ws_missing_echo", "ws_mismatch", "empty"] }
             ]
         })
     }
@@ -1721,7 +1805,7 @@ pub struct ExpectSpec {
     pub success_rate: Option<f64>,
 
     /// Bounds on final results, keyed by a status (`"503"`), a class (`"5xx"`), a transport
-    /// error (`"timeout"`, `"connect"`, `"reset"`, `"protocol"`) or a WebSocket error
+    /// error (`"timeout"`, `"connect"`, `"reset"`, `"protocol"`, `"empty"`) or a WebSocket error
     /// (`"ws_closed"`, `"ws_missing_echo"`, `"ws_mismatch"`):
     /// `status = { "503" = { max_share = 0.3 }, "200" = { min_count = 10 } }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -305,7 +305,7 @@ fn check_status_bounds(
 ) -> Vec<crate::scenario::expectation::StatusBound> {
     use crate::scenario::expectation::{ResultKey, StatusBound};
 
-    const NAMES: [&str; 12] = ResultName::NAMES;
+    const NAMES: [&str; 13] = ResultName::NAMES;
     let mut out = Vec::new();
     for (name, bound) in specs {
         let p = with(&at, Seg::Key(name.clone()));
