@@ -14,7 +14,7 @@ use traceforge::scenario::ProxyConfig;
 use traceforge::server::Listening;
 
 use crate::proxy::{plan, scrape, start_proxy};
-use crate::support::{Seen, bounded, client, get, metric, respond, serve};
+use crate::support::{Seen, bounded, client, get, header, metric, respond, serve};
 
 /// A 1000-byte 503 body, for cuts.
 fn big_body() -> String {
@@ -325,6 +325,53 @@ match = { response_status = 500 }
     assert_eq!(hits(&seen, "/broken"), 1);
     let down = get(&client(), &format!("{}/down", proxy.url()), &[]).await;
     assert_eq!(down.status.as_u16(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_garbage_and_corrupt_act_on_matching_responses_only() {
+    let faults = r#"
+[[faults]]
+name = "vanish-on-503"
+kind = "empty"
+match = { path = "/down", response_status = 503 }
+
+[[faults]]
+name = "noise-on-500"
+kind = "garbage"
+size = 300
+match = { response_status = 500 }
+
+[[faults]]
+name = "flip-on-503"
+kind = "corrupt"
+rate = 1.0
+match = { path = "/big-down", response_status = "5xx" }
+"#;
+    let (_up, proxy, seen) = setup(faults).await;
+    // `empty`: the upstream answered, and the client gets a clean close with nothing at all.
+    let (bytes, error) = raw_get(proxy.addr, "/down").await;
+    assert!(bytes.is_empty() && error.is_none(), "{bytes:?} {error:?}");
+    assert_eq!(hits(&seen, "/down"), 1);
+    // `garbage`: exactly `size` bytes that are not an HTTP response, then the close.
+    let (bytes, _) = raw_get(proxy.addr, "/broken").await;
+    assert_eq!(bytes.len(), 300);
+    assert!(!bytes.starts_with(b"HTTP/"));
+    assert_eq!(hits(&seen, "/broken"), 1);
+    // `corrupt` at rate 1: every byte of the upstream's 503 body differs, its length kept.
+    let big = get(&client(), &format!("{}/big-down", proxy.url()), &[]).await;
+    assert_eq!(big.status.as_u16(), 503);
+    assert_eq!(header(&big.headers, "x-traceforge-fault"), "flip-on-503");
+    let original = big_body();
+    assert_eq!(big.body.len(), original.len());
+    assert!(
+        big.body
+            .iter()
+            .zip(original.as_bytes())
+            .all(|(a, b)| a != b)
+    );
+    // A 200 meets none of them.
+    let ok = get(&client(), &format!("{}/ok", proxy.url()), &[]).await;
+    assert_eq!((ok.status.as_u16(), &ok.body[..]), (200, &b"fine"[..]));
 }
 
 /// Which of `n` requests (index and request id given) to `path` the proxy's rules changed.
