@@ -298,25 +298,13 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
         }
         FaultKind::WsClose => check_ws_close(c, fault, at),
         FaultKind::WsDelay => {
-            if let Some(DelayField::Ramp(_)) = fault.delay {
-                c.report(
-                    at.field("delay"),
-                    "a `ws_delay` fault takes a delay or a range, not a ramp",
-                    "a ramp",
-                    Some("write `delay = \"100ms\"` or `delay = \"50ms..200ms\"`; ramps are for `delay` faults".into()),
-                );
-                return None;
-            }
-            let Some(delay) = fault.delay.and_then(DelayField::plain) else {
-                c.report(
-                    at.field("kind"),
-                    "a `ws_delay` fault needs `delay`",
-                    "missing `delay`",
-                    Some("add `delay = \"100ms\"` or a range `delay = \"50ms..200ms\"`: how long each message is held".into()),
-                );
-                return None;
-            };
-            backwards_range(c, at, delay);
+            let delay = plain_delay(
+                c,
+                fault,
+                at,
+                ("100ms", "50ms..200ms"),
+                "how long each message is held",
+            )?;
             Some(FaultAction::WsDelay(delay))
         }
         FaultKind::WsDrop => {
@@ -473,25 +461,13 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
             Some(FaultAction::SlowRead { bytes_per_second })
         }
         FaultKind::SlowClose => {
-            if let Some(DelayField::Ramp(_)) = fault.delay {
-                c.report(
-                    at.field("delay"),
-                    "a `slow_close` fault takes a delay or a range, not a ramp",
-                    "a ramp",
-                    Some("write `delay = \"2s\"` or `delay = \"1s..3s\"`; ramps are for `delay` faults".into()),
-                );
-                return None;
-            }
-            let Some(delay) = fault.delay.and_then(DelayField::plain) else {
-                c.report(
-                    at.field("kind"),
-                    "a `slow_close` fault needs `delay`",
-                    "missing `delay`",
-                    Some("add `delay = \"2s\"` or a range `delay = \"1s..3s\"`: how long the connection stays open after the response".into()),
-                );
-                return None;
-            };
-            backwards_range(c, at, delay);
+            let delay = plain_delay(
+                c,
+                fault,
+                at,
+                ("2s", "1s..3s"),
+                "how long the connection stays open after the response",
+            )?;
             Some(FaultAction::SlowClose(RandomDelay {
                 model: DelayModel::from(delay),
                 jitter: None,
@@ -510,6 +486,43 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
     };
     // A misplaced field is reported once; the action is not used when the fault has problems.
     if misplaced { None } else { action }
+}
+
+/// The `delay` of a kind that takes a fixed value or a range but no ramp (`ws_delay`,
+/// `slow_close`): `examples` are a value and a range for the help text, `what` says what it holds.
+fn plain_delay(
+    c: &mut Checker,
+    fault: &FaultSpec,
+    at: &At<'_>,
+    examples: (&str, &str),
+    what: &str,
+) -> Option<DelaySpec> {
+    let kind = fault.kind;
+    let (one, range) = examples;
+    if let Some(DelayField::Ramp(_)) = fault.delay {
+        c.report(
+            at.field("delay"),
+            format!("a `{kind}` fault takes a delay or a range, not a ramp"),
+            "a ramp",
+            Some(format!(
+                "write `delay = \"{one}\"` or `delay = \"{range}\"`; ramps are for `delay` faults"
+            )),
+        );
+        return None;
+    }
+    let Some(delay) = fault.delay.and_then(DelayField::plain) else {
+        c.report(
+            at.field("kind"),
+            format!("a `{kind}` fault needs `delay`"),
+            "missing `delay`",
+            Some(format!(
+                "add `delay = \"{one}\"` or a range `delay = \"{range}\"`: {what}"
+            )),
+        );
+        return None;
+    };
+    backwards_range(c, at, delay);
+    Some(delay)
 }
 
 fn required_status(
