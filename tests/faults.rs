@@ -42,7 +42,10 @@ async fn setup(seed: u64, faults: &str, routes: Vec<Route>) -> (Listening, Liste
 }
 
 /// Sends raw bytes on a fresh connection and reads until the server closes or resets it.
-async fn raw(addr: std::net::SocketAddr, request: &str) -> (Vec<u8>, Option<std::io::Error>) {
+pub(crate) async fn raw(
+    addr: std::net::SocketAddr,
+    request: &str,
+) -> (Vec<u8>, Option<std::io::Error>) {
     bounded(async {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await

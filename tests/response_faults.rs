@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use traceforge::scenario::ProxyConfig;
 use traceforge::server::Listening;
 
 use crate::proxy::{plan, scrape, start_proxy};
-use crate::support::{Seen, bounded, client, get, header, metric, respond, serve};
+use crate::support::{Seen, client, get, header, metric, respond, serve};
 
 /// A 1000-byte 503 body, for cuts.
 fn big_body() -> String {
@@ -53,26 +52,7 @@ fn hits(seen: &Mutex<Vec<Seen>>, path: &str) -> usize {
 
 /// Sends a raw `GET path` on a fresh connection and reads until the proxy closes or resets it.
 async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (Vec<u8>, Option<std::io::Error>) {
-    bounded(async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("connect: {e}"));
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("write: {e}"));
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) => return (out, None),
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) => return (out, Some(e)),
-            }
-        }
-    })
-    .await
+    crate::faults::raw(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
