@@ -66,6 +66,7 @@
 #![forbid(unsafe_code)]
 
 pub mod expect;
+pub mod explore;
 pub mod fault;
 pub mod golden;
 #[doc(hidden)]
