@@ -35,6 +35,7 @@ mod serve_cli; // `traceforge upstream|proxy` as processes: printed address, SIG
 mod service;
 mod services_run; // services as real processes: readiness, early exits, stop and SIGKILL, no process left behind
 mod shards; // `run --shard K/N` in separate processes, then `merge`: exactly the single-machine run
+mod shrink; // shrinking a failing seed: fewer requests, rules, lower probabilities; the .min.toml and its golden file; spec round trips
 mod signals; // SIGINT/SIGTERM/SIGHUP stop run and load promptly with complete files; closed stdout
 mod stateful_faults; // quota by requests and by time, per header; probability and delay ramps; fixed and Markov bursts
 mod streams; // server-sent events through the proxy, the stream fault, with hyper and curl
