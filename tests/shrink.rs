@@ -111,7 +111,7 @@ fn a_failing_seed_shrinks_to_a_smaller_scenario_that_fails_the_same_way() {
     // Smaller: fewer requests, the unrelated rule gone, no larger probability or retries.
     let requests = shrunk.spec.load.requests.unwrap_or(0);
     assert!(
-        requests < 60 && requests >= 1,
+        (1..60).contains(&requests),
         "{requests} requests: {lines:#?}"
     );
     assert!(rule(&shrunk.spec, "jitter").is_none(), "{lines:#?}");
@@ -259,4 +259,170 @@ fn every_shipped_scenario_round_trips_through_its_spec() {
     }
     assert!(differ.is_empty(), "{differ:#?}");
     assert!(root().join("scenarios").is_dir());
+}
+
+/// An open loop given as rate x duration is written as the same requests, then cut; a rule a phase
+/// and an expectation name goes with both.
+#[test]
+fn an_open_loop_shrinks_by_requests_and_a_dropped_rule_takes_its_phase_and_expectation() {
+    let text = r#"
+name = "shrink-window"
+seed = 3
+faults = [
+  { name = "outage", kind = "error", status = 503, from = "2s", until = "3s" },
+  "delay:1ms:0.5",
+]
+
+[run]
+clock = "virtual"
+
+[upstream]
+routes = [{ path = "/api", latency = "5ms" }]
+
+[[phases]]
+until = 50
+enable = ["delay-2"]
+
+[load]
+rate = 10.0
+duration = "10s"
+targets = [{ path = "/api" }]
+
+[expect]
+success_rate = 0.95
+faults = { "delay-2" = { min = 1 } }
+"#;
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = work.path().join("window.toml");
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+    let (base, _) = Base::read(&file, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let mut steps: Vec<Step> = Vec::new();
+    let shrunk = shrink::shrink(&base, 3, work.path(), &mut |s| steps.push(s.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<&str> = steps.iter().map(|s| s.what.as_str()).collect();
+    assert_eq!(
+        lines[0], "duration 10s at rate 10/s -> requests 100: still fails",
+        "{lines:#?}"
+    );
+    assert!(shrunk.spec.load.duration.is_none());
+    let requests = shrunk.spec.load.requests.unwrap_or(0);
+    assert!((1..100).contains(&requests), "{requests}: {lines:#?}");
+    // A lower rate puts an early request in the outage: fewer requests are needed.
+    let rate = shrunk.spec.load.rate.unwrap_or(f64::MAX);
+    assert!(rate < 10.0, "{rate}");
+    assert!(
+        shrunk.removed.contains(&format!("rate 10 -> {rate}")),
+        "{:?}",
+        shrunk.removed
+    );
+    assert!(rule(&shrunk.spec, "delay-2").is_none(), "{lines:#?}");
+    assert!(rule(&shrunk.spec, "outage").is_some(), "{lines:#?}");
+    assert!(shrunk.spec.phases.is_empty());
+    assert!(shrunk.spec.expect.faults.is_empty());
+    assert_eq!(shrunk.failing, vec!["success_rate".to_string()]);
+    assert!(
+        shrunk.removed[0].starts_with("requests duration 10s at rate 10/s -> "),
+        "{:?}",
+        shrunk.removed
+    );
+    assert!(
+        shrunk
+            .removed
+            .contains(&"rule `delay-2` dropped".to_string())
+    );
+    // The text validates and plays the same.
+    let again = traceforge::scenario::parse_str("min.toml", &shrunk.text, &[])
+        .unwrap_or_else(|e| panic!("{e}\n{}", shrunk.text));
+    assert_eq!(
+        explore::trial(&again, work.path()).broken(),
+        vec!["success_rate"]
+    );
+}
+
+/// Rules of named proxies shrink too; on the real clock the shrinker says it is slow, and
+/// request-index rules (`every`) replay exactly.
+#[test]
+fn rules_of_named_proxies_shrink_on_the_real_clock() {
+    let text = r#"
+name = "shrink-proxies"
+seed = 1
+
+[[proxies]]
+name = "payments"
+upstream = { routes = [{ path = "/charge" }] }
+
+[[proxies.faults]]
+name = "slow"
+kind = "delay"
+delay = "1ms"
+first = 2
+
+[[proxies.faults]]
+name = "pay-503"
+kind = "error"
+status = 503
+every = 4
+
+[[proxies]]
+name = "stock"
+upstream = { routes = [{ path = "/stock" }] }
+
+[[proxies.faults]]
+name = "slow"
+kind = "delay"
+delay = "1ms"
+
+[[phases]]
+until = 10
+enable = ["slow"]
+
+[load]
+to = "payments"
+requests = 20
+concurrency = 2
+targets = [{ path = "/charge" }]
+
+[expect]
+success_rate = 1.0
+"#;
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = work.path().join("proxies.toml");
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+    let (base, _) = Base::read(&file, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let mut steps: Vec<Step> = Vec::new();
+    let shrunk = shrink::shrink(&base, 1, work.path(), &mut |s| steps.push(s.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<&str> = steps.iter().map(|s| s.what.as_str()).collect();
+    assert!(
+        lines[0].starts_with("the scenario runs on the real clock"),
+        "{lines:#?}"
+    );
+    assert!(!steps[0].kept);
+    let requests = shrunk.spec.load.requests.unwrap_or(0);
+    assert!(requests < 20, "{requests}: {lines:#?}");
+    let payments = &shrunk.spec.proxies[0];
+    let names: Vec<String> = payments
+        .faults
+        .iter()
+        .filter_map(|e| match e {
+            FaultEntry::Table(t) => t.name.clone(),
+            FaultEntry::Compact { spec, .. } => spec.name.clone(),
+        })
+        .collect();
+    assert_eq!(names, vec!["pay-503".to_string()], "{lines:#?}");
+    assert!(shrunk.spec.proxies[1].faults.is_empty(), "{lines:#?}");
+    // The phase went with the last rule named `slow`.
+    assert!(shrunk.spec.phases.is_empty(), "{lines:#?}");
+    assert!(
+        shrunk
+            .removed
+            .contains(&"rule `slow` of proxy `payments` dropped".to_string()),
+        "{:?}",
+        shrunk.removed
+    );
+    assert!(
+        shrunk
+            .removed
+            .contains(&"rule `slow` of proxy `stock` dropped".to_string())
+    );
 }

@@ -17,7 +17,7 @@
 //!    the names they had (`error-2`), so dropping one does not rename, and so reseed, the others.
 //! 3. **numbers**: each fixed probability below 1 is lowered by bisection on a grid of
 //!    hundredths (a lower probability only removes fires: the roll is the same draw), then the
-//!    open loop's `rate` (on a grid of twentieths of it), then the retries, down to 0.
+//!    open loop's `rate` (on a grid of thousandths of it), then the retries, down to 0.
 //!
 //! Every step is reported through `on_step` as it is decided. The number of trials is capped
 //! ([`MAX_TRIALS`]); a step says so when the cap ends shrinking early.
@@ -368,16 +368,27 @@ impl Shrinker<'_> {
         }
     }
 
-    /// Step 3b: the open loop's rate, lowered by bisection on twentieths of it.
+    /// Step 3b: the open loop's rate, lowered by bisection on thousandths of the rate it had.
     fn rate(&mut self) {
         let load = &self.spec.load;
-        let Some(rate) = load.rate else { return };
+        let (Some(rate), Some(first)) = (load.rate, self.original.load.rate) else {
+            return;
+        };
         if load.stages.is_some() || load.requests.is_none() {
             // Bounded by time, a lower rate would also mean fewer requests: not only a number.
             return;
         }
-        let value = |k: u64| round6(rate * k as f64 / 20.0);
-        let (mut lo, mut hi) = (1u64, 20u64);
+        let value = |k: u64| {
+            if k >= 1000 {
+                first
+            } else {
+                round6(first * k as f64 / 1000.0)
+            }
+        };
+        let Some(current) = (1..=1000u64).find(|&k| value(k) >= rate) else {
+            return;
+        };
+        let (mut lo, mut hi) = (1u64, current);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let v = value(mid);
