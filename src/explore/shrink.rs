@@ -111,6 +111,7 @@ pub fn shrink(
         broke: first,
         kept: 0,
         requests_from: None,
+        dropped_expectations: false,
     };
     s.name_rules();
     s.original = s.spec.clone();
@@ -134,7 +135,14 @@ pub fn shrink(
         if s.kept == kept || s.capped {
             break;
         }
+        if pass == MAX_PASSES {
+            s.report(
+                format!("stopped after {MAX_PASSES} passes: the scenario may shrink further"),
+                false,
+            );
+        }
     }
+    s.expectations();
     Ok(s.finish(seed))
 }
 
@@ -169,6 +177,8 @@ struct Shrinker<'a> {
     /// The request count shrinking started from, and how to say it (`60`, `duration 1h at
     /// rate 0.5/s`).
     requests_from: Option<(u64, String)>,
+    /// Whether the expectations other than the target were dropped.
+    dropped_expectations: bool,
 }
 
 impl Shrinker<'_> {
@@ -434,12 +444,50 @@ impl Shrinker<'_> {
         }
     }
 
+    /// Last: only the target expectation stays. Expectations do not change what plays, but the
+    /// others break for reasons of their own in a cut-down run (a minimum count of requests) and
+    /// would hide what the scenario is about.
+    fn expectations(&mut self) {
+        if self.capped {
+            return;
+        }
+        let Some(expect) = only_target(&self.spec.expect, &self.target) else {
+            return;
+        };
+        let others: Vec<String> = self
+            .broke
+            .iter()
+            .filter(|v| v.name != self.target)
+            .map(|v| v.name.clone())
+            .collect();
+        let before = toml::Value::try_from(&self.spec.expect).ok();
+        if before == toml::Value::try_from(&expect).ok() {
+            return;
+        }
+        let mut candidate = self.spec.clone();
+        candidate.expect = expect;
+        let what = if others.is_empty() {
+            format!("expectations other than `{}` dropped", self.target)
+        } else {
+            format!(
+                "expectations other than `{}` dropped (they break too: {})",
+                self.target,
+                others.join(", ")
+            )
+        };
+        if self.try_change(&what, candidate) == Some(true) {
+            self.dropped_expectations = true;
+        }
+    }
+
     /// What the kept changes removed, read off the original and the final spec.
     fn removed(&self) -> Vec<String> {
         let (from, to) = (&self.original, &self.spec);
         let mut out = Vec::new();
         if let (Some((n, said)), Some(m)) = (&self.requests_from, to.load.requests) {
-            if m < *n || said != &n.to_string() {
+            if said != &n.to_string() {
+                out.push(format!("{said} -> requests {m}"));
+            } else if m < *n {
                 out.push(format!("requests {said} -> {m}"));
             }
         }
@@ -501,6 +549,9 @@ impl Shrinker<'_> {
             };
             out.push(format!("{field} {n0} -> {n1}"));
         }
+        if self.dropped_expectations {
+            out.push(format!("expectations other than `{}` dropped", self.target));
+        }
         out
     }
 
@@ -561,6 +612,46 @@ impl Shrinker<'_> {
             steps: self.trials,
         }
     }
+}
+
+/// The expectations with only the one named `target` (`success_rate`, `status.503`,
+/// `faults.outage`, `delays_honoured.network`, `targets[/api].latency.p99`, `proxies.db...`):
+/// a key of `[expect]` is kept when the name is it or starts with it, and of a keyed table
+/// (`status`, `latency`, `faults`) or a list of names (`delays_honoured`) only the named entry.
+/// `None` when the spec cannot be rebuilt.
+fn only_target(expect: &crate::spec::ExpectSpec, target: &str) -> Option<crate::spec::ExpectSpec> {
+    let toml::Value::Table(table) = toml::Value::try_from(expect).ok()? else {
+        return None;
+    };
+    let mut kept = toml::Table::new();
+    for (key, value) in table {
+        if target == key {
+            kept.insert(key, value);
+            continue;
+        }
+        if let Some(rest) = target.strip_prefix(&format!("{key}.")) {
+            let value = match value {
+                toml::Value::Table(inner) if inner.contains_key(rest) => {
+                    let mut one = toml::Table::new();
+                    one.extend(inner.into_iter().filter(|(k, _)| k == rest));
+                    toml::Value::Table(one)
+                }
+                toml::Value::Array(items) if items.iter().any(|i| i.as_str() == Some(rest)) => {
+                    toml::Value::Array(
+                        items
+                            .into_iter()
+                            .filter(|i| i.as_str() == Some(rest))
+                            .collect(),
+                    )
+                }
+                other => other,
+            };
+            kept.insert(key, value);
+        } else if target.starts_with(&format!("{key}[")) {
+            kept.insert(key, value);
+        }
+    }
+    toml::Value::Table(kept).try_into().ok()
 }
 
 /// `<name>-min`, kept within the 64 characters a name may have.
