@@ -213,6 +213,10 @@ fn a_failing_seed_shrinks_to_a_smaller_scenario_that_fails_the_same_way() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("golden: matches {}", snap.display())),
+        "{stdout}\n{stderr}"
+    );
     let all = format!("{stdout}{stderr}").to_lowercase();
     assert!(!all.contains("mismatch"), "{stdout}\n{stderr}");
     assert!(!golden.join("shrink-flaky-min.snap.new").exists());

@@ -82,8 +82,15 @@ pub fn shrink(
             kept: false,
         });
     }
-    // The seed as given must fail; its first broken expectation is the target.
-    let first = match trial(&scenario, scratch) {
+    // The seed as given must fail; its first broken expectation is the target. A run that could
+    // not finish is played once more (see `Shrinker::attempt`).
+    let mut trials = 1;
+    let mut played = trial(&scenario, scratch);
+    if matches!(played, Trial::Error(_)) {
+        trials += 1;
+        played = trial(&scenario, scratch);
+    }
+    let first = match played {
         Trial::Broke(verdicts) => verdicts,
         Trial::Held => {
             return Err(format!(
@@ -103,7 +110,7 @@ pub fn shrink(
         base,
         scratch,
         target,
-        trials: 1,
+        trials,
         capped: false,
         on_step,
         original: spec.clone(),
@@ -208,7 +215,14 @@ impl Shrinker<'_> {
             }
         };
         self.trials += 1;
-        match trial(&scenario, self.scratch) {
+        let mut played = trial(&scenario, self.scratch);
+        if matches!(played, Trial::Error(_)) && self.trials < MAX_TRIALS {
+            // A run that could not finish says nothing about the change; it may have been
+            // disturbed from outside (a panic elsewhere in the process): play it once more.
+            self.trials += 1;
+            played = trial(&scenario, self.scratch);
+        }
+        match played {
             Trial::Broke(verdicts) if verdicts.iter().any(|v| v.name == self.target) => {
                 Attempt::Fails(verdicts)
             }
