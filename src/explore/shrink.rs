@@ -31,7 +31,8 @@ use crate::scenario::{Clock, Scenario, ScenarioSpec};
 use crate::spec::schedule::ProbabilitySpec;
 use crate::spec::{FaultEntry, FaultSpec};
 
-/// The most trials one shrink plays (the first, which confirms the seed fails, included).
+/// The most trials one shrink plays to shrink (the first, which confirms the seed fails,
+/// included); the final one, which confirms the minimal scenario fails, may go one past it.
 pub const MAX_TRIALS: usize = 500;
 
 /// One shrinking step: what was tried and whether it was kept.
@@ -105,7 +106,12 @@ pub fn shrink(
             ));
         }
     };
-    let target = first[0].name.clone();
+    let Some(target) = first.first().map(|v| v.name.clone()) else {
+        return Err(format!(
+            "seed {seed} of {}: no expectation broke",
+            base.origin
+        ));
+    };
     let mut s = Shrinker {
         base,
         scratch,
@@ -119,6 +125,7 @@ pub fn shrink(
         kept: 0,
         requests_from: None,
         dropped_expectations: false,
+        verifying: false,
     };
     s.name_rules();
     s.original = s.spec.clone();
@@ -150,6 +157,8 @@ pub fn shrink(
         }
     }
     s.expectations();
+    s.rename(seed);
+    s.verify()?;
     Ok(s.finish(seed))
 }
 
@@ -186,6 +195,8 @@ struct Shrinker<'a> {
     requests_from: Option<(u64, String)>,
     /// Whether the expectations other than the target were dropped.
     dropped_expectations: bool,
+    /// Playing the final scenario, which the cap does not stop.
+    verifying: bool,
 }
 
 impl Shrinker<'_> {
@@ -194,7 +205,7 @@ impl Shrinker<'_> {
     }
 
     fn attempt(&mut self, candidate: &ScenarioSpec) -> Attempt {
-        if self.trials >= MAX_TRIALS {
+        if self.trials >= MAX_TRIALS && !self.verifying {
             if !self.capped {
                 self.capped = true;
                 self.report(
@@ -216,7 +227,7 @@ impl Shrinker<'_> {
         };
         self.trials += 1;
         let mut played = trial(&scenario, self.scratch);
-        if matches!(played, Trial::Error(_)) && self.trials < MAX_TRIALS {
+        if matches!(played, Trial::Error(_)) && (self.trials < MAX_TRIALS || self.verifying) {
             // A run that could not finish says nothing about the change; it may have been
             // disturbed from outside (a panic elsewhere in the process): play it once more.
             self.trials += 1;
@@ -569,16 +580,51 @@ impl Shrinker<'_> {
         out
     }
 
-    fn finish(self, seed: u64) -> Shrunk {
-        let removed = self.removed();
-        let mut spec = self.spec;
-        let origin_name = spec.name.clone();
-        spec.name = min_name(&origin_name);
-        spec.seed = seed;
-        spec.description = Some(format!(
+    /// Names the minimal scenario `<name>-min`, with the seed and a description.
+    fn rename(&mut self, seed: u64) {
+        let origin_name = self.original.name.clone();
+        self.spec.name = min_name(&origin_name);
+        self.spec.seed = seed;
+        self.spec.description = Some(format!(
             "Minimal reproduction of `{}` breaking in {origin_name} with seed {seed} (shrunk by traceforge explore)",
             self.target
         ));
+    }
+
+    /// Plays the minimal scenario as it will be written (beyond the cap): the target must break.
+    fn verify(&mut self) -> Result<(), String> {
+        self.verifying = true;
+        let attempt = self.attempt(&self.spec.clone());
+        match attempt {
+            Attempt::Fails(broke) => {
+                if let Some(v) = broke.iter().find(|v| v.name == self.target) {
+                    let line = format!(
+                        "{} as written breaks `{}` (measured {}, expected {})",
+                        self.spec.name, v.name, v.measured, v.threshold
+                    );
+                    self.report(line, true);
+                }
+                self.broke = broke;
+                Ok(())
+            }
+            Attempt::Capped => Err("the trial cap was reached".into()),
+            Attempt::Passes(why) => Err(format!(
+                "the shrunk scenario of {} (seed {}) no longer breaks `{}`: {why}{}",
+                self.base.origin,
+                self.spec.seed,
+                self.target,
+                if self.original.run.clock == crate::spec::Clock::Real {
+                    " (on the real clock a failure that depends on timing may not replay)"
+                } else {
+                    " (a run that does not replay the same: please report it)"
+                }
+            )),
+        }
+    }
+
+    fn finish(self, seed: u64) -> Shrunk {
+        let removed = self.removed();
+        let spec = self.spec;
         let target = self.broke.iter().find(|v| v.name == self.target);
         let mut failing = vec![self.target.clone()];
         failing.extend(
