@@ -51,12 +51,18 @@ pub fn since(mark: u64) -> Option<String> {
     (count() > mark).then(|| LAST.lock().unwrap_or_else(PoisonError::into_inner).clone())
 }
 
+/// Held (shared) by the unit tests that play runs, and (exclusively) by the one that plants a
+/// panic: the count is process-wide, so a planted panic would end a run that overlaps it in error.
+#[cfg(test)]
+pub(crate) static TEST_PLANTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_panic_in_a_spawned_task_is_counted_with_its_message() {
+        let _alone = TEST_PLANTS.write().unwrap_or_else(PoisonError::into_inner);
         install();
         let mark = count();
         let thread = std::thread::spawn(|| panic!("boom in a task"));

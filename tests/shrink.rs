@@ -142,6 +142,12 @@ fn a_failing_seed_shrinks_to_a_smaller_scenario_that_fails_the_same_way() {
         "{lines:#?}"
     );
     assert!(steps.iter().any(|s| !s.kept));
+    // The last step plays the minimal scenario as written.
+    let last = steps.last().map(|s| s.what.as_str()).unwrap_or_default();
+    assert!(
+        last.starts_with("shrink-flaky-min as written breaks `success_rate` (measured "),
+        "{last}"
+    );
     assert!(
         shrunk
             .removed

@@ -153,6 +153,9 @@ mod tests {
 
     #[test]
     fn a_seed_replays_the_same_trial_and_a_spec_round_trips() {
+        let _no_planted_panic = crate::panic_watch::TEST_PLANTS
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (base, scenario) = Base::read(&shipped("outage-recovery-virtual.toml"), Vec::new())
             .unwrap_or_else(|e| panic!("{e}"));
