@@ -9,6 +9,7 @@
 //! judged by its expectations alone.
 
 pub mod search;
+pub mod shrink;
 
 use std::path::{Path, PathBuf};
 
