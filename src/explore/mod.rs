@@ -172,7 +172,9 @@ mod tests {
         assert_eq!(other.seed, 7);
         assert_eq!(trial(&other, scratch.path()), trial(&other, scratch.path()));
         // The spec written as TOML and read again is the same scenario.
-        let again = base.from_spec(&scenario.spec).unwrap_or_else(|e| panic!("{e}"));
+        let again = base
+            .from_spec(&scenario.spec)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.digest(), scenario.digest());
         assert!(std::fs::read_dir(scratch.path()).is_ok_and(|mut d| d.next().is_none()));
     }
