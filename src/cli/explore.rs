@@ -49,6 +49,10 @@ pub struct ExploreArgs {
     /// Where the shrunk `NAME.min.toml` goes [default: the scenario file's folder].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Where the output of `[[services]]` goes: `DIR/explore/seed-N/logs/<scenario>/<service>.log`
+    /// for each seed.
+    #[arg(long, value_name = "DIR", default_value = traceforge::runner::DEFAULT_LOGS)]
+    pub logs: PathBuf,
     /// Write the search's result as JSON: every failing seed, every error and the shrunk
     /// scenario.
     #[arg(long, value_name = "PATH")]
@@ -132,13 +136,9 @@ pub fn explore(args: &ExploreArgs) -> u8 {
             return EXIT_RUNTIME;
         }
     };
-    let scratch = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => {
-            errln!("error: cannot create a scratch folder: {e}");
-            return EXIT_RUNTIME;
-        }
-    };
+    // Each seed's scratch folder; only services write there (their logs), and a file that
+    // names it in an error names the same path every time.
+    let scratch = args.logs.join("explore");
     let seeds = match args.shrink {
         Some(seed) => Seeds {
             from: seed,
@@ -162,6 +162,11 @@ pub fn explore(args: &ExploreArgs) -> u8 {
         errln!("note: every seed starts the scenario's services afresh and stops them after it");
     }
 
+    errln!(
+        "exploring {}: seeds {seeds} on {} jobs",
+        scenario.name,
+        plan.jobs
+    );
     let started = Instant::now();
     let found = {
         let bar = bar(seeds.count());
@@ -173,7 +178,7 @@ pub fn explore(args: &ExploreArgs) -> u8 {
             }
             bar.inc(1);
         };
-        let found = search::search(&base, &plan, scratch.path(), &signals.stop, &on_trial);
+        let found = search::search(&base, &plan, &scratch, &signals.stop, &on_trial);
         bar.finish_and_clear();
         found
     };
@@ -239,7 +244,7 @@ pub fn explore(args: &ExploreArgs) -> u8 {
                 if step.kept { "kept" } else { "undone" }
             );
         };
-        let written = shrink::shrink(&base, seed, scratch.path(), &mut on_step).and_then(|s| {
+        let written = shrink::shrink(&base, seed, &scratch, &mut on_step).and_then(|s| {
             shrink::write(&s, &base, &out_dir)
                 .map(|(file, golden)| (s, file, golden))
                 .map_err(|e| {

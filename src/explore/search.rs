@@ -90,8 +90,9 @@ impl Search {
     }
 }
 
-/// Plays `base` once per seed of `plan`. `scratch` is a folder each worker may use (nothing is
-/// written there). `on_trial` is called from the workers as each trial ends (for progress), in
+/// Plays `base` once per seed of `plan`. Each trial gets `scratch/seed-N` as its scratch folder:
+/// nothing is written there but the logs of the scenario's services, if it has any
+/// (`scratch/seed-N/logs/<scenario>/<service>.log`). `on_trial` is called from the workers as each trial ends (for progress), in
 /// no particular order. `stop` ends the search early (see [`Cut::Stopped`]).
 pub fn search(
     base: &Base,
@@ -127,7 +128,10 @@ pub fn search(
             scope.spawn(|| {
                 while let Some(seed) = take() {
                     let played = match base.with_seed(seed) {
-                        Ok(scenario) => trial_until(&scenario, scratch, stop),
+                        Ok(scenario) => {
+                            let own = scratch.join(format!("seed-{seed}"));
+                            trial_until(&scenario, &own, stop)
+                        }
                         Err(e) => Trial::Error(e.to_string()),
                     };
                     if stop.is_cancelled() && matches!(played, Trial::Error(_)) {
