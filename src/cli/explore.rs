@@ -266,6 +266,11 @@ pub fn explore(args: &ExploreArgs) -> u8 {
         }
     }
 
+    // A signal during shrinking: what was written is complete, but the run did not end on its own.
+    if signals.stop.is_cancelled() {
+        worst = worst.max(EXIT_RUNTIME);
+    }
+
     if let Some(path) = &args.summary_json {
         let doc = summary(&scenario, &args.file, seeds, &found, shrunk.as_ref());
         let written = super::run::write_file(path, |w| {
