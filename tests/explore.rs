@@ -135,6 +135,17 @@ fn a_failing_seed_alone_fails_and_a_holding_one_passes() {
         shown.contains("HELD: every seed tried held its expectations"),
         "{shown}"
     );
+    // A seed that holds has nothing to shrink: no search, no file, exit 0.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out_arg = dir.path().display().to_string();
+    let held = traceforge(&["explore", RETRY_BUDGET, "--shrink", "1", "--out", &out_arg]);
+    let shown = text(&held.stdout);
+    assert_eq!(held.status.code(), Some(0), "{shown}");
+    assert_eq!(
+        shown,
+        "seed 1 of explore-retry-budget: every expectation held; nothing to shrink\n"
+    );
+    assert!(std::fs::read_dir(dir.path()).is_ok_and(|mut d| d.next().is_none()));
 }
 
 #[test]
