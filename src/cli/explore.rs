@@ -43,7 +43,8 @@ pub struct ExploreArgs {
     /// Do not shrink the first failing seed.
     #[arg(long, conflicts_with = "shrink")]
     pub no_shrink: bool,
-    /// Shrink this seed without searching (it must fail).
+    /// Shrink this seed instead of searching (`--seeds` is then ignored); a seed that holds has
+    /// nothing to shrink (exit 0).
     #[arg(long, value_name = "SEED")]
     pub shrink: Option<u64>,
     /// Where the shrunk `NAME.min.toml` goes [default: the scenario file's folder].
