@@ -375,7 +375,12 @@ fn the_first_failing_seed_shrinks_to_a_smaller_scenario_that_fails_the_same_way(
     // It validates, and played on its own it fails the same expectation.
     let valid = traceforge(&["validate", &min_arg]);
     assert_eq!(valid.status.code(), Some(0), "{}", text(&valid.stderr));
-    let run = traceforge(&["run", &min_arg, "--golden-dir", &out_arg]);
+    // Its golden file is where `write` put it.
+    let golden_dir = Path::new(golden)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let run = traceforge(&["run", &min_arg, "--golden-dir", &golden_dir]);
     let report = text(&run.stdout);
     assert_eq!(
         run.status.code(),
