@@ -12,6 +12,7 @@ mod dashboard; // dashboards/traceforge-proxy.json queries only metrics a real /
 #[cfg(unix)]
 mod example; // the shipped example service (examples/checkout) against a payments test server
 mod expect; // every expectation kind passing and failing; names that refer to nothing
+mod explore; // `traceforge explore`: pinned failing seeds, the same table at any --jobs, exit codes, summary JSON, budget, signals, shrinking
 mod faults; // every fault kind, matcher and timing over real sockets: the client sees what the issue says
 mod front_door; // the library as Rust tests use it: parse, override, play, outcomes; upstream builder
 mod fuzz_regressions; // every saved fuzz input (fuzz/regressions, fuzz/corpus) replayed without AFL

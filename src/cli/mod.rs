@@ -34,6 +34,7 @@ macro_rules! errln {
     }};
 }
 
+pub mod explore;
 pub mod html;
 pub mod init;
 pub mod k8s;
@@ -86,6 +87,11 @@ pub enum Command {
     /// bundles to a shared volume, or (`--merge`) the Job that merges them.
     #[command(after_help = EXIT_CODES)]
     K8s(k8s::K8sArgs),
+    /// Play a scenario once per seed of a range, on parallel workers, judged by its expectations
+    /// alone: a table of the seeds that broke each one, and the first failing seed shrunk to a
+    /// minimal scenario (`NAME.min.toml`). Exit 1 if any seed failed.
+    #[command(after_help = EXIT_CODES)]
+    Explore(explore::ExploreArgs),
     /// Check scenario files without running them; every file is reported.
     #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
@@ -179,6 +185,7 @@ pub fn main() -> u8 {
             }
         }
         Command::Run(args) => run::run(&args),
+        Command::Explore(args) => explore::explore(&args),
         Command::Merge(args) => merge::merge(&args),
         Command::Report(args) => html::report(&args),
         Command::K8s(args) => k8s::k8s(&args),

@@ -8,9 +8,12 @@
 //! overrides, from which a variant is built for any seed or edited spec, and [`trial`], one play
 //! judged by its expectations alone.
 
+pub mod search;
 pub mod shrink;
 
 use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::expect;
 use crate::runner::{self, RunOptions};
@@ -115,8 +118,15 @@ impl Trial {
 /// written. `scratch` is a folder the run may use as its golden folder; nothing is written there.
 /// Blocking: call it from a thread that is not running a tokio runtime.
 pub fn trial(scenario: &Scenario, scratch: &Path) -> Trial {
+    trial_until(scenario, scratch, &CancellationToken::new())
+}
+
+/// [`trial`] that `stop` cuts short: a stopped play is a [`Trial::Error`] ("interrupted"), never
+/// a verdict.
+pub fn trial_until(scenario: &Scenario, scratch: &Path, stop: &CancellationToken) -> Trial {
     let mut options = RunOptions::new(scratch.to_path_buf());
     options.logs = scratch.join("logs");
+    options.stop = stop.clone();
     // The virtual clock needs no runtime of ours (it builds its own single thread); the real
     // clock gets a fresh one per play.
     let played = match scenario.clock {
