@@ -345,6 +345,8 @@ fn the_first_failing_seed_shrinks_to_a_smaller_scenario_that_fails_the_same_way(
     let json = dir.path().join("s.json");
     let out_dir = dir.path().join("min");
     let (json_arg, out_arg) = (json.display().to_string(), out_dir.display().to_string());
+    // Never the repository's golden folder: a test writes nothing there.
+    let golden_arg = dir.path().join("golden").display().to_string();
     let out = traceforge(&[
         "explore",
         RETRY_BUDGET,
@@ -354,6 +356,8 @@ fn the_first_failing_seed_shrinks_to_a_smaller_scenario_that_fails_the_same_way(
         "2",
         "--out",
         &out_arg,
+        "--golden-dir",
+        &golden_arg,
         "--summary-json",
         &json_arg,
     ]);
@@ -371,6 +375,7 @@ fn the_first_failing_seed_shrinks_to_a_smaller_scenario_that_fails_the_same_way(
         .as_str()
         .unwrap_or_else(|| panic!("{summary}"));
     assert!(Path::new(golden).exists(), "{golden}");
+    assert!(Path::new(golden).starts_with(dir.path()), "{golden}");
 
     // It validates, and played on its own it fails the same expectation.
     let valid = traceforge(&["validate", &min_arg]);

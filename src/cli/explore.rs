@@ -50,6 +50,10 @@ pub struct ExploreArgs {
     /// Where the shrunk `NAME.min.toml` goes [default: the scenario file's folder].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Where the shrunk scenario's golden file goes [default: where `traceforge run` on it looks
+    /// from the working directory].
+    #[arg(long, value_name = "DIR")]
+    pub golden_dir: Option<PathBuf>,
     /// Where the output of `[[services]]` goes: `DIR/explore/seed-N/logs/<scenario>/<service>.log`
     /// for each seed.
     #[arg(long, value_name = "DIR", default_value = traceforge::runner::DEFAULT_LOGS)]
@@ -246,14 +250,17 @@ pub fn explore(args: &ExploreArgs) -> u8 {
             );
         };
         let written = shrink::shrink(&base, seed, &scratch, &mut on_step).and_then(|s| {
-            shrink::write(&s, &base, &out_dir)
-                .map(|(file, golden)| (s, file, golden))
-                .map_err(|e| {
-                    format!(
-                        "cannot write the shrunk scenario in {}: {e}",
-                        out_dir.display()
-                    )
-                })
+            match &args.golden_dir {
+                Some(golden) => shrink::write_with_golden(&s, &base, &out_dir, golden),
+                None => shrink::write(&s, &base, &out_dir),
+            }
+            .map(|(file, golden)| (s, file, golden))
+            .map_err(|e| {
+                format!(
+                    "cannot write the shrunk scenario in {}: {e}",
+                    out_dir.display()
+                )
+            })
         });
         match written {
             Ok((s, file, golden)) => {
