@@ -421,3 +421,70 @@ fn the_first_failing_seed_shrinks_to_a_smaller_scenario_that_fails_the_same_way(
         assert!(rule.probability <= before.probability, "{}", rule.name);
     }
 }
+
+/// Every way a scenario breaks gets its own minimal scenario: the first failing seed for its
+/// first broken expectation, then, for each other expectation that broke, the first seed that
+/// broke it, each in a file (and with a golden file) of its own.
+#[test]
+fn every_expectation_that_broke_is_shrunk_on_its_own() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let json = dir.path().join("s.json");
+    let (out_arg, golden_arg, json_arg) = (
+        dir.path().join("min").display().to_string(),
+        dir.path().join("golden").display().to_string(),
+        json.display().to_string(),
+    );
+    let out = traceforge(&[
+        "explore",
+        RETRY_BUDGET,
+        "--seeds",
+        "1..60",
+        "--set",
+        "expect.retries={max=5}",
+        "--out",
+        &out_arg,
+        "--golden-dir",
+        &golden_arg,
+        "--summary-json",
+        &json_arg,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let summary = read_json(&json);
+    let all = summary["shrunk_all"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{summary}"));
+    let shrunk: Vec<(u64, String, String)> = all
+        .iter()
+        .map(|s| {
+            (
+                s["seed"].as_u64().unwrap_or_default(),
+                s["failing"][0].as_str().unwrap_or_default().to_string(),
+                s["file"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    // `retries` breaks first (seed 4); `success_rate` first breaks at seed 5.
+    assert_eq!(
+        shrunk
+            .iter()
+            .map(|(seed, name, _)| (*seed, name.as_str()))
+            .collect::<Vec<_>>(),
+        [(4, "retries"), (5, "success_rate")],
+        "{summary}"
+    );
+    assert_eq!(summary["shrunk"], all[0]);
+    assert!(shrunk[0].2.ends_with("explore-retry-budget.min.toml"));
+    assert!(
+        shrunk[1]
+            .2
+            .ends_with("explore-retry-budget.success-rate.min.toml")
+    );
+    for (_, name, file) in &shrunk {
+        let run = traceforge(&["run", file, "--golden-dir", &golden_arg]);
+        let shown = text(&run.stdout);
+        assert_eq!(run.status.code(), Some(1), "{file}: {shown}");
+        assert!(shown.contains("golden: matches"), "{file}: {shown}");
+        assert!(shown.contains("FAIL explore-retry-budget"), "{shown}");
+        assert!(shown.contains(name.as_str()), "{file}: {shown}");
+    }
+}

@@ -220,7 +220,6 @@ pub fn explore(args: &ExploreArgs) -> u8 {
     }
 
     // Shrink the first failing seed (or the one asked for).
-    let mut shrunk: Option<(Shrunk, PathBuf, PathBuf)> = None;
     let to_shrink = match args.shrink {
         Some(seed) => match found.trials.get(&seed) {
             Some(Trial::Held) => {
@@ -240,8 +239,34 @@ pub fn explore(args: &ExploreArgs) -> u8 {
         None if args.no_shrink || found.cut == Some(Cut::Stopped) => None,
         None => first_failing,
     };
-    if let Some(seed) = to_shrink {
-        errln!("shrinking seed {seed}");
+    // Then every other way it broke: for each other expectation that broke, the first seed that
+    // broke it, shrunk with that expectation as its target (a file and a scenario of its own).
+    let mut jobs: Vec<(u64, Option<String>)> =
+        to_shrink.map(|seed| (seed, None)).into_iter().collect();
+    if args.shrink.is_none() && to_shrink.is_some() {
+        let mut covered: Vec<String> = to_shrink
+            .and_then(|seed| found.failed().find(|(s, _)| *s == seed))
+            .and_then(|(_, verdicts)| verdicts.first())
+            .map(|v| vec![v.name.clone()])
+            .unwrap_or_default();
+        for (seed, verdicts) in found.failed() {
+            for v in verdicts {
+                if !covered.contains(&v.name) {
+                    covered.push(v.name.clone());
+                    jobs.push((seed, Some(v.name.clone())));
+                }
+            }
+        }
+    }
+    let mut shrunk: Vec<(Shrunk, PathBuf, PathBuf)> = Vec::new();
+    for (seed, target) in jobs {
+        if signals.stop.is_cancelled() {
+            break;
+        }
+        match &target {
+            Some(name) => errln!("shrinking seed {seed} for `{name}`"),
+            None => errln!("shrinking seed {seed}"),
+        }
         let mut on_step = |step: &Step| {
             errln!(
                 "  {} ({})",
@@ -249,23 +274,24 @@ pub fn explore(args: &ExploreArgs) -> u8 {
                 if step.kept { "kept" } else { "undone" }
             );
         };
-        let written = shrink::shrink(&base, seed, &scratch, &mut on_step).and_then(|s| {
-            match &args.golden_dir {
-                Some(golden) => shrink::write_with_golden(&s, &base, &out_dir, golden),
-                None => shrink::write(&s, &base, &out_dir),
-            }
-            .map(|(file, golden)| (s, file, golden))
-            .map_err(|e| {
-                format!(
-                    "cannot write the shrunk scenario in {}: {e}",
-                    out_dir.display()
-                )
-            })
-        });
+        let written = shrink::shrink_target(&base, seed, target.as_deref(), &scratch, &mut on_step)
+            .and_then(|s| {
+                match &args.golden_dir {
+                    Some(golden) => shrink::write_with_golden(&s, &base, &out_dir, golden),
+                    None => shrink::write(&s, &base, &out_dir),
+                }
+                .map(|(file, golden)| (s, file, golden))
+                .map_err(|e| {
+                    format!(
+                        "cannot write the shrunk scenario in {}: {e}",
+                        out_dir.display()
+                    )
+                })
+            });
         match written {
             Ok((s, file, golden)) => {
                 out!("{}", shrunk_text(&s, &file, &golden));
-                shrunk = Some((s, file, golden));
+                shrunk.push((s, file, golden));
             }
             Err(e) => {
                 errln!("error: cannot shrink seed {seed}: {e}");
@@ -280,7 +306,7 @@ pub fn explore(args: &ExploreArgs) -> u8 {
     }
 
     if let Some(path) = &args.summary_json {
-        let doc = summary(&scenario, &args.file, seeds, &found, shrunk.as_ref());
+        let doc = summary(&scenario, &args.file, seeds, &found, &shrunk);
         let written = super::run::write_file(path, |w| {
             serde_json::to_writer_pretty(&mut *w, &doc).map_err(std::io::Error::other)?;
             std::io::Write::write_all(w, b"\n")
@@ -415,7 +441,7 @@ fn summary(
     file: &Path,
     seeds: Seeds,
     found: &Search,
-    shrunk: Option<&(Shrunk, PathBuf, PathBuf)>,
+    shrunk: &[(Shrunk, PathBuf, PathBuf)],
 ) -> Value {
     let failed: Vec<Value> = found
         .failed()
@@ -434,16 +460,19 @@ fn summary(
         .errors()
         .map(|(seed, e)| json!({ "seed": seed, "error": e }))
         .collect();
-    let shrunk = shrunk.map(|(s, path, golden)| {
-        json!({
-            "seed": s.seed,
-            "file": path.display().to_string(),
-            "golden": golden.display().to_string(),
-            "failing": s.failing,
-            "removed": s.removed,
-            "steps": s.steps,
+    let shrunk: Vec<Value> = shrunk
+        .iter()
+        .map(|(s, path, golden)| {
+            json!({
+                "seed": s.seed,
+                "file": path.display().to_string(),
+                "golden": golden.display().to_string(),
+                "failing": s.failing,
+                "removed": s.removed,
+                "steps": s.steps,
+            })
         })
-    });
+        .collect();
     json!({
         "version": 1,
         "scenario": scenario.name,
@@ -458,7 +487,9 @@ fn summary(
         "held": found.held(),
         "failed": failed,
         "errors": errors,
-        "shrunk": shrunk,
+        // The first failing seed's (or `--shrink`'s), then one per other expectation that broke.
+        "shrunk": shrunk.first().cloned().unwrap_or(Value::Null),
+        "shrunk_all": shrunk,
     })
 }
 

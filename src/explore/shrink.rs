@@ -59,6 +59,10 @@ pub struct Shrunk {
     pub removed: Vec<String>,
     /// Trials played.
     pub steps: usize,
+    /// Set when the target was asked for ([`shrink_target`]): a file-name-safe form of the
+    /// expectation, which names the file and the scenario (`NAME.<label>.min.toml`,
+    /// `<name>-<label>-min`) so the shrunk scenarios of one search do not overwrite each other.
+    pub label: Option<String>,
 }
 
 /// Shrinks the failure of `seed` to a minimal scenario. Errs when the seed does not break an
@@ -69,6 +73,20 @@ pub fn shrink(
     scratch: &Path,
     on_step: &mut dyn FnMut(&Step),
 ) -> Result<Shrunk, String> {
+    shrink_target(base, seed, None, scratch, on_step)
+}
+
+/// [`shrink`] with the target expectation given: the seed must break `target`, and the minimal
+/// scenario is labelled with it (see [`Shrunk::label`]). With `None`, the target is the first
+/// expectation the seed breaks, and there is no label.
+pub fn shrink_target(
+    base: &Base,
+    seed: u64,
+    target: Option<&str>,
+    scratch: &Path,
+    on_step: &mut dyn FnMut(&Step),
+) -> Result<Shrunk, String> {
+    let asked = target;
     let scenario = base
         .with_seed(seed)
         .map_err(|e| format!("{}: seed {seed}: {e}", base.origin))?;
@@ -106,15 +124,30 @@ pub fn shrink(
             ));
         }
     };
-    let Some(target) = first.first().map(|v| v.name.clone()) else {
+    let target = match asked {
+        Some(name) => first
+            .iter()
+            .find(|v| v.name == name)
+            .map(|v| v.name.clone()),
+        None => first.first().map(|v| v.name.clone()),
+    };
+    let Some(target) = target else {
+        if let Some(name) = asked {
+            return Err(format!(
+                "seed {seed} of {} does not break `{name}`: only an expectation the seed breaks can be shrunk",
+                base.origin
+            ));
+        }
         return Err(format!(
             "seed {seed} of {}: no expectation broke",
             base.origin
         ));
     };
+    let label = asked.map(label_of);
     let mut s = Shrinker {
         base,
         scratch,
+        label,
         target,
         trials,
         capped: false,
@@ -178,6 +211,8 @@ enum Attempt {
 struct Shrinker<'a> {
     base: &'a Base,
     scratch: &'a Path,
+    /// Names the result when the target was asked for.
+    label: Option<String>,
     target: String,
     trials: usize,
     capped: bool,
@@ -583,7 +618,7 @@ impl Shrinker<'_> {
     /// Names the minimal scenario `<name>-min`, with the seed and a description.
     fn rename(&mut self, seed: u64) {
         let origin_name = self.original.name.clone();
-        self.spec.name = min_name(&origin_name);
+        self.spec.name = min_name(&origin_name, self.label.as_deref());
         self.spec.seed = seed;
         self.spec.description = Some(format!(
             "Minimal reproduction of `{}` breaking in {origin_name} with seed {seed} (shrunk by traceforge explore)",
@@ -670,6 +705,7 @@ impl Shrinker<'_> {
             failing,
             removed,
             steps: self.trials,
+            label: self.label,
         }
     }
 }
@@ -714,13 +750,34 @@ fn only_target(expect: &crate::spec::ExpectSpec, target: &str) -> Option<crate::
     toml::Value::Table(kept).try_into().ok()
 }
 
-/// `<name>-min`, kept within the 64 characters a name may have.
-fn min_name(name: &str) -> String {
-    let mut stem: String = name.chars().take(60).collect();
+/// `<name>-min` (or `<name>-<label>-min`), kept within the 64 characters a name may have.
+fn min_name(name: &str, label: Option<&str>) -> String {
+    let full = match label {
+        Some(label) => format!("{name}-{label}"),
+        None => name.to_string(),
+    };
+    let mut stem: String = full.chars().take(60).collect();
     while stem.ends_with(['-', '_', '.']) {
         stem.pop();
     }
     format!("{stem}-min")
+}
+
+/// An expectation's name as a file-name-safe label: `status.503` -> `status-503`,
+/// `targets[/api].latency.p99` -> `targets-api-latency-p99`.
+pub fn label_of(expectation: &str) -> String {
+    let mut out = String::new();
+    for c in expectation.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out.chars().take(40).collect()
 }
 
 fn round6(x: f64) -> f64 {
@@ -857,10 +914,19 @@ pub fn file_name(base: &Base) -> String {
     format!("{stem}.min.toml")
 }
 
+/// The file a shrunk scenario is written to: `NAME.min.toml`, or `NAME.<label>.min.toml`.
+pub fn file_name_of(base: &Base, shrunk: &Shrunk) -> String {
+    let plain = file_name(base);
+    match &shrunk.label {
+        Some(label) => plain.replacen(".min.toml", &format!(".{label}.min.toml"), 1),
+        None => plain,
+    }
+}
+
 /// Writes `NAME.min.toml` into `dir`, and its golden file where `traceforge run` on that file
 /// looks for it when run from the same working directory ([`golden_dir_for`]). Returns both paths.
 pub fn write(shrunk: &Shrunk, base: &Base, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
-    let golden = golden_dir_for(&dir.join(file_name(base)));
+    let golden = golden_dir_for(&dir.join(file_name_of(base, shrunk)));
     write_with_golden(shrunk, base, dir, &golden)
 }
 
@@ -873,7 +939,7 @@ pub fn write_with_golden(
 ) -> std::io::Result<(PathBuf, PathBuf)> {
     let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidData, message);
     std::fs::create_dir_all(dir)?;
-    let file = dir.join(file_name(base));
+    let file = dir.join(file_name_of(base, shrunk));
     std::fs::write(&file, &shrunk.text)?;
     // Read back as `traceforge run` reads it: the same file, the folder it is in.
     let scenario: Scenario = crate::scenario::load(&file, &[])
