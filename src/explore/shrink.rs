@@ -930,7 +930,7 @@ pub fn write(shrunk: &Shrunk, base: &Base, dir: &Path) -> std::io::Result<(PathB
     write_with_golden(shrunk, base, dir, &golden)
 }
 
-/// [`write`] with the golden folder given (what `traceforge run --golden-dir DIR` reads).
+/// [`write()`] with the golden folder given (what `traceforge run --golden-dir DIR` reads).
 pub fn write_with_golden(
     shrunk: &Shrunk,
     base: &Base,
