@@ -387,23 +387,16 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
             Some(FaultAction::Truncate { after_bytes })
         }
         FaultKind::Throttle => {
-            let Some(bytes_per_second) = fault.bytes_per_second else {
-                c.report(
-                    at.field("kind"),
-                    "a `throttle` fault needs `bytes_per_second`",
-                    "missing `bytes_per_second`",
-                    Some("add `bytes_per_second = 20480` (20 KB/s)".into()),
-                );
-                return None;
-            };
-            if bytes_per_second == 0 {
-                c.report(
-                    at.field("bytes_per_second"),
+            let bytes_per_second = required_rate(
+                c,
+                fault,
+                at,
+                "add `bytes_per_second = 20480` (20 KB/s)",
+                (
                     "a throttle of 0 bytes per second would never send the body",
-                    "zero",
-                    Some("use at least 1; to test a response that never comes, use `kind = \"hang\"`".into()),
-                );
-            }
+                    "use at least 1; to test a response that never comes, use `kind = \"hang\"`",
+                ),
+            )?;
             Some(FaultAction::Throttle { bytes_per_second })
         }
         FaultKind::Stream => {
@@ -438,26 +431,16 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
         }
         FaultKind::Empty => Some(FaultAction::Empty),
         FaultKind::SlowRead => {
-            let Some(bytes_per_second) = fault.bytes_per_second else {
-                c.report(
-                    at.field("kind"),
-                    "a `slow_read` fault needs `bytes_per_second`",
-                    "missing `bytes_per_second`",
-                    Some(
-                        "add `bytes_per_second = 10240`: how fast the proxy reads the request body"
-                            .into(),
-                    ),
-                );
-                return None;
-            };
-            if bytes_per_second == 0 {
-                c.report(
-                    at.field("bytes_per_second"),
+            let bytes_per_second = required_rate(
+                c,
+                fault,
+                at,
+                "add `bytes_per_second = 10240`: how fast the proxy reads the request body",
+                (
                     "a `slow_read` of 0 bytes per second would never read the body",
-                    "zero",
-                    Some("use at least 1".into()),
-                );
-            }
+                    "use at least 1",
+                ),
+            )?;
             Some(FaultAction::SlowRead { bytes_per_second })
         }
         FaultKind::SlowClose => {
@@ -486,6 +469,37 @@ fn check_action(c: &mut Checker, fault: &FaultSpec, at: &At<'_>) -> Option<Fault
     };
     // A misplaced field is reported once; the action is not used when the fault has problems.
     if misplaced { None } else { action }
+}
+
+/// The `bytes_per_second` a `throttle` or `slow_read` needs: `missing` is the help when it is
+/// left out; a rate of 0 is reported with `zero` (message, help) and kept, so the other fields
+/// are still checked.
+fn required_rate(
+    c: &mut Checker,
+    fault: &FaultSpec,
+    at: &At<'_>,
+    missing: &str,
+    zero: (&str, &str),
+) -> Option<u64> {
+    let Some(bytes_per_second) = fault.bytes_per_second else {
+        c.report(
+            at.field("kind"),
+            format!("a `{}` fault needs `bytes_per_second`", fault.kind),
+            "missing `bytes_per_second`",
+            Some(missing.into()),
+        );
+        return None;
+    };
+    if bytes_per_second == 0 {
+        let (message, help) = zero;
+        c.report(
+            at.field("bytes_per_second"),
+            message,
+            "zero",
+            Some(help.into()),
+        );
+    }
+    Some(bytes_per_second)
 }
 
 /// The `delay` of a kind that takes a fixed value or a range but no ramp (`ws_delay`,

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::{FaultPlan, FaultRule};
 use crate::load::Target;
-use crate::spec::check::{Checker, Seg};
+use crate::spec::check::{Checker, display_path};
 use crate::spec::{FaultEntry, FaultSpec};
 
 /// One rule of the live set.
@@ -371,7 +371,7 @@ pub fn compile(spec: FaultSpec, enabled: bool) -> Result<LiveRule, ChangeError> 
                 .into_iter()
                 .map(|p| RuleProblem {
                     // The list's index is not the body's: the body is the rule itself.
-                    path: field_path(p.path.get(1..).unwrap_or_default()),
+                    path: display_path(p.path.get(1..).unwrap_or_default()),
                     message: p.message,
                     help: p.help,
                 })
@@ -390,23 +390,6 @@ pub fn compile(spec: FaultSpec, enabled: bool) -> Result<LiveRule, ChangeError> 
             help: None,
         }])),
     }
-}
-
-/// `match.path`, `headers.set[0]`: a path inside the rule.
-fn field_path(path: &[Seg]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(k) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(k);
-            }
-            Seg::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -371,20 +371,7 @@ async fn read_rule(
 fn serde_problem(message: &str) -> RuleProblem {
     let message = message.trim();
     if let Some(unknown) = crate::spec::error::parse_unknown(message) {
-        let expected: Vec<&str> = unknown.expected.iter().map(String::as_str).collect();
-        let list = expected
-            .iter()
-            .map(|s| format!("`{s}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let help = match crate::spec::error::did_you_mean(&unknown.name, &expected) {
-            Some(best) => Some(format!(
-                "did you mean `{best}`? valid {}s here: {list}",
-                unknown.what
-            )),
-            None if expected.is_empty() => None,
-            None => Some(format!("valid {}s here: {list}", unknown.what)),
-        };
+        let help = unknown.help();
         let what = if unknown.what == "key" {
             "field"
         } else {

@@ -12,7 +12,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::{Scenario, ScenarioError, ScenarioSpec, validate};
-use crate::spec::check::Seg;
+use crate::spec::check::{Seg, display_path};
 use crate::spec::error::{self, Diagnostic};
 use crate::spec::url;
 
@@ -239,20 +239,7 @@ impl Sources<'_> {
                 // The error points at the unknown key itself; the place is the table holding it.
                 path.pop();
             }
-            let expected: Vec<&str> = unknown.expected.iter().map(String::as_str).collect();
-            let list = expected
-                .iter()
-                .map(|s| format!("`{s}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let help = match error::did_you_mean(&unknown.name, &expected) {
-                Some(best) => Some(format!(
-                    "did you mean `{best}`? valid {}s here: {list}",
-                    unknown.what
-                )),
-                None if expected.is_empty() => None,
-                None => Some(format!("valid {}s here: {list}", unknown.what)),
-            };
+            let help = unknown.help();
             let label = if unknown.what == "key" {
                 "unknown key"
             } else {
@@ -370,22 +357,6 @@ fn required_field_help(field: &str) -> Option<String> {
         _ => return None,
     };
     Some(example.to_string())
-}
-
-fn display_path(path: &[Seg]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(k) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(k);
-            }
-            Seg::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
 }
 
 /// The span of the value at `path`, or of the deepest part of it that exists in the document

@@ -19,6 +19,23 @@ pub enum Seg {
     Index(usize),
 }
 
+/// A path as the user reads it: `faults[2].match.path`.
+pub fn display_path(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
 /// One validation problem, at a path into the document.
 pub struct Problem {
     pub path: Vec<Seg>,

@@ -189,6 +189,27 @@ pub(crate) struct Unknown {
     pub expected: Vec<String>,
 }
 
+impl Unknown {
+    /// "did you mean `x`? valid keys here: `a`, `b`", or the list alone; `None` when serde named
+    /// no valid ones.
+    pub fn help(&self) -> Option<String> {
+        let expected: Vec<&str> = self.expected.iter().map(String::as_str).collect();
+        let list = expected
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match did_you_mean(&self.name, &expected) {
+            Some(best) => Some(format!(
+                "did you mean `{best}`? valid {}s here: {list}",
+                self.what
+            )),
+            None if expected.is_empty() => None,
+            None => Some(format!("valid {}s here: {list}", self.what)),
+        }
+    }
+}
+
 pub(crate) fn parse_unknown(message: &str) -> Option<Unknown> {
     let (what, rest) = if let Some(rest) = message.strip_prefix("unknown field `") {
         ("key", rest)

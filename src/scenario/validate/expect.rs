@@ -51,15 +51,7 @@ pub(super) fn check(
         } else if names.is_empty() {
             "this scenario has no fault rules".to_string()
         } else {
-            let list = names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            match did_you_mean(name, &names) {
-                Some(best) => format!("did you mean `{best}`? rules in this scenario: {list}"),
-                None => format!("rules in this scenario: {list}"),
-            }
+            super::rules_help(name, &names)
         };
         c.report(
             path,

@@ -59,3 +59,17 @@ pub(crate) fn check(spec: &ScenarioSpec) -> Result<Scenario, Vec<Problem>> {
         spec: spec.clone(),
     })
 }
+
+/// The help for a rule name that names no rule: "did you mean `x`? rules in this scenario: ...",
+/// or the list alone. `names` is never empty (the caller says when there are no rules).
+fn rules_help(name: &str, names: &[&str]) -> String {
+    let list = names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match spec::error::did_you_mean(name, names) {
+        Some(best) => format!("did you mean `{best}`? rules in this scenario: {list}"),
+        None => format!("rules in this scenario: {list}"),
+    }
+}

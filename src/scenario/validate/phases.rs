@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::fault::{FaultRule, Gate, Span};
 use crate::scenario::Topology;
 use crate::spec::check::{Checker, Seg, key, with};
-use crate::spec::error::did_you_mean;
 use crate::spec::extent::{Axis, Extent};
 use crate::spec::{PhaseSpec, ScenarioSpec};
 
@@ -158,15 +157,7 @@ fn unknown_rule(c: &mut Checker, path: Vec<Seg>, name: &str, names: &[String]) {
         "this scenario has no fault rules to switch".to_string()
     } else {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let list = refs
-            .iter()
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        match did_you_mean(name, &refs) {
-            Some(best) => format!("did you mean `{best}`? rules in this scenario: {list}"),
-            None => format!("rules in this scenario: {list}"),
-        }
+        super::rules_help(name, &refs)
     };
     c.report(
         path,
