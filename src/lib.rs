@@ -65,6 +65,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cores;
 pub mod expect;
 pub mod explore;
 pub mod fault;

@@ -815,7 +815,7 @@ pub fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
 /// of its own. Returns the handle that stops it.
 pub fn spawn_tcp<F, Fut>(listener: TcpListener, serve: F) -> std::io::Result<Listening>
 where
-    F: Fn(TcpStream, Shutdown) -> Fut + Send + 'static,
+    F: Fn(TcpStream, Shutdown) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let addr = listener.local_addr()?;
@@ -880,9 +880,10 @@ where
 
 async fn accept_loop<F, Fut>(listener: TcpListener, serve: F, mut stop: oneshot::Receiver<()>)
 where
-    F: Fn(TcpStream, Shutdown) -> Fut + Send + 'static,
+    F: Fn(TcpStream, Shutdown) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let serve = Arc::new(serve);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     loop {
@@ -896,7 +897,29 @@ where
                 Ok((stream, _peer)) => {
                     // Small request/response exchanges suffer from Nagle's algorithm.
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream, Shutdown(Some(shutdown_rx.clone()))));
+                    let shutdown = Shutdown(Some(shutdown_rx.clone()));
+                    match crate::cores::next() {
+                        None => {
+                            connections.spawn(serve(stream, shutdown));
+                        }
+                        // Served on another core's runtime: the socket leaves this reactor and
+                        // joins that one, so its wake-ups stay on its thread.
+                        Some(core) => match stream.into_std() {
+                            Ok(stream) => {
+                                let serve = serve.clone();
+                                connections.spawn_on(
+                                    async move {
+                                        match TcpStream::from_std(stream) {
+                                            Ok(stream) => serve(stream, shutdown).await,
+                                            Err(e) => tracing::warn!(error = %e, "cannot serve a connection on its core"),
+                                        }
+                                    },
+                                    &core,
+                                );
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot hand a connection to its core"),
+                        },
+                    }
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.

@@ -123,7 +123,7 @@ pub fn explore(args: &ExploreArgs) -> u8 {
         }
     };
     let out_dir = args.out.clone().unwrap_or_else(|| base.dir.clone());
-    let runtime = match super::runtime(Some(1), true) {
+    let runtime = match super::runtime(Some(1), super::Threads::SharedWithSignals) {
         Ok(r) => r,
         Err(e) => {
             errln!("error: cannot start the runtime: {e}");

@@ -9,6 +9,7 @@ use hyper::Uri;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_RUNTIME};
 use traceforge::load::LoadOptions;
+use traceforge::load::plan::Profile;
 use traceforge::record::{Format, OpenFiles};
 use traceforge::runner::{self, RunOptions};
 use traceforge::spec::check::{Checker, Problem, Seg};
@@ -87,7 +88,8 @@ pub struct LoadArgs {
     /// in milliseconds (default 1000). --timeout-ms bounds each whole connection.
     #[arg(long, value_name = "MS")]
     pub ws_echo_timeout_ms: Option<u64>,
-    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    /// Threads, 1 to 1024 (default: one per CPU the process may use, as its affinity mask says).
+    /// A closed loop's workers take turns among per-thread runtimes; an open loop shares one.
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub workers: Option<usize>,
 }
@@ -303,9 +305,15 @@ pub fn load(args: &LoadArgs) -> u8 {
     if args.insecure {
         errln!("warning: TLS certificates are NOT verified (--insecure)");
     }
-    // One worker keeps a current-thread runtime: the load runs inside `block_on`, which also drives
-    // the signal watcher, so a signal is seen the moment it arrives.
-    let runtime = match super::runtime(args.workers, false) {
+    // The main runtime is a current-thread one: the load runs inside `block_on`, which also drives
+    // the signal watcher, so a signal is seen the moment it arrives. A closed loop's workers (and
+    // their connections) take turns among per-core runtimes; an open loop's many short tasks
+    // share one connection pool, so they share one runtime's threads too.
+    let threads = match load_options.load.profile {
+        Profile::Open { .. } => super::Threads::Shared,
+        _ => super::Threads::PerCore,
+    };
+    let runtime = match super::runtime(args.workers, threads) {
         Ok(r) => r,
         Err(e) => {
             errln!("error: cannot start the runtime: {e}");

@@ -131,24 +131,46 @@ pub struct ValidateArgs {
     pub shards: Option<u32>,
 }
 
-/// The runtime of a command. One worker means a current-thread runtime: everything on one thread,
-/// no cross-thread wake-ups, which is what a one-core budget wants. `signals` keeps a
-/// multi-thread runtime anyway, so a Ctrl-C watcher runs while the main thread is busy elsewhere.
+/// How a command spreads its work over its worker threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// One current-thread runtime per worker ([`traceforge::cores`]): servers hand each
+    /// connection, and a closed loop each worker, to one of them for good. No work stealing and
+    /// no wake-up crosses a thread.
+    PerCore,
+    /// One runtime whose worker threads share every task: many short tasks sharing one
+    /// connection pool (an open-loop load). One worker is a current-thread runtime.
+    Shared,
+    /// [`Threads::Shared`], and multi-thread even with one worker, so a signal watcher runs while
+    /// the main thread is busy elsewhere (`run`, `explore`).
+    SharedWithSignals,
+}
+
+/// The runtime of a command: `workers` threads, one per CPU the process may use by default (its
+/// affinity mask: `taskset -c 1` means one). One worker is always a current-thread runtime
+/// (but for [`Threads::SharedWithSignals`]): everything on one thread, no cross-thread wake-ups,
+/// which is what a one-core budget wants.
 pub(crate) fn runtime(
     workers: Option<usize>,
-    signals: bool,
+    threads: Threads,
 ) -> std::io::Result<tokio::runtime::Runtime> {
-    match workers {
-        Some(1) if !signals => tokio::runtime::Builder::new_current_thread()
+    let n = workers.unwrap_or_else(traceforge::cores::available).max(1);
+    match threads {
+        Threads::PerCore => {
+            traceforge::cores::install(n)?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
+        Threads::Shared if n == 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n.max(1))
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
+        Threads::Shared | Threads::SharedWithSignals => {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .enable_all()
+                .build()
+        }
     }
 }
 

@@ -46,7 +46,8 @@ pub struct RunArgs {
     /// Override a scenario field, validated like the file: --set load.concurrency=64
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<Override>,
-    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    /// Runtime worker threads, 1 to 1024 (default: one per CPU the process may use, as its
+    /// affinity mask says).
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub workers: Option<usize>,
     /// Write a JUnit XML report: one test case per scenario (golden snapshot and expectations)
@@ -404,7 +405,7 @@ pub fn run(args: &RunArgs) -> u8 {
         return EXIT_INVALID;
     }
 
-    let runtime = match super::runtime(args.workers, true) {
+    let runtime = match super::runtime(args.workers, super::Threads::SharedWithSignals) {
         Ok(r) => r,
         Err(e) => {
             errln!("error: cannot start the runtime: {e}");

@@ -63,7 +63,8 @@ pub struct UpstreamArgs {
     /// Seed for the ids of requests that arrive without them.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    /// Threads serving connections, 1 to 1024 (default: one per CPU the process may use, as its
+    /// affinity mask says). Each runs a runtime of its own; accepted connections take turns.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     #[command(flatten)]
@@ -183,7 +184,8 @@ pub struct ProxyArgs {
     /// either way).
     #[arg(long)]
     pub forward_traceforge_headers: bool,
-    /// Runtime worker threads, 1 to 1024 (default: one per core).
+    /// Threads serving connections, 1 to 1024 (default: one per CPU the process may use, as its
+    /// affinity mask says). Each runs a runtime of its own; accepted connections take turns.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// An https:// upstream: trust the CA certificates in this PEM file besides the system's
@@ -360,7 +362,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = std::io::Result<(Listening, Option<Outputs>, Option<Listening>)>>,
 {
-    let runtime = match super::runtime(workers.map(usize::from), false) {
+    let runtime = match super::runtime(workers.map(usize::from), super::Threads::PerCore) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");

@@ -232,7 +232,7 @@ where
         let next = next.clone();
         let stop = stop.clone();
         let gate = gate.clone();
-        tasks.spawn(async move {
+        let work = async move {
             loop {
                 if stop.is_cancelled() {
                     return;
@@ -273,7 +273,13 @@ where
                     return;
                 }
             }
-        });
+        };
+        // With per-core runtimes (`traceforge load` on more than one CPU), workers take turns
+        // among them; each worker's connection then lives on its core.
+        match crate::cores::next() {
+            Some(core) => tasks.spawn_on(work, &core),
+            None => tasks.spawn(work),
+        };
     }
     join_all(tasks).await
 }
