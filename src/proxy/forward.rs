@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::asked::Asked;
 use super::body::{Upload, UploadProgress};
+use super::own::{OwnError, OwnUpstream};
 use super::{
     BoxError, Disposition, Proxy, ProxyBody, close_after, final_status, full, headers,
     json_response,
@@ -32,6 +33,7 @@ where
     /// For a WebSocket `upgrade` request, `Connection: upgrade` and `Upgrade: websocket` go on
     /// both ways, and when the upstream switches protocols (`101`) its upgraded connection comes
     /// back too, for the proxy to join to the client's.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &self,
         req: Request<Incoming>,
@@ -40,8 +42,11 @@ where
         asked: Option<&Asked>,
         upgrade: bool,
         mut exchange: Option<&mut Exchange>,
+        own: Option<&OwnUpstream>,
     ) -> Result<(Response<ProxyBody>, Option<OnUpgrade>), ForwardError> {
         let (mut parts, body) = req.into_parts();
+        // An HTTP/1.x client sends one request at a time: its own upstream connection will do.
+        let one_at_a_time = parts.version != Version::HTTP_2;
         parts.uri = self.upstream_uri(&parts.uri)?;
         // The upstream connection is ours, not the client's: its framing and options are ours too.
         // A Content-Length sent with Transfer-Encoding is not the body's length (RFC 9112 section
@@ -103,19 +108,37 @@ where
             body.pace(super::body::Pace::new(rate));
         }
         let progress = (!body.is_end_stream()).then_some(progress);
-        let upstream_req = Request::from_parts(parts, body);
-
-        let mut response = self
-            .await_head(
-                if http2 {
-                    self.client_h2.request(upstream_req)
-                } else {
-                    self.client.request(upstream_req)
-                },
-                progress.as_deref(),
-            )
-            .await?
-            .map_err(|e| ForwardError::from_client(&e))?;
+        let own = own
+            .zip(self.dialer.as_ref())
+            .filter(|_| one_at_a_time && !http2 && !upgrade);
+        let mut response = match own {
+            Some((own, dialer)) => {
+                // On a connection of its own, the request line carries the origin form.
+                if let Some(origin) = parts.uri.path_and_query().cloned() {
+                    parts.uri = Uri::from(origin);
+                }
+                let upstream_req = Request::from_parts(parts, body);
+                self.await_head(
+                    own.send(dialer, &self.upstream, upstream_req),
+                    progress.as_deref(),
+                )
+                .await?
+                .map_err(|e| ForwardError::from_own(&e))?
+            }
+            None => {
+                let upstream_req = Request::from_parts(parts, body);
+                self.await_head(
+                    if http2 {
+                        self.client_h2.request(upstream_req)
+                    } else {
+                        self.client.request(upstream_req)
+                    },
+                    progress.as_deref(),
+                )
+                .await?
+                .map_err(|e| ForwardError::from_client(&e))?
+            }
+        };
         if let Some(exchange) = exchange {
             exchange.upstream_answered(response.status().as_u16());
         }
@@ -289,6 +312,33 @@ impl ForwardError {
             ForwardError::Unreachable(detail)
         } else {
             ForwardError::Failed(detail)
+        }
+    }
+
+    /// [`ForwardError::from_client`] for a request sent on a client connection's own upstream
+    /// connection.
+    fn from_own(e: &OwnError) -> Self {
+        match e {
+            OwnError::Connect(e) if out_of_resources(&**e) => {
+                ForwardError::Resources(error_chain(&**e))
+            }
+            OwnError::Connect(e) => ForwardError::Unreachable(error_chain(&**e)),
+            OwnError::Exchange(e) => {
+                match BodyError::find(e) {
+                    Some(BodyError::Stalled(timeout)) => {
+                        return ForwardError::ClientStalled(*timeout);
+                    }
+                    Some(BodyError::Read(source)) => {
+                        return ForwardError::ClientBody(error_chain(&**source));
+                    }
+                    None => {}
+                }
+                if out_of_resources(e) {
+                    ForwardError::Resources(error_chain(e))
+                } else {
+                    ForwardError::Failed(error_chain(e))
+                }
+            }
         }
     }
 

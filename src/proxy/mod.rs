@@ -89,6 +89,7 @@ mod events;
 mod forward;
 mod headers;
 pub mod metrics;
+pub mod own;
 mod websocket;
 
 pub use headers::strip_hop_by_hop;
@@ -164,6 +165,11 @@ pub struct Proxy<C = HttpsConnector<HttpConnector>> {
     /// calls that arrived over HTTP/2 (gRPC needs HTTP/2 end to end: its status travels in
     /// trailers), also to a clear-text upstream (h2c with prior knowledge).
     client_h2: Client<C, Upload>,
+    /// Opens a client connection's own upstream connection for HTTP/1.1 ([`own`]); without one,
+    /// every request goes through the pooled client.
+    dialer: Option<own::Dialer>,
+    /// Upstream connections whose client connection ended, for the next one.
+    idle: Arc<own::Idle>,
     metrics: Arc<Metrics>,
     calls: Option<Arc<CallRecorder>>,
     observer: Option<Arc<Observer>>,
@@ -177,7 +183,8 @@ impl Proxy<HttpsConnector<HttpConnector>> {
         // The HTTP/2 client asks an https:// upstream for h2 alone: one that cannot speak it
         // fails the handshake rather than getting HTTP/2 bytes it cannot read.
         let connector_h2 = crate::tls::https_connector_h2(&options.config.upstream_tls)?;
-        Self::with_connectors(options, connector, connector_h2)
+        let dialer = own::Dialer::new(connector.clone());
+        Ok(Self::with_connectors(options, connector, connector_h2)?.with_dialer(dialer))
     }
 }
 
@@ -213,6 +220,8 @@ where
             config: options.config,
             client,
             client_h2,
+            dialer: None,
+            idle: Arc::default(),
             metrics: Arc::new(metrics),
             calls: options.calls,
             observer: options.observer.filter(|o| o.is_active()),
@@ -221,6 +230,13 @@ where
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Gives each HTTP/1.1 client connection an upstream connection of its own, opened with
+    /// `dialer` (the connector's own service), instead of hyper's shared pool.
+    pub fn with_dialer(mut self, dialer: own::Dialer) -> Self {
+        self.dialer = Some(dialer);
+        self
     }
 
     /// Serves the rules `live` holds instead of its options' plan: the control API changes them
@@ -238,7 +254,7 @@ where
         req: Request<Incoming>,
         conn: &ConnectionControl,
     ) -> Response<ProxyBody> {
-        self.respond(req, conn, &Shutdown::never()).await
+        self.respond(req, conn, &Shutdown::never(), None).await
     }
 
     /// [`Proxy::handle`] on a connection of a server that stops with `shutdown`: an upgraded
@@ -248,6 +264,7 @@ where
         mut req: Request<Incoming>,
         conn: &ConnectionControl,
         shutdown: &Shutdown,
+        own: Option<&own::OwnUpstream>,
     ) -> Response<ProxyBody> {
         // A request that is not HTTP/1.1 as sent is refused before anything reads it (RFC 9112
         // section 3.2): which Host would we forward it for? Counted, since it came as traffic.
@@ -369,6 +386,7 @@ where
                     asked.as_ref(),
                     upgrade.is_some(),
                     flight.exchange(),
+                    own,
                 )
                 .await
             {
@@ -954,12 +972,15 @@ where
     };
     let tunnels = shutdown.clone();
     let make_service = move |conn: ConnectionControl| {
+        // This client connection's upstream connection, for its HTTP/1.1 requests.
+        let own = Arc::new(own::OwnUpstream::new(proxy.idle.clone()));
         service_fn(move |req| {
             let shutdown = tunnels.clone();
             let proxy = proxy.clone();
             let conn = conn.clone();
+            let own = own.clone();
             async move {
-                let response = proxy.respond(req, &conn, &shutdown).await;
+                let response = proxy.respond(req, &conn, &shutdown, Some(&own)).await;
                 // A `rst_stream` fault (or a `reset` over HTTP/2): an error instead of a response
                 // makes hyper reset the HTTP/2 stream with the error's code (and close an
                 // HTTP/1.1 connection).
