@@ -42,7 +42,7 @@ pub fn install(total: usize) -> std::io::Result<()> {
             .build()?;
         others.push(runtime.handle().clone());
         std::thread::Builder::new()
-            .name(format!("traceforge-core-{i}"))
+            .name(format!("tf-core-{i}"))
             // The runtime runs what is spawned on it through its handle for as long as the
             // process lives; the thread ends with the process.
             .spawn(move || runtime.block_on(std::future::pending::<()>()))?;

@@ -34,13 +34,18 @@ pub struct Ids {
 
 impl Ids {
     /// Writes both ids into `headers`, replacing any previous values.
+    ///
+    /// They are marked never to be indexed: over HTTP/2, HPACK then sends them as literals
+    /// instead of adding a new value to the connection's dynamic table on every message (and
+    /// evicting the entries worth keeping), since an id is never sent twice.
     pub fn insert_into(&self, headers: &mut HeaderMap) {
         for (name, value) in [
             (X_TRACE_ID, &self.trace_id),
             (X_REQUEST_ID, &self.request_id),
         ] {
             // Ids are either client header values (already valid) or hex/uuid text.
-            if let Ok(value) = HeaderValue::from_str(value) {
+            if let Ok(mut value) = HeaderValue::from_str(value) {
+                value.set_sensitive(true);
                 headers.insert(name, value);
             }
         }

@@ -1024,3 +1024,139 @@ async fn running_out_of_file_descriptors_is_the_proxys_error_not_the_upstreams()
     drop(proxy);
     up.shutdown().await;
 }
+
+/// A bare upstream that counts the connections and requests it gets; with `close`, it answers
+/// `Connection: close` and closes after each response.
+async fn connection_counting_upstream(
+    close: bool,
+) -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        r.fetch_add(1, Ordering::SeqCst);
+                        let response: &[u8] = if close {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                        };
+                        if stream.write_all(response).await.is_err() || close {
+                            return;
+                        }
+                        continue;
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections, requests)
+}
+
+/// One client connection to the proxy, sending requests one after another.
+async fn client_connection(
+    proxy: &Listening,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(connection);
+    sender
+}
+
+async fn get_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+) -> StatusCode {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get("/api/resource")
+        .header("host", "proxy")
+        .body(http_body_util::Empty::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let response = sender
+        .send_request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_bytes();
+    assert_eq!(&body[..], b"ok");
+    status
+}
+
+#[tokio::test]
+async fn each_client_connection_keeps_one_upstream_connection_for_all_its_requests() {
+    let (addr, connections, requests) = connection_counting_upstream(false).await;
+    let proxy = start_proxy(
+        &format!("http://{addr}"),
+        FaultPlan::new(1, Vec::new()),
+        ProxyConfig::default(),
+    )
+    .await;
+    // Two client connections open at once, three requests each, interleaved: two upstream
+    // connections, each used again for its client's every request.
+    let (mut a, mut b) = (
+        client_connection(&proxy).await,
+        client_connection(&proxy).await,
+    );
+    for _ in 0..3 {
+        assert_eq!(get_on(&mut a).await, StatusCode::OK);
+        assert_eq!(get_on(&mut b).await, StatusCode::OK);
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    drop((a, b));
+    // A client connection opened after they ended takes one of theirs when the proxy has seen
+    // them end, or opens one of its own (when it comes first): one connection at most, whichever
+    // way the race goes, for all three requests.
+    let mut c = client_connection(&proxy).await;
+    for _ in 0..3 {
+        assert_eq!(get_on(&mut c).await, StatusCode::OK);
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 9);
+    assert!(connections.load(Ordering::SeqCst) <= 3);
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_after_each_response_gets_a_new_connection_for_the_next() {
+    let (addr, connections, requests) = connection_counting_upstream(true).await;
+    let proxy = start_proxy(
+        &format!("http://{addr}"),
+        FaultPlan::new(1, Vec::new()),
+        ProxyConfig::default(),
+    )
+    .await;
+    let mut a = client_connection(&proxy).await;
+    for _ in 0..5 {
+        assert_eq!(get_on(&mut a).await, StatusCode::OK);
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 5);
+    assert_eq!(connections.load(Ordering::SeqCst), 5);
+}

@@ -413,3 +413,99 @@ async fn an_unquoted_header_in_dotenv_works_as_documented() {
     drop(server);
     up.shutdown().await;
 }
+
+/// Reads `traceforge_proxy_in_flight` from the proxy's `/metrics`.
+async fn in_flight(proxy: &str) -> i64 {
+    let metrics = get(&client(), &format!("{proxy}/metrics"), &[]).await;
+    let text = metrics.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("traceforge_proxy_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no in_flight gauge in:\n{text}"))
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_workers_connections_take_turns_among_threads_and_each_drains_on_sigterm() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = demo_upstream().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let upstream_url = up.url();
+    let server = Server::start(command(
+        dir.path(),
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream_url,
+            "--workers",
+            "3",
+            "--fault",
+            "delay:600ms:1:/api",
+        ],
+    ));
+    // Three runtimes, one per thread: the command's own and two more.
+    #[cfg(target_os = "linux")]
+    {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", server.child.id()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<String> = tasks
+            .filter_map(|t| t.ok())
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect();
+        for core in ["tf-core-1", "tf-core-2"] {
+            assert!(
+                names.iter().any(|n| n == core),
+                "no {core} thread in {names:?}"
+            );
+        }
+    }
+    let addr = server
+        .url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("{}", server.url))
+        .to_string();
+    // Six connections in turn: two on each runtime. Each sends a request that waits 600 ms.
+    let mut connections = Vec::new();
+    for i in 0..6 {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let request =
+            format!("GET /api/resource HTTP/1.1\r\nHost: x\r\nx-request-id: conn-{i}\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        connections.push(stream);
+    }
+    // Every request has arrived (and is waiting out its delay) before the signal.
+    let deadline = Instant::now() + PATIENCE;
+    while in_flight(&server.url).await < 6 {
+        assert!(Instant::now() < deadline, "the six requests never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = server.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "could not signal {pid}");
+    // Each connection, whatever thread serves it, finishes its request before the proxy exits.
+    for (i, mut stream) in connections.into_iter().enumerate() {
+        let mut text = String::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_string(&mut text))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} got no end"))
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert!(text.starts_with("HTTP/1.1 200"), "connection {i}: {text}");
+        assert!(
+            text.contains(&format!("conn-{i}")),
+            "connection {i}: {text}"
+        );
+    }
+    let status = tokio::task::spawn_blocking(move || wait_bounded(&mut { server }.child))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(0), "a SIGTERM is a clean stop");
+    up.shutdown().await;
+}

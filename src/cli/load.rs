@@ -88,8 +88,9 @@ pub struct LoadArgs {
     /// in milliseconds (default 1000). --timeout-ms bounds each whole connection.
     #[arg(long, value_name = "MS")]
     pub ws_echo_timeout_ms: Option<u64>,
-    /// Threads, 1 to 1024 (default: one per CPU the process may use, as its affinity mask says).
-    /// A closed loop's workers take turns among per-thread runtimes; an open loop shares one.
+    /// Threads, 1 to 1024 (default: half the CPUs the process may use, as its affinity mask
+    /// says, at least one). A closed loop's workers take turns among per-thread runtimes; an open
+    /// loop shares one.
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub workers: Option<usize>,
 }

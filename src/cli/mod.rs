@@ -146,15 +146,25 @@ pub(crate) enum Threads {
     SharedWithSignals,
 }
 
-/// The runtime of a command: `workers` threads, one per CPU the process may use by default (its
-/// affinity mask: `taskset -c 1` means one). One worker is always a current-thread runtime
+/// The runtime of a command: `workers` threads. One worker is always a current-thread runtime
 /// (but for [`Threads::SharedWithSignals`]): everything on one thread, no cross-thread wake-ups,
 /// which is what a one-core budget wants.
+///
+/// By default `run` and `explore` take every CPU the process may use (its affinity mask:
+/// `taskset -c 1` means one): they are the whole pipeline. A proxy, upstream or load generator on
+/// its own takes half of them, at least one: it shares the machine with the other two (and the
+/// service under test), and on two CPUs shared that way one thread serves more requests, at less
+/// CPU each, than two (BENCHMARKS.md, section 1).
 pub(crate) fn runtime(
     workers: Option<usize>,
     threads: Threads,
 ) -> std::io::Result<tokio::runtime::Runtime> {
-    let n = workers.unwrap_or_else(traceforge::cores::available).max(1);
+    let n = workers
+        .unwrap_or_else(|| match threads {
+            Threads::SharedWithSignals => traceforge::cores::available(),
+            Threads::PerCore | Threads::Shared => traceforge::cores::available() / 2,
+        })
+        .max(1);
     match threads {
         Threads::PerCore => {
             traceforge::cores::install(n)?;

@@ -63,8 +63,9 @@ pub struct UpstreamArgs {
     /// Seed for the ids of requests that arrive without them.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Threads serving connections, 1 to 1024 (default: one per CPU the process may use, as its
-    /// affinity mask says). Each runs a runtime of its own; accepted connections take turns.
+    /// Threads serving connections, 1 to 1024 (default: half the CPUs the process may use, as
+    /// its affinity mask says, at least one). Each runs a runtime of its own; accepted
+    /// connections take turns.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     #[command(flatten)]
@@ -184,8 +185,9 @@ pub struct ProxyArgs {
     /// either way).
     #[arg(long)]
     pub forward_traceforge_headers: bool,
-    /// Threads serving connections, 1 to 1024 (default: one per CPU the process may use, as its
-    /// affinity mask says). Each runs a runtime of its own; accepted connections take turns.
+    /// Threads serving connections, 1 to 1024 (default: half the CPUs the process may use, as
+    /// its affinity mask says, at least one). Each runs a runtime of its own; accepted
+    /// connections take turns.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// An https:// upstream: trust the CA certificates in this PEM file besides the system's
