@@ -8,8 +8,8 @@
 #   proxy    the proxies alone on core 0 (one worker each), the demo upstream and wrk on core 1;
 #            `traceforge proxy --workers 1` and `traceforge proxy` with default flags
 #   shared   an nginx static upstream and both proxies share core 1, wrk on core 0; default flags
-#   twocore  nothing pinned: nginx (2 workers) vs `traceforge proxy` with default flags, in front of
-#            an nginx static upstream (2 workers), wrk -t2
+#   twocore  nothing pinned: nginx (2 workers) vs `traceforge proxy` with default flags (and with
+#            --workers 2), in front of an nginx static upstream (2 workers), wrk -t2
 # Each is saturated with wrk (throughput, and each proxy's CPU time per request from
 # /proc/PID/stat) and held at a fixed rate with oha (latency, coordinated omission corrected).
 #   load     generators with default flags (traceforge load, oha, wrk, k6) against an nginx static
@@ -182,8 +182,11 @@ bench_twocore() {
   URL[direct]=$up; WHO[direct]=$(nginx_pids two-up)
   URL[traceforge]=$(start_tf proxy "$TF" proxy --listen 127.0.0.1:0 --upstream "$up")
   WHO[traceforge]=$(cat "$WORK/proxy.pid")
+  # Two threads, as nginx's two workers: what the default would be if it took every CPU.
+  URL[traceforge-w2]=$(start_tf proxy-w2 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --workers 2)
+  WHO[traceforge-w2]=$(cat "$WORK/proxy-w2.pid")
   URL[nginx]=$(nginx_proxy two "" 2 "$up"); WHO[nginx]=$(nginx_pids two)
-  compare "" 2 direct traceforge nginx
+  compare "" 2 direct traceforge traceforge-w2 nginx
   stop_servers
 }
 
@@ -208,10 +211,10 @@ JS
         out=$WORK/time-$gen.txt
         start=$(date +%s.%N)
         case $gen in
-          traceforge) /usr/bin/time -f "%U %S %M" -o "$out" pin "$cpus" "$TF" load --url "$url" --n "$LOAD_N" --concurrency "$CONNS" >/dev/null ;;
-          oha) /usr/bin/time -f "%U %S %M" -o "$out" pin "$cpus" oha -n "$LOAD_N" -c "$CONNS" --no-tui "$url" >/dev/null ;;
-          wrk) /usr/bin/time -f "%U %S %M" -o "$out" pin "$cpus" wrk -c"$CONNS" -d"${DURATION}s" "$url" >"$WORK/wrk-load.txt" ;;
-          k6) /usr/bin/time -f "%U %S %M" -o "$out" pin "$cpus" k6 run --quiet --vus "$CONNS" --iterations "$LOAD_N" \
+          traceforge) pin "$cpus" /usr/bin/time -f "%U %S %M" -o "$out" "$TF" load --url "$url" --n "$LOAD_N" --concurrency "$CONNS" >/dev/null ;;
+          oha) pin "$cpus" /usr/bin/time -f "%U %S %M" -o "$out" oha -n "$LOAD_N" -c "$CONNS" --no-tui "$url" >/dev/null ;;
+          wrk) pin "$cpus" /usr/bin/time -f "%U %S %M" -o "$out" wrk -c"$CONNS" -d"${DURATION}s" "$url" >"$WORK/wrk-load.txt" ;;
+          k6) pin "$cpus" /usr/bin/time -f "%U %S %M" -o "$out" k6 run --quiet --vus "$CONNS" --iterations "$LOAD_N" \
                 -e URL="$url" "$WORK/k6.js" >/dev/null 2>&1 ;;
         esac
         end=$(date +%s.%N)
