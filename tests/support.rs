@@ -571,19 +571,34 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 /// `response`, and keeps the connection open until the peer closes it: an upstream that can send
 /// broken framing, or a head and a few bytes and then nothing.
 pub async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
+    counted_raw_upstream(response, false).await.0
+}
+
+/// [`raw_upstream`] that counts the connections and the request heads it gets; with
+/// `close_after_each`, it closes each connection after its first response.
+pub async fn counted_raw_upstream(
+    response: &'static [u8],
+    close_after_each: bool,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind(loopback())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (counted_connections, counted_requests) = (connections.clone(), requests.clone());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            counted_connections.fetch_add(1, Ordering::SeqCst);
+            let counted_requests = counted_requests.clone();
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut buf = [0u8; 4096];
                 loop {
                     if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         seen.drain(..end + 4);
-                        if stream.write_all(response).await.is_err() {
+                        counted_requests.fetch_add(1, Ordering::SeqCst);
+                        if stream.write_all(response).await.is_err() || close_after_each {
                             return;
                         }
                         continue;
@@ -596,7 +611,7 @@ pub async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, connections, requests)
 }
 
 /// Reads from `stream` until the end of a response head, and returns the head and whatever body
