@@ -25,26 +25,13 @@
 # stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}       # seconds per h2load run
 CONNS=${CONNS:-32}            # HTTP/1.1 connections
 H2_CONNS=${H2_CONNS:-4}       # HTTP/2 connections ...
 H2_STREAMS=${H2_STREAMS:-8}   # ... and concurrent streams on each
-TF=$ROOT/target/release/traceforge
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-WORK=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-# A signal ends the script (its EXIT trap cleans up) instead of resuming it after the handler.
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 need() {
   local missing=()
@@ -52,17 +39,13 @@ need() {
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v taskset >/dev/null || missing+=(util-linux)
-  if ((${#missing[@]})); then
-    echo "==> installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  echo "==> building traceforge (release)"
-  cargo build --release --quiet
+  apt_need "${missing[@]}"
+  build_release
 }
 
 # Starts a server in the background (not in a subshell, so its pid is kept for the cleanup) and
 # sets STARTED_URL to the address it prints and STARTED_PID. Arguments: a log name, then the command.
-start_tf() {
+start_bg() {
   local log=$WORK/$1.log; shift
   : >"$log"
   "$@" >"$log" 2>&1 &
@@ -78,8 +61,6 @@ start_tf() {
   echo "failed to start: $*" >&2; cat "$log" >&2; exit 1
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 wait_port() {
   for _ in $(seq 1 100); do
     (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return
@@ -87,8 +68,6 @@ wait_port() {
   done
   echo "nothing listens on $1" >&2; exit 1
 }
-
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.2f}")' "$@"; }
 
 # A CA and a leaf certificate for 127.0.0.1 and localhost signed by it, ECDSA P-256 (the key type
 # `traceforge proxy --tls` generates when given no certificate).
@@ -200,11 +179,11 @@ negotiated() {
 bench_protocols() {
   local cases=("$@")
   local up tf tf_tls tf_pid tf_tls_pid nginx_plain nginx_tls nginx_h2c nginx_pids
-  start_tf upstream taskset -c 1 "$TF" upstream --listen 127.0.0.1:0 --workers 1
+  start_bg upstream taskset -c 1 "$TF" upstream --listen 127.0.0.1:0 --workers 1
   up=$STARTED_URL
-  start_tf proxy taskset -c 0 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --workers 1
+  start_bg proxy taskset -c 0 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --workers 1
   tf=$STARTED_URL tf_pid=$STARTED_PID
-  start_tf proxy-tls taskset -c 0 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --workers 1 \
+  start_bg proxy-tls taskset -c 0 "$TF" proxy --listen 127.0.0.1:0 --upstream "$up" --workers 1 \
     --tls-cert "$WORK/tls/cert.pem" --tls-key "$WORK/tls/key.pem"
   tf_tls=$STARTED_URL tf_tls_pid=$STARTED_PID
   nginx_plain=$(free_port); nginx_tls=$(free_port); nginx_h2c=$(free_port)
