@@ -165,12 +165,10 @@ pub(crate) fn runtime(
         Threads::Shared if n == 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Threads::Shared | Threads::SharedWithSignals => {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(n)
-                .enable_all()
-                .build()
-        }
+        Threads::Shared | Threads::SharedWithSignals => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
     }
 }
 

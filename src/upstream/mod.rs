@@ -60,6 +60,9 @@ pub struct Upstream {
     static_root: Option<PathBuf>,
     ids: IdSource,
     client_timeouts: ClientTimeouts,
+    /// The page's template, read once ([`Upstream::reading_the_page_once`]); `None`: read from
+    /// the static root on every request.
+    page: Option<Arc<str>>,
 }
 
 impl Upstream {
@@ -73,7 +76,22 @@ impl Upstream {
             static_root,
             ids: IdSource::new(options.seed, "upstream"),
             client_timeouts: options.client_timeouts,
+            page: None,
         }
+    }
+
+    /// The same upstream, with the page of `/` read now (blocking, like [`Upstream::new`]) rather
+    /// than on every request: a virtual-time run serves it from memory, instead of a round trip
+    /// through the blocking pool per request that also holds the paused clock back. The page is
+    /// then the one on disk when the run began; a file that cannot be read is the built-in page,
+    /// as on a request.
+    pub fn reading_the_page_once(mut self) -> Self {
+        let from_disk = self
+            .static_root
+            .as_ref()
+            .and_then(|root| std::fs::read_to_string(root.join("index.html")).ok());
+        self.page = Some(Arc::from(from_disk.as_deref().unwrap_or(BUILTIN_INDEX)));
+        self
     }
 
     /// Answers one request. Never fails: every problem is an HTTP response.
@@ -181,13 +199,16 @@ impl Upstream {
     }
 
     async fn page(&self, ids: &Ids) -> Response<Full<Bytes>> {
-        let from_disk = match &self.static_root {
-            Some(root) => tokio::fs::read_to_string(root.join("index.html"))
+        let from_disk = match (&self.page, &self.static_root) {
+            (Some(_), _) | (None, None) => None,
+            (None, Some(root)) => tokio::fs::read_to_string(root.join("index.html"))
                 .await
                 .ok(),
-            None => None,
         };
-        let template = from_disk.as_deref().unwrap_or(BUILTIN_INDEX);
+        let template = from_disk
+            .as_deref()
+            .or(self.page.as_deref())
+            .unwrap_or(BUILTIN_INDEX);
         // Ids can come from client headers: escape them before they go into HTML.
         let html = template
             .replace("{{trace_id}}", &escape_html(&ids.trace_id))
