@@ -564,7 +564,9 @@ async fn send<D: Dial>(
     let mut head_faults = (Vec::new(), Vec::new());
     let mut head_protocol = None;
     let exchange = async {
-        let response = channel.send(request).await?;
+        // On the heap: a worker's own connection may have to dial and shake hands first, and
+        // that state machine is large.
+        let response = Box::pin(channel.send(request)).await?;
         let (parts, body) = response.into_parts();
         head_protocol = Some(Protocol::of(parts.version));
         head_faults = (
@@ -640,9 +642,18 @@ fn request_head<B>(
         if let Ok(v) = HeaderValue::from_str(trace) {
             headers.append(X_TRACE_ID, v);
         }
-        // The W3C form too, so a service that propagates only `traceparent` stays attributable.
-        let parent = seed::span_id(options.seed, ids.index, ids.attempt);
-        if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{parent}-01")) {
+        // The W3C form too, so a service that propagates only `traceparent` stays attributable:
+        // `00-<trace>-<parent span>-01`.
+        let mut traceparent = String::with_capacity(trace.len() + 23);
+        traceparent.push_str("00-");
+        traceparent.push_str(trace);
+        traceparent.push('-');
+        seed::push_hex(
+            &mut traceparent,
+            &seed::attempt_span(options.seed, ids.index, ids.attempt),
+        );
+        traceparent.push_str("-01");
+        if let Ok(v) = HeaderValue::from_str(&traceparent) {
             headers.append(TRACEPARENT, v);
         }
     }
