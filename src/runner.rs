@@ -310,7 +310,8 @@ pub fn run_virtual(scenario: &Scenario, options: &RunOptions) -> Result<RunRepor
     let mark = panic_watch::count();
     runtime.block_on(async {
         let network = MemoryNetwork::new();
-        let demo = Arc::new(Upstream::new(upstream_options(scenario, options)));
+        let demo =
+            Arc::new(Upstream::new(upstream_options(scenario, options)).reading_the_page_once());
         network.listen(VIRTUAL_UPSTREAM, move |io| {
             tokio::spawn(upstream::serve_connection(
                 io,

@@ -97,24 +97,40 @@ pub fn uuid_parts(seed: u64, parts: &[&str]) -> Uuid {
 /// The request id the load generator sends for request `index`, attempt `attempt` (0-based).
 pub fn request_id(seed: u64, index: u64, attempt: u32) -> String {
     let (i, a) = (Digits::new(index), Digits::new(u64::from(attempt)));
-    uuid_parts(seed, &["id", "request", i.as_str(), a.as_str()]).to_string()
+    let mut buf = uuid::Uuid::encode_buffer();
+    // The hyphenated form `to_string` writes, without the formatting machinery.
+    uuid_parts(seed, &["id", "request", i.as_str(), a.as_str()])
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_string()
 }
 
 /// The trace id the load generator sends for request `index` with `client_trace` on; kept across attempts.
 /// Trace ids are 32 lowercase hex digits, the W3C trace-context form.
 pub fn trace_id(seed: u64, index: u64) -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
     uuid_parts(seed, &["id", "trace", Digits::new(index).as_str()])
         .simple()
+        .encode_lower(&mut buf)
         .to_string()
 }
 
 /// The parent span id of the `traceparent` the load generator sends for request `index`, attempt
 /// `attempt` (16 lowercase hex digits, never all zero).
 pub fn span_id(seed: u64, index: u64, attempt: u32) -> String {
-    format!(
-        "{:016x}",
-        u64::from_be_bytes(attempt_span(seed, index, attempt))
-    )
+    let mut hex = String::with_capacity(16);
+    push_hex(&mut hex, &attempt_span(seed, index, attempt));
+    hex
+}
+
+/// Appends `bytes` as lowercase hex digits, two per byte, in order (`{:016x}` of their big-endian
+/// number for eight bytes).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
 }
 
 /// [`span_id`] as the 8 bytes of a span id.
@@ -170,6 +186,15 @@ mod tests {
     fn ids_keep_the_keys_they_always_had() {
         assert_eq!(request_id(42, 7, 1), uuid(42, "id/request/7/1").to_string());
         assert_eq!(trace_id(42, 7), uuid(42, "id/trace/7").simple().to_string());
+        for (index, attempt) in [(0, 0), (7, 1), (123_456, 3)] {
+            assert_eq!(
+                span_id(42, index, attempt),
+                format!(
+                    "{:016x}",
+                    u64::from_be_bytes(attempt_span(42, index, attempt))
+                )
+            );
+        }
     }
 
     #[test]

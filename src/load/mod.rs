@@ -305,6 +305,9 @@ async fn open_loop<D: Dial>(
     max_in_flight: u32,
 ) -> Result<(), LoadError> {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1) as usize));
+    // Shared by every request's task behind one pointer: a task then captures a few words, not
+    // copies of the clients.
+    let clients = Arc::new((client, ws));
     let mut tasks = tokio::task::JoinSet::new();
     // A shard plays its own indices, each at its place in the single-machine timetable.
     let (first, step) = options
@@ -328,14 +331,14 @@ async fn open_loop<D: Dial>(
         };
         // Reap finished tasks as we go, so the set holds at most `max_in_flight` of them.
         while tasks.try_join_next().is_some() {}
-        let client = client.clone();
-        let ws = ws.clone();
+        let clients = clients.clone();
         let options = options.clone();
         let outcomes = outcomes.clone();
         let stop = stop.clone();
         tasks.spawn(async move {
+            let (client, ws) = &*clients;
             let mut channel = Channel::Pooled {
-                client: &client,
+                client,
                 http2: options.load.http2,
             };
             let times = Times {
@@ -343,7 +346,9 @@ async fn open_loop<D: Dial>(
                 scheduled: due,
                 started: Instant::now(),
             };
-            let outcome = play(&mut channel, &ws, &options, index, times, &stop).await;
+            // On the heap: the task stays a few words, so spawning it and finishing it do not
+            // copy a request's whole state machine about (kilobytes, several times per request).
+            let outcome = Box::pin(play(&mut channel, ws, &options, index, times, &stop)).await;
             // Free the slot before the send: a slow recorder must not look like a slow server.
             drop(slot);
             let _ = outcomes.send(outcome).await;
@@ -444,9 +449,13 @@ async fn play<D: Dial>(
             attempt,
         };
         let sent_at = Instant::now().saturating_duration_since(run_start);
+        // Each attempt's exchange on the heap, for the same reason as a request in `open_loop`:
+        // inline, its state machine would be copied whole every time the request's moves.
         let mut sent = match &target.websocket {
-            Some(messages) => websocket::send(ws, options, target, messages, &ids, stop).await,
-            None => send(channel, options, target, &ids, stop).await,
+            Some(messages) => {
+                Box::pin(websocket::send(ws, options, target, messages, &ids, stop)).await
+            }
+            None => Box::pin(send(channel, options, target, &ids, stop)).await,
         };
         sent.attempt.start = sent_at;
         if let Some(p) = sent.protocol {
@@ -548,18 +557,16 @@ async fn send<D: Dial>(
             return sent;
         }
     };
-    let builder = request_head(options, target, ids, uri);
-    let Ok(request) = builder.body(Full::new(target.body.clone())) else {
-        sent.attempt.error = Some(ErrorKind::Protocol);
-        return sent;
-    };
+    let request = request_head(options, target, ids, uri, Full::new(target.body.clone()));
     let started = Instant::now();
     // The fault names arrive with the head: keep them when the body then fails or times out (a
     // truncated or throttled body), so the attempt still says which rules fired.
     let mut head_faults = (Vec::new(), Vec::new());
     let mut head_protocol = None;
     let exchange = async {
-        let response = channel.send(request).await?;
+        // On the heap: a worker's own connection may have to dial and shake hands first, and
+        // that state machine is large.
+        let response = Box::pin(channel.send(request)).await?;
         let (parts, body) = response.into_parts();
         head_protocol = Some(Protocol::of(parts.version));
         head_faults = (
@@ -610,34 +617,47 @@ async fn send<D: Dial>(
 
 /// The head of attempt `ids` of `target`: its method, its URI, the target's headers and the ids
 /// the proxy keys its decisions on (HTTP requests and WebSocket upgrades alike).
-fn request_head(
+/// Headers are appended in this order (the target's own after the index and attempt), as they go
+/// on the wire.
+fn request_head<B>(
     options: &LoadOptions,
     target: &Target,
     ids: &Ids<'_>,
     uri: Uri,
-) -> hyper::http::request::Builder {
-    let mut builder = Request::builder()
-        .method(target.method.clone())
-        .uri(uri)
-        .header(wire::INDEX, ids.index)
-        .header(wire::ATTEMPT, ids.attempt);
+    body: B,
+) -> Request<B> {
+    let mut request = Request::new(body);
+    *request.method_mut() = target.method.clone();
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.append(wire::INDEX, HeaderValue::from(ids.index));
+    headers.append(wire::ATTEMPT, HeaderValue::from(ids.attempt));
     for (name, value) in &target.headers {
-        builder = builder.header(name, value);
+        headers.append(name.clone(), value.clone());
     }
     if let Ok(v) = HeaderValue::from_str(ids.request_id) {
-        builder = builder.header(X_REQUEST_ID, v);
+        headers.append(X_REQUEST_ID, v);
     }
     if let Some(trace) = ids.trace_id {
         if let Ok(v) = HeaderValue::from_str(trace) {
-            builder = builder.header(X_TRACE_ID, v);
+            headers.append(X_TRACE_ID, v);
         }
-        // The W3C form too, so a service that propagates only `traceparent` stays attributable.
-        let parent = seed::span_id(options.seed, ids.index, ids.attempt);
-        if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{parent}-01")) {
-            builder = builder.header(TRACEPARENT, v);
+        // The W3C form too, so a service that propagates only `traceparent` stays attributable:
+        // `00-<trace>-<parent span>-01`.
+        let mut traceparent = String::with_capacity(trace.len() + 23);
+        traceparent.push_str("00-");
+        traceparent.push_str(trace);
+        traceparent.push('-');
+        seed::push_hex(
+            &mut traceparent,
+            &seed::attempt_span(options.seed, ids.index, ids.attempt),
+        );
+        traceparent.push_str("-01");
+        if let Ok(v) = HeaderValue::from_str(&traceparent) {
+            headers.append(TRACEPARENT, v);
         }
     }
-    builder
+    request
 }
 
 /// `base` (scheme + authority) joined with a path and query.

@@ -148,14 +148,16 @@ fn upgrade_request(
     let ws_uri = hyper::Uri::from_parts(parts).ok()?;
     let host = HeaderValue::from_str(uri.authority()?.as_str()).ok()?;
     let key = HeaderValue::from_str(&tungstenite::handshake::client::generate_key()).ok()?;
-    let request = request_head(options, target, ids, ws_uri)
-        .header(header::HOST, host)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_VERSION, "13")
-        .header(header::SEC_WEBSOCKET_KEY, key)
-        .body(())
-        .ok()?;
+    let mut request = request_head(options, target, ids, ws_uri, ());
+    let headers = request.headers_mut();
+    headers.append(header::HOST, host);
+    headers.append(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.append(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
+    headers.append(header::SEC_WEBSOCKET_KEY, key);
     Some((uri, request))
 }
 

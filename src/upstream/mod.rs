@@ -60,6 +60,9 @@ pub struct Upstream {
     static_root: Option<PathBuf>,
     ids: IdSource,
     client_timeouts: ClientTimeouts,
+    /// The page's template, read once ([`Upstream::reading_the_page_once`]); `None`: read from
+    /// the static root on every request.
+    page: Option<Page>,
 }
 
 impl Upstream {
@@ -73,7 +76,22 @@ impl Upstream {
             static_root,
             ids: IdSource::new(options.seed, "upstream"),
             client_timeouts: options.client_timeouts,
+            page: None,
         }
+    }
+
+    /// The same upstream, with the page of `/` read now (blocking, like [`Upstream::new`]) rather
+    /// than on every request: a virtual-time run serves it from memory, instead of a round trip
+    /// through the blocking pool per request that also holds the paused clock back. The page is
+    /// then the one on disk when the run began; a file that cannot be read is the built-in page,
+    /// as on a request.
+    pub fn reading_the_page_once(mut self) -> Self {
+        let from_disk = self
+            .static_root
+            .as_ref()
+            .and_then(|root| std::fs::read_to_string(root.join("index.html")).ok());
+        self.page = Some(Page::new(from_disk.as_deref().unwrap_or(BUILTIN_INDEX)));
+        self
     }
 
     /// Answers one request. Never fails: every problem is an HTTP response.
@@ -87,7 +105,9 @@ impl Upstream {
         // The id middleware: whatever the route, the response carries the request's ids.
         let ids = self.ids.assign(req.headers());
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        // For the log line: a clone shares the URI's bytes, where the path as a `String` would be
+        // an allocation per request for a line that is off by default.
+        let uri = req.uri().clone();
         let mut response = match server::host_problem(&req) {
             // Before routing: a server must refuse such a request whatever it asks for.
             Some(problem) => {
@@ -107,7 +127,7 @@ impl Upstream {
             trace_id = %ids.trace_id,
             request_id = %ids.request_id,
             %method,
-            %path,
+            path = %uri.path(),
             status = response.status().as_u16(),
             "upstream request"
         );
@@ -181,17 +201,24 @@ impl Upstream {
     }
 
     async fn page(&self, ids: &Ids) -> Response<Full<Bytes>> {
-        let from_disk = match &self.static_root {
-            Some(root) => tokio::fs::read_to_string(root.join("index.html"))
-                .await
-                .ok(),
-            None => None,
-        };
-        let template = from_disk.as_deref().unwrap_or(BUILTIN_INDEX);
         // Ids can come from client headers: escape them before they go into HTML.
-        let html = template
-            .replace("{{trace_id}}", &escape_html(&ids.trace_id))
-            .replace("{{request_id}}", &escape_html(&ids.request_id));
+        let (trace_id, request_id) = (escape_html(&ids.trace_id), escape_html(&ids.request_id));
+        let html = match (&self.page, &self.static_root) {
+            (Some(page), _) => page.fill(&trace_id, &request_id),
+            (None, root) => {
+                let from_disk = match root {
+                    Some(root) => tokio::fs::read_to_string(root.join("index.html"))
+                        .await
+                        .ok(),
+                    None => None,
+                };
+                fill_page(
+                    from_disk.as_deref().unwrap_or(BUILTIN_INDEX),
+                    &trace_id,
+                    &request_id,
+                )
+            }
+        };
         let mut response = Response::new(Full::new(Bytes::from(html)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -225,6 +252,62 @@ impl Upstream {
             HeaderValue::from_static(static_files::content_type(&file)),
         );
         response
+    }
+}
+
+/// The page with its ids filled in: `{{trace_id}}`, then `{{request_id}}` in what that gave.
+fn fill_page(template: &str, trace_id: &str, request_id: &str) -> String {
+    template
+        .replace(TRACE_SLOT, trace_id)
+        .replace(REQUEST_SLOT, request_id)
+}
+
+const TRACE_SLOT: &str = "{{trace_id}}";
+const REQUEST_SLOT: &str = "{{request_id}}";
+
+/// A page template cut at its slots once, so filling it in is a few copies rather than two
+/// searches through the whole page per request.
+#[derive(Debug)]
+struct Page {
+    template: String,
+    /// The template cut at each `{{trace_id}}`; each piece cut at each `{{request_id}}`.
+    pieces: Vec<Vec<String>>,
+}
+
+impl Page {
+    fn new(template: &str) -> Page {
+        Page {
+            template: template.to_string(),
+            pieces: template
+                .split(TRACE_SLOT)
+                .map(|piece| piece.split(REQUEST_SLOT).map(str::to_string).collect())
+                .collect(),
+        }
+    }
+
+    /// What [`fill_page`] makes of the template. Cutting first gives the same text when the
+    /// trace id cannot take part in a `{{request_id}}` of the first pass's result: two or more
+    /// characters among hex digits and `-` (any id the load generator or this upstream makes)
+    /// match no two neighbouring characters of the slot. Any other trace id takes the long way.
+    fn fill(&self, trace_id: &str, request_id: &str) -> String {
+        let inert =
+            trace_id.len() >= 2 && trace_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        if !inert {
+            return fill_page(&self.template, trace_id, request_id);
+        }
+        let mut out = String::with_capacity(self.template.len() + 2 * request_id.len() + 64);
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if i > 0 {
+                out.push_str(trace_id);
+            }
+            for (j, part) in piece.iter().enumerate() {
+                if j > 0 {
+                    out.push_str(request_id);
+                }
+                out.push_str(part);
+            }
+        }
+        out
     }
 }
 
@@ -660,6 +743,40 @@ fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_cut_once_fills_in_as_the_two_replacements_do() {
+        let templates = [
+            BUILTIN_INDEX,
+            "",
+            "no slots",
+            "{{trace_id}}{{request_id}}{{trace_id}}",
+            "{{{{trace_id}}}} {{request_id}}{{request_id}} {{trace_id}}_id}}",
+            "{{req{{trace_id}}uest_id}} and {{{{trace_id}}",
+        ];
+        let traces = [
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "b048577f-d679-4141-8b1b-935caefed53b",
+            "",
+            "e",
+            "request_id",
+            "{{request_id}}",
+            "quest_id}}",
+            "{{req",
+        ];
+        for template in templates {
+            let page = Page::new(template);
+            for trace in traces {
+                for request in ["r-1", "{{trace_id}}", ""] {
+                    assert_eq!(
+                        page.fill(trace, request),
+                        fill_page(template, trace, request),
+                        "{template:?} {trace:?} {request:?}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_milliseconds() {
