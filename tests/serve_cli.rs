@@ -113,6 +113,13 @@ fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
     (status.code(), stderr)
 }
 
+/// `traceforge proxy` on a free loopback port in front of `upstream`, with `extra` flags.
+fn proxy_in_front_of(dir: &Path, upstream: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream];
+    args.extend_from_slice(extra);
+    Server::start(command(dir, &args))
+}
+
 async fn demo_upstream() -> traceforge::server::Listening {
     upstream::spawn(loopback(), UpstreamOptions::default())
         .await
@@ -125,20 +132,11 @@ async fn the_proxy_prints_its_address_injects_faults_and_stops_on_sigterm() {
     let up = demo_upstream().await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let upstream_url = up.url();
-    let server = Server::start(command(
+    let server = proxy_in_front_of(
         dir.path(),
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream_url,
-            "--fault",
-            "error:418:1:/teapot",
-            "--seed",
-            "5",
-        ],
-    ));
+        &upstream_url,
+        &["--fault", "error:418:1:/teapot", "--seed", "5"],
+    );
     let c = client();
     let ok = get(
         &c,
@@ -431,20 +429,11 @@ async fn with_several_workers_connections_take_turns_among_threads_and_each_drai
     let up = demo_upstream().await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let upstream_url = up.url();
-    let server = Server::start(command(
+    let server = proxy_in_front_of(
         dir.path(),
-        &[
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream_url,
-            "--workers",
-            "3",
-            "--fault",
-            "delay:600ms:1:/api",
-        ],
-    ));
+        &upstream_url,
+        &["--workers", "3", "--fault", "delay:600ms:1:/api"],
+    );
     // Three runtimes, one per thread: the command's own and two more.
     #[cfg(target_os = "linux")]
     {
