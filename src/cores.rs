@@ -65,11 +65,6 @@ pub fn next() -> Option<Handle> {
     }
 }
 
-/// How many runtimes connections are spread over: 1 when nothing is installed.
-pub fn count() -> usize {
-    CORES.get().map_or(1, |c| c.others.len() + 1)
-}
-
 /// The CPUs this process may run on: its affinity mask and CPU quota, as the standard library
 /// reads them (at least 1).
 pub fn available() -> usize {

@@ -151,9 +151,7 @@ pub fn explore(args: &ExploreArgs) -> u8 {
         },
         None => args.seeds,
     };
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
+    let jobs = args.jobs.unwrap_or_else(traceforge::cores::available);
     let plan = Plan {
         seeds: seeds.from..=seeds.to,
         jobs: jobs.min(usize::try_from(seeds.count()).unwrap_or(usize::MAX)),

@@ -298,6 +298,21 @@ pub(super) enum ForwardError {
 impl ForwardError {
     /// Whose fault a failed exchange with the upstream was.
     fn from_client(e: &hyper_util::client::legacy::Error) -> Self {
+        Self::classify(e, e.is_connect())
+    }
+
+    /// [`ForwardError::from_client`] for a request sent on a client connection's own upstream
+    /// connection.
+    fn from_own(e: &OwnError) -> Self {
+        match e {
+            OwnError::Connect(e) => Self::classify(&**e, true),
+            OwnError::Exchange(e) => Self::classify(e, false),
+        }
+    }
+
+    /// Whose fault the failed exchange `e` was: the client's body, the proxy's resources, an
+    /// upstream it could not reach (`connect`: no connection was made), or a failed exchange.
+    fn classify(e: &(dyn std::error::Error + 'static), connect: bool) -> Self {
         match BodyError::find(e) {
             Some(BodyError::Stalled(timeout)) => return ForwardError::ClientStalled(*timeout),
             Some(BodyError::Read(source)) => {
@@ -308,37 +323,10 @@ impl ForwardError {
         let detail = error_chain(e);
         if out_of_resources(e) {
             ForwardError::Resources(detail)
-        } else if e.is_connect() {
+        } else if connect {
             ForwardError::Unreachable(detail)
         } else {
             ForwardError::Failed(detail)
-        }
-    }
-
-    /// [`ForwardError::from_client`] for a request sent on a client connection's own upstream
-    /// connection.
-    fn from_own(e: &OwnError) -> Self {
-        match e {
-            OwnError::Connect(e) if out_of_resources(&**e) => {
-                ForwardError::Resources(error_chain(&**e))
-            }
-            OwnError::Connect(e) => ForwardError::Unreachable(error_chain(&**e)),
-            OwnError::Exchange(e) => {
-                match BodyError::find(e) {
-                    Some(BodyError::Stalled(timeout)) => {
-                        return ForwardError::ClientStalled(*timeout);
-                    }
-                    Some(BodyError::Read(source)) => {
-                        return ForwardError::ClientBody(error_chain(&**source));
-                    }
-                    None => {}
-                }
-                if out_of_resources(e) {
-                    ForwardError::Resources(error_chain(e))
-                } else {
-                    ForwardError::Failed(error_chain(e))
-                }
-            }
         }
     }
 
