@@ -12,18 +12,28 @@ TF=$ROOT/target/release/traceforge
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 PIDS=()
 
+# Stops every server started with `start_tf` or `start_nginx` so far and forgets them (between
+# the parts of a script too, so each has the cores to itself).
+stop_servers() {
+  # Servers started inside $(start_tf ...) are recorded here: a subshell cannot add to PIDS.
+  if [[ -f $WORK/pids ]]; then
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/pids"
+    rm -f "$WORK/pids"
+  fi
+  local f
+  for f in "$WORK"/nginx-*.pid; do
+    if [[ -f $f ]]; then
+      kill "$(cat "$f")" 2>/dev/null || true
+      rm -f "$f"
+    fi
+  done
+}
+
 bench_cleanup() {
   for pid in "${PIDS[@]:-}"; do
     if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
   done
-  # Servers started inside $(start_tf ...) are recorded here: a subshell cannot add to PIDS.
-  if [[ -f $WORK/pids ]]; then
-    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/pids"
-  fi
-  local f
-  for f in "$WORK"/nginx-*.pid; do
-    if [[ -f $f ]]; then kill "$(cat "$f")" 2>/dev/null || true; fi
-  done
+  stop_servers
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }

@@ -53,16 +53,9 @@ need() {
   build_release
 }
 
-# Stops every server started so far (between layouts, so each has the cores to itself).
-stop_servers() {
-  if [[ -f $WORK/pids ]]; then
-    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/pids"
-    rm -f "$WORK/pids"
-  fi
-  local f
-  for f in "$WORK"/nginx-*.pid; do
-    [[ -f $f ]] && { kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; }
-  done
+# Stops every server started so far and lets their ports and cores go (between layouts).
+stop_all() {
+  stop_servers
   sleep 0.5
 }
 
@@ -158,7 +151,7 @@ bench_proxy() {
   WHO[traceforge]=$(cat "$WORK/proxy.pid")
   URL[nginx]=$(nginx_proxy proxy 0 1 "$up"); WHO[nginx]=$(nginx_pids proxy)
   compare 1 1 direct traceforge-w1 traceforge nginx
-  stop_servers
+  stop_all
 }
 
 bench_shared() {
@@ -171,7 +164,7 @@ bench_shared() {
   WHO[traceforge]=$(cat "$WORK/proxy.pid")
   URL[nginx]=$(nginx_proxy shared 1 1 "$up"); WHO[nginx]=$(nginx_pids shared)
   compare 0 1 direct traceforge nginx
-  stop_servers
+  stop_all
 }
 
 bench_twocore() {
@@ -187,7 +180,7 @@ bench_twocore() {
   WHO[traceforge-w2]=$(cat "$WORK/proxy-w2.pid")
   URL[nginx]=$(nginx_proxy two "" 2 "$up"); WHO[nginx]=$(nginx_pids two)
   compare "" 2 direct traceforge traceforge-w2 nginx
-  stop_servers
+  stop_all
 }
 
 bench_load() {
@@ -247,7 +240,7 @@ JS
       echo "traceforge / $gen: throughput $(ratio "$(median ${rps[traceforge]})" "$(median ${rps[$gen]})") (each round: $(ratios "${rps[traceforge]}" "${rps[$gen]}")), CPU per request $(ratio "$(median ${cpu[traceforge]})" "$(median ${cpu[$gen]})")"
     done
   done
-  stop_servers
+  stop_all
 }
 
 bench_scenarios() {
